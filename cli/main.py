@@ -1,0 +1,61 @@
+"""The `jarvis` entry point: mounts every command and maps errors to exit codes, once."""
+
+import sys
+
+import click
+import typer
+
+from jarvis import __version__
+from jarvis.exceptions import BadRequest, ConfigError, JarvisError, ServerStartError, UpstreamError
+
+from .console import fail, out
+from .exit_codes import ExitCode
+from .serve import serve
+
+app = typer.Typer(
+    name="jarvis",
+    help="Make LLM chat servers stop hanging when prompts overlap, and prove it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("serve")(serve)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the jarvis version."""
+    out.print(__version__)
+
+
+_EXIT_FOR: list[tuple[type[JarvisError], ExitCode]] = [
+    (ConfigError, ExitCode.USAGE),
+    (BadRequest, ExitCode.USAGE),
+    (ServerStartError, ExitCode.UNAVAILABLE),
+    (UpstreamError, ExitCode.UNAVAILABLE),
+    (JarvisError, ExitCode.FAILURE),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; expected failures never show a traceback."""
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="jarvis")
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return ExitCode.USAGE
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        fail("interrupted")
+        return ExitCode.INTERRUPTED
+    except JarvisError as exc:
+        fail(str(exc))
+        return next(code for kind, code in _EXIT_FOR if isinstance(exc, kind))
+    return int(result) if isinstance(result, int) else ExitCode.OK
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

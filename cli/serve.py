@@ -1,0 +1,117 @@
+"""`jarvis serve`: run the reference server."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from jarvis.config import ServerConfig
+from jarvis.faults import FAULT_HELP, Fault
+
+from .console import err
+from .exit_codes import ExitCode
+
+_FAULTS = ", ".join(f"{f.value} ({FAULT_HELP[f]})" for f in Fault)
+
+
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Address to bind. Loopback unless you say otherwise.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind; 0 picks a free one.")] = 8000,
+    log_file: Annotated[
+        str, typer.Option(help="Structured event log; '-' writes to stdout.")
+    ] = "logs/system.log",
+    log_format: Annotated[str, typer.Option(help="logfmt or json.")] = "logfmt",
+    cancel_wait: Annotated[
+        float, typer.Option(help="Seconds a new prompt waits for the old stream's cleanup.")
+    ] = 2.0,
+    flush_ms: Annotated[
+        float, typer.Option(help="Token batching debounce in ms; 0 streams token by token.")
+    ] = 75.0,
+    flush_bytes: Annotated[
+        int, typer.Option(help="A batch this large (bytes) flushes at once.")
+    ] = 1024,
+    send_timeout: Annotated[
+        float, typer.Option(help="End a stream whose client stops reading for this long (s).")
+    ] = 10.0,
+    shutdown_timeout: Annotated[
+        float, typer.Option(help="Bound on graceful shutdown (s); streams end reason=shutdown.")
+    ] = 5.0,
+    token_rate: Annotated[
+        float, typer.Option(help="Synthetic model: tokens per second (0 = unthrottled).")
+    ] = 100.0,
+    first_token_ms: Annotated[
+        float, typer.Option(help="Synthetic model: delay before the first token (ms).")
+    ] = 20.0,
+    upstream: Annotated[
+        str | None,
+        typer.Option(help="Front this OpenAI-compatible base URL instead of the synthetic model."),
+    ] = None,
+    upstream_api_key: Annotated[
+        str | None,
+        typer.Option(envvar="JARVIS_UPSTREAM_API_KEY", help="Bearer token for --upstream."),
+    ] = None,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(help=f"Switch on a deliberate bug (repeatable): {_FAULTS}."),
+    ] = None,
+    watchdog_ms: Annotated[
+        float, typer.Option(help="Log loop_blocked when the loop is stuck this long (ms).")
+    ] = 250.0,
+    lag_report: Annotated[
+        float, typer.Option(help="Seconds between loop_lag lines (0 = never).")
+    ] = 10.0,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 1 << 20,
+) -> int:
+    """Run the reference OpenAI-compatible streaming server.
+
+    One stream per session (X-Session-Id): a new prompt cancels the old
+    stream and waits, bounded by --cancel-wait, for its cleanup. Every step
+    is logged to --log-file. Try it:
+
+        curl -N localhost:8000/v1/chat/completions -H 'X-Session-Id: s1' \\
+          -d '{"messages":[{"role":"user","content":"Long essay"}],"stream":true}'
+    """
+    from jarvis.exceptions import ConfigError
+    from jarvis.server import serve as run_server
+
+    faults: set[Fault] = set()
+    for name in fault or []:
+        try:
+            faults.add(Fault(name))
+        except ValueError:
+            names = ", ".join(f.value for f in Fault)
+            raise ConfigError(f"unknown --fault {name!r}; choose from: {names}") from None
+    config = ServerConfig(
+        host=host,
+        port=port,
+        log_file=None if log_file == "-" else Path(log_file),
+        log_format=log_format,
+        cancel_wait=cancel_wait,
+        flush_ms=flush_ms,
+        flush_bytes=flush_bytes,
+        send_timeout=send_timeout,
+        shutdown_timeout=shutdown_timeout,
+        token_rate=token_rate,
+        first_token_ms=first_token_ms,
+        upstream=upstream,
+        upstream_api_key=upstream_api_key,
+        watchdog_ms=watchdog_ms,
+        lag_report_s=lag_report,
+        max_body_bytes=max_body_bytes,
+        faults=frozenset(faults),
+    )
+
+    def ready(bound: int) -> None:
+        source = upstream or "synthetic model"
+        active = ", ".join(sorted(f.value for f in faults)) or "none"
+        err.print(
+            f"[bold green]jarvis[/] serving on http://{host}:{bound} "
+            f"([dim]{source}; log {log_file}; faults {active}[/])",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    server = run_server(config, on_ready=ready)
+    return ExitCode.OK if server.started or server.should_exit else ExitCode.UNAVAILABLE

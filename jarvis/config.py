@@ -1,0 +1,72 @@
+"""Server settings, validated once, in one frozen object.
+
+Every knob of `jarvis serve` lives here with its default, so the CLI, the
+tests and the benchmarks build servers the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .exceptions import ConfigError
+from .faults import Fault
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything that shapes a running jarvis server."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_file: Path | None = Path("logs/system.log")
+    log_format: str = "logfmt"
+    #: Seconds a new prompt waits for the previous stream's cleanup (the seeds' 2.0).
+    cancel_wait: float = 2.0
+    #: Debounce window of the token batcher; 0 streams token by token.
+    flush_ms: float = 75.0
+    #: A buffer this large flushes at once instead of waiting for the window.
+    flush_bytes: int = 1024
+    #: A send that cannot complete within this many seconds ends the stream (slow reader).
+    send_timeout: float = 10.0
+    #: Seconds graceful shutdown may take before open connections are dropped.
+    shutdown_timeout: float = 5.0
+    #: Largest request body accepted, in bytes.
+    max_body_bytes: int = 1 << 20
+    #: Synthetic model: tokens per second (0 = as fast as the loop allows).
+    token_rate: float = 100.0
+    #: Synthetic model: delay before the first token, in milliseconds.
+    first_token_ms: float = 20.0
+    #: Proxy to this OpenAI-compatible base URL instead of the synthetic model.
+    upstream: str | None = None
+    upstream_api_key: str | None = None
+    #: The watchdog reports a loop that has not answered for this long.
+    watchdog_ms: float = 250.0
+    #: Interval of the periodic `loop_lag` line, in seconds (0 = never).
+    lag_report_s: float = 10.0
+    faults: frozenset[Fault] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (0 <= self.port <= 65535, f"port must be 0..65535, not {self.port}"),
+            (self.cancel_wait > 0, "--cancel-wait must be > 0 seconds"),
+            (self.flush_ms >= 0, "--flush-ms must be >= 0"),
+            (self.flush_bytes >= 1, "--flush-bytes must be >= 1"),
+            (self.send_timeout > 0, "--send-timeout must be > 0 seconds"),
+            (self.shutdown_timeout > 0, "--shutdown-timeout must be > 0 seconds"),
+            (self.max_body_bytes >= 1024, "--max-body-bytes must be >= 1024"),
+            (self.token_rate >= 0, "--token-rate must be >= 0"),
+            (self.first_token_ms >= 0, "--first-token-ms must be >= 0"),
+            (self.watchdog_ms >= 10, "--watchdog-ms must be >= 10"),
+            (self.lag_report_s >= 0, "--lag-report must be >= 0"),
+            (self.log_format in ("logfmt", "json"), "--log-format must be logfmt or json"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        if self.upstream is not None and not self.upstream.startswith(("http://", "https://")):
+            raise ConfigError(f"--upstream must be an http(s) URL, not {self.upstream!r}")
+
+    def has(self, fault: Fault) -> bool:
+        """Whether a deliberate bug is switched on."""
+        return fault in self.faults

@@ -1,0 +1,173 @@
+"""Token batching: a non-blocking, per-request debounce (the seeds' `events.py`).
+
+The first token of a batch schedules a flush task that sleeps `flush_ms`
+with `await` (never `time.sleep`), so the loop keeps serving. A buffer past
+`flush_bytes` flushes at once. One flush becomes one SSE chunk. Cleanup
+cancels a pending flush task, flushes what is left and drops the buffer.
+No lock is held across the loop: a per-request `asyncio.Lock` only keeps the
+order of chunks when a timer flush and an immediate flush meet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from . import faults
+from .eventlog import EventSink
+from .metrics import Metrics
+from .vocabulary import Event
+
+#: Writes one chunk (text, token count); returns False when nothing reached the wire.
+Emit = Callable[[str, int], Awaitable[bool]]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Buffer:
+    emit: Emit
+    parts: list[str] = field(default_factory=list)
+    size: int = 0
+    flush_task: asyncio.Task[None] | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def take(self) -> tuple[str, int, int]:
+        text, tokens, size = "".join(self.parts), len(self.parts), self.size
+        self.parts.clear()
+        self.size = 0
+        return text, tokens, size
+
+
+class TokenBatcher:
+    """Per-request token buffers with a debounced, cancellable flush.
+
+    `sleep` is injected so tests decide when a debounce window ends.
+    `blocking=True` is the `blocking-flush` fault: the seeds' broken flush.
+    """
+
+    def __init__(
+        self,
+        log: EventSink,
+        *,
+        flush_ms: float = 75.0,
+        flush_bytes: int = 1024,
+        metrics: Metrics | None = None,
+        sleep: Sleep = asyncio.sleep,
+        blocking: bool = False,
+    ) -> None:
+        self._log = log
+        self._delay = flush_ms / 1000
+        self._delay_ms = flush_ms
+        self._flush_bytes = flush_bytes
+        self._metrics = metrics
+        self._sleep = sleep
+        self._blocking = blocking
+        self._buffers: dict[str, _Buffer] = {}
+
+    def __repr__(self) -> str:
+        return f"<TokenBatcher flush_ms={self._delay_ms:g} buffers={len(self._buffers)}>"
+
+    def open(self, request_id: str, emit: Emit) -> None:
+        """Start buffering for one request; `emit` writes a flushed batch."""
+        self._buffers[request_id] = _Buffer(emit)
+
+    def has_pending_flush(self, request_id: str) -> bool:
+        buffer = self._buffers.get(request_id)
+        return buffer is not None and buffer.flush_task is not None
+
+    def buffered(self, request_id: str) -> str:
+        buffer = self._buffers.get(request_id)
+        return "" if buffer is None else "".join(buffer.parts)
+
+    async def add(self, request_id: str, token: str) -> None:
+        """Buffer one token; flush now if over the size limit or in token-by-token mode."""
+        buffer = self._buffers[request_id]
+        buffer.parts.append(token)
+        buffer.size += len(token.encode())
+        if self._delay <= 0:
+            await self._flush(request_id, buffer, "token")
+        elif buffer.size >= self._flush_bytes:
+            self._log.emit(Event.FLUSH_IMMEDIATE, request_id=request_id, size=buffer.size)
+            self._cancel_pending(request_id, buffer)
+            await self._flush(request_id, buffer, "immediate")
+        elif buffer.flush_task is None:
+            buffer.flush_task = asyncio.create_task(self._flush_later(request_id, buffer))
+            self._log.emit(Event.FLUSH_SCHEDULED, request_id=request_id, delay_ms=self._delay_ms)
+
+    async def flush_on_end(self, request_id: str) -> None:
+        """The token source ended or failed: flush what is left now."""
+        buffer = self._buffers.get(request_id)
+        if buffer is None:
+            return
+        self._cancel_pending(request_id, buffer)
+        if buffer.parts:
+            self._log.emit(Event.FLUSH_ON_END, request_id=request_id, size=buffer.size)
+            await self._flush(request_id, buffer, "end")
+        else:
+            await self._settle(buffer)
+
+    async def cleanup_request_buffers(self, request_id: str) -> None:
+        """Cancel a pending flush, flush what is left, and drop the request's buffer."""
+        buffer = self._buffers.get(request_id)
+        if buffer is None:
+            return
+        if buffer.flush_task is not None:
+            self._log.emit(Event.CLEANUP_FLUSH_TASK, request_id=request_id)
+            self._cancel_pending(request_id, buffer)
+        try:
+            if buffer.parts:
+                self._log.emit(Event.FLUSH_ON_CLEANUP, request_id=request_id, size=buffer.size)
+                await self._flush(request_id, buffer, "cleanup")
+            else:
+                await self._settle(buffer)
+        finally:
+            buffer.parts.clear()
+            buffer.size = 0
+            del self._buffers[request_id]
+            self._log.emit(Event.CLEANUP_BUFFER, request_id=request_id)
+
+    @staticmethod
+    async def _settle(buffer: _Buffer) -> None:
+        """Wait for a timer flush already writing, so later chunks keep their order."""
+        async with buffer.lock:
+            pass
+
+    def _cancel_pending(self, request_id: str, buffer: _Buffer) -> None:
+        task, buffer.flush_task = buffer.flush_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            self._log.emit(Event.FLUSH_CANCELLED, request_id=request_id)
+
+    async def _flush_later(self, request_id: str, buffer: _Buffer) -> None:
+        await self._sleep(self._delay)
+        # Past the sleep the task detaches itself: from here on it is flushing,
+        # and cancelling it would lose a chunk half-way through its write.
+        if buffer.flush_task is asyncio.current_task():
+            buffer.flush_task = None
+        await self._flush(request_id, buffer, "debounce")
+
+    async def _flush(self, request_id: str, buffer: _Buffer, trigger: str) -> None:
+        async with buffer.lock:
+            if not buffer.parts:
+                return
+            text, tokens, size = buffer.take()
+            self._log.emit(Event.FLUSH_START, request_id=request_id, size=size)
+            if self._blocking:
+                sent = False
+
+                async def write() -> None:
+                    nonlocal sent
+                    sent = await buffer.emit(text, tokens)
+
+                await faults.blocking_flush(self._delay, write)
+            else:
+                sent = await buffer.emit(text, tokens)
+            self._log.emit(
+                Event.FLUSH_DONE,
+                request_id=request_id,
+                tokens_sent=tokens if sent else 0,
+                size=size,
+            )
+            if self._metrics is not None:
+                self._metrics.flushes.labels(trigger).inc()

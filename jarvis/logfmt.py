@@ -1,0 +1,83 @@
+"""Encoders for one log line: logfmt (the default) and JSON lines.
+
+Values that come from clients pass through here, so the encoders guarantee
+that no value can split a line or forge a key: every control byte (C0, DEL,
+C1) and the Unicode line separators are escaped, and any value that is not
+a plain token is quoted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+
+# A value made only of these characters is written bare: `session=abc-1`.
+_BARE = re.compile(r"[A-Za-z0-9_.:/@+\-]+")
+# Everything a quoted value must escape: the quote, the backslash, control
+# characters, and the characters `str.splitlines` also treats as line breaks.
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f\x7f-\x9f\u2028\u2029]')
+_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    short = _SHORT_ESCAPES.get(char)
+    if short is not None:
+        return short
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def format_value(value: object) -> str:
+    """Render one logfmt value: bare when safe, else quoted and escaped."""
+    if value is True:
+        return "True"
+    if value is False:
+        return "False"
+    if value is None:
+        return '""'
+    if isinstance(value, int | float):
+        return str(value)
+    text = str(value)
+    if _BARE.fullmatch(text):
+        return text
+    return '"' + _NEEDS_ESCAPE.sub(_escape_char, text) + '"'
+
+
+def format_logfmt(ts: str, level: str, event: str, fields: Mapping[str, object]) -> str:
+    """One logfmt line (no newline): `ts=… level=… event=…` first, then the fields."""
+    parts = [f"ts={ts} level={level} event={event}"]
+    for key, value in fields.items():
+        parts.append(f"{key}={format_value(value)}")
+    return " ".join(parts)
+
+
+def format_json(ts: str, level: str, event: str, fields: Mapping[str, object]) -> str:
+    """One JSON line (no newline); `ensure_ascii` escapes every non-ASCII character."""
+    record: dict[str, object] = {"ts": ts, "level": level, "event": event}
+    record.update(fields)
+    return json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=str)
+
+
+_PAIR = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)=("(?:[^"\\]|\\.)*"|\S*)')
+_UNESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|.)")
+_UNSHORT = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\"}
+
+
+def _unescape(match: re.Match[str]) -> str:
+    body = match.group(1)
+    if body[0] in "xu" and len(body) > 1:
+        return chr(int(body[1:], 16))
+    return _UNSHORT.get(body, body)
+
+
+def parse_logfmt(line: str) -> dict[str, str]:
+    """Parse one logfmt line back into its fields (the inverse of `format_logfmt`)."""
+    fields: dict[str, str] = {}
+    for match in _PAIR.finditer(line):
+        key, raw = match.group(1), match.group(2)
+        if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+            raw = _UNESCAPE.sub(_unescape, raw[1:-1])
+        fields[key] = raw
+    return fields

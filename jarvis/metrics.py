@@ -1,0 +1,57 @@
+"""Prometheus metrics of one server instance (its own registry, so tests can run many)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from .vocabulary import CancelReason, EndReason
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    """The counters, gauges and histograms `GET /metrics` exposes."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.active_streams = Gauge(
+            "jarvis_active_streams", "Streams started and not yet ended.", registry=r
+        )
+        self.started = Counter("jarvis_streams_started", "Streams started.", registry=r)
+        self.cancelled = Counter(
+            "jarvis_streams_cancelled", "Streams told to stop, by reason.", ["reason"], registry=r
+        )
+        self.ended = Counter(
+            "jarvis_streams_ended", "Streams ended, by reason.", ["reason"], registry=r
+        )
+        self.cancel_wait = Histogram(
+            "jarvis_cancel_wait_seconds",
+            "How long a new prompt waited for its session's previous streams.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0),
+            registry=r,
+        )
+        self.cleanup_timeouts = Counter(
+            "jarvis_cleanup_timeouts",
+            "Previous streams that overran --cancel-wait (prev_stream_timeout_on_cancel).",
+            registry=r,
+        )
+        self.flushes = Counter(
+            "jarvis_flushes", "Token batches written, by trigger.", ["trigger"], registry=r
+        )
+        self.loop_lag = Gauge(
+            "jarvis_loop_lag_seconds", "Latest event-loop heartbeat lag.", registry=r
+        )
+        self.loop_blocked = Counter(
+            "jarvis_loop_blocked", "Times the watchdog saw the loop blocked.", registry=r
+        )
+        # Pre-create labelled children so a scrape shows zeros, not absences.
+        for reason in EndReason:
+            self.ended.labels(reason.value)
+        for cancel in CancelReason:
+            self.cancelled.labels(cancel.value)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

@@ -1,0 +1,207 @@
+"""The stream registry: one active stream per session, and the fence.
+
+Registering B while A is active cancels A, waits for A's cleanup *outside*
+any lock and bounded by `cancel_wait`, then makes B the session's active
+stream. Waits only ever go from newer to older streams, so racing prompts
+cannot deadlock: the newest wins, every other one ends superseded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .eventlog import EventSink
+from .metrics import Metrics
+from .stream import StreamHandle, StreamState
+from .vocabulary import CancelReason, Event
+
+
+@dataclass(slots=True)
+class _Session:
+    """A session's live streams (registered or waiting) and its active one."""
+
+    generation: int = 0
+    live: list[StreamHandle] = field(default_factory=list)
+    active: StreamHandle | None = None
+
+
+class StreamRegistry:
+    """Owns which stream of a session may emit.
+
+    `cancel_previous=False` and `fence=False` exist only for the faults
+    `no-cancel` and `ignore-cancel`; a correct server never turns them off.
+    """
+
+    def __init__(
+        self,
+        log: EventSink,
+        *,
+        cancel_wait: float = 2.0,
+        metrics: Metrics | None = None,
+        cancel_previous: bool = True,
+        fence: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = log
+        self._metrics = metrics
+        self._cancel_wait = cancel_wait
+        self._cancel_previous = cancel_previous
+        self._fence = fence
+        self._clock = clock
+        self._sessions: dict[str, _Session] = {}
+
+    def __repr__(self) -> str:
+        return f"<StreamRegistry sessions={len(self._sessions)} live={self.live_count()}>"
+
+    async def register(self, handle: StreamHandle) -> bool:
+        """Make `handle` its session's active stream; False if it lost the race.
+
+        A stream loses when it is itself cancelled while it waits: a newer
+        prompt arrived in its session, or its client went away.
+        """
+        session = self._sessions.setdefault(handle.session, _Session())
+        session.generation += 1
+        handle.generation = session.generation
+        previous = list(session.live)
+        session.live.append(handle)
+        handle.transition(StreamState.WAITING)
+
+        if previous and self._cancel_previous:
+            for prev in previous:
+                self.cancel(prev, CancelReason.REGISTRY_NEW_STREAM)
+            await self._wait_for_previous(handle, previous)
+
+        if handle.cancel_requested:
+            return False
+        session.active = handle
+        handle.transition(StreamState.ACTIVE)
+        self._log.emit(
+            Event.STREAM_REGISTERED,
+            trace=handle.trace,
+            session=handle.session,
+            stream_id=handle.stream_id,
+            generation=handle.generation,
+        )
+        return True
+
+    async def _wait_for_previous(self, handle: StreamHandle, previous: list[StreamHandle]) -> None:
+        """Wait (bounded, never cancelling what it waits on) for older streams to end."""
+        loop = asyncio.get_running_loop()
+        started = self._clock()
+        deadline = loop.time() + self._cancel_wait
+        pending: set[asyncio.Future[Any]] = {p.done for p in previous if not p.done.done()}
+        # asyncio.wait, not wait_for: a timeout must not cancel the old stream's
+        # cleanup, and our own cancellation (a newer prompt) must end the wait.
+        while pending and not handle.cancel_requested:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            finished, _ = await asyncio.wait(
+                {*pending, handle.cancelled},
+                timeout=remaining,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            pending -= finished
+        if handle.cancel_requested:
+            return  # superseded while waiting: the newer stream reports the outcome
+        waited_ms = int((self._clock() - started) * 1000)
+        if self._metrics is not None:
+            self._metrics.cancel_wait.observe(waited_ms / 1000)
+        prev_traces = ",".join(p.trace for p in previous)
+        if not pending:
+            self._log.emit(
+                Event.PREV_STREAM_FINISHED_CLEANLY,
+                session=handle.session,
+                trace=handle.trace,
+                prev_trace=prev_traces,
+                waited_ms=waited_ms,
+            )
+            return
+        self._log.emit(
+            Event.PREV_STREAM_TIMEOUT_ON_CANCEL,
+            session=handle.session,
+            trace=handle.trace,
+            prev_trace=prev_traces,
+            waited_ms=waited_ms,
+        )
+        if self._metrics is not None:
+            self._metrics.cleanup_timeouts.inc()
+        if self._fence:
+            for prev in previous:
+                if not prev.done.done() and not prev.fenced:
+                    prev.fence()
+                    self._log.emit(
+                        Event.STREAM_FENCED,
+                        trace=prev.trace,
+                        session=prev.session,
+                        stream_id=prev.stream_id,
+                        by_trace=handle.trace,
+                    )
+
+    def cancel(self, handle: StreamHandle, reason: CancelReason) -> bool:
+        """Signal one stream to stop, logging `stream_cancelled` if it took effect."""
+        if not handle.cancel(reason):
+            return False
+        self._log.emit(
+            Event.STREAM_CANCELLED,
+            trace=handle.trace,
+            session=handle.session,
+            stream_id=handle.stream_id,
+            reason=reason.value,
+        )
+        if self._metrics is not None:
+            self._metrics.cancelled.labels(reason.value).inc()
+        return True
+
+    def release(self, handle: StreamHandle) -> None:
+        """Forget `handle`: compare-and-delete, so a late `finally` never removes a successor."""
+        session = self._sessions.get(handle.session)
+        if session is None:
+            return
+        if handle in session.live:
+            session.live.remove(handle)
+        if session.active is handle:
+            session.active = None
+        if not session.live and self._sessions.get(handle.session) is session:
+            del self._sessions[handle.session]
+
+    def active(self, session: str) -> StreamHandle | None:
+        """The stream currently allowed to emit in `session`, if any."""
+        slot = self._sessions.get(session)
+        return None if slot is None else slot.active
+
+    def live_count(self) -> int:
+        return sum(len(s.live) for s in self._sessions.values())
+
+    def snapshot(self) -> dict[str, list[dict[str, object]]]:
+        """Live streams by session, for `GET /v1/streams` and leak checks."""
+        return {
+            name: [
+                {
+                    "stream_id": h.stream_id,
+                    "trace": h.trace,
+                    "state": h.state.name.lower(),
+                    "generation": h.generation,
+                    "active": slot.active is h,
+                    "fenced": h.fenced,
+                    "cancel_reason": h.cancel_reason.value if h.cancel_reason else None,
+                    "age_ms": h.elapsed_ms(),
+                }
+                for h in slot.live
+            ]
+            for name, slot in self._sessions.items()
+        }
+
+    async def shutdown(self, wait_s: float) -> int:
+        """Cancel every live stream (`reason=shutdown`), wait (bounded); return how many remain."""
+        handles = [h for s in self._sessions.values() for h in s.live]
+        for handle in handles:
+            self.cancel(handle, CancelReason.SHUTDOWN)
+        pending = {h.done for h in handles if not h.done.done()}
+        if pending:
+            await asyncio.wait(pending, timeout=wait_s)
+        return sum(1 for h in handles if not h.done.done())

@@ -1,0 +1,111 @@
+"""Run the app on uvicorn, with a shutdown that ends open streams on purpose.
+
+uvicorn alone waits for open streams forever (or cuts them at
+`--timeout-graceful-shutdown` without a word). Here shutdown first cancels
+every live stream with `reason=shutdown`, so each client gets a terminal
+chunk and `[DONE]`, waits for them (bounded), then lets uvicorn finish.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from collections.abc import Callable
+
+import uvicorn
+
+from . import __version__
+from .app import create_app
+from .config import ServerConfig
+from .context import ServerContext
+from .exceptions import ServerStartError
+from .vocabulary import Event
+
+
+class JarvisServer(uvicorn.Server):
+    """uvicorn's server, plus `server_start` with the bound port and stream-aware shutdown."""
+
+    def __init__(self, config: ServerConfig, ctx: ServerContext | None = None) -> None:
+        self.jarvis_config = config
+        self.ctx = ctx or ServerContext.build(config)
+        app = create_app(ctx=self.ctx)
+        super().__init__(
+            uvicorn.Config(
+                app,
+                host=config.host,
+                port=config.port,
+                log_level="warning",
+                access_log=False,
+                lifespan="on",
+                timeout_graceful_shutdown=max(1, math.ceil(config.shutdown_timeout / 2)),
+                # A chat server's keep-alive connections must not outlive shutdown.
+                timeout_keep_alive=5,
+            )
+        )
+        self.bound_port: int | None = None
+        #: Called with the bound port once the server listens.
+        self.on_ready: Callable[[int], None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.should_exit:
+            return
+        for server in self.servers:
+            for sock in server.sockets:
+                self.bound_port = sock.getsockname()[1]
+                break
+        cfg = self.jarvis_config
+        self.ctx.log.emit(
+            Event.SERVER_START,
+            version=__version__,
+            host=cfg.host,
+            port=self.bound_port,
+            pid=os.getpid(),
+            source=self.ctx.source.name,
+            log_format=cfg.log_format,
+            cancel_wait_ms=int(cfg.cancel_wait * 1000),
+            flush_ms=cfg.flush_ms,
+            flush_bytes=cfg.flush_bytes,
+            faults=",".join(sorted(f.value for f in cfg.faults)) or "none",
+        )
+        if self.on_ready is not None and self.bound_port is not None:
+            self.on_ready(self.bound_port)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # stop accepting first, so no stream starts during shutdown
+        remaining = await self.ctx.registry.shutdown(self.jarvis_config.shutdown_timeout / 2)
+        self.ctx.log.emit(Event.SERVER_STOP, open_streams=remaining)
+        await super().shutdown(sockets)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind the listening socket ourselves, so a taken port is a clear error, not exit(1)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ServerStartError(f"cannot resolve --host {host!r}: {exc.strerror}") from exc
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ServerStartError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(config: ServerConfig, on_ready: Callable[[int], None] | None = None) -> JarvisServer:
+    """Bind, run until SIGINT/SIGTERM, and return the server for its exit state."""
+    sock = bind_socket(config.host, config.port)
+    server = JarvisServer(config)
+    server.on_ready = on_ready
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return server

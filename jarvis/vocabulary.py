@@ -1,0 +1,288 @@
+"""The log vocabulary: every event name and its fields, defined once.
+
+The server writes these events and `jarvis diagnose` reads them, so this
+module is a public contract. `docs/log-events.md` is generated from it
+(`python -m jarvis.vocabulary > docs/log-events.md`) and a test keeps the two
+in step. Names follow the seeds in `shared/seeds/` verbatim.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from dataclasses import dataclass
+
+
+class Event(enum.StrEnum):
+    """Every event name the server may write."""
+
+    SERVER_START = "server_start"
+    SERVER_STOP = "server_stop"
+    REQUEST_REJECTED = "request_rejected"
+    STREAM_START = "stream_start"
+    STREAM_CANCELLED = "stream_cancelled"
+    PREV_STREAM_FINISHED_CLEANLY = "prev_stream_finished_cleanly"
+    PREV_STREAM_TIMEOUT_ON_CANCEL = "prev_stream_timeout_on_cancel"
+    STREAM_REGISTERED = "stream_registered"
+    STREAM_FENCED = "stream_fenced"
+    STREAM_END = "stream_end"
+    FLUSH_SCHEDULED = "flush_scheduled"
+    FLUSH_IMMEDIATE = "flush_immediate"
+    FLUSH_START = "flush_start"
+    FLUSH_DONE = "flush_done"
+    FLUSH_CANCELLED = "flush_cancelled"
+    FLUSH_ON_END = "flush_on_end"
+    FLUSH_ON_CLEANUP = "flush_on_cleanup"
+    CLEANUP_FLUSH_TASK = "cleanup_flush_task"
+    CLEANUP_BUFFER = "cleanup_buffer"
+    EVENT_BUFFERS_CLEANED = "event_buffers_cleaned"
+    UPSTREAM_ERROR = "upstream_error"
+    LOOP_BLOCKED = "loop_blocked"
+    LOOP_RECOVERED = "loop_recovered"
+    LOOP_LAG = "loop_lag"
+
+
+class EndReason(enum.StrEnum):
+    """Why a stream ended: the `reason=` of `stream_end`."""
+
+    COMPLETED = "completed"
+    SUPERSEDED = "superseded"
+    DISCONNECTED = "disconnected"
+    ERROR = "error"
+    SHUTDOWN = "shutdown"
+    SEND_TIMEOUT = "send_timeout"
+
+
+class CancelReason(enum.StrEnum):
+    """Why a stream was told to stop: the `reason=` of `stream_cancelled`."""
+
+    REGISTRY_NEW_STREAM = "registry_new_stream"
+    CLIENT_DISCONNECTED = "client_disconnected"
+    SEND_TIMEOUT = "send_timeout"
+    SHUTDOWN = "shutdown"
+
+    @property
+    def end_reason(self) -> EndReason:
+        """The `stream_end` reason this cancellation leads to."""
+        return _CANCEL_TO_END[self]
+
+
+_CANCEL_TO_END = {
+    CancelReason.REGISTRY_NEW_STREAM: EndReason.SUPERSEDED,
+    CancelReason.CLIENT_DISCONNECTED: EndReason.DISCONNECTED,
+    CancelReason.SEND_TIMEOUT: EndReason.SEND_TIMEOUT,
+    CancelReason.SHUTDOWN: EndReason.SHUTDOWN,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    """One event: its level, its fields in the order they are written, and what it means."""
+
+    name: Event
+    level: str
+    fields: tuple[str, ...]
+    meaning: str
+
+
+def _spec(name: Event, level: str, fields: str, meaning: str) -> EventSpec:
+    return EventSpec(name, level, tuple(fields.split()), meaning)
+
+
+_I, _W, _E = "info", "warning", "error"
+
+EVENTS: dict[Event, EventSpec] = {
+    spec.name: spec
+    for spec in (
+        _spec(
+            Event.SERVER_START,
+            _I,
+            "version host port pid source log_format cancel_wait_ms flush_ms flush_bytes faults",
+            "The server is listening. `faults` lists the deliberate bugs switched on.",
+        ),
+        _spec(
+            Event.SERVER_STOP,
+            _I,
+            "open_streams",
+            "Graceful shutdown finished; `open_streams` is how many were still open.",
+        ),
+        _spec(
+            Event.REQUEST_REJECTED,
+            _W,
+            "trace session status code message",
+            "A request was refused with a 4xx before any stream existed.",
+        ),
+        _spec(
+            Event.STREAM_START,
+            _I,
+            "trace session stream_id model prompt_chars",
+            "A prompt arrived and became a stream (before it is registered).",
+        ),
+        _spec(
+            Event.STREAM_CANCELLED,
+            _I,
+            "trace session stream_id reason",
+            "The stream was told to stop; `reason=registry_new_stream` when a newer "
+            "prompt in the same session superseded it.",
+        ),
+        _spec(
+            Event.PREV_STREAM_FINISHED_CLEANLY,
+            _I,
+            "session trace prev_trace waited_ms",
+            "The new stream `trace` waited for the previous ones and they finished "
+            "their cleanup within `--cancel-wait`.",
+        ),
+        _spec(
+            Event.PREV_STREAM_TIMEOUT_ON_CANCEL,
+            _W,
+            "session trace prev_trace waited_ms",
+            "The previous stream did not finish its cleanup within `--cancel-wait`; "
+            "it is fenced (can emit nothing more) and the new stream goes ahead.",
+        ),
+        _spec(
+            Event.STREAM_REGISTERED,
+            _I,
+            "trace session stream_id generation",
+            "The stream is the session's active stream and may now emit tokens.",
+        ),
+        _spec(
+            Event.STREAM_FENCED,
+            _W,
+            "trace session stream_id by_trace",
+            "A stream that overran `--cancel-wait` is fenced: its late writes are dropped.",
+        ),
+        _spec(
+            Event.STREAM_END,
+            _I,
+            "trace session stream_id duration_ms reason tokens cleanup_done",
+            "The stream's `finally` ran; `cleanup_done=True` once buffers and registry "
+            "entry are gone.",
+        ),
+        _spec(
+            Event.FLUSH_SCHEDULED,
+            _I,
+            "request_id delay_ms",
+            "First token of a batch: a flush task will run after the debounce delay.",
+        ),
+        _spec(
+            Event.FLUSH_IMMEDIATE,
+            _I,
+            "request_id size",
+            "The buffer passed `--flush-bytes`: flush now instead of waiting.",
+        ),
+        _spec(
+            Event.FLUSH_START,
+            _I,
+            "request_id size",
+            "A flush begins; `size` is the number of bytes of text in the batch.",
+        ),
+        _spec(
+            Event.FLUSH_DONE,
+            _I,
+            "request_id tokens_sent size",
+            "A flush wrote one SSE chunk holding `tokens_sent` tokens.",
+        ),
+        _spec(
+            Event.FLUSH_CANCELLED,
+            _I,
+            "request_id",
+            "A pending flush task was cancelled before it ran.",
+        ),
+        _spec(
+            Event.FLUSH_ON_END,
+            _I,
+            "request_id size",
+            "The token source ended (or failed): what is left in the buffer is flushed.",
+        ),
+        _spec(
+            Event.FLUSH_ON_CLEANUP,
+            _I,
+            "request_id size",
+            "Cleanup flushes what is left in the buffer of a stopped stream.",
+        ),
+        _spec(
+            Event.CLEANUP_FLUSH_TASK,
+            _I,
+            "request_id",
+            "Cleanup found a pending flush task and cancels it.",
+        ),
+        _spec(
+            Event.CLEANUP_BUFFER, _I, "request_id", "Cleanup cleared the request's token buffer."
+        ),
+        _spec(
+            Event.EVENT_BUFFERS_CLEANED,
+            _I,
+            "trace request_id",
+            "`cleanup_request_buffers` finished for the stream.",
+        ),
+        _spec(
+            Event.UPSTREAM_ERROR,
+            _E,
+            "trace status message",
+            "The upstream server failed; the stream ends with `reason=error`.",
+        ),
+        _spec(
+            Event.LOOP_BLOCKED,
+            _E,
+            "lag_ms stack",
+            "The event loop has not answered the watchdog for `lag_ms`; `stack` is "
+            "where the loop thread is stuck, innermost frame first.",
+        ),
+        _spec(
+            Event.LOOP_RECOVERED, _W, "blocked_ms", "The loop answers again after a `loop_blocked`."
+        ),
+        _spec(
+            Event.LOOP_LAG,
+            _I,
+            "lag_ms max_lag_ms active_streams",
+            "Periodic: the current and worst heartbeat lag of the loop since the last line.",
+        ),
+    )
+}
+
+
+def render_markdown() -> str:
+    """The `docs/log-events.md` page, generated so that doc and code cannot drift."""
+    lines = [
+        "# Log events",
+        "",
+        "<!-- Generated by `python -m jarvis.vocabulary > docs/log-events.md`; "
+        "tests/test_vocabulary.py fails when this page and the code disagree. -->",
+        "",
+        "Every line the server writes is one event. In logfmt (the default):",
+        "",
+        "```",
+        "ts=2026-11-22T03:16:12.123456Z level=info event=stream_start trace=9f2c... "
+        "session=s1 stream_id=chatcmpl-... model=jarvis-synthetic prompt_chars=31",
+        "```",
+        "",
+        "`ts`, `level` and `event` always come first, in that order, so both "
+        "`grep stream_start` and a scanner anchored on `event=` work. Fields follow in "
+        "the order listed below. Values made only of `A-Za-z0-9_.:/@+-` are bare; any "
+        'other value is double-quoted with `\\"`, `\\\\`, `\\n`, `\\r`, `\\t`, `\\xNN` and '
+        "`\\uNNNN` escapes for every control character (C0, DEL, C1) and U+2028/U+2029, "
+        "so no client value can split a line or forge a key. "
+        "With `--log-format json` each line is one JSON object with the same keys.",
+        "",
+        "Flush events carry `request_id`, which equals the stream's `stream_id`.",
+        "",
+        "| event | level | fields | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for spec in EVENTS.values():
+        fields = " ".join(f"`{f}`" for f in spec.fields)
+        lines.append(f"| `{spec.name}` | {spec.level} | {fields} | {spec.meaning} |")
+    lines += [
+        "",
+        "## Reasons",
+        "",
+        "`stream_end reason=`: " + ", ".join(f"`{r}`" for r in EndReason) + ".",
+        "",
+        "`stream_cancelled reason=`: " + ", ".join(f"`{r}`" for r in CancelReason) + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_markdown())
