@@ -6,10 +6,11 @@ batching lost, duplicated or reordered. A "long essay" prompt streams long,
 a short question ("What is 2+2?") short.
 
 Algorithm (stable, part of the contract): seed = first 8 bytes of
-sha256(prompt) as a big-endian integer; length = 400 tokens if the prompt
-contains "long", "essay", "story" or "detail" (any case), else 8 if the
-prompt is under 40 characters and ends with "?", else 40 + seed % 40; capped
-by `max_tokens`. Token i is `WORDS[((seed >> (i % 48)) + 7 * i) % len(WORDS)]`,
+sha256(prompt) as a big-endian integer; length = `max_tokens`, or 400 when
+it is absent, if the prompt contains "long", "essay", "story" or "detail"
+(any case: a long prompt streams as long as asked); else 8 if the prompt is
+under 40 characters and ends with "?", else 40 + seed % 40, capped by
+`max_tokens`. Token i is `WORDS[((seed >> (i % 48)) + 7 * i) % len(WORDS)]`,
 with a leading space for every token but the first.
 """
 
@@ -265,8 +266,8 @@ def completion_length(prompt: str, max_tokens: int | None = None) -> int:
     """How many tokens the synthetic model answers `prompt` with."""
     lowered = prompt.lower()
     if any(marker in lowered for marker in _LONG_MARKERS):
-        length = LONG_TOKENS
-    elif len(prompt) < 40 and prompt.rstrip().endswith("?"):
+        return LONG_TOKENS if max_tokens is None else max_tokens
+    if len(prompt) < 40 and prompt.rstrip().endswith("?"):
         length = SHORT_TOKENS
     else:
         length = 40 + _seed(prompt) % 40

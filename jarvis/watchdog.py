@@ -95,10 +95,10 @@ class LoopWatchdog:
             if self._metrics is not None:
                 self._metrics.loop_blocked.inc()
             reports.append(
-                _Report(Event.LOOP_BLOCKED, {"lag_ms": int(lag * 1000), "stack": stack()})
+                _Report(Event.LOOP_BLOCKED, {"lag_ms": round(lag * 1000), "stack": stack()})
             )
         elif lag < self._threshold and self._blocked_since is not None:
-            blocked_ms = int((self._beat - self._blocked_since) * 1000)
+            blocked_ms = round((self._beat - self._blocked_since) * 1000)
             self._blocked_since = None
             reports.append(_Report(Event.LOOP_RECOVERED, {"blocked_ms": blocked_ms}))
         if self._report_every > 0 and now >= self._next_report:
@@ -107,8 +107,8 @@ class LoopWatchdog:
                 _Report(
                     Event.LOOP_LAG,
                     {
-                        "lag_ms": int(lag * 1000),
-                        "max_lag_ms": int(self._max_lag * 1000),
+                        "lag_ms": round(lag * 1000),
+                        "max_lag_ms": round(self._max_lag * 1000),
                         "active_streams": self._active_streams(),
                     },
                 )

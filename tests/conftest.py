@@ -1,0 +1,155 @@
+"""Shared fixtures: real `jarvis serve` subprocesses on free loopback ports.
+
+Every server a test starts binds 127.0.0.1 only, is waited for with a
+deadline, and is killed in the fixture's finalizer whatever the test did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from jarvis.logfmt import parse_logfmt
+
+STARTUP_DEADLINE_S = 15.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """A running `jarvis serve` and the paths to read what it did."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    stderr_path: Path
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def events(self) -> list[dict[str, str]]:
+        """Every log line parsed as logfmt (after giving the writer thread a moment)."""
+        time.sleep(0.05)
+        lines = self.log_path.read_text(encoding="utf-8").splitlines()
+        return [parse_logfmt(line) for line in lines if line]
+
+    def lines(self) -> list[str]:
+        time.sleep(0.05)
+        return self.log_path.read_text(encoding="utf-8").splitlines()
+
+    def wait_for_event(self, name: str, deadline_s: float = 5.0, **match: str) -> dict[str, str]:
+        """Poll the log until an event with these fields appears, or fail."""
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            for event in self.events():
+                if event.get("event") == name and all(event.get(k) == v for k, v in match.items()):
+                    return event
+            time.sleep(0.05)
+        raise AssertionError(f"no {name} {match} in the log within {deadline_s}s")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return int(self.proc.returncode)
+
+
+def start_server(tmp_path: Path, *args: str, name: str = "server") -> ServerProcess:
+    """Start `jarvis serve` on a free port and wait until /healthz answers."""
+    port = free_port()
+    log_path = tmp_path / f"{name}.log"
+    stderr_path = tmp_path / f"{name}.stderr"
+    argv = [
+        sys.executable, "-m", "jarvis_cli", "serve",
+        "--host", "127.0.0.1", "--port", str(port), "--log-file", str(log_path),
+        *args,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with stderr_path.open("wb") as err:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
+    server = ServerProcess(proc, port, log_path, stderr_path, argv)
+    end = time.monotonic() + STARTUP_DEADLINE_S
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited {proc.returncode}: {stderr_path.read_text()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{server.url}/healthz", timeout=0.5).status_code == 200:
+                return server
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"server did not answer within {STARTUP_DEADLINE_S}s")
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[object]:
+    """Start servers on demand; all are killed when the test ends."""
+    started: list[ServerProcess] = []
+
+    def factory(*args: str, name: str = "server") -> ServerProcess:
+        server = start_server(tmp_path, *args, name=f"{name}{len(started)}")
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One healthy server for the tests that only read from it (fast synthetic model)."""
+    server = start_server(
+        tmp_path_factory.mktemp("shared"), "--token-rate", "400", "--first-token-ms", "5"
+    )
+    yield server
+    server.stop(signal.SIGKILL)
+
+
+def sse_events(body: str) -> list[object]:
+    """The `data:` payloads of an SSE body, JSON-decoded (`[DONE]` kept as a string)."""
+    events: list[object] = []
+    for block in body.split("\n\n"):
+        for line in block.splitlines():
+            if line.startswith("data: "):
+                data = line[len("data: ") :]
+                events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+def content_of(events: list[object]) -> str:
+    """The assistant text reassembled from chunk events."""
+    text = []
+    for event in events:
+        if isinstance(event, dict):
+            for choice in event.get("choices", []):
+                text.append(choice.get("delta", {}).get("content") or "")
+    return "".join(text)
+
+
+def chat_body(prompt: str, *, stream: bool = True, **extra: object) -> dict[str, object]:
+    return {"messages": [{"role": "user", "content": prompt}], "stream": stream, **extra}

@@ -1,0 +1,106 @@
+"""Async SSE client helpers for the end-to-end tests (httpx, every read bounded)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+
+@dataclass
+class StreamResult:
+    """What one streamed request received, with the arrival time of each event."""
+
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    events: list[tuple[float, object]] = field(default_factory=list)
+    done: bool = False
+    ended_at: float = 0.0
+
+    @property
+    def stream_id(self) -> str:
+        return self.headers.get("x-stream-id", "")
+
+    @property
+    def chunks(self) -> list[dict[str, object]]:
+        return [e for _, e in self.events if isinstance(e, dict)]
+
+    @property
+    def text(self) -> str:
+        parts = []
+        for chunk in self.chunks:
+            for choice in chunk.get("choices", []):  # type: ignore[attr-defined]
+                parts.append(choice.get("delta", {}).get("content") or "")
+        return "".join(parts)
+
+    @property
+    def end_reason(self) -> str | None:
+        for chunk in reversed(self.chunks):
+            jarvis = chunk.get("jarvis")
+            if isinstance(jarvis, dict):
+                return str(jarvis.get("end_reason"))
+        return None
+
+    def first_content_at(self) -> float | None:
+        for at, event in self.events:
+            if isinstance(event, dict) and any(
+                c.get("delta", {}).get("content") for c in event.get("choices", [])
+            ):
+                return at
+        return None
+
+
+async def stream_chat(
+    client: httpx.AsyncClient,
+    url: str,
+    prompt: str,
+    *,
+    session: str | None = None,
+    deadline: float = 15.0,
+    **extra: object,
+) -> StreamResult:
+    """POST a streaming chat request and read it to the end, within `deadline` seconds."""
+    headers = {"X-Session-Id": session} if session else {}
+    body = {"messages": [{"role": "user", "content": prompt}], "stream": True, **extra}
+    result = StreamResult()
+    async with asyncio.timeout(deadline):
+        async with client.stream(
+            "POST", f"{url}/v1/chat/completions", json=body, headers=headers
+        ) as response:
+            result.status = response.status_code
+            result.headers = dict(response.headers)
+            async for line in response.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                data = line[6:]
+                now = time.monotonic()
+                if data == "[DONE]":
+                    result.done = True
+                    result.events.append((now, data))
+                else:
+                    result.events.append((now, json.loads(data)))
+    result.ended_at = time.monotonic()
+    return result
+
+
+def raw_request(port: int, body: bytes, *, session: str | None = None) -> socket.socket:
+    """Send a streaming chat request over a plain socket and return the socket unread."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    )
+    if session:
+        head += f"X-Session-Id: {session}\r\n"
+    sock.sendall(head.encode() + b"\r\n" + body)
+    return sock
+
+
+def chat_json(prompt: str, **extra: object) -> bytes:
+    return json.dumps(
+        {"messages": [{"role": "user", "content": prompt}], "stream": True, **extra}
+    ).encode()

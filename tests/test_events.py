@@ -1,0 +1,206 @@
+"""The token batcher: debounce, immediate flush, flush on end, and cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from jarvis.eventlog import RecordingLog
+from jarvis.events import TokenBatcher
+from jarvis.vocabulary import Event
+
+
+class ManualSleep:
+    """An injected sleep that returns only when the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        await self.gate.wait()
+
+
+class Wire:
+    """Records what a flush writes, as the SSE emitter would send it."""
+
+    def __init__(self, *, accept: bool = True) -> None:
+        self.chunks: list[tuple[str, int]] = []
+        self.accept = accept
+
+    async def __call__(self, text: str, count: int) -> bool:
+        await asyncio.sleep(0)  # a real send may yield
+        if self.accept:
+            self.chunks.append((text, count))
+        return self.accept
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_first_token_schedules_one_flush_and_the_window_batches_tokens() -> None:
+    """Tokens inside the debounce window leave as one chunk; one flush_scheduled."""
+    log, sleep, wire = RecordingLog(), ManualSleep(), Wire()
+    batcher = TokenBatcher(log, flush_ms=75, flush_bytes=1024, sleep=sleep)
+    batcher.open("r1", wire)
+    for token in ["a", " b", " c"]:
+        await batcher.add("r1", token)
+    await settle()
+    assert wire.chunks == []
+    assert sleep.delays == [0.075]
+    sleep.gate.set()
+    await settle()
+    assert wire.chunks == [("a b c", 3)]
+    assert log.names() == ["flush_scheduled", "flush_start", "flush_done"]
+    assert log.of(Event.FLUSH_DONE) == [{"request_id": "r1", "tokens_sent": 3, "size": 5}]
+    assert log.of(Event.FLUSH_SCHEDULED) == [{"request_id": "r1", "delay_ms": 75}]
+
+
+async def test_buffer_over_flush_bytes_flushes_at_once_and_cancels_the_timer() -> None:
+    """flush_immediate when the buffer passes flush_bytes; the pending timer is cancelled."""
+    log, sleep, wire = RecordingLog(), ManualSleep(), Wire()
+    batcher = TokenBatcher(log, flush_ms=75, flush_bytes=8, sleep=sleep)
+    batcher.open("r1", wire)
+    await batcher.add("r1", "1234")
+    await batcher.add("r1", "56789")
+    assert wire.chunks == [("123456789", 2)]
+    assert log.names() == [
+        "flush_scheduled",
+        "flush_immediate",
+        "flush_cancelled",
+        "flush_start",
+        "flush_done",
+    ]
+    assert not batcher.has_pending_flush("r1")
+
+
+async def test_flush_ms_zero_streams_token_by_token() -> None:
+    """--flush-ms 0: every token is its own chunk and nothing is scheduled."""
+    log, wire = RecordingLog(), Wire()
+    batcher = TokenBatcher(log, flush_ms=0)
+    batcher.open("r1", wire)
+    for token in ["x", "y", "z"]:
+        await batcher.add("r1", token)
+    assert wire.chunks == [("x", 1), ("y", 1), ("z", 1)]
+    assert "flush_scheduled" not in log.names()
+
+
+async def test_flush_on_end_sends_the_rest_before_the_stream_closes() -> None:
+    """End of the source: the pending timer is cancelled and the rest flushed (flush_on_end)."""
+    log, sleep, wire = RecordingLog(), ManualSleep(), Wire()
+    batcher = TokenBatcher(log, flush_ms=75, sleep=sleep)
+    batcher.open("r1", wire)
+    await batcher.add("r1", "tail")
+    await batcher.flush_on_end("r1")
+    assert wire.chunks == [("tail", 1)]
+    assert log.names() == [
+        "flush_scheduled",
+        "flush_cancelled",
+        "flush_on_end",
+        "flush_start",
+        "flush_done",
+    ]
+
+
+async def test_cleanup_cancels_pending_flush_flushes_leftover_and_clears_the_buffer() -> None:
+    """The seeds' cleanup sequence, in order, and the request's buffer is gone after."""
+    log, sleep, wire = RecordingLog(), ManualSleep(), Wire()
+    batcher = TokenBatcher(log, flush_ms=75, sleep=sleep)
+    batcher.open("r1", wire)
+    await batcher.add("r1", "left")
+    await batcher.add("r1", "over")
+    await batcher.cleanup_request_buffers("r1")
+    assert wire.chunks == [("leftover", 2)]
+    assert log.names() == [
+        "flush_scheduled",
+        "cleanup_flush_task",
+        "flush_cancelled",
+        "flush_on_cleanup",
+        "flush_start",
+        "flush_done",
+        "cleanup_buffer",
+    ]
+    assert batcher.buffered("r1") == ""
+    assert "buffers=0" in repr(batcher)
+    # The cancelled timer never fires a flush afterwards.
+    sleep.gate.set()
+    await settle()
+    assert wire.chunks == [("leftover", 2)]
+
+
+async def test_cleanup_waits_for_a_timer_flush_already_writing() -> None:
+    """A timer flush mid-write finishes before cleanup returns: chunks keep their order."""
+    log = RecordingLog()
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def slow_wire(text: str, count: int) -> bool:
+        order.append(f"start:{text}")
+        await release.wait()
+        order.append(f"end:{text}")
+        return True
+
+    async def no_wait(delay: float) -> None:
+        return None
+
+    batcher = TokenBatcher(log, flush_ms=75, sleep=no_wait)
+    batcher.open("r1", slow_wire)
+    await batcher.add("r1", "first")
+    await settle()  # the timer fired and is now blocked inside the write
+    cleanup = asyncio.create_task(batcher.cleanup_request_buffers("r1"))
+    await settle()
+    assert not cleanup.done()
+    release.set()
+    await asyncio.wait_for(cleanup, 1.0)
+    assert order == ["start:first", "end:first"]
+
+
+async def test_refused_write_is_logged_as_zero_tokens_sent() -> None:
+    """A fenced or disconnected stream: flush_done tokens_sent=0, nothing claimed as sent."""
+    log, wire = RecordingLog(), Wire(accept=False)
+    batcher = TokenBatcher(log, flush_ms=0)
+    batcher.open("r1", wire)
+    await batcher.add("r1", "lost")
+    assert log.of(Event.FLUSH_DONE) == [{"request_id": "r1", "tokens_sent": 0, "size": 4}]
+
+
+async def test_requests_have_separate_buffers() -> None:
+    """Two requests batch independently; cleanup of one leaves the other intact."""
+    log, sleep = RecordingLog(), ManualSleep()
+    a, b = Wire(), Wire()
+    batcher = TokenBatcher(log, flush_ms=75, sleep=sleep)
+    batcher.open("a", a)
+    batcher.open("b", b)
+    await batcher.add("a", "A")
+    await batcher.add("b", "B")
+    await batcher.cleanup_request_buffers("a")
+    assert a.chunks == [("A", 1)]
+    assert batcher.buffered("b") == "B"
+    sleep.gate.set()
+    await settle()
+    assert b.chunks == [("B", 1)]
+
+
+@pytest.mark.parametrize("size", [1, 1023, 1024, 5000])
+async def test_every_token_arrives_once_and_in_order(size: int) -> None:
+    """Whatever the flush size, the concatenated chunks equal the tokens added."""
+    log, wire = RecordingLog(), Wire()
+
+    async def quick(delay: float) -> None:
+        await asyncio.sleep(0)
+
+    batcher = TokenBatcher(log, flush_ms=75, flush_bytes=size, sleep=quick)
+    batcher.open("r", wire)
+    tokens = [f" t{i}" for i in range(300)]
+    for token in tokens:
+        await batcher.add("r", token)
+        if len(wire.chunks) % 3 == 0:
+            await asyncio.sleep(0)
+    await batcher.flush_on_end("r")
+    await batcher.cleanup_request_buffers("r")
+    assert "".join(text for text, _ in wire.chunks) == "".join(tokens)
+    assert sum(count for _, count in wire.chunks) == len(tokens)

@@ -1,0 +1,38 @@
+"""Packaging: the import names, the public surface, and the console script."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import jarvis
+
+
+def test_cli_folder_is_installed_as_jarvis_cli_never_as_bare_cli() -> None:
+    """`jarvis_cli` imports; a bare `cli` does not resolve from site-packages."""
+    assert importlib.util.find_spec("jarvis_cli") is not None
+    probe = subprocess.run(
+        [sys.executable, "-c", "import importlib.util as u; print(u.find_spec('cli'))"],
+        capture_output=True, text=True, timeout=30, check=False, cwd="/",
+    )  # fmt: skip
+    assert probe.stdout.strip() == "None"
+
+
+def test_public_names_are_unique_and_importable() -> None:
+    """`jarvis.__all__` names each public object once (ruff RUF022 keeps it sorted)."""
+    assert len(set(jarvis.__all__)) == len(jarvis.__all__)
+    for name in jarvis.__all__:
+        assert hasattr(jarvis, name)
+
+
+def test_library_never_imports_the_cli_or_locust() -> None:
+    """jarvis/ stands alone: importing it pulls in neither jarvis_cli nor locust."""
+    code = (
+        "import sys, jarvis.app, jarvis.server; "
+        "print(any(m.startswith(('jarvis_cli', 'locust')) for m in sys.modules))"
+    )
+    probe = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert probe.stdout.strip() == "False", probe.stderr

@@ -1,0 +1,55 @@
+"""The log vocabulary is one contract: code, doc page and writers agree."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from jarvis.vocabulary import EVENTS, Event, render_markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_doc_page_is_generated_from_the_code() -> None:
+    """docs/log-events.md equals render_markdown(); regenerate it when this fails."""
+    page = (ROOT / "docs" / "log-events.md").read_text(encoding="utf-8")
+    assert page == render_markdown(), (
+        "docs/log-events.md is stale: python -m jarvis.vocabulary > docs/log-events.md"
+    )
+
+
+def test_every_event_has_a_spec_and_the_seed_names_are_present() -> None:
+    """Each Event has a spec; every name in the seeds' log reference is defined."""
+    assert set(EVENTS) == set(Event)
+    seeds = {
+        "stream_start", "stream_cancelled", "prev_stream_finished_cleanly",
+        "prev_stream_timeout_on_cancel", "stream_end", "flush_scheduled", "flush_start",
+        "flush_done", "flush_cancelled", "flush_immediate", "flush_on_end", "flush_on_cleanup",
+        "cleanup_flush_task", "cleanup_buffer", "event_buffers_cleaned",
+    }  # fmt: skip
+    assert seeds <= {e.value for e in Event}
+    assert EVENTS[Event.STREAM_END].fields[-1] == "cleanup_done"
+
+
+def test_every_emit_in_the_package_passes_exactly_the_vocabulary_fields() -> None:
+    """Static check over jarvis/: each `.emit(Event.X, ...)` uses X's fields in order."""
+    checked = 0
+    for path in (ROOT / "jarvis").glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "emit"):
+                continue
+            first = node.args[0] if node.args else None
+            if not (
+                isinstance(first, ast.Attribute)
+                and isinstance(first.value, ast.Name)
+                and first.value.id == "Event"
+            ):
+                continue  # e.g. the watchdog's `emit(report.event, **fields)`
+            event = Event[first.attr]
+            if any(k.arg is None for k in node.keywords):
+                continue  # **fields: checked at run time by RecordingLog in the tests
+            keys = tuple(k.arg for k in node.keywords)
+            assert keys == EVENTS[event].fields, f"{path.name}:{node.lineno} {event}: {keys}"
+            checked += 1
+    assert checked >= 20
