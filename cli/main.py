@@ -2,7 +2,6 @@
 
 import sys
 
-import click
 import typer
 
 from jarvis import __version__
@@ -42,12 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; expected failures never show a traceback."""
     try:
         result = app(args=argv, standalone_mode=False, prog_name="jarvis")
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.TyperException as exc:  # typer's (vendored click) usage errors
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            fail(str(exc))
         return ExitCode.USAGE
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         fail("interrupted")
         return ExitCode.INTERRUPTED
     except JarvisError as exc:

@@ -269,3 +269,18 @@ async def test_non_streaming_request_returns_the_whole_completion(shared_server)
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"]["content"] == expected_text(SHORT)
     assert body["usage"]["completion_tokens"] == 8
+
+
+async def test_json_log_format_writes_one_object_per_line_with_the_same_keys(
+    server_factory,
+) -> None:
+    """--log-format json: every line is a JSON object with ts, level, event first."""
+    server = server_factory("--log-format", "json", "--token-rate", "400")
+    async with httpx.AsyncClient(timeout=10) as client:
+        await stream_chat(client, server.url, SHORT, session="js")
+    time.sleep(0.1)
+    records = [json.loads(line) for line in server.log_path.read_text().splitlines()]
+    assert all(list(r)[:3] == ["ts", "level", "event"] for r in records)
+    end = next(r for r in records if r["event"] == "stream_end")
+    assert end["cleanup_done"] is True
+    assert end["session"] == "js"

@@ -1,0 +1,92 @@
+"""The chat endpoint driven with raw ASGI receive/send: timing-exact disconnect cases."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from jarvis.app import create_app
+from jarvis.config import ServerConfig
+from jarvis.context import ServerContext
+from jarvis.eventlog import RecordingLog
+from jarvis.synthetic import expected_text
+from jarvis.vocabulary import Event
+
+
+def make_app(**settings: Any) -> tuple[Any, RecordingLog, ServerContext]:
+    log = RecordingLog()
+    config = ServerConfig(log_file=None, **settings)
+    ctx = ServerContext.build(config, log=log)
+    return create_app(ctx=ctx), log, ctx
+
+
+def scope_for(session: str) -> dict[str, Any]:
+    return {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+        "method": "POST", "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"",
+        "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1), "server": ("t", 80),
+        "headers": [(b"content-type", b"application/json"), (b"x-session-id", session.encode())],
+    }  # fmt: skip
+
+
+def body(prompt: str) -> bytes:
+    return json.dumps({"messages": [{"role": "user", "content": prompt}], "stream": True}).encode()
+
+
+async def test_disconnect_before_the_body_starts_still_runs_the_whole_cleanup() -> None:
+    """The client is gone before the first body byte (sse-starlette #156): the stream still
+    logs stream_end reason=disconnected cleanup_done=True and leaves no registry entry."""
+    app, log, ctx = make_app(first_token_ms=1000)
+    messages = [{"type": "http.request", "body": body("Long essay"), "more_body": False},
+                {"type": "http.disconnect"}]  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(app(scope_for("gone"), receive, send), 3)
+    (end,) = log.of(Event.STREAM_END)
+    assert end["reason"] == "disconnected"
+    assert end["cleanup_done"] is True
+    assert end["tokens"] == 0
+    assert ctx.registry.live_count() == 0
+    assert log.names().count("stream_cancelled") == 1
+
+
+async def test_sse_bytes_on_the_wire_are_complete_and_in_order() -> None:
+    """Raw send(): headers first, then chunks whose text is exactly the model's, then
+    the terminal chunk and [DONE] with more_body=False."""
+    app, log, _ = make_app(token_rate=0, first_token_ms=0)
+    received = [{"type": "http.request", "body": body("What is 2+2?"), "more_body": False}]
+    finished = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if received:
+            return received.pop(0)
+        await finished.wait()
+        return {"type": "http.disconnect"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            finished.set()
+
+    await asyncio.wait_for(app(scope_for("wire"), receive, send), 3)
+    assert sent[0]["type"] == "http.response.start"
+    headers = dict(sent[0]["headers"])
+    assert headers[b"content-type"].startswith(b"text/event-stream")
+    stream = b"".join(m.get("body", b"") for m in sent[1:])
+    assert stream.endswith(b"data: [DONE]\n\n")
+    events = [json.loads(line[6:]) for line in stream.split(b"\n\n") if line.startswith(b"data: {")]
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+    assert text == expected_text("What is 2+2?")
+    assert {e["id"] for e in events} == {headers[b"x-stream-id"].decode()}
+    assert events[-1]["choices"][0]["finish_reason"] == "stop"
+    assert log.of(Event.STREAM_END)[0]["reason"] == "completed"
