@@ -32,11 +32,16 @@ class _Buffer:
     flush_task: asyncio.Task[None] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    def take(self) -> tuple[str, int, int]:
-        text, tokens, size = "".join(self.parts), len(self.parts), self.size
-        self.parts.clear()
+    def take(self) -> tuple[list[str], int]:
+        parts, size = self.parts, self.size
+        self.parts = []
         self.size = 0
-        return text, tokens, size
+        return parts, size
+
+    def put_back(self, parts: list[str], size: int) -> None:
+        """Return an unsent batch to the front, so cleanup flushes it in order."""
+        self.parts[:0] = parts
+        self.size += size
 
 
 class TokenBatcher:
@@ -151,18 +156,25 @@ class TokenBatcher:
         async with buffer.lock:
             if not buffer.parts:
                 return
-            text, tokens, size = buffer.take()
+            parts, size = buffer.take()
+            text, tokens = "".join(parts), len(parts)
             self._log.emit(Event.FLUSH_START, request_id=request_id, size=size)
-            if self._blocking:
-                sent = False
+            try:
+                if self._blocking:
+                    sent = False
 
-                async def write() -> None:
-                    nonlocal sent
+                    async def write() -> None:
+                        nonlocal sent
+                        sent = await buffer.emit(text, tokens)
+
+                    await faults.blocking_flush(self._delay, write)
+                else:
                     sent = await buffer.emit(text, tokens)
-
-                await faults.blocking_flush(self._delay, write)
-            else:
-                sent = await buffer.emit(text, tokens)
+            except asyncio.CancelledError:
+                # Cancelled while waiting to write (a paused transport): nothing reached
+                # the wire, so the batch goes back and cleanup sends it, in order.
+                buffer.put_back(parts, size)
+                raise
             self._log.emit(
                 Event.FLUSH_DONE,
                 request_id=request_id,

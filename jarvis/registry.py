@@ -53,6 +53,8 @@ class StreamRegistry:
         self._fence = fence
         self._clock = clock
         self._sessions: dict[str, _Session] = {}
+        # Kept as a plain int so other threads (the watchdog) can read it safely.
+        self._live = 0
 
     def __repr__(self) -> str:
         return f"<StreamRegistry sessions={len(self._sessions)} live={self.live_count()}>"
@@ -68,6 +70,7 @@ class StreamRegistry:
         handle.generation = session.generation
         previous = list(session.live)
         session.live.append(handle)
+        self._live += 1
         handle.transition(StreamState.WAITING)
 
         if previous and self._cancel_previous:
@@ -164,6 +167,7 @@ class StreamRegistry:
             return
         if handle in session.live:
             session.live.remove(handle)
+            self._live -= 1
         if session.active is handle:
             session.active = None
         if not session.live and self._sessions.get(handle.session) is session:
@@ -175,7 +179,8 @@ class StreamRegistry:
         return None if slot is None else slot.active
 
     def live_count(self) -> int:
-        return sum(len(s.live) for s in self._sessions.values())
+        """Streams registered or waiting and not yet released (safe from any thread)."""
+        return self._live
 
     def snapshot(self) -> dict[str, list[dict[str, object]]]:
         """Live streams by session, for `GET /v1/streams` and leak checks."""

@@ -204,3 +204,28 @@ async def test_every_token_arrives_once_and_in_order(size: int) -> None:
     await batcher.cleanup_request_buffers("r")
     assert "".join(text for text, _ in wire.chunks) == "".join(tokens)
     assert sum(count for _, count in wire.chunks) == len(tokens)
+
+
+async def test_a_flush_cancelled_before_its_write_puts_the_batch_back_in_order() -> None:
+    """Producer cancelled while its flush waits on a paused transport: the batch is not lost
+    and cleanup sends it first, so a cancelled stream's text has no gap."""
+    log = RecordingLog()
+    paused = asyncio.Event()
+    wire: list[str] = []
+
+    async def paused_then_ok(text: str, count: int) -> bool:
+        if not paused.is_set():
+            paused.set()
+            await asyncio.Event().wait()  # a drain that never comes
+        wire.append(text)
+        return True
+
+    batcher = TokenBatcher(log, flush_ms=0)
+    batcher.open("r", paused_then_ok)
+    producer = asyncio.create_task(batcher.add("r", "one "))
+    await paused.wait()
+    producer.cancel()
+    await asyncio.gather(producer, return_exceptions=True)
+    await batcher.add("r", "two")  # a later token (the flush path is free again)
+    await batcher.cleanup_request_buffers("r")
+    assert "".join(wire) == "one two"
