@@ -154,7 +154,9 @@ def create_app(config: ServerConfig | None = None, ctx: ServerContext | None = N
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
-        return error_response(BadRequest(str(exc.detail), status=exc.status_code, code=code))
+        response = error_response(BadRequest(str(exc.detail), status=exc.status_code, code=code))
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        return response
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> JSONResponse:

@@ -49,6 +49,15 @@ def parse_session(value: str | None) -> str | None:
     return value
 
 
+def _encodable(text: str, param: str) -> str:
+    """Refuse lone surrogates: valid JSON, but not text any model or log can carry."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{param} contains an unpaired surrogate", param=param) from None
+    return text
+
+
 def _content_text(content: object, index: int) -> str:
     if content is None:
         return ""
@@ -95,6 +104,7 @@ def parse_chat_request(raw_body: bytes) -> ChatRequest:
     model = body.get("model", DEFAULT_MODEL)
     if not isinstance(model, str) or not model:
         raise BadRequest("model must be a non-empty string", param="model")
+    _encodable(model, "model")
 
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -109,7 +119,9 @@ def parse_chat_request(raw_body: bytes) -> ChatRequest:
                 f"messages[{index}].role must be one of {sorted(_ROLES)}",
                 param=f"messages[{index}].role",
             )
-        text = _content_text(message.get("content"), index)
+        text = _encodable(
+            _content_text(message.get("content"), index), f"messages[{index}].content"
+        )
         if role == "user":
             prompt = text
 
@@ -126,7 +138,8 @@ def parse_chat_request(raw_body: bytes) -> ChatRequest:
             raise BadRequest("stream_options must be an object", param="stream_options")
         include_usage = options.get("include_usage", False) is True
 
-    max_tokens = _optional_int(body, "max_completion_tokens") or _optional_int(body, "max_tokens")
+    legacy = _optional_int(body, "max_tokens")
+    max_tokens = _optional_int(body, "max_completion_tokens") or legacy
     return ChatRequest(
         model=model,
         messages=messages,

@@ -72,7 +72,10 @@ class EventLog:
         else:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self.path.open("a", encoding="utf-8", newline="\n")
+                # backslashreplace: one unencodable value must never cost a batch of lines.
+                self._file = self.path.open(
+                    "a", encoding="utf-8", errors="backslashreplace", newline="\n"
+                )
             except OSError as exc:
                 raise ConfigError(f"cannot open log file {self.path}: {exc.strerror}") from exc
         self._writer = threading.Thread(target=self._drain, name="jarvis-log-writer", daemon=True)

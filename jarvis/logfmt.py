@@ -15,8 +15,9 @@ from collections.abc import Mapping
 # A value made only of these characters is written bare: `session=abc-1`.
 _BARE = re.compile(r"[A-Za-z0-9_.:/@+\-]+")
 # Everything a quoted value must escape: the quote, the backslash, control
-# characters, and the characters `str.splitlines` also treats as line breaks.
-_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f\x7f-\x9f\u2028\u2029]')
+# characters, the characters `str.splitlines` also treats as line breaks, and lone
+# surrogates (which cannot be encoded, and would make the line unwritable).
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]')
 _SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from jarvis_cli.exit_codes import ExitCode
 from jarvis_cli.main import main
 
@@ -27,7 +26,9 @@ def test_serve_help_teaches_the_options_and_the_faults() -> None:
         assert word in result.stdout
 
 
-def test_unknown_fault_is_a_usage_error_without_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_fault_is_a_usage_error_without_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """An unknown --fault exits 2 and lists the valid names on stderr."""
     code = main(["serve", "--fault", "bogus", "--port", "0"])
     err = capsys.readouterr().err
