@@ -8,6 +8,7 @@ from jarvis import __version__
 from jarvis.exceptions import BadRequest, ConfigError, JarvisError, ServerStartError, UpstreamError
 
 from .console import fail, out
+from .diagnose.command import diagnose
 from .exit_codes import ExitCode
 from .serve import serve
 
@@ -20,6 +21,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("serve")(serve)
+app.command("diagnose")(diagnose)
 
 
 @app.command("version")

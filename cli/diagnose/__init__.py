@@ -1,0 +1,1 @@
+"""`jarvis diagnose`: the seeds' debugging decision tree, walked automatically."""

@@ -1,0 +1,126 @@
+"""`jarvis diagnose`: read logs, rebuild every stream, walk the decision tree."""
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from jarvis.exceptions import ConfigError
+
+from ..console import err, out
+from ..exit_codes import ExitCode
+from ..logs.findings import Severity
+from ..logs.run import Window, analyze
+from ..logs.scan import parse_ts
+from ..logs.sources import InputError
+from .report import build_report, render, write_junit
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: str, option: str) -> float:
+    """`30s`, `2m`, `500ms`, `1.5h` or plain seconds."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ConfigError(f"{option} takes a duration such as 30s, 2m or 500ms, not {text!r}")
+    return float(match.group(1)) * _UNIT[match.group(2)]
+
+
+def parse_time(text: str | None, option: str) -> float | None:
+    if text is None:
+        return None
+    when = parse_ts(text)
+    if when is None:
+        raise ConfigError(
+            f"{option} takes an ISO-8601 time (2026-11-22T03:16:12Z) or epoch seconds, not {text!r}"
+        )
+    return when
+
+
+def diagnose(
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Log files (.gz and rotated sets too); '-' reads stdin. Default: logs/system.log.",
+            show_default=False,
+        ),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep reading as lines arrive (tail -F).")
+    ] = False,
+    since: Annotated[str | None, typer.Option(help="Only lines at or after this time.")] = None,
+    until: Annotated[str | None, typer.Option(help="Only lines before this time.")] = None,
+    session: Annotated[
+        str | None, typer.Option(help="Report only findings about this session.")
+    ] = None,
+    trace: Annotated[
+        str | None, typer.Option(help="Report only findings about this trace.")
+    ] = None,
+    stale_after: Annotated[
+        str, typer.Option(help="A stream open longer than this at the end is 'not ended'.")
+    ] = "30s",
+    fail_on: Annotated[
+        str, typer.Option(help="Exit 1 on findings at or above: error or warning.")
+    ] = "error",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a versioned JSON report instead.")
+    ] = False,
+    junit: Annotated[
+        Path | None, typer.Option(help="Also write JUnit XML: one testcase per invariant.")
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="All findings and all their evidence.")
+    ] = False,
+) -> int:
+    """Find the root cause of hangs and stream leaks in a jarvis log.
+
+    Rebuilds every stream's lifecycle (stream_start … stream_end) from the
+    structured log, checks the invariants (one emitting stream per session,
+    cancels honoured, cleanup done, flushes finishing, batching on, loop
+    alive) and walks the seeds' debugging decision tree to a diagnosis, with
+    the log lines that prove it.
+
+    Exit codes: 0 healthy, 1 findings at or above --fail-on, 2 usage error,
+    3 input unusable (unreadable, or no lifecycle event in it).
+
+        jarvis diagnose logs/system.log
+        jarvis diagnose logs/system.log --session s1 -v
+        jarvis diagnose --follow logs/system.log
+        zcat old.log.gz | jarvis diagnose - --json
+    """
+    if fail_on not in ("error", "warning"):
+        raise ConfigError(f"--fail-on takes error or warning, not {fail_on!r}")
+    threshold = Severity.ERROR if fail_on == "error" else Severity.WARNING
+    stale_s = parse_duration(stale_after, "--stale-after")
+    window = Window(parse_time(since, "--since"), parse_time(until, "--until"))
+    inputs = paths or ["logs/system.log"]
+    if follow:
+        from .follow import follow_logs
+
+        if "-" in inputs or any(p.endswith(".gz") for p in inputs):
+            raise ConfigError("--follow reads plain files by name, not stdin or .gz")
+        return int(
+            follow_logs(
+                inputs, stale_after_s=stale_s, fail_on=threshold, session=session, trace=trace
+            )
+        )
+    try:
+        analyzer, sources = analyze(inputs, stale_after_s=stale_s, window=window)
+    except InputError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return ExitCode.UNAVAILABLE
+    try:
+        report = build_report(analyzer, fail_on=threshold, session=session, trace=trace)
+    finally:
+        sources.close()
+    if junit is not None:
+        write_junit(report, junit)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+    else:
+        render(report, out, verbose=verbose)
+    return int(report.exit_code())

@@ -1,0 +1,162 @@
+"""The debugging decision tree of the seeds, as data: questions, the findings that
+answer them, and when a question does not apply to the log at hand."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..logs.analysis import Analyzer
+from ..logs.findings import Finding, FindingId, Severity
+
+
+class Status(enum.StrEnum):
+    PASS = "pass"  # noqa: S105 - a check status, not a secret
+    WARN = "warn"
+    FAIL = "fail"
+    NOT_APPLICABLE = "n/a"
+
+
+@dataclass(slots=True)
+class Node:
+    """One question; a leaf is answered by one finding id, a branch by its children."""
+
+    question: str
+    finding: FindingId | None = None
+    applies: Callable[[Analyzer], bool] = lambda a: True
+    children: list[Node] = field(default_factory=list)
+    status: Status = Status.NOT_APPLICABLE
+    findings: list[Finding] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "question": self.question,
+            "finding": self.finding.value if self.finding else None,
+            "status": self.status.value,
+            "count": len(self.findings),
+            "children": [c.to_json() for c in self.children],
+        }
+
+
+def _saw_flushes(a: Analyzer) -> bool:
+    return a.stats.flushes > 0 or a.stats.scheduled > 0
+
+
+def build_tree() -> Node:
+    """The seeds' troubleshooting questions, in their order."""
+    return Node(
+        "Is the streaming lifecycle healthy?",
+        children=[
+            Node(
+                "Server still hanging?",
+                children=[
+                    Node(
+                        "Is the event loop running (no loop_blocked)?",
+                        FindingId.LOOP_BLOCKED,
+                        lambda a: a.stats.watchdog_lines > 0,
+                    ),
+                    Node(
+                        "Does every flush_start get its flush_done?",
+                        FindingId.FLUSH_STUCK,
+                        _saw_flushes,
+                    ),
+                    Node(
+                        "Does every stream reach stream_end?",
+                        FindingId.STREAM_NOT_ENDED,
+                        lambda a: a.stats.streams > 0,
+                    ),
+                ],
+            ),
+            Node(
+                "One stream per session?",
+                children=[
+                    Node(
+                        "No two streams of a session emitting at once?",
+                        FindingId.CONCURRENT_STREAMS,
+                        lambda a: a.stats.streams > 0 and _saw_flushes(a),
+                    ),
+                    Node(
+                        "Do cancelled streams stop?",
+                        FindingId.CANCEL_IGNORED,
+                        lambda a: a.stats.cancels > 0,
+                    ),
+                    Node(
+                        "Does the previous stream clean up within the cancel wait?",
+                        FindingId.CANCEL_TIMEOUTS,
+                        lambda a: a.stats.cancel_wait_ms.count > 0,
+                    ),
+                ],
+            ),
+            Node(
+                "Cleanup working?",
+                children=[
+                    Node(
+                        "stream_end has cleanup_done=True and buffers cleaned?",
+                        FindingId.CLEANUP_INCOMPLETE,
+                        lambda a: sum(a.stats.ended.values()) > 0,
+                    ),
+                    Node(
+                        "Are pending flush tasks cancelled at cleanup?",
+                        FindingId.FLUSH_TASK_LEAK,
+                        lambda a: a.stats.scheduled > 0,
+                    ),
+                ],
+            ),
+            Node(
+                "Tokens batching?",
+                children=[
+                    Node(
+                        "Flushes scheduled and carrying several tokens?",
+                        FindingId.NO_BATCHING,
+                        lambda a: a.stats.flushes >= 20,
+                    ),
+                ],
+            ),
+        ],
+    )
+
+
+def evaluate(node: Node, analyzer: Analyzer, findings: list[Finding]) -> Status:
+    """Set every node's status; a failed child turns its parent red."""
+    if node.children:
+        statuses = [evaluate(child, analyzer, findings) for child in node.children]
+        if Status.FAIL in statuses:
+            node.status = Status.FAIL
+        elif Status.WARN in statuses:
+            node.status = Status.WARN
+        elif Status.PASS in statuses:
+            node.status = Status.PASS
+        else:
+            node.status = Status.NOT_APPLICABLE
+        return node.status
+    node.findings = [f for f in findings if f.id is node.finding]
+    if node.findings:
+        worst = max(f.severity for f in node.findings)
+        node.status = Status.FAIL if worst >= Severity.ERROR else Status.WARN
+    elif node.applies(analyzer):
+        node.status = Status.PASS
+    else:
+        node.status = Status.NOT_APPLICABLE
+    return node.status
+
+
+def leaves(node: Node) -> list[Node]:
+    if not node.children:
+        return [node]
+    return [leaf for child in node.children for leaf in leaves(child)]
+
+
+def diagnosis_path(node: Node) -> list[str]:
+    """The questions from the root down to the first failing leaf (the diagnosis)."""
+    if node.status not in (Status.FAIL, Status.WARN):
+        return []
+    for child in node.children:
+        below = diagnosis_path(child)
+        if below and child.status == node.status:
+            return [node.question, *below]
+    for child in node.children:
+        below = diagnosis_path(child)
+        if below:
+            return [node.question, *below]
+    return [node.question]

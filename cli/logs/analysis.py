@@ -1,0 +1,502 @@
+"""Rebuild every stream's lifecycle from log events and check the invariants.
+
+The `Analyzer` is fed events in log order. Flush events, the bulk of a log,
+go through three small methods that do a couple of dict operations each;
+stream-level events go through `event()`. A stream's record lives only while
+the stream is open: at `stream_end` it is checked and dropped, so memory is
+bounded by open streams, not by the size of the log. References to lines are
+integers (`ref`), resolved to file:line and text only for what is reported.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .findings import Evidence, Finding, FindingId
+from .stats import Percentiles
+
+Resolve = Callable[[int], Evidence]
+#: Flushes a healthy stream may still start after its cancel: one timer flush that was
+#: already due, and the cleanup flush of what was left.
+POST_CANCEL_FLUSH_ALLOWANCE = 2
+#: A flush_start this old with no flush_done at the end of the input is stuck.
+FLUSH_STUCK_AFTER_S = 1.0
+#: Per finding id, how many findings keep their own evidence (the rest are counted).
+MAX_FINDINGS_PER_ID = 50
+
+
+@dataclass(slots=True, eq=False)
+class StreamRecord:
+    """What the log says about one stream, while it is open."""
+
+    trace: str
+    stream_id: str | None
+    session: str | None
+    start: int | None = None
+    start_ts: float | None = None
+    cancelled: int | None = None
+    cancel_ts: float | None = None
+    fenced: bool = False
+    cleaned: bool = False
+    first_emit: int | None = None
+    post_cancel_flushes: int = 0
+    final_flush_expected: bool = False
+    last_post_cancel_flush: int | None = None
+
+
+@dataclass(slots=True)
+class Coverage:
+    """How much of the input was understood: a log with no lifecycle events is not healthy."""
+
+    bytes: int = 0
+    lines: int = 0
+    recognised: int = 0
+    unrecognised: int = 0
+    garbage: int = 0
+    seconds: float = 0.0
+    sources: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "bytes": self.bytes,
+            "lines": self.lines,
+            "lifecycle_events": self.recognised,
+            "unrecognised_events": self.unrecognised,
+            "garbage_lines": self.garbage,
+            "seconds": round(self.seconds, 3),
+            "sources": self.sources,
+        }
+
+
+@dataclass(slots=True)
+class Stats:
+    streams: int = 0
+    ended: Counter[str] = field(default_factory=Counter)
+    cancels: int = 0
+    flushes: int = 0
+    scheduled: int = 0
+    multi_token_flushes: int = 0
+    tokens: int = 0
+    durations_ms: Percentiles = field(default_factory=Percentiles)
+    cancel_wait_ms: Percentiles = field(default_factory=Percentiles)
+    cancel_timeouts: int = 0
+    loop_blocked: int = 0
+    max_loop_lag_ms: int = 0
+    rejected: int = 0
+    #: Watchdog lines and server starts seen: without any, the loop cannot be judged.
+    watchdog_lines: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "streams": self.streams,
+            "ended": dict(self.ended),
+            "cancels": self.cancels,
+            "flushes": self.flushes,
+            "scheduled_flushes": self.scheduled,
+            "multi_token_flushes": self.multi_token_flushes,
+            "tokens": self.tokens,
+            "duration_ms": self.durations_ms.summary(),
+            "cancel_wait_ms": self.cancel_wait_ms.summary(),
+            "cancel_timeouts": self.cancel_timeouts,
+            "loop_blocked": self.loop_blocked,
+            "max_loop_lag_ms": self.max_loop_lag_ms,
+            "rejected_requests": self.rejected,
+        }
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+class Analyzer:
+    """Feeds on events in order; `finish()` returns the findings."""
+
+    #: Stream-level events with a handler (`_on_<name>`); scanners may skip the rest.
+    HANDLED: frozenset[str] = frozenset(
+        {
+            "stream_start", "stream_cancelled", "stream_fenced", "event_buffers_cleaned",
+            "flush_on_cleanup", "flush_on_end", "flush_cancelled",
+            "prev_stream_finished_cleanly", "prev_stream_timeout_on_cancel", "loop_blocked",
+            "server_start", "loop_lag", "request_rejected", "stream_end",
+        }
+    )  # fmt: skip
+    #: Events whose timestamp matters (stream age, cancel age).
+    TIMED: frozenset[str] = frozenset({"stream_start", "stream_cancelled", "server_start"})
+
+    def __init__(self, resolve: Resolve, *, stale_after_s: float = 30.0) -> None:
+        self._resolve = resolve
+        self.stale_after_s = stale_after_s
+        self.coverage = Coverage()
+        self.stats = Stats()
+        self.findings: list[Finding] = []
+        self.suppressed: Counter[FindingId] = Counter()
+        self._per_id: Counter[FindingId] = Counter()
+        self._by_trace: dict[str, StreamRecord] = {}
+        self._by_rid: dict[bytes, StreamRecord] = {}
+        self._open_by_session: dict[str, list[StreamRecord]] = {}
+        # Hot state, keyed by request id (bytes): unmatched flush_start and
+        # flush_scheduled refs, and the streams whose cancel we are watching.
+        self._pending_start: dict[bytes, int] = {}
+        self._pending_sched: dict[bytes, int] = {}
+        self._emitted: set[bytes] = set()
+        self._watch_cancel: dict[bytes, StreamRecord] = {}
+        self._timeouts: list[int] = []
+        self.last_ts: float | None = None
+        #: name -> handler(fields, ref, ts) for every stream-level event acted on.
+        self.handlers: dict[str, Callable[[dict[str, str], int, float | None], None]] = {
+            name: getattr(self, "_on_" + name) for name in self.HANDLED
+        }
+
+    # -- hot path -------------------------------------------------------
+
+    def flush_scheduled(self, rid: bytes, ref: int) -> None:
+        self.stats.scheduled += 1
+        self._pending_sched[rid] = ref
+
+    def flush_start(self, rid: bytes, ref: int) -> None:
+        self._pending_start[rid] = ref
+        self._pending_sched.pop(rid, None)
+        if rid in self._watch_cancel:
+            self._after_cancel_flush(rid, ref)
+
+    def flush_done(self, rid: bytes, tokens: int, ref: int) -> None:
+        stats = self.stats
+        stats.flushes += 1
+        self._pending_start.pop(rid, None)
+        if tokens:
+            stats.tokens += tokens
+            if tokens > 1:
+                stats.multi_token_flushes += 1
+            if rid not in self._emitted:
+                self._emitted.add(rid)
+                self._first_emit(rid, ref)
+
+    # -- stream-level events ----------------------------------------------
+
+    def event(self, name: str, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        """Any event other than the three hot flush events."""
+        if ts is not None:
+            self.last_ts = ts
+        handler = self.handlers.get(name)
+        if handler is not None:
+            handler(fields, ref, ts)
+
+    def _stream(self, fields: dict[str, str]) -> StreamRecord | None:
+        trace = fields.get("trace")
+        if trace is not None and trace in self._by_trace:
+            return self._by_trace[trace]
+        rid = fields.get("stream_id") or fields.get("request_id")
+        if rid is not None:
+            return self._by_rid.get(rid.encode())
+        return None
+
+    def _on_stream_start(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        trace = fields.get("trace") or fields.get("stream_id") or f"@{ref}"
+        stream_id = fields.get("stream_id")
+        record = StreamRecord(trace, stream_id, fields.get("session"), start=ref, start_ts=ts)
+        self.stats.streams += 1
+        self._by_trace[trace] = record
+        if stream_id:
+            self._by_rid[stream_id.encode()] = record
+        if record.session is not None:
+            self._open_by_session.setdefault(record.session, []).append(record)
+
+    def _on_stream_cancelled(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        self.stats.cancels += 1
+        record = self._stream(fields)
+        if record is None or record.cancelled is not None:
+            return
+        record.cancelled = ref
+        record.cancel_ts = ts
+        if record.stream_id:
+            self._watch_cancel[record.stream_id.encode()] = record
+
+    def _on_stream_fenced(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        record = self._stream(fields)
+        if record is not None:
+            record.fenced = True
+
+    def _on_event_buffers_cleaned(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        record = self._stream(fields)
+        if record is not None:
+            record.cleaned = True
+
+    def _expect_final_flush(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        rid = fields.get("request_id")
+        if rid is not None:
+            record = self._watch_cancel.get(rid.encode())
+            if record is not None:
+                record.final_flush_expected = True
+
+    _on_flush_on_cleanup = _expect_final_flush
+    _on_flush_on_end = _expect_final_flush
+
+    def _on_flush_cancelled(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        rid = fields.get("request_id")
+        if rid is not None:
+            self._pending_sched.pop(rid.encode(), None)
+
+    def _on_prev_stream_finished_cleanly(
+        self, fields: dict[str, str], ref: int, ts: float | None
+    ) -> None:
+        self.stats.cancel_wait_ms.add(_int(fields.get("waited_ms")))
+
+    def _on_prev_stream_timeout_on_cancel(
+        self, fields: dict[str, str], ref: int, ts: float | None
+    ) -> None:
+        self.stats.cancel_wait_ms.add(_int(fields.get("waited_ms")))
+        self.stats.cancel_timeouts += 1
+        if len(self._timeouts) < 5:
+            self._timeouts.append(ref)
+
+    def _on_loop_blocked(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        self.stats.loop_blocked += 1
+        self.stats.watchdog_lines += 1
+        lag = fields.get("lag_ms", "?")
+        self._report(
+            FindingId.LOOP_BLOCKED,
+            f"the event loop did not answer for {lag} ms; stuck in: "
+            f"{fields.get('stack', '?').split(' <- ')[0]}",
+            [ref],
+        )
+
+    def _on_server_start(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        self.stats.watchdog_lines += 1  # a jarvis server: its watchdog is running
+        # A restart ends whatever was open: judge those streams now, not against later ones.
+        for record in list(self._by_trace.values()):
+            self._report(
+                FindingId.STREAM_NOT_ENDED,
+                f"stream {record.trace} (session {record.session}) never ended before the "
+                "server restarted",
+                [record.start, ref],
+                record,
+            )
+            self._close(record)
+        self._pending_start.clear()
+        self._pending_sched.clear()
+
+    def _on_loop_lag(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        self.stats.watchdog_lines += 1
+        self.stats.max_loop_lag_ms = max(self.stats.max_loop_lag_ms, _int(fields.get("max_lag_ms")))
+
+    def _on_request_rejected(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        self.stats.rejected += 1
+
+    def _on_stream_end(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        record = self._stream(fields)
+        reason = fields.get("reason", "unknown")
+        self.stats.ended[reason] += 1
+        if "duration_ms" in fields:
+            self.stats.durations_ms.add(_int(fields["duration_ms"]))
+        if record is None:
+            return  # the log began after this stream started: nothing to check
+        rid = record.stream_id.encode() if record.stream_id else None
+        label = f"stream {record.trace} (session {record.session})"
+        if fields.get("cleanup_done") != "True" or (rid is not None and not record.cleaned):
+            missing = "cleanup_done=True" if fields.get("cleanup_done") != "True" else (
+                "event_buffers_cleaned"
+            )
+            self._report(
+                FindingId.CLEANUP_INCOMPLETE,
+                f"{label} ended without {missing}",
+                [record.start, ref],
+                record,
+            )
+        if rid is not None:
+            pending = self._pending_sched.pop(rid, None)
+            if pending is not None:
+                self._report(
+                    FindingId.FLUSH_TASK_LEAK,
+                    f"{label} ended with a scheduled flush never run nor cancelled",
+                    [pending, ref],
+                    record,
+                )
+            stuck = self._pending_start.pop(rid, None)
+            if stuck is not None:
+                self._report(
+                    FindingId.FLUSH_STUCK,
+                    f"{label} ended with a flush_start that never got its flush_done",
+                    [stuck, ref],
+                    record,
+                )
+        self._check_cancel_ignored(record, ref)
+        self._close(record)
+
+    # -- checks ---------------------------------------------------------------
+
+    def _after_cancel_flush(self, rid: bytes, ref: int) -> None:
+        record = self._watch_cancel[rid]
+        if record.final_flush_expected:
+            record.final_flush_expected = False
+            return
+        record.post_cancel_flushes += 1
+        record.last_post_cancel_flush = ref
+
+    def _check_cancel_ignored(self, record: StreamRecord, end_ref: int | None) -> None:
+        if record.cancelled is None or record.post_cancel_flushes <= POST_CANCEL_FLUSH_ALLOWANCE:
+            return
+        refs = [record.cancelled, record.last_post_cancel_flush]
+        if end_ref is not None:
+            refs.append(end_ref)
+        self._report(
+            FindingId.CANCEL_IGNORED,
+            f"stream {record.trace} (session {record.session}) started "
+            f"{record.post_cancel_flushes} more flushes after stream_cancelled",
+            refs,
+            record,
+        )
+
+    def _first_emit(self, rid: bytes, ref: int) -> None:
+        record = self._by_rid.get(rid)
+        if record is None or record.session is None:
+            return
+        record.first_emit = ref
+        for other in self._open_by_session.get(record.session, ()):
+            if other is record or other.fenced or other.start is None or record.start is None:
+                continue
+            if other.start < record.start:
+                self._report(
+                    FindingId.CONCURRENT_STREAMS,
+                    f"session {record.session}: stream {record.trace} emitted while the "
+                    f"older stream {other.trace} was still open and not fenced",
+                    [other.start, other.first_emit, record.start, ref],
+                    record,
+                )
+                return
+
+    def _close(self, record: StreamRecord) -> None:
+        self._by_trace.pop(record.trace, None)
+        if record.stream_id:
+            rid = record.stream_id.encode()
+            self._by_rid.pop(rid, None)
+            self._emitted.discard(rid)
+            self._watch_cancel.pop(rid, None)
+        if record.session is not None:
+            open_streams = self._open_by_session.get(record.session)
+            if open_streams is not None:
+                if record in open_streams:
+                    open_streams.remove(record)
+                if not open_streams:
+                    del self._open_by_session[record.session]
+
+    def _finding(
+        self,
+        finding_id: FindingId,
+        message: str,
+        refs: list[int | None],
+        record: StreamRecord | None = None,
+    ) -> Finding:
+        evidence = [self._resolve(r) for r in sorted({r for r in refs if r is not None})]
+        return Finding(
+            finding_id,
+            message,
+            evidence,
+            session=record.session if record else None,
+            trace=record.trace if record else None,
+        )
+
+    def _report(
+        self,
+        finding_id: FindingId,
+        message: str,
+        refs: list[int | None],
+        record: StreamRecord | None = None,
+    ) -> None:
+        if self._per_id[finding_id] >= MAX_FINDINGS_PER_ID:
+            self.suppressed[finding_id] += 1
+            return
+        self._per_id[finding_id] += 1
+        self.findings.append(self._finding(finding_id, message, refs, record))
+
+    def judge_open(self, now: float | None, ts_of: Callable[[int], float | None]) -> list[Finding]:
+        """Findings about what is still open at `now`, without changing any state.
+
+        `--follow` calls this on every refresh; `finish()` once at the end.
+        """
+        judged: list[Finding] = []
+        for record in self._by_trace.values():
+            age = None if now is None or record.start_ts is None else now - record.start_ts
+            if record.cancelled is not None and (
+                record.post_cancel_flushes > POST_CANCEL_FLUSH_ALLOWANCE
+            ):
+                judged.append(
+                    self._finding(
+                        FindingId.CANCEL_IGNORED,
+                        f"stream {record.trace} (session {record.session}) started "
+                        f"{record.post_cancel_flushes} more flushes after stream_cancelled",
+                        [record.cancelled, record.last_post_cancel_flush],
+                        record,
+                    )
+                )
+            elif age is not None and age > self.stale_after_s:
+                kind = FindingId.STREAM_NOT_ENDED
+                detail = f"open for {age:.1f} s with no stream_end"
+                if record.cancelled is not None:
+                    kind = FindingId.CANCEL_IGNORED
+                    detail = "was cancelled and never ended"
+                judged.append(
+                    self._finding(
+                        kind,
+                        f"stream {record.trace} (session {record.session}) {detail}",
+                        [record.start, record.cancelled, record.first_emit],
+                        record,
+                    )
+                )
+        for rid, ref in self._pending_start.items():
+            started = ts_of(ref)
+            if now is None or started is None or now - started >= FLUSH_STUCK_AFTER_S:
+                judged.append(
+                    self._finding(
+                        FindingId.FLUSH_STUCK,
+                        f"flush_start for {rid.decode(errors='replace')} never got its "
+                        "flush_done",
+                        [ref],
+                        self._by_rid.get(rid),
+                    )
+                )
+        return judged
+
+    def judge_totals(self) -> list[Finding]:
+        """Findings about the run as a whole (cancel timeouts, batching)."""
+        judged: list[Finding] = []
+        stats = self.stats
+        if stats.cancel_timeouts:
+            waits = stats.cancel_wait_ms
+            judged.append(
+                self._finding(
+                    FindingId.CANCEL_TIMEOUTS,
+                    f"{stats.cancel_timeouts} new prompt(s) timed out waiting for the previous "
+                    f"stream's cleanup (waited p50 {waits.quantile(0.5):.0f} ms, "
+                    f"max {waits.max:.0f} ms)",
+                    list(self._timeouts),
+                )
+            )
+        if stats.flushes >= 20 and stats.scheduled == 0 and stats.multi_token_flushes == 0:
+            judged.append(
+                self._finding(
+                    FindingId.NO_BATCHING,
+                    f"{stats.flushes} flushes, every one of a single token, and no "
+                    "flush_scheduled",
+                    [],
+                )
+            )
+        return judged
+
+    def finish(self, end_ts: float | None, ts_of: Callable[[int], float | None]) -> None:
+        """End of input: judge what is still open against the last timestamp seen."""
+        now = end_ts if end_ts is not None else self.last_ts
+        for finding in self.judge_open(now, ts_of) + self.judge_totals():
+            if self._per_id[finding.id] >= MAX_FINDINGS_PER_ID:
+                self.suppressed[finding.id] += 1
+                continue
+            self._per_id[finding.id] += 1
+            self.findings.append(finding)
+
+    @property
+    def open_streams(self) -> list[StreamRecord]:
+        return list(self._by_trace.values())

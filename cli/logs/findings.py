@@ -1,0 +1,131 @@
+"""Findings: what the lifecycle reconstruction can prove is wrong, with evidence."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Severity(enum.IntEnum):
+    INFO = 0
+    WARNING = 1
+    ERROR = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class FindingId(enum.StrEnum):
+    """Stable finding ids (part of the JSON contract)."""
+
+    LOOP_BLOCKED = "loop_blocked"
+    FLUSH_STUCK = "flush_stuck"
+    STREAM_NOT_ENDED = "stream_not_ended"
+    CONCURRENT_STREAMS = "concurrent_streams"
+    CANCEL_IGNORED = "cancel_ignored"
+    CANCEL_TIMEOUTS = "cancel_timeouts"
+    CLEANUP_INCOMPLETE = "cleanup_incomplete"
+    FLUSH_TASK_LEAK = "flush_task_leak"
+    NO_BATCHING = "no_batching"
+
+
+SEVERITY: dict[FindingId, Severity] = {
+    FindingId.LOOP_BLOCKED: Severity.ERROR,
+    FindingId.FLUSH_STUCK: Severity.ERROR,
+    FindingId.STREAM_NOT_ENDED: Severity.ERROR,
+    FindingId.CONCURRENT_STREAMS: Severity.ERROR,
+    FindingId.CANCEL_IGNORED: Severity.ERROR,
+    FindingId.CANCEL_TIMEOUTS: Severity.WARNING,
+    FindingId.CLEANUP_INCOMPLETE: Severity.ERROR,
+    FindingId.FLUSH_TASK_LEAK: Severity.ERROR,
+    FindingId.NO_BATCHING: Severity.WARNING,
+}
+
+REMEDY: dict[FindingId, str] = {
+    FindingId.LOOP_BLOCKED: (
+        "Something blocks the event loop (time.sleep, threading.Lock, sync I/O in async "
+        "code). The stack in the evidence names the frame: make it async or move it to a "
+        "thread with asyncio.to_thread."
+    ),
+    FindingId.FLUSH_STUCK: (
+        "A flush started and never finished: the flush path is blocked (the seeds' "
+        "threading.Lock + time.sleep). Use `await asyncio.sleep` for the debounce and no "
+        "lock held across an await."
+    ),
+    FindingId.STREAM_NOT_ENDED: (
+        "A stream never reached stream_end: its finally did not run or hangs. Put cleanup "
+        "in finally/cancellation handling, bound every await in it, and make sure the "
+        "body runs even when the client leaves before the first byte."
+    ),
+    FindingId.CONCURRENT_STREAMS: (
+        "Two streams of one session emitted at once. Register a new prompt only after "
+        "cancelling the old stream and waiting (bounded) for its cleanup; fence a stream "
+        "that overruns the wait so it cannot emit after its successor starts."
+    ),
+    FindingId.CANCEL_IGNORED: (
+        "A stream kept flushing (or never ended) after stream_cancelled. Check the cancel "
+        "event on every iteration of the producer and wait on it together with the token "
+        "source, so a slow source cannot hide the cancel."
+    ),
+    FindingId.CANCEL_TIMEOUTS: (
+        "The previous stream's cleanup overran the cancel wait. The seeds' advice: 1.0 s "
+        "is faster but risks overlap if cleanup is slow, 2.0 s balances, 3-5 s is "
+        "permissive; better, find what makes cleanup slow. Alert if this recurs."
+    ),
+    FindingId.CLEANUP_INCOMPLETE: (
+        "A stream ended without full cleanup (no cleanup_done=True or no "
+        "event_buffers_cleaned). Call cleanup_request_buffers(request_id) and the "
+        "registry pop in the generator's finally, then log cleanup_done=True."
+    ),
+    FindingId.FLUSH_TASK_LEAK: (
+        "A scheduled flush task was still pending when its stream ended and was never "
+        "cancelled. Cancel the pending flush task in cleanup (cleanup_flush_task)."
+    ),
+    FindingId.NO_BATCHING: (
+        "Tokens flow one per flush and no flush is ever scheduled: batching is off or "
+        "broken. Debounce (75 ms) so the first token of a batch schedules the flush."
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One log line that proves part of a finding."""
+
+    file: str
+    line: int
+    text: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"file": self.file, "line": self.line, "text": self.text}
+
+
+@dataclass(slots=True)
+class Finding:
+    """One problem, with the smallest set of lines that proves it."""
+
+    id: FindingId
+    message: str
+    evidence: list[Evidence] = field(default_factory=list)
+    session: str | None = None
+    trace: str | None = None
+
+    @property
+    def severity(self) -> Severity:
+        return SEVERITY[self.id]
+
+    @property
+    def remedy(self) -> str:
+        return REMEDY[self.id]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id.value,
+            "severity": self.severity.label,
+            "message": self.message,
+            "session": self.session,
+            "trace": self.trace,
+            "evidence": [e.to_json() for e in self.evidence],
+            "remedy": self.remedy,
+        }

@@ -1,0 +1,281 @@
+"""Scanning log bytes into analyzer events, in three dialects.
+
+- logfmt (what `jarvis serve` writes): one compiled regex anchored on the
+  fixed text `event=` runs over the whole mmap'd buffer in C; the three hot
+  flush events are dispatched from regex groups without building a dict.
+- JSON lines (`--log-format json`): one `json.loads` per line.
+- plain, the seeds' style: `stream_start trace=abc session=...` after an
+  optional timestamp and level.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from jarvis.logfmt import parse_logfmt
+from jarvis.vocabulary import Event
+
+from .analysis import Analyzer
+from .sources import Buffer, Source
+
+CHUNK = 8 << 20
+#: Events whose line timestamp the analyzer needs.
+TIMED = frozenset(n.encode() for n in Analyzer.TIMED)
+_HOT = (b"flush_done", b"flush_start", b"flush_scheduled")
+_NAMES = rb"|".join(
+    re.escape(n) for n in sorted((e.value.encode() for e in Event), key=len, reverse=True)
+)
+# The hot flush events come first and capture only what the analyzer needs, so the
+# regex engine (C) does the field extraction; every other event captures its line rest.
+LOGFMT = re.compile(
+    rb"event=(?:(flush_done|flush_start|flush_scheduled) request_id=([^ \n]+)"
+    rb"(?: tokens_sent=(\d+))?|(" + _NAMES + rb")(?![\w])([^\n]*))"
+)
+PLAIN = re.compile(rb"(?:^|[ \t])(" + _NAMES + rb")(?![\w=])([^\n]*)", re.MULTILINE)
+_TS_PREFIX = re.compile(rb"^(?:ts=)?\"?(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?)")
+
+
+def parse_ts(text: bytes | str) -> float | None:
+    """Seconds since the epoch from an ISO-8601-ish timestamp, or None."""
+    if isinstance(text, bytes):
+        text = text.decode("ascii", "replace")
+    try:
+        return datetime.fromisoformat(text.replace(",", ".").replace(" ", "T")).timestamp()
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return None
+
+
+def line_ts(buffer: Buffer | bytes, line_start: int) -> float | None:
+    """The timestamp at the start of the line (logfmt `ts=` or a bare ISO prefix)."""
+    match = _TS_PREFIX.match(buffer[line_start : line_start + 48])
+    return parse_ts(match.group(1)) if match else None
+
+
+def sniff(head: bytes) -> str:
+    """Guess a buffer's dialect from its first 64 KiB: logfmt, json or plain."""
+    lines = [line for line in head.split(b"\n")[:400] if line.strip()]
+    if not lines:
+        return "logfmt"
+    json_lines = sum(1 for line in lines if line.lstrip().startswith(b"{"))
+    logfmt_lines = sum(1 for line in lines if LOGFMT.search(line))
+    plain_lines = sum(1 for line in lines if PLAIN.search(line))
+    if json_lines > max(logfmt_lines, plain_lines):
+        return "json"
+    if plain_lines > logfmt_lines:
+        return "plain"
+    return "logfmt"
+
+
+_BARE_PAIR = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([^ \t]*)")
+
+
+def _fields(rest: bytes) -> dict[str, str]:
+    """The key=value fields of a line's remainder; unquoted lines take a C-only path."""
+    text = rest.decode("utf-8", "replace")
+    if '"' not in text:
+        return dict(_BARE_PAIR.findall(text))
+    return parse_logfmt(text)
+
+
+class Scanner:
+    """Feeds one analyzer from any number of sources, keeping coverage counts."""
+
+    def __init__(self, analyzer: Analyzer) -> None:
+        self.analyzer = analyzer
+        self.coverage = analyzer.coverage
+        self._handlers = {name.encode(): h for name, h in analyzer.handlers.items()}
+
+    def scan(self, source: Source, start: int = 0, end: int | None = None) -> None:
+        """Scan `source.buffer[start:end]`, whose first byte starts line 1 (or a known line)."""
+        end = len(source) if end is None else end
+        self.coverage.sources.append(source.name)
+        dialect = sniff(source.buffer[start : min(end, start + (1 << 16))])
+        started = time.perf_counter()
+        first_line = 1 + (source.count_lines(0, start) if start else 0)
+        line = first_line
+        pos = start
+        while pos < end:
+            stop = min(end, pos + CHUNK)
+            if stop < end:
+                newline = source.buffer.find(b"\n", stop)
+                stop = end if newline < 0 or newline >= end else newline + 1
+            source.checkpoint(pos, line)
+            chunk = source.buffer[pos:stop]
+            self.scan_chunk(source, dialect, chunk, pos)
+            line += chunk.count(b"\n")
+            pos = stop
+        self.coverage.bytes += end - start
+        self.coverage.lines += line - first_line
+        self.coverage.seconds += time.perf_counter() - started
+
+    def scan_chunk(self, source: Source, dialect: str, chunk: bytes, at: int) -> None:
+        """Scan whole lines `chunk`, which sit at byte offset `at` of `source`."""
+        if dialect == "json":
+            self._scan_json(source, chunk, at)
+        elif dialect == "plain":
+            self._scan_plain(source, chunk, at)
+        else:
+            self._scan_logfmt(source, chunk, at)
+
+    def _slow(
+        self, source: Source, name: bytes, fields: dict[str, str], offset: int,
+        ts: float | None,
+    ) -> None:
+        """Dispatch one parsed event (any dialect), hot names included."""
+        a = self.analyzer
+        ref = source.ref(offset)
+        rid = fields.get("request_id")
+        if name in _HOT and rid is not None:
+            key = rid.encode()
+            if name == b"flush_done":
+                try:
+                    tokens = int(fields.get("tokens_sent") or 0)
+                except ValueError:
+                    tokens = 0
+                a.flush_done(key, tokens, ref)
+            elif name == b"flush_start":
+                a.flush_start(key, ref)
+            else:
+                a.flush_scheduled(key, ref)
+            return
+        a.event(name.decode(), fields, ref, ts)
+
+    def _scan_logfmt(self, source: Source, chunk: bytes, at: int) -> None:
+        a = self.analyzer
+        done, begin, scheduled = a.flush_done, a.flush_start, a.flush_scheduled
+        base = source.ref(at)  # ref of the chunk's first byte; + match.start() gives a line's
+        handlers, timed = self._handlers, TIMED
+        recognised = 0
+        for match in LOGFMT.finditer(chunk):
+            recognised += 1
+            hot, rid, tokens, name, rest = match.groups()
+            if tokens is not None:
+                done(rid, int(tokens), base + match.start())
+            elif hot == b"flush_start":
+                begin(rid, base + match.start())
+            elif hot is not None:
+                if hot == b"flush_scheduled":
+                    scheduled(rid, base + match.start())
+                else:  # a flush_done cut short before tokens_sent: count it, 0 tokens
+                    done(rid, 0, base + match.start())
+            else:
+                handler = handlers.get(name)
+                if handler is not None:
+                    start = match.start()
+                    ts = line_ts(chunk, chunk.rfind(b"\n", 0, start) + 1) if name in timed else None
+                    handler(_fields(rest), base + start, ts)
+        self.coverage.recognised += recognised
+        self.coverage.unrecognised += chunk.count(b"event=") - recognised
+
+    def _scan_plain(self, source: Source, chunk: bytes, at: int) -> None:
+        for match in PLAIN.finditer(chunk):
+            self.coverage.recognised += 1
+            name, rest = match.groups()
+            start = match.start(1)
+            ts = line_ts(chunk, chunk.rfind(b"\n", 0, start) + 1)
+            self._slow(source, name, _fields(rest), at + start, ts)
+
+    def _scan_json(self, source: Source, chunk: bytes, at: int) -> None:
+        names = {e.value for e in Event}
+        pos, end = 0, len(chunk)
+        while pos < end:
+            newline = chunk.find(b"\n", pos)
+            stop = end if newline < 0 else newline
+            line = chunk[pos:stop]
+            offset, pos = at + pos, stop + 1
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                self.coverage.garbage += 1
+                continue
+            if not isinstance(record, dict) or not isinstance(record.get("event"), str):
+                self.coverage.garbage += 1
+                continue
+            name = record["event"]
+            if name not in names:
+                self.coverage.unrecognised += 1
+                continue
+            self.coverage.recognised += 1
+            fields = {k: _json_str(v) for k, v in record.items()}
+            ts = parse_ts(fields["ts"]) if "ts" in fields else None
+            self._slow(source, name.encode(), fields, offset, ts)
+
+
+def _json_str(value: object) -> str:
+    if value is True:
+        return "True"
+    if value is False:
+        return "False"
+    return "" if value is None else str(value)
+
+
+def ts_resolver(sources: list[Source]) -> Callable[[int], float | None]:
+    """A function from a ref to the timestamp of its line."""
+
+    def ts_of(ref: int) -> float | None:
+        source = sources[ref >> 40]
+        offset = ref & ((1 << 40) - 1)
+        start = source.line_start(offset)
+        ts = line_ts(source.buffer, start)
+        if ts is None and source.buffer[start : start + 1] == b"{":
+            try:
+                record = json.loads(source.line_at(offset))
+                return parse_ts(str(record.get("ts", "")))
+            except (ValueError, AttributeError):
+                return None
+        return ts
+
+    return ts_of
+
+
+def last_ts(source: Source) -> float | None:
+    """The timestamp of the last line that has one (reads only the tail)."""
+    buffer = source.buffer
+    pos = len(buffer)
+    for _ in range(200):
+        start = buffer.rfind(b"\n", 0, max(0, pos - 1)) + 1
+        ts = line_ts(buffer, start)
+        if ts is None and buffer[start : start + 1] == b"{":
+            try:
+                ts = parse_ts(str(json.loads(buffer[start:pos]).get("ts", "")))
+            except (ValueError, AttributeError):
+                ts = None
+        if ts is not None:
+            return ts
+        if start == 0:
+            return None
+        pos = start
+    return None
+
+
+def offset_at_time(source: Source, when: float) -> int:
+    """First line start whose timestamp is >= `when` (logs are in time order): a bisection."""
+    buffer = source.buffer
+    lo, hi = 0, len(buffer)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        start = buffer.rfind(b"\n", 0, mid) + 1
+        probe, ts = start, None
+        for _ in range(50):  # skip lines without a timestamp
+            ts = line_ts(buffer, probe)
+            if ts is not None or probe >= hi:
+                break
+            nxt = buffer.find(b"\n", probe)
+            if nxt < 0:
+                break
+            probe = nxt + 1
+        if ts is None or ts >= when:
+            hi = start
+        else:
+            nxt = buffer.find(b"\n", probe)
+            lo = len(buffer) if nxt < 0 else nxt + 1
+    return lo

@@ -1,0 +1,229 @@
+"""Log inputs: files (plain or .gz), rotated sets and stdin, as seekable byte buffers.
+
+Every input ends up as a buffer we can scan in C and re-read for evidence:
+plain files are mmap'd; `.gz` and stdin are spooled to a temporary file
+first (memory stays flat, disk holds the copy). A reference to a line is an
+integer: the source index in the high bits, the byte offset in the low bits.
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip
+import mmap
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+from .findings import Evidence
+
+
+class Buffer(Protocol):
+    """What a source's bytes must offer: bytes, mmap, or a `FileView`."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: slice, /) -> bytes: ...
+
+    def find(self, sub: bytes, start: int = ..., /) -> int: ...
+
+    def rfind(self, sub: bytes, start: int = ..., end: int = ..., /) -> int: ...
+
+
+class FileView:
+    """A growing file read through `os.pread`, for `--follow` (never loaded whole)."""
+
+    _WINDOW = 1 << 16
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __len__(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def __getitem__(self, index: slice, /) -> bytes:
+        start, stop, _ = index.indices(len(self))
+        return os.pread(self.fd, max(0, stop - start), start)
+
+    def find(self, sub: bytes, start: int = 0, /) -> int:
+        while True:
+            window = os.pread(self.fd, self._WINDOW, start)
+            if not window:
+                return -1
+            found = window.find(sub)
+            if found >= 0:
+                return start + found
+            start += len(window)
+
+    def rfind(self, sub: bytes, start: int = 0, end: int | None = None, /) -> int:
+        end = len(self) if end is None else end
+        while end > start:
+            lo = max(start, end - self._WINDOW)
+            found = os.pread(self.fd, end - lo, lo).rfind(sub)
+            if found >= 0:
+                return lo + found
+            end = lo
+        return -1
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+OFFSET_BITS = 40
+OFFSET_MASK = (1 << OFFSET_BITS) - 1
+MAX_EVIDENCE_CHARS = 600
+
+
+class InputError(Exception):
+    """An input that cannot be read at all (missing, unreadable, a directory)."""
+
+
+@dataclass(eq=False)
+class Source:
+    """One input, readable as bytes, with a sparse index from offsets to line numbers."""
+
+    name: str
+    index: int
+    buffer: Buffer
+    _keep: list[object] = field(default_factory=list)
+    _checkpoint_offsets: list[int] = field(default_factory=lambda: [0])
+    _checkpoint_lines: list[int] = field(default_factory=lambda: [1])
+
+    def __len__(self) -> int:
+        return len(self.buffer)
+
+    def ref(self, offset: int) -> int:
+        return (self.index << OFFSET_BITS) | offset
+
+    def checkpoint(self, offset: int, line: int) -> None:
+        """Record that the line starting at `offset` is line number `line` (scan order)."""
+        if offset > self._checkpoint_offsets[-1]:
+            self._checkpoint_offsets.append(offset)
+            self._checkpoint_lines.append(line)
+
+    def line_start(self, offset: int) -> int:
+        return self.buffer.rfind(b"\n", 0, offset) + 1
+
+    def count_lines(self, start: int, end: int) -> int:
+        """Newlines in `buffer[start:end]` (mmap has no count(); a slice copy is cheap)."""
+        return self.buffer[start:end].count(b"\n")
+
+    def line_number(self, offset: int) -> int:
+        i = bisect.bisect_right(self._checkpoint_offsets, offset) - 1
+        base = self._checkpoint_offsets[i]
+        return self._checkpoint_lines[i] + self.count_lines(base, offset)
+
+    def line_at(self, offset: int) -> bytes:
+        start = self.line_start(offset)
+        end = self.buffer.find(b"\n", offset)
+        return self.buffer[start : end if end >= 0 else len(self.buffer)]
+
+    def evidence(self, offset: int) -> Evidence:
+        text = self.line_at(offset).decode("utf-8", "replace")
+        if len(text) > MAX_EVIDENCE_CHARS:
+            text = text[:MAX_EVIDENCE_CHARS] + "…"
+        return Evidence(self.name, self.line_number(offset), text)
+
+    def close(self) -> None:
+        if isinstance(self.buffer, mmap.mmap | FileView):
+            self.buffer.close()
+        for item in self._keep:
+            close = getattr(item, "close", None)
+            if close is not None:
+                close()
+
+
+class Sources:
+    """All inputs of one run, and ref resolution across them."""
+
+    def __init__(self) -> None:
+        self.items: list[Source] = []
+
+    def __iter__(self) -> Iterator[Source]:
+        return iter(self.items)
+
+    def add(self, name: str, buffer: Buffer, keep: Iterable[object] = ()) -> Source:
+        source = Source(name, len(self.items), buffer, list(keep))
+        self.items.append(source)
+        return source
+
+    def resolve(self, ref: int) -> Evidence:
+        return self.items[ref >> OFFSET_BITS].evidence(ref & OFFSET_MASK)
+
+    def source_of(self, ref: int) -> Source:
+        return self.items[ref >> OFFSET_BITS]
+
+    def close(self) -> None:
+        for source in self.items:
+            source.close()
+
+
+_ROTATED = re.compile(r"^(?P<base>.+?)\.(?P<n>\d+)(?P<gz>\.gz)?$")
+
+
+def expand_rotated(paths: list[str]) -> list[str]:
+    """`system.log` also means its rotated set, oldest first: `.3.gz`, `.2`, `.1`, then itself."""
+    result: list[str] = []
+    for path in paths:
+        if path == "-":
+            result.append(path)
+            continue
+        p = Path(path)
+        siblings: list[tuple[int, str]] = []
+        if p.parent.is_dir():
+            for candidate in p.parent.iterdir():
+                match = _ROTATED.match(candidate.name)
+                if match and match["base"] == p.name:
+                    siblings.append((int(match["n"]), str(candidate)))
+        for _, sibling in sorted(siblings, reverse=True):
+            if sibling not in result and sibling not in paths:
+                result.append(sibling)
+        if path not in result:
+            result.append(path)
+    return result
+
+
+def _spool(reader: IO[bytes]) -> tuple[mmap.mmap | bytes, IO[bytes]]:
+    spool = tempfile.TemporaryFile(prefix="jarvis-diagnose-")
+    shutil.copyfileobj(reader, spool, 1 << 20)
+    spool.flush()
+    if spool.tell() == 0:
+        return b"", spool
+    return mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ), spool
+
+
+def open_inputs(paths: list[str], *, rotated: bool = True) -> Sources:
+    """Open every input; raise `InputError` naming the first that cannot be read."""
+    sources = Sources()
+    try:
+        for path in expand_rotated(paths) if rotated else paths:
+            if path == "-":
+                buffer, spool = _spool(sys.stdin.buffer)
+                sources.add("<stdin>", buffer, [spool])
+                continue
+            if os.path.isdir(path):
+                raise InputError(f"{path} is a directory, not a log file")
+            try:
+                if path.endswith(".gz"):
+                    with gzip.open(path, "rb") as reader:
+                        buffer, spool = _spool(reader)  # type: ignore[arg-type]
+                    sources.add(path, buffer, [spool])
+                    continue
+                handle = open(path, "rb")  # noqa: SIM115 - kept open with the mmap
+            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise InputError(f"cannot read {path}: {reason}") from exc
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
+                sources.add(path, b"", [handle])
+            else:
+                sources.add(path, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ), [handle])
+    except BaseException:
+        sources.close()
+        raise
+    return sources
