@@ -100,6 +100,25 @@ def raw_request(port: int, body: bytes, *, session: str | None = None) -> socket
     return sock
 
 
+async def overlap(url: str, session: str, *, gap: float = 0.3, deadline: float = 10.0):
+    """A (long) then B (short) in one session, `gap` seconds apart; both read to the end."""
+    async with httpx.AsyncClient(timeout=deadline) as client:
+        a_task = asyncio.create_task(
+            stream_chat(
+                client,
+                url,
+                "Long essay about quantum computing",
+                session=session,
+                deadline=deadline,
+                max_tokens=120,
+            )
+        )
+        await asyncio.sleep(gap)
+        b = await stream_chat(client, url, "What is 2+2?", session=session, deadline=deadline)
+        a = await asyncio.wait_for(a_task, deadline)
+    return a, b
+
+
 def chat_json(prompt: str, **extra: object) -> bytes:
     return json.dumps(
         {"messages": [{"role": "user", "content": prompt}], "stream": True, **extra}

@@ -11,24 +11,12 @@ import pytest
 
 from jarvis.synthetic import expected_text
 
-from .streams import stream_chat
+from .streams import overlap, stream_chat
 
 pytestmark = pytest.mark.e2e
 
 LONG = "Long essay about quantum computing"
 SHORT = "What is 2+2?"
-
-
-async def overlap(url: str, session: str, *, gap: float = 0.3, deadline: float = 10.0):
-    """A (long) then B (short) in one session, `gap` seconds apart; both read to the end."""
-    async with httpx.AsyncClient(timeout=deadline) as client:
-        a_task = asyncio.create_task(
-            stream_chat(client, url, LONG, session=session, deadline=deadline, max_tokens=120)
-        )
-        await asyncio.sleep(gap)
-        b = await stream_chat(client, url, SHORT, session=session, deadline=deadline)
-        a = await asyncio.wait_for(a_task, deadline)
-    return a, b
 
 
 def flushes_after(events: list[dict[str, str]], stream_id: str, marker_index: int) -> int:

@@ -122,7 +122,7 @@ class Analyzer:
             "stream_start", "stream_cancelled", "stream_fenced", "event_buffers_cleaned",
             "flush_on_cleanup", "flush_on_end", "flush_cancelled",
             "prev_stream_finished_cleanly", "prev_stream_timeout_on_cancel", "loop_blocked",
-            "server_start", "loop_lag", "request_rejected", "stream_end",
+            "server_start", "loop_lag", "loop_recovered", "request_rejected", "stream_end",
         }
     )  # fmt: skip
     #: Events whose timestamp matters (stream age, cancel age).
@@ -146,6 +146,7 @@ class Analyzer:
         self._emitted: set[bytes] = set()
         self._watch_cancel: dict[bytes, StreamRecord] = {}
         self._timeouts: list[int] = []
+        self._loop_stuck = False  # a loop_blocked with no loop_recovered after it
         self.last_ts: float | None = None
         #: name -> handler(fields, ref, ts) for every stream-level event acted on.
         self.handlers: dict[str, Callable[[dict[str, str], int, float | None], None]] = {
@@ -257,6 +258,7 @@ class Analyzer:
     def _on_loop_blocked(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         self.stats.loop_blocked += 1
         self.stats.watchdog_lines += 1
+        self._loop_stuck = True
         lag = fields.get("lag_ms", "?")
         self._report(
             FindingId.LOOP_BLOCKED,
@@ -264,6 +266,10 @@ class Analyzer:
             f"{fields.get('stack', '?').split(' <- ')[0]}",
             [ref],
         )
+
+    def _on_loop_recovered(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        self.stats.watchdog_lines += 1
+        self._loop_stuck = False
 
     def _on_server_start(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         self.stats.watchdog_lines += 1  # a jarvis server: its watchdog is running
@@ -449,7 +455,8 @@ class Analyzer:
                 )
         for rid, ref in self._pending_start.items():
             started = ts_of(ref)
-            if now is None or started is None or now - started >= FLUSH_STUCK_AFTER_S:
+            old = now is None or started is None or now - started >= FLUSH_STUCK_AFTER_S
+            if old or self._loop_stuck:
                 judged.append(
                     self._finding(
                         FindingId.FLUSH_STUCK,
