@@ -12,7 +12,6 @@ import time
 
 import httpx
 import pytest
-
 from jarvis_cli.exit_codes import ExitCode
 
 from .streams import overlap, stream_chat
