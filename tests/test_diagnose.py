@@ -309,7 +309,7 @@ def test_follow_handles_partial_lines_rotation_and_truncation(tmp_path: Path) ->
     log = healthy_supersede()
     lines = log.text()
     sources = Sources()
-    analyzer = Analyzer(sources.resolve)
+    analyzer = Analyzer()
     follower = Follower([str(path)], analyzer, sources)
     assert follower.poll() == 0  # not there yet: no error
     half = len(lines) // 2

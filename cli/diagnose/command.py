@@ -13,8 +13,8 @@ from jarvis.exceptions import ConfigError
 from ..console import err, out
 from ..exit_codes import ExitCode
 from ..logs.findings import Severity
+from ..logs.patterns import parse_ts
 from ..logs.run import Window, analyze
-from ..logs.scan import parse_ts
 from ..logs.sources import InputError
 from .report import build_report, render, write_junit
 
@@ -115,6 +115,7 @@ def diagnose(
         return ExitCode.UNAVAILABLE
     try:
         report = build_report(analyzer, fail_on=threshold, session=session, trace=trace)
+        sources.resolve_findings(report.findings)
     finally:
         sources.close()
     if junit is not None:

@@ -108,10 +108,10 @@ class Follower:
             if followed.dialect is None:
                 followed.dialect = sniff(complete[: 1 << 16])
             started = time.perf_counter()
-            source.checkpoint(at, followed.line)
             self.scanner.scan_chunk(source, followed.dialect, complete, at)
-            lines = complete.count(b"\n")
-            followed.line += lines
+            before = followed.line
+            followed.line = self.scanner.checkpoints(source, complete, at, followed.line)
+            lines = followed.line - before
             coverage = self.analyzer.coverage
             coverage.lines += lines
             coverage.bytes += len(complete)
@@ -135,7 +135,7 @@ def follow_logs(
 ) -> ExitCode:
     """Follow until Ctrl-C (or `stop()`), then print the final report."""
     sources = Sources()
-    analyzer = Analyzer(sources.resolve, stale_after_s=stale_after_s)
+    analyzer = Analyzer(stale_after_s=stale_after_s)
     follower = Follower(paths, analyzer, sources)
     interrupted = False
 
@@ -182,6 +182,7 @@ def follow_logs(
         analyzer, fail_on=fail_on, session=session, trace=trace,
         extra=_provisional(analyzer, sources),
     )  # fmt: skip
+    sources.resolve_findings(report.findings)
     render(report, out)
     if interrupted:
         out.print("[dim]stopped[/]")

@@ -5,7 +5,8 @@ go through three small methods that do a couple of dict operations each;
 stream-level events go through `event()`. A stream's record lives only while
 the stream is open: at `stream_end` it is checked and dropped, so memory is
 bounded by open streams, not by the size of the log. References to lines are
-integers (`ref`), resolved to file:line and text only for what is reported.
+integers (`ref`), resolved to file:line and text only for what is reported,
+in one sorted sweep (`Sources.resolve_findings`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .findings import Evidence, Finding, FindingId
+from .findings import Finding, FindingId
+from .patterns import EVENT_NAMES, LOGFMT, line_ts
 from .stats import Percentiles
 
-Resolve = Callable[[int], Evidence]
 #: Flushes a healthy stream may still start after its cancel: one timer flush that was
 #: already due, and the cleanup flush of what was left.
 POST_CANCEL_FLUSH_ALLOWANCE = 2
@@ -128,8 +129,7 @@ class Analyzer:
     #: Events whose timestamp matters (stream age, cancel age).
     TIMED: frozenset[str] = frozenset({"stream_start", "stream_cancelled", "server_start"})
 
-    def __init__(self, resolve: Resolve, *, stale_after_s: float = 30.0) -> None:
-        self._resolve = resolve
+    def __init__(self, *, stale_after_s: float = 30.0) -> None:
         self.stale_after_s = stale_after_s
         self.coverage = Coverage()
         self.stats = Stats()
@@ -176,6 +176,66 @@ class Analyzer:
             if rid not in self._emitted:
                 self._emitted.add(rid)
                 self._first_emit(rid, ref)
+
+    def feed_logfmt(
+        self,
+        chunk: bytes,
+        base: int,
+        handlers: dict[bytes, Callable[[dict[str, str], int, float | None], None]],
+        timed: frozenset[bytes],
+        parse_fields: Callable[[bytes], dict[str, str]],
+    ) -> int:
+        """The hot loop: every jarvis logfmt event of `chunk` (whole lines at ref `base`).
+
+        It does what `flush_done`/`flush_start`/`flush_scheduled` do, inlined with
+        local counters: at a few million events per gigabyte, a method call per line
+        is a third of the run time. Returns how many vocabulary events it saw.
+        """
+        pending_start, pending_sched = self._pending_start, self._pending_sched
+        pop_start, pop_sched = pending_start.pop, pending_sched.pop
+        emitted, watch = self._emitted, self._watch_cancel
+        recognised = flushes = tokens_total = multi = scheduled = 0
+        for match in LOGFMT.finditer(chunk):
+            hot, rid, tokens, name = match.groups()
+            if hot is not None:
+                recognised += 1
+                if tokens is not None:  # flush_done
+                    flushes += 1
+                    pop_start(rid, None)
+                    if tokens != b"0":
+                        sent = int(tokens)
+                        tokens_total += sent
+                        if sent > 1:
+                            multi += 1
+                        if rid not in emitted:
+                            emitted.add(rid)
+                            self._first_emit(rid, base + match.start())
+                elif hot == b"flush_start":
+                    pending_start[rid] = base + match.start()
+                    pop_sched(rid, None)
+                    if rid in watch:
+                        self._after_cancel_flush(rid, base + match.start())
+                elif hot == b"flush_scheduled":
+                    scheduled += 1
+                    pending_sched[rid] = base + match.start()
+                else:  # a flush_done cut short before tokens_sent
+                    flushes += 1
+                    pop_start(rid, None)
+            elif name in EVENT_NAMES:
+                recognised += 1
+                handler = handlers.get(name)
+                if handler is not None:
+                    start, end = match.start(), match.end()
+                    stop = chunk.find(b"\n", end)
+                    rest = chunk[end : stop if stop >= 0 else len(chunk)]
+                    ts = line_ts(chunk, chunk.rfind(b"\n", 0, start) + 1) if name in timed else None
+                    handler(parse_fields(rest), base + start, ts)
+        stats = self.stats
+        stats.flushes += flushes
+        stats.tokens += tokens_total
+        stats.multi_token_flushes += multi
+        stats.scheduled += scheduled
+        return recognised
 
     # -- stream-level events ----------------------------------------------
 
@@ -397,13 +457,12 @@ class Analyzer:
         refs: list[int | None],
         record: StreamRecord | None = None,
     ) -> Finding:
-        evidence = [self._resolve(r) for r in sorted({r for r in refs if r is not None})]
         return Finding(
             finding_id,
             message,
-            evidence,
             session=record.session if record else None,
             trace=record.trace if record else None,
+            refs=sorted({r for r in refs if r is not None}),
         )
 
     def _report(

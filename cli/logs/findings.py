@@ -110,6 +110,8 @@ class Finding:
     evidence: list[Evidence] = field(default_factory=list)
     session: str | None = None
     trace: str | None = None
+    #: Line references still to resolve into `evidence` (see `Sources.resolve_findings`).
+    refs: list[int] = field(default_factory=list)
 
     @property
     def severity(self) -> Severity:

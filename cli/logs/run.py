@@ -23,7 +23,7 @@ def analyze(
     """Scan every input in order and return the judged analyzer (caller closes sources)."""
     sources = open_inputs(paths)
     try:
-        analyzer = Analyzer(sources.resolve, stale_after_s=stale_after_s)
+        analyzer = Analyzer(stale_after_s=stale_after_s)
         scanner = Scanner(analyzer)
         end_ts: float | None = None
         for source in sources:

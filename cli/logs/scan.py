@@ -20,44 +20,14 @@ from jarvis.logfmt import parse_logfmt
 from jarvis.vocabulary import Event
 
 from .analysis import Analyzer
-from .sources import Buffer, Source
+from .patterns import LOGFMT, PLAIN, line_ts, parse_ts
+from .sources import Source
 
 CHUNK = 8 << 20
+CHECKPOINT_EVERY = 1 << 20
 #: Events whose line timestamp the analyzer needs.
 TIMED = frozenset(n.encode() for n in Analyzer.TIMED)
 _HOT = (b"flush_done", b"flush_start", b"flush_scheduled")
-_NAMES = rb"|".join(
-    re.escape(n) for n in sorted((e.value.encode() for e in Event), key=len, reverse=True)
-)
-# The hot flush events come first and capture only what the analyzer needs, so the
-# regex engine (C) does the field extraction; every other event captures its line rest.
-LOGFMT = re.compile(
-    rb"event=(?:(flush_done|flush_start|flush_scheduled) request_id=([^ \n]+)"
-    rb"(?: tokens_sent=(\d+))?|(" + _NAMES + rb")(?![\w])([^\n]*))"
-)
-PLAIN = re.compile(rb"(?:^|[ \t])(" + _NAMES + rb")(?![\w=])([^\n]*)", re.MULTILINE)
-_TS_PREFIX = re.compile(rb"^(?:ts=)?\"?(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?)")
-
-
-def parse_ts(text: bytes | str) -> float | None:
-    """Seconds since the epoch from an ISO-8601-ish timestamp, or None."""
-    if isinstance(text, bytes):
-        text = text.decode("ascii", "replace")
-    try:
-        return datetime.fromisoformat(text.replace(",", ".").replace(" ", "T")).timestamp()
-    except ValueError:
-        try:
-            return float(text)
-        except ValueError:
-            return None
-
-
-def line_ts(buffer: Buffer | bytes, line_start: int) -> float | None:
-    """The timestamp at the start of the line (logfmt `ts=` or a bare ISO prefix)."""
-    match = _TS_PREFIX.match(buffer[line_start : line_start + 48])
-    return parse_ts(match.group(1)) if match else None
-
-
 def sniff(head: bytes) -> str:
     """Guess a buffer's dialect from its first 64 KiB: logfmt, json or plain."""
     lines = [line for line in head.split(b"\n")[:400] if line.strip()]
@@ -106,14 +76,25 @@ class Scanner:
             if stop < end:
                 newline = source.buffer.find(b"\n", stop)
                 stop = end if newline < 0 or newline >= end else newline + 1
-            source.checkpoint(pos, line)
-            chunk = source.buffer[pos:stop]
+            chunk = source.read(pos, stop)
             self.scan_chunk(source, dialect, chunk, pos)
-            line += chunk.count(b"\n")
+            line = self.checkpoints(source, chunk, pos, line)
             pos = stop
         self.coverage.bytes += end - start
         self.coverage.lines += line - first_line
         self.coverage.seconds += time.perf_counter() - started
+
+    @staticmethod
+    def checkpoints(source: Source, chunk: bytes, at: int, line: int) -> int:
+        """Count the chunk's lines, leaving a line-number checkpoint every ~1 MiB."""
+        start = 0
+        while start < len(chunk):
+            source.checkpoint(at + start, line)
+            cut = chunk.find(b"\n", start + CHECKPOINT_EVERY)
+            stop = len(chunk) if cut < 0 else cut + 1
+            line += chunk.count(b"\n", start, stop)
+            start = stop
+        return line
 
     def scan_chunk(self, source: Source, dialect: str, chunk: bytes, at: int) -> None:
         """Scan whole lines `chunk`, which sit at byte offset `at` of `source`."""
@@ -148,29 +129,9 @@ class Scanner:
         a.event(name.decode(), fields, ref, ts)
 
     def _scan_logfmt(self, source: Source, chunk: bytes, at: int) -> None:
-        a = self.analyzer
-        done, begin, scheduled = a.flush_done, a.flush_start, a.flush_scheduled
-        base = source.ref(at)  # ref of the chunk's first byte; + match.start() gives a line's
-        handlers, timed = self._handlers, TIMED
-        recognised = 0
-        for match in LOGFMT.finditer(chunk):
-            recognised += 1
-            hot, rid, tokens, name, rest = match.groups()
-            if tokens is not None:
-                done(rid, int(tokens), base + match.start())
-            elif hot == b"flush_start":
-                begin(rid, base + match.start())
-            elif hot is not None:
-                if hot == b"flush_scheduled":
-                    scheduled(rid, base + match.start())
-                else:  # a flush_done cut short before tokens_sent: count it, 0 tokens
-                    done(rid, 0, base + match.start())
-            else:
-                handler = handlers.get(name)
-                if handler is not None:
-                    start = match.start()
-                    ts = line_ts(chunk, chunk.rfind(b"\n", 0, start) + 1) if name in timed else None
-                    handler(_fields(rest), base + start, ts)
+        recognised = self.analyzer.feed_logfmt(
+            chunk, source.ref(at), self._handlers, TIMED, _fields
+        )
         self.coverage.recognised += recognised
         self.coverage.unrecognised += chunk.count(b"event=") - recognised
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
-from .findings import Evidence
+from .findings import Evidence, Finding
 
 
 class Buffer(Protocol):
@@ -97,6 +97,23 @@ class Source:
     def __len__(self) -> int:
         return len(self.buffer)
 
+    def read(self, start: int, stop: int) -> bytes:
+        """Bytes `start:stop`, read with pread when there is a file: scanning through
+        the mmap would leave every page of a 1 GB log resident in this process."""
+        fd = self._fd()
+        if fd is None:
+            return self.buffer[start:stop]
+        return os.pread(fd, stop - start, start)
+
+    def _fd(self) -> int | None:
+        if isinstance(self.buffer, FileView):
+            return self.buffer.fd
+        for item in self._keep:
+            fileno = getattr(item, "fileno", None)
+            if fileno is not None:
+                return int(fileno())
+        return None
+
     def ref(self, offset: int) -> int:
         return (self.index << OFFSET_BITS) | offset
 
@@ -154,6 +171,13 @@ class Sources:
 
     def resolve(self, ref: int) -> Evidence:
         return self.items[ref >> OFFSET_BITS].evidence(ref & OFFSET_MASK)
+
+    def resolve_findings(self, findings: Iterable[Finding]) -> None:
+        """Turn every finding's refs into evidence lines, each line resolved once."""
+        pending = [f for f in findings if f.refs and not f.evidence]
+        cache = {ref: self.resolve(ref) for ref in sorted({r for f in pending for r in f.refs})}
+        for finding in pending:
+            finding.evidence = [cache[r] for r in finding.refs]
 
     def source_of(self, ref: int) -> Source:
         return self.items[ref >> OFFSET_BITS]
