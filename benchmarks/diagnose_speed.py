@@ -85,9 +85,10 @@ def generate(path: Path, target_bytes: int, seed: int = 1) -> None:
                 w(f"level=info event=flush_done request_id={rid} tokens_sent=2 size=12")
             w(f"level=info event=cleanup_buffer request_id={rid}")
             w(f"level=info event=event_buffers_cleaned trace={n:016x} request_id={rid}")
+            reason = "superseded" if superseded else "completed"
             w(f"level=info event=stream_end trace={n:016x} session={session} stream_id={rid} "
-              f"duration_ms={rng.randrange(80, 4000)} reason="
-              f"{'superseded' if superseded else 'completed'} tokens=40 cleanup_done=True")  # fmt: skip
+              f"duration_ms={rng.randrange(80, 4000)} reason={reason} tokens=40 "
+              "cleanup_done=True")  # fmt: skip
             live.remove(stream)
         for _ in range(rng.choice((2, 3, 4, 5, 6, 7))):  # ~60% of lines are not lifecycle
             w(noise[rng.randrange(3)])
