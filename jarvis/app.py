@@ -98,6 +98,8 @@ class ChatResponse(Response):
             await StreamRun(ctx, handle, self.chat, emitter).run()
         finally:
             listener.cancel()
+            if isinstance(emitter, SSEEmitter):
+                emitter.stop()
         if isinstance(emitter, CollectingEmitter) and not handle.fenced:
             body = emitter.body(self.stream_id, self.chat.model, created, self.chat.prompt_tokens)
             await send(

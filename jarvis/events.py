@@ -11,6 +11,7 @@ order of chunks when a timer flush and an immediate flush meet.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -27,6 +28,9 @@ Sleep = Callable[[float], Awaitable[None]]
 @dataclass(slots=True)
 class _Buffer:
     emit: Emit
+    #: `flush_start size=` and `flush_done tokens_sent= size=` bound to the request id.
+    log_start: Callable[..., None]
+    log_done: Callable[..., None]
     parts: list[str] = field(default_factory=list)
     size: int = 0
     flush_task: asyncio.Task[None] | None = None
@@ -69,13 +73,18 @@ class TokenBatcher:
         self._sleep = sleep
         self._blocking = blocking
         self._buffers: dict[str, _Buffer] = {}
+        self._flush_counts: Counter[str] = metrics.flushes if metrics is not None else Counter()
 
     def __repr__(self) -> str:
         return f"<TokenBatcher flush_ms={self._delay_ms:g} buffers={len(self._buffers)}>"
 
     def open(self, request_id: str, emit: Emit) -> None:
         """Start buffering for one request; `emit` writes a flushed batch."""
-        self._buffers[request_id] = _Buffer(emit)
+        self._buffers[request_id] = _Buffer(
+            emit,
+            self._log.bind(Event.FLUSH_START, request_id=request_id),
+            self._log.bind(Event.FLUSH_DONE, request_id=request_id),
+        )
 
     def has_pending_flush(self, request_id: str) -> bool:
         buffer = self._buffers.get(request_id)
@@ -88,10 +97,15 @@ class TokenBatcher:
     async def add(self, request_id: str, token: str) -> None:
         """Buffer one token; flush now if over the size limit or in token-by-token mode."""
         buffer = self._buffers[request_id]
+        if self._delay <= 0 and not self._blocking and not buffer.parts:
+            await self._write_one(buffer, token)  # the common token-by-token case
+            return
         buffer.parts.append(token)
         buffer.size += len(token.encode())
         if self._delay <= 0:
-            await self._flush(request_id, buffer, "token")
+            # Token by token after a batch was put back (or the blocking fault): send
+            # everything pending in order. Only the producer flushes here: no lock.
+            await self._write(request_id, buffer, "token")
         elif buffer.size >= self._flush_bytes:
             self._log.emit(Event.FLUSH_IMMEDIATE, request_id=request_id, size=buffer.size)
             self._cancel_pending(request_id, buffer)
@@ -154,32 +168,42 @@ class TokenBatcher:
 
     async def _flush(self, request_id: str, buffer: _Buffer, trigger: str) -> None:
         async with buffer.lock:
-            if not buffer.parts:
-                return
-            parts, size = buffer.take()
-            text, tokens = "".join(parts), len(parts)
-            self._log.emit(Event.FLUSH_START, request_id=request_id, size=size)
-            try:
-                if self._blocking:
-                    sent = False
+            await self._write(request_id, buffer, trigger)
 
-                    async def write() -> None:
-                        nonlocal sent
-                        sent = await buffer.emit(text, tokens)
+    async def _write_one(self, buffer: _Buffer, token: str) -> None:
+        """Token-by-token mode: one token, one chunk (the same log lines as a flush)."""
+        size = len(token.encode())
+        buffer.log_start(size)
+        try:
+            sent = await buffer.emit(token, 1)
+        except asyncio.CancelledError:
+            buffer.put_back([token], size)
+            raise
+        buffer.log_done(1 if sent else 0, size)
+        self._flush_counts["token"] += 1
 
-                    await faults.blocking_flush(self._delay, write)
-                else:
+    async def _write(self, request_id: str, buffer: _Buffer, trigger: str) -> None:
+        """Send what is buffered as one chunk (callers hold the lock where it matters)."""
+        if not buffer.parts:
+            return
+        parts, size = buffer.take()
+        text, tokens = "".join(parts), len(parts)
+        buffer.log_start(size)
+        try:
+            if self._blocking:
+                sent = False
+
+                async def write() -> None:
+                    nonlocal sent
                     sent = await buffer.emit(text, tokens)
-            except asyncio.CancelledError:
-                # Cancelled while waiting to write (a paused transport): nothing reached
-                # the wire, so the batch goes back and cleanup sends it, in order.
-                buffer.put_back(parts, size)
-                raise
-            self._log.emit(
-                Event.FLUSH_DONE,
-                request_id=request_id,
-                tokens_sent=tokens if sent else 0,
-                size=size,
-            )
-            if self._metrics is not None:
-                self._metrics.flushes.labels(trigger).inc()
+
+                await faults.blocking_flush(self._delay, write)
+            else:
+                sent = await buffer.emit(text, tokens)
+        except asyncio.CancelledError:
+            # Cancelled while waiting to write (a paused transport): nothing reached
+            # the wire, so the batch goes back and cleanup sends it, in order.
+            buffer.put_back(parts, size)
+            raise
+        buffer.log_done(tokens if sent else 0, size)
+        self._flush_counts[trigger] += 1

@@ -30,28 +30,48 @@ def _escape_char(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
+# Rendered short strings (ids, sessions, reasons) repeat on every line of a stream:
+# remember them, within a bound, instead of running the regex each time.
+_RENDERED: dict[str, str] = {}
+_RENDERED_MAX = 8192
+
+
+def _render_str(text: str) -> str:
+    if _BARE.fullmatch(text):
+        return text
+    return '"' + _NEEDS_ESCAPE.sub(_escape_char, text) + '"'
+
+
 def format_value(value: object) -> str:
     """Render one logfmt value: bare when safe, else quoted and escaped."""
+    if type(value) is str:
+        rendered = _RENDERED.get(value)
+        if rendered is None:
+            rendered = _render_str(value)
+            if len(value) <= 256:
+                if len(_RENDERED) >= _RENDERED_MAX:
+                    _RENDERED.clear()
+                _RENDERED[value] = rendered
+        return rendered
+    kind = type(value)
+    if kind is int or kind is float:
+        return str(value)
     if value is True:
         return "True"
     if value is False:
         return "False"
     if value is None:
         return '""'
-    if isinstance(value, int | float):
-        return str(value)
-    text = str(value)
-    if _BARE.fullmatch(text):
-        return text
-    return '"' + _NEEDS_ESCAPE.sub(_escape_char, text) + '"'
+    return _render_str(str(value))
 
 
 def format_logfmt(ts: str, level: str, event: str, fields: Mapping[str, object]) -> str:
     """One logfmt line (no newline): `ts=… level=… event=…` first, then the fields."""
-    parts = [f"ts={ts} level={level} event={event}"]
-    for key, value in fields.items():
-        parts.append(f"{key}={format_value(value)}")
-    return " ".join(parts)
+    head = f"ts={ts} level={level} event={event}"
+    if not fields:
+        return head
+    fv = format_value
+    return head + " " + " ".join([f"{key}={fv(value)}" for key, value in fields.items()])
 
 
 def format_json(ts: str, level: str, event: str, fields: Mapping[str, object]) -> str:

@@ -3,6 +3,12 @@
 `SSEEmitter` writes to an ASGI `send` with a bound on every write and
 honours the fence: once a stream is fenced, or its client is gone, nothing
 more is written. `CollectingEmitter` gathers text for `stream: false`.
+
+The bound on token writes is one watchdog task per stream rather than an
+`asyncio.timeout` per write: a timer per token was a fifth of the server's
+CPU in token-by-token mode. The request task's own writes (the cleanup
+flush, the terminal chunk) keep `asyncio.timeout`, so the watchdog never has
+to cancel the task that runs the stream's `finally`.
 """
 
 from __future__ import annotations
@@ -109,17 +115,56 @@ class SSEEmitter:
         self._headers = headers
         self.started = False
         self.closed = False
+        self._owner: asyncio.Task[object] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._sending_since: float | None = None
+        self._sender: asyncio.Task[object] | None = None
+        self._clock = asyncio.get_running_loop().time
 
     async def start(self) -> None:
         self.started = True
+        self._owner = asyncio.current_task()
         await self._send(
             {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self._headers}
         )
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch_sends())
 
     async def tokens(self, text: str, count: int) -> bool:
         if self.closed or self._handle.fenced:
             return False
-        return await self._write(self._encoder.content(text))
+        body = self._encoder.content(text)
+        task = asyncio.current_task()
+        if task is self._owner:
+            return await self._write(body)
+        # Producer or debounce task: bounded by the watchdog, which cancels it if stuck.
+        self._sender = task
+        self._sending_since = self._clock()
+        try:
+            await self._send({"type": "http.response.body", "body": body, "more_body": True})
+        except OSError:
+            self.closed = True
+            return False
+        finally:
+            self._sending_since = None
+        return True
+
+    async def _watch_sends(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = self._send_timeout / 4
+        while not self.closed:
+            await asyncio.sleep(period)
+            since = self._sending_since
+            if since is not None and loop.time() - since >= self._send_timeout:
+                self.closed = True
+                self._on_send_timeout()
+                if self._sender is not None:
+                    self._sender.cancel()
+                return
+
+    def stop(self) -> None:
+        """End the watchdog (the stream is over)."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
 
     async def finish(
         self,

@@ -311,6 +311,11 @@ class SyntheticModel:
         self._clock = clock
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[str, None]:
+        if self._interval == 0 and self._first == 0:  # unthrottled: just yield each time
+            for token in expected_tokens(request.prompt, request.max_tokens):
+                await asyncio.sleep(0)
+                yield token
+            return
         clock = self._clock or asyncio.get_running_loop().time
         start = clock() + self._first
         for i, token in enumerate(expected_tokens(request.prompt, request.max_tokens)):
