@@ -364,8 +364,10 @@ class Analyzer:
         rid = record.stream_id.encode() if record.stream_id else None
         label = f"stream {record.trace} (session {record.session})"
         if fields.get("cleanup_done") != "True" or (rid is not None and not record.cleaned):
-            missing = "cleanup_done=True" if fields.get("cleanup_done") != "True" else (
-                "event_buffers_cleaned"
+            missing = (
+                "cleanup_done=True"
+                if fields.get("cleanup_done") != "True"
+                else ("event_buffers_cleaned")
             )
             self._report(
                 FindingId.CLEANUP_INCOMPLETE,
@@ -519,8 +521,7 @@ class Analyzer:
                 judged.append(
                     self._finding(
                         FindingId.FLUSH_STUCK,
-                        f"flush_start for {rid.decode(errors='replace')} never got its "
-                        "flush_done",
+                        f"flush_start for {rid.decode(errors='replace')} never got its flush_done",
                         [ref],
                         self._by_rid.get(rid),
                     )
@@ -546,8 +547,7 @@ class Analyzer:
             judged.append(
                 self._finding(
                     FindingId.NO_BATCHING,
-                    f"{stats.flushes} flushes, every one of a single token, and no "
-                    "flush_scheduled",
+                    f"{stats.flushes} flushes, every one of a single token, and no flush_scheduled",
                     [],
                 )
             )

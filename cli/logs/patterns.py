@@ -23,7 +23,9 @@ LOGFMT = re.compile(
 )
 EVENT_NAMES = frozenset(e.value.encode() for e in Event)
 PLAIN = re.compile(rb"(?:^|[ \t])(" + _NAMES + rb")(?![\w=])([^\n]*)", re.MULTILINE)
-_TS_PREFIX = re.compile(rb"^(?:ts=)?\"?(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?)")
+_TS_PREFIX = re.compile(
+    rb"^(?:ts=)?\"?(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
+)
 
 
 def parse_ts(text: bytes | str) -> float | None:
@@ -43,5 +45,3 @@ def line_ts(buffer: Buffer | bytes, line_start: int) -> float | None:
     """The timestamp at the start of the line (logfmt `ts=` or a bare ISO prefix)."""
     match = _TS_PREFIX.match(buffer[line_start : line_start + 48])
     return parse_ts(match.group(1)) if match else None
-
-

@@ -14,7 +14,6 @@ import json
 import re
 import time
 from collections.abc import Callable
-from datetime import datetime
 
 from jarvis.logfmt import parse_logfmt
 from jarvis.vocabulary import Event
@@ -28,6 +27,8 @@ CHECKPOINT_EVERY = 1 << 20
 #: Events whose line timestamp the analyzer needs.
 TIMED = frozenset(n.encode() for n in Analyzer.TIMED)
 _HOT = (b"flush_done", b"flush_start", b"flush_scheduled")
+
+
 def sniff(head: bytes) -> str:
     """Guess a buffer's dialect from its first 64 KiB: logfmt, json or plain."""
     lines = [line for line in head.split(b"\n")[:400] if line.strip()]
@@ -106,7 +107,11 @@ class Scanner:
             self._scan_logfmt(source, chunk, at)
 
     def _slow(
-        self, source: Source, name: bytes, fields: dict[str, str], offset: int,
+        self,
+        source: Source,
+        name: bytes,
+        fields: dict[str, str],
+        offset: int,
         ts: float | None,
     ) -> None:
         """Dispatch one parsed event (any dialect), hot names included."""

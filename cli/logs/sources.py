@@ -74,6 +74,7 @@ class FileView:
     def close(self) -> None:
         os.close(self.fd)
 
+
 OFFSET_BITS = 40
 OFFSET_MASK = (1 << OFFSET_BITS) - 1
 MAX_EVIDENCE_CHARS = 600
@@ -213,7 +214,7 @@ def expand_rotated(paths: list[str]) -> list[str]:
 
 
 def _spool(reader: IO[bytes]) -> tuple[mmap.mmap | bytes, IO[bytes]]:
-    spool = tempfile.TemporaryFile(prefix="jarvis-diagnose-")
+    spool = tempfile.TemporaryFile(prefix="jarvis-diagnose-")  # noqa: SIM115 - outlives this call
     shutil.copyfileobj(reader, spool, 1 << 20)
     spool.flush()
     if spool.tell() == 0:
