@@ -67,20 +67,26 @@ class Scanner:
         """Scan `source.buffer[start:end]`, whose first byte starts line 1 (or a known line)."""
         end = len(source) if end is None else end
         self.coverage.sources.append(source.name)
-        dialect = sniff(source.buffer[start : min(end, start + (1 << 16))])
+        dialect = sniff(source.read(start, min(end, start + (1 << 16))))
         started = time.perf_counter()
         first_line = 1 + (source.count_lines(0, start) if start else 0)
         line = first_line
         pos = start
         while pos < end:
-            stop = min(end, pos + CHUNK)
-            if stop < end:
-                newline = source.buffer.find(b"\n", stop)
-                stop = end if newline < 0 or newline >= end else newline + 1
-            chunk = source.read(pos, stop)
+            # Chunks end on a line boundary found in what was read: touching the mmap
+            # here would fault in a readahead window per chunk and grow RSS with the file.
+            chunk = source.read(pos, min(end, pos + CHUNK))
+            if pos + len(chunk) < end:
+                cut = chunk.rfind(b"\n") + 1
+                if cut == 0:  # one line longer than a chunk: read on to its end
+                    newline = source.buffer.find(b"\n", pos + len(chunk))
+                    cut = (end if newline < 0 or newline >= end else newline + 1) - pos
+                    chunk = source.read(pos, pos + cut)
+                elif cut < len(chunk):
+                    chunk = chunk[:cut]
             self.scan_chunk(source, dialect, chunk, pos)
             line = self.checkpoints(source, chunk, pos, line)
-            pos = stop
+            pos += len(chunk)
         self.coverage.bytes += end - start
         self.coverage.lines += line - first_line
         self.coverage.seconds += time.perf_counter() - started

@@ -128,8 +128,14 @@ class Source:
         return self.buffer.rfind(b"\n", 0, offset) + 1
 
     def count_lines(self, start: int, end: int) -> int:
-        """Newlines in `buffer[start:end]` (mmap has no count(); a slice copy is cheap)."""
-        return self.buffer[start:end].count(b"\n")
+        """Newlines in `buffer[start:end]`, read in bounded pieces (mmap has no count(),
+        and one slice of a large range would copy it whole into memory)."""
+        total = 0
+        while start < end:
+            stop = min(end, start + (8 << 20))
+            total += self.read(start, stop).count(b"\n")
+            start = stop
+        return total
 
     def line_number(self, offset: int) -> int:
         i = bisect.bisect_right(self._checkpoint_offsets, offset) - 1

@@ -1,0 +1,229 @@
+"""`jarvis verify-hang`: options, validation, and the exit code of a run."""
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from jarvis.exceptions import ConfigError
+from jarvis.faults import Fault
+
+from ..console import err, fail, out
+from ..exit_codes import ExitCode
+from .plan import EMBEDDED_CANCEL_WAIT_S, REMOTE_CANCEL_WAIT_S, SCENARIOS, Expect, Plan
+from .report import LineView, LiveView, QuietView, Report, render, write_junit
+from .runner import RunResult, Spec, View, run
+from .target import Unreachable
+
+_FAULTS = ", ".join(f.value for f in Fault)
+
+
+def verify_hang(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="Test this OpenAI-compatible server (base URL, with or without /v1). "
+            "Default: start the embedded reference server.",
+            show_default=False,
+        ),
+    ] = None,
+    sessions: Annotated[int, typer.Option(help="Sessions that overlap at once.")] = 8,
+    rounds: Annotated[int, typer.Option(help="Overlap rounds per session.")] = 2,
+    overlap_ms: Annotated[
+        float,
+        typer.Option(
+            help="Delay from the server answering prompt A to prompt B, same session (ms)."
+        ),
+    ] = 50.0,
+    deadline: Annotated[
+        float, typer.Option(help="Seconds any request may take before it counts as hung.")
+    ] = 5.0,
+    expect: Annotated[
+        str,
+        typer.Option(
+            help="supersede: one stream per session, a new prompt ends the old one. "
+            "independent: overlapping prompts may run side by side."
+        ),
+    ] = "supersede",
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"Run only this scenario (repeatable): {', '.join(SCENARIOS)}.",
+            show_default=False,
+        ),
+    ] = None,
+    log_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="The server's structured log, to check for this run's window. "
+            "Embedded: where its server logs (default: a new temporary file).",
+            show_default=False,
+        ),
+    ] = None,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"Embedded server only: switch on a deliberate bug (repeatable): {_FAULTS}.",
+            show_default=False,
+        ),
+    ] = None,
+    cancel_wait: Annotated[
+        float | None,
+        typer.Option(
+            help="Bound (s) on how long a superseded stream may take to end: the server's "
+            f"--cancel-wait. Default {EMBEDDED_CANCEL_WAIT_S:g} (the embedded server is "
+            f"started with it), or {REMOTE_CANCEL_WAIT_S:g} with --url.",
+            show_default=False,
+        ),
+    ] = None,
+    probe_threshold_ms: Annotated[
+        float, typer.Option(help="A /healthz probe slower than this fails responsiveness.")
+    ] = 250.0,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model to request. Default: the first of GET /v1/models."),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="JARVIS_VERIFY_API_KEY", help="Bearer token for --url."),
+    ] = None,
+    json_path: Annotated[
+        str | None,
+        typer.Option(
+            "--json",
+            help="Write the versioned JSON report here ('-': stdout, instead of the table).",
+            show_default=False,
+        ),
+    ] = None,
+    junit: Annotated[
+        Path | None,
+        typer.Option(help="Write JUnit XML here: one testcase per scenario.", show_default=False),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show all evidence, passing scenarios too.")
+    ] = False,
+) -> int:
+    """Prove a streaming chat server neither hangs nor runs two streams of a session at once.
+
+    Sends a new prompt into sessions whose previous answer is still streaming
+    (the seeds' test: "Long essay about quantum computing", then "What is
+    2+2?" 50 ms later, in many sessions at once), plus bursts, disconnects
+    (FIN and RST), a client that stops reading and hostile session ids, while
+    probing /healthz every 50 ms. Every request has a hard deadline: a hung
+    server is a FAIL within --deadline, never a stuck tool. Scenarios a server
+    cannot support (no /v1/streams, no log) are SKIPPED, never passed.
+
+    Without --url it starts the embedded reference server (a subprocess on a
+    free loopback port), tests it, stops it, and checks its log too.
+
+    Exit codes: 0 every scenario that ran passed, 1 a stability failure (a
+    hang, a leak, an overlap), 2 usage error, 3 server unreachable, failed to
+    start, or nothing could be checked.
+
+        jarvis verify-hang
+        jarvis verify-hang --fault no-cancel          # watch it catch the bug
+        jarvis verify-hang --url http://127.0.0.1:8000 --log-file logs/system.log
+        jarvis verify-hang --url http://localhost:8001/v1 --expect independent
+        jarvis verify-hang --scenario overlap --sessions 32 --rounds 5
+        jarvis verify-hang --json report.json --junit verify.xml
+    """
+    plan = Plan(
+        sessions=sessions,
+        rounds=rounds,
+        overlap_s=overlap_ms / 1000,
+        deadline=deadline,
+        expect=_expect(expect),
+        cancel_wait=_cancel_wait(cancel_wait, url),
+        threshold=probe_threshold_ms / 1000,
+        scenarios=Plan.select(scenario),
+    )
+    spec = Spec(
+        url=url,
+        log_file=log_file,
+        faults=_faults(fault, url),
+        model=model,
+        api_key=api_key,
+    )
+    json_stdout = json_path == "-"
+    try:
+        with _view(plan, quiet=json_stdout) as view:
+            result = asyncio.run(_until_terminated(run(plan, spec, view)))
+    except Unreachable as exc:
+        fail(str(exc))
+        return ExitCode.UNAVAILABLE
+    except asyncio.CancelledError:
+        fail("terminated (SIGTERM): the embedded server was stopped, no report")
+        return ExitCode.INTERRUPTED
+    report = Report(plan, result)
+    if junit is not None:
+        write_junit(report, junit)
+    document = json.dumps(report.to_json(), indent=2) + "\n"
+    if json_stdout:
+        sys.stdout.write(document)
+    else:
+        if json_path is not None:
+            _write(Path(json_path), document)
+        render(report, out, verbose=verbose)
+    return int(report.exit_code())
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write --json {path}: {exc.strerror}") from exc
+
+
+async def _until_terminated(work: Coroutine[None, None, RunResult]) -> RunResult:
+    """Run `work`, turning SIGTERM into a cancellation so its `finally` stops the server."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not main thread
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await work
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _cancel_wait(value: float | None, url: str | None) -> float:
+    if value is not None:
+        return value
+    return REMOTE_CANCEL_WAIT_S if url else EMBEDDED_CANCEL_WAIT_S
+
+
+def _expect(value: str) -> Expect:
+    try:
+        return Expect(value)
+    except ValueError:
+        raise ConfigError(f"--expect takes supersede or independent, not {value!r}") from None
+
+
+def _faults(names: list[str] | None, url: str | None) -> tuple[str, ...]:
+    if not names:
+        return ()
+    if url is not None:
+        raise ConfigError("--fault switches bugs on in the embedded server; it cannot with --url")
+    for name in names:
+        if name not in {f.value for f in Fault}:
+            raise ConfigError(f"unknown --fault {name!r}; choose from: {_FAULTS}")
+    return tuple(names)
+
+
+@contextlib.contextmanager
+def _view(plan: Plan, *, quiet: bool) -> Iterator[View]:
+    if quiet:
+        yield QuietView()
+    elif err.is_terminal:
+        with LiveView(err, plan.scenarios) as live:
+            yield live
+    else:
+        yield LineView(err)

@@ -1,0 +1,93 @@
+"""What a verify run will do: the scenarios, their order, and every knob, validated once."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from jarvis.exceptions import ConfigError
+
+#: Every scenario, in the order a run performs them. `responsiveness` is judged from
+#: the prober that runs through all the others; `leaks` looks back over the whole run.
+SCENARIOS: tuple[str, ...] = (
+    "baseline",
+    "overlap",
+    "burst",
+    "isolation",
+    "disconnect",
+    "slow_reader",
+    "hostile_input",
+    "responsiveness",
+    "leaks",
+)
+
+#: The bound on a superseded stream's end when verify-hang starts the server itself
+#: (it passes it as `--cancel-wait`): short, so a slow cleanup shows in a short run.
+EMBEDDED_CANCEL_WAIT_S = 0.5
+#: With --url, assume `jarvis serve`'s own default.
+REMOTE_CANCEL_WAIT_S = 2.0
+
+
+class Expect(enum.StrEnum):
+    """What the server promises when a prompt arrives in a session that is streaming."""
+
+    #: One stream per session: the new prompt supersedes the old stream.
+    SUPERSEDE = "supersede"
+    #: Overlapping prompts run side by side (most public servers).
+    INDEPENDENT = "independent"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Every setting of one run."""
+
+    sessions: int = 8
+    rounds: int = 2
+    overlap_s: float = 0.05
+    deadline: float = 5.0
+    expect: Expect = Expect.SUPERSEDE
+    cancel_wait: float = EMBEDDED_CANCEL_WAIT_S
+    threshold: float = 0.25
+    scenarios: tuple[str, ...] = SCENARIOS
+
+    def __post_init__(self) -> None:
+        checks = [
+            (1 <= self.sessions <= 256, "--sessions must be 1..256"),
+            (1 <= self.rounds <= 100, "--rounds must be 1..100"),
+            (0 <= self.overlap_s < self.deadline, "--overlap-ms must be >= 0 and below --deadline"),
+            (0 < self.deadline <= 600, "--deadline must be > 0 and <= 600 seconds"),
+            (self.cancel_wait > 0, "--cancel-wait must be > 0 seconds"),
+            (self.threshold > 0, "--probe-threshold-ms must be > 0"),
+            (bool(self.scenarios), "no scenario selected"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @staticmethod
+    def select(names: list[str] | None) -> tuple[str, ...]:
+        """The scenarios to run, in run order; an unknown name is a usage error."""
+        if not names:
+            return SCENARIOS
+        unknown = [n for n in names if n not in SCENARIOS]
+        if unknown:
+            raise ConfigError(
+                f"unknown --scenario {unknown[0]!r}; choose from: {', '.join(SCENARIOS)}"
+            )
+        return tuple(n for n in SCENARIOS if n in names)
+
+    def budget(self) -> float:
+        """Last-resort bound on one scenario; each request inside has its own deadline."""
+        return (self.rounds + 2) * (self.deadline + 1.0) + 2.0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "sessions": self.sessions,
+            "rounds": self.rounds,
+            "overlap_ms": round(self.overlap_s * 1000),
+            "deadline_s": self.deadline,
+            "expect": self.expect.value,
+            "cancel_wait_s": self.cancel_wait,
+            "probe_threshold_ms": round(self.threshold * 1000),
+            "scenarios": list(self.scenarios),
+        }

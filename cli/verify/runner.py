@@ -1,0 +1,238 @@
+"""One verify run: start (or find) the server, run the scenarios under the prober, judge.
+
+Scenarios run one after another in a fixed order while the prober asks the
+server for `/healthz` every 50 ms. When a scenario hung and the prober has
+not heard from the server for a second either, the server is hung: its
+stacks are captured (embedded server only), the scenarios not yet run are
+reported as not run, and only `leaks` still reads the log. A hung server
+thus costs one deadline, not one per scenario.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+from .client import ChatClient
+from .embedded import EmbeddedServer, start_embedded
+from .plan import Plan
+from .probe import Probe, ProbeLog, Prober
+from .results import ScenarioResult, Status
+from .scenarios import RUNNABLE, Context, responsiveness
+from .target import JARVIS_MODEL, Target, discover, normalise_url
+
+#: The prober's silence (seconds) that, after a scenario hung, means the server is hung.
+HUNG_SILENCE_S = 1.0
+#: A probe with no answer after this long is a failed probe.
+PROBE_TIMEOUT_S = 1.0
+#: Judged after the others, from what the run left behind.
+_AFTERWARDS = ("responsiveness", "leaks")
+#: With `--scenario responsiveness` alone, how long the prober watches an idle server.
+IDLE_PROBING_S = 1.0
+
+
+class View(Protocol):
+    """What the runner reports as it goes (a live table, plain lines, or nothing)."""
+
+    def target(self, target: Target) -> None: ...
+
+    def started(self, name: str) -> None: ...
+
+    def finished(self, result: ScenarioResult) -> None: ...
+
+    def probe(self, probe: Probe) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """Which server to test: the embedded one (no `url`) or a URL."""
+
+    url: str | None = None
+    log_file: Path | None = None
+    faults: tuple[str, ...] = ()
+    model: str | None = None
+    api_key: str | None = None
+
+
+@dataclass(slots=True)
+class RunResult:
+    """Everything a report needs."""
+
+    target: Target
+    results: list[ScenarioResult]
+    started_wall: float
+    seconds: float = 0.0
+    #: The scenario during which the server hung, if it did, and where it was stuck.
+    hung_during: str | None = None
+    stacks: list[str] = field(default_factory=list)
+    #: How long the server had not answered a probe when the hang was declared: the
+    #: time from the hang to the verdict.
+    silent_s: float | None = None
+    #: The embedded server's pid, log, stderr, faults and exit code.
+    server: dict[str, object] = field(default_factory=dict)
+
+
+async def run(
+    plan: Plan, spec: Spec, view: View, *, clock: Callable[[], float] = time.monotonic
+) -> RunResult:
+    """Run `plan` against `spec`; raises ServerStartError or Unreachable before any scenario."""
+    started, started_wall = clock(), time.time()
+    server = None
+    if spec.url is None:
+        server = await start_embedded(
+            log_path=spec.log_file, cancel_wait=plan.cancel_wait, faults=list(spec.faults)
+        )
+    base_url = server.url if server is not None else normalise_url(spec.url or "")
+    client = ChatClient(
+        base_url, model=spec.model or JARVIS_MODEL, deadline=plan.deadline, api_key=spec.api_key
+    )
+    outcome: RunResult | None = None
+    try:
+        target = await discover(
+            client,
+            log_path=server.log_path if server is not None else spec.log_file,
+            model=spec.model,
+            embedded=server is not None,
+        )
+        client.model = target.model
+        view.target(target)
+        ctx = Context(plan, target, client, secrets.token_hex(3), started_wall, clock)
+        outcome = RunResult(target, [], started_wall)
+        await _scenarios(ctx, server, view, outcome)
+    finally:
+        await client.aclose()
+        if server is not None:
+            code = await server.stop(hung=outcome is not None and outcome.hung_during is not None)
+            if outcome is not None:
+                outcome.server = _server_info(server, spec, code)
+    outcome.seconds = clock() - started
+    return outcome
+
+
+async def _scenarios(
+    ctx: Context, server: EmbeddedServer | None, view: View, outcome: RunResult
+) -> None:
+    plan, target = ctx.plan, ctx.target
+    probe_log = ProbeLog(started=ctx.clock(), threshold=plan.threshold)
+    prober: Prober | None = None
+    # Its own connection: a probe must never queue behind the scenarios' streams.
+    probe_http = httpx.AsyncClient(
+        base_url=target.base_url, headers=ctx.client.headers, timeout=PROBE_TIMEOUT_S + 1.0
+    )
+    if target.probe_path is not None:
+        prober = Prober(
+            _ping(probe_http, target.probe_path),
+            probe_log,
+            timeout=PROBE_TIMEOUT_S,
+            clock=ctx.clock,
+            on_probe=view.probe,
+        )
+        prober.start()
+    try:
+        for name in plan.scenarios:
+            if name in _AFTERWARDS:
+                continue
+            if outcome.hung_during is not None:
+                _record(view, outcome, _not_run(name, outcome.hung_during))
+                continue
+            if prober is not None:
+                prober.scenario = name
+            result = await _run_one(ctx, name, view)
+            gone = server is not None and server.proc.returncode is not None
+            if gone or (result.hung and await _server_hung(ctx, prober, server)):
+                outcome.hung_during = name
+                if prober is not None:
+                    outcome.silent_s = round(prober.log.silent_for(ctx.clock()), 3)
+                outcome.stacks = await _stacks(server)
+                result.evidence += outcome.stacks
+            _record(view, outcome, result)
+        if prober is not None and all(name in _AFTERWARDS for name in plan.scenarios):
+            prober.scenario = "idle"
+            await asyncio.sleep(IDLE_PROBING_S)
+    finally:
+        if prober is not None:
+            await prober.stop()
+        await probe_http.aclose()
+    if "responsiveness" in plan.scenarios:
+        view.started("responsiveness")
+        judged = responsiveness(
+            probe_log if prober else None, path=target.probe_path, end=ctx.clock()
+        )
+        _record(view, outcome, judged)
+    if "leaks" in plan.scenarios:
+        ctx.hung = outcome.hung_during is not None
+        _record(view, outcome, await _run_one(ctx, "leaks", view))
+
+
+def _record(view: View, outcome: RunResult, result: ScenarioResult) -> None:
+    outcome.results.append(result)
+    view.finished(result)
+
+
+async def _run_one(ctx: Context, name: str, view: View) -> ScenarioResult:
+    view.started(name)
+    began = ctx.clock()
+    budget = ctx.plan.budget()
+    try:
+        async with asyncio.timeout(budget):
+            result = await RUNNABLE[name](ctx)
+    except TimeoutError:
+        result = ScenarioResult(
+            name, Status.FAIL, f"hang: the scenario did not finish within {budget:g} s", hung=True
+        )
+    result.seconds = ctx.clock() - began
+    return result
+
+
+def _not_run(name: str, hung_during: str) -> ScenarioResult:
+    return ScenarioResult(
+        name, Status.SKIP, f"not run: the server stopped answering during {hung_during}"
+    )
+
+
+def _ping(http: httpx.AsyncClient, path: str) -> Callable[[], Awaitable[None]]:
+    async def ping() -> None:
+        response = await http.get(path)
+        if response.status_code != 200:
+            raise httpx.HTTPStatusError(
+                f"HTTP {response.status_code}", request=response.request, response=response
+            )
+
+    return ping
+
+
+async def _server_hung(ctx: Context, prober: Prober | None, server: EmbeddedServer | None) -> bool:
+    """After a scenario hung: is the server itself stuck (or gone)?"""
+    if server is not None and server.proc.returncode is not None:
+        return True
+    if prober is not None:
+        return prober.log.silent_for(ctx.clock()) >= HUNG_SILENCE_S
+    status, _ = await ctx.client.get_json("/healthz", within=HUNG_SILENCE_S)
+    return status == 0
+
+
+async def _stacks(server: EmbeddedServer | None) -> list[str]:
+    if server is None:
+        return ["stacks: not captured (the server is not this run's own process)"]
+    if server.proc.returncode is not None:
+        tail = await asyncio.to_thread(server.stderr_tail)
+        return [f"the embedded server exited with code {server.proc.returncode}:", tail]
+    return await server.stacks()
+
+
+def _server_info(server: EmbeddedServer, spec: Spec, code: int | None) -> dict[str, object]:
+    return {
+        "pid": server.pid,
+        "log_file": str(server.log_path),
+        "stderr_file": str(server.stderr_path),
+        "faults": list(spec.faults),
+        "argv": server.argv,
+        "exit_code": code,
+    }

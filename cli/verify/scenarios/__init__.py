@@ -1,0 +1,36 @@
+"""The scenarios, one module each; `RUNNABLE` maps a name to its coroutine.
+
+`responsiveness` is not in it: it is judged from the prober that runs
+through all the others (see `responsiveness.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from ..results import ScenarioResult
+from .baseline import baseline
+from .burst import burst
+from .context import Context
+from .disconnect import disconnect
+from .hostile_input import hostile_input
+from .isolation import isolation
+from .leaks import leaks
+from .overlap import overlap
+from .responsiveness import responsiveness
+from .slow_reader import slow_reader
+
+Scenario = Callable[[Context], Awaitable[ScenarioResult]]
+
+RUNNABLE: dict[str, Scenario] = {
+    "baseline": baseline,
+    "overlap": overlap,
+    "burst": burst,
+    "isolation": isolation,
+    "disconnect": disconnect,
+    "slow_reader": slow_reader,
+    "hostile_input": hostile_input,
+    "leaks": leaks,
+}
+
+__all__ = ["RUNNABLE", "Context", "Scenario", "responsiveness"]

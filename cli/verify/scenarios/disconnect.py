@@ -1,0 +1,143 @@
+"""`disconnect`: the client leaves, before the first token and mid-stream, by FIN and by RST.
+
+The server's live streams for that session must drop to zero within 1 s
+(read from `/v1/streams`, else from the log), and a new prompt in the same
+session must then complete: the symptom a user sees otherwise is a chat
+that stays wedged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from jarvis.vocabulary import Event
+
+from .. import serverlog, wire
+from ..client import chat_body
+from ..results import Checks, ScenarioResult
+from ..timings import summary_ms
+from .context import (
+    CLEANUP_BOUND_S,
+    LONG,
+    LONG_TOKENS,
+    SHORT,
+    SHORT_TOKENS,
+    Context,
+    ended_cleanly,
+    ms,
+    text_is_right,
+)
+
+CASES = [(when, how) for when in ("before-first-token", "mid-stream") for how in ("fin", "rst")]
+POLL_S = 0.05
+
+
+async def disconnect(ctx: Context) -> ScenarioResult:
+    checks = Checks("disconnect")
+    log_mark = None
+    if ctx.target.log_path is not None:
+        log_mark = await asyncio.to_thread(serverlog.size, ctx.target.log_path)
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(_case(ctx, checks, w, h, log_mark)) for w, h in CASES]
+    cleared = [s for s in (t.result() for t in tasks) if s is not None]
+    metrics: dict[str, object] = {"cases": len(CASES), "cleanup": summary_ms(cleared)}
+    summary = (
+        f"{len(CASES)} drops (FIN/RST, before the first token and mid-stream): cleaned up "
+        f"within {ms(max(cleared, default=0.0))}, each session usable again"
+    )
+    return checks.result(summary, metrics)
+
+
+async def _case(
+    ctx: Context, checks: Checks, when: str, how: str, log_mark: int | None
+) -> float | None:
+    label = f"{when}/{how}"
+    session = ctx.session("dc", when.partition("-")[0], how)
+    connection = await _open_stream(ctx, checks, label, session, mid_stream=when == "mid-stream")
+    if connection is None:
+        return None
+    if when == "before-first-token" and b"data:" in connection.received:
+        checks.note(f"{label}: a chunk had already arrived when the client left")
+    connection.drop(reset=how == "rst")
+    dropped = ctx.clock()
+    cleared = await _wait_cleared(ctx, checks, label, session, dropped, log_mark)
+    again = await ctx.stream(
+        SHORT, session=session, label=f"after {label}", max_tokens=SHORT_TOKENS
+    )
+    if ended_cleanly(checks, again):
+        checks.expect(again.outcome == "completed", f"{again.describe()}: ended {again.outcome}")
+        text_is_right(checks, ctx, again)
+    return cleared
+
+
+async def _open_stream(
+    ctx: Context, checks: Checks, label: str, session: str, *, mid_stream: bool
+) -> wire.Connection | None:
+    """A long stream on a raw connection, read up to its head (or its first chunk)."""
+    address = ctx.address
+    body = chat_body(LONG, model=ctx.client.model, max_tokens=LONG_TOKENS)
+    request = wire.chat_request(address, body, headers=[(b"X-Session-Id", session.encode())])
+    try:
+        connection = await wire.connect(address)
+    except OSError as exc:
+        checks.fail(f"{label}: cannot connect: {exc}")
+        return None
+    try:
+        async with asyncio.timeout(ctx.plan.deadline):
+            await wire.send(connection, request)
+            await connection.read_until(b"\r\n\r\n")
+            if mid_stream and connection.status == 200:
+                await connection.read_until(b"data:")
+    except TimeoutError:
+        connection.drop(reset=True)
+        checks.fail(f"{label}: no response head within {ctx.plan.deadline:g} s", hang=True)
+        return None
+    except OSError as exc:
+        connection.drop(reset=True)
+        checks.fail(f"{label}: connection failed: {exc}")
+        return None
+    if connection.status != 200 or (mid_stream and b"data:" not in connection.received):
+        connection.drop(reset=True)
+        head = connection.received[:120].decode("latin-1")
+        checks.fail(f"{label}: the stream did not start: {head!r}")
+        return None
+    return connection
+
+
+async def _wait_cleared(
+    ctx: Context, checks: Checks, label: str, session: str, dropped: float, log_mark: int | None
+) -> float | None:
+    """Seconds until the session has no live stream, or None (failed or not checkable)."""
+    log_path = ctx.target.log_path
+    if not ctx.target.has_streams and (log_path is None or log_mark is None):
+        checks.skip("cleanup after a disconnect: no /v1/streams and no log to read it from")
+        return None
+    while True:
+        if ctx.target.has_streams:
+            live = await ctx.live_streams(session)
+            gone = live is not None and not live
+        else:
+            assert log_path is not None
+            assert log_mark is not None
+            gone = await asyncio.to_thread(_ended_in_log, log_path, log_mark, session)
+        elapsed = ctx.clock() - dropped
+        if gone:
+            checks.confirm()
+            return elapsed
+        if elapsed >= CLEANUP_BOUND_S:
+            source = "GET /v1/streams" if ctx.target.has_streams else "no stream_end in the log"
+            checks.fail(
+                f"{label}: session {session} still has a live stream {CLEANUP_BOUND_S:g} s "
+                f"after the client left ({source})"
+            )
+            return None
+        await asyncio.sleep(POLL_S)
+
+
+def _ended_in_log(path: Path, mark: int, session: str) -> bool:
+    for text in serverlog.event_lines(path, Event.STREAM_END, mark):
+        line = serverlog.parse(text)
+        if line.fields.get("session") == session:
+            return line.fields.get("cleanup_done") == "True"
+    return False

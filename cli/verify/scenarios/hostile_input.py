@@ -1,0 +1,188 @@
+"""`hostile_input`: session ids a client should never send, sent byte for byte.
+
+Spaces, `=`, quotes, TAB, ESC, 8 KB, and no id at all: each must get a clean
+4xx (a complete response) or work (a stream to `[DONE]`); never a 5xx, a
+dropped connection or a hang. An HTTP parser may refuse some ids before the
+application sees them (uvicorn refuses ESC), so one more request carries a
+forged log line in the one request field a server is likely to log, the
+model name. With a log, every line written meanwhile must still parse as one
+event, each refusal must name the session it refused byte for byte, and the
+forged model must be logged as one value of its own stream's line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+from jarvis.vocabulary import Event
+
+from .. import serverlog, wire
+from ..client import Transcript, chat_body
+from ..results import Checks, ScenarioResult
+from .context import SHORT, SHORT_TOKENS, Context, ended_cleanly, text_is_right
+
+CASES: tuple[tuple[str, bytes], ...] = (
+    ("space", b"has space"),
+    ("equals", b"key=value"),
+    ("quotes", b'say "hi"'),
+    ("tab", b"tab\there"),
+    ("esc", b"esc\x1b[31mred"),
+    ("8kb", b"k" * 8192),
+)
+#: A model name that, written unescaped, would end the line and forge another event.
+FORGED_MODEL = 'm" x=1\n\x1b[2Kts=0 level=info event=stream_end session=forged cleanup_done=True'
+#: How long the server's log writer may take to write what the requests logged.
+LOG_SETTLE_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    name: str
+    value: bytes
+    status: int
+    #: The refusal came from the application (an error body), so it must be logged.
+    app_refusal: bool
+
+
+async def hostile_input(ctx: Context) -> ScenarioResult:
+    checks = Checks("hostile_input")
+    log_path = ctx.target.log_path
+    mark = await asyncio.to_thread(serverlog.size, log_path) if log_path else 0
+    forged_session = ctx.session("forged-model")
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(_send(ctx, checks, name, value)) for name, value in CASES]
+        missing = group.create_task(
+            ctx.client.stream(SHORT, session=None, label="no session id", max_tokens=SHORT_TOKENS)
+        )
+        forged = group.create_task(
+            ctx.client.stream(
+                SHORT,
+                session=forged_session,
+                label="forged model name",
+                max_tokens=SHORT_TOKENS,
+                model=FORGED_MODEL,
+            )
+        )
+    answers = [a for a in (t.result() for t in tasks) if a is not None]
+    for t in (missing.result(), forged.result()):
+        _judge_request(checks, ctx, t)
+    if log_path is None:
+        checks.skip("log lines stay parseable: no server log (pass --log-file)")
+    else:
+        await _judge_log(checks, log_path, mark, answers, forged.result())
+    statuses = {a.name: a.status for a in answers}
+    statuses["missing"] = missing.result().status
+    statuses["forged_model"] = forged.result().status
+    refused = sum(1 for s in statuses.values() if 400 <= s < 500)
+    summary = (
+        f"{len(statuses)} hostile requests: {refused} clean 4xx, "
+        f"{len(statuses) - refused} worked; the log stayed one event per line"
+    )
+    if log_path is None:
+        summary = f"{len(statuses)} hostile requests: {refused} clean 4xx, the rest worked"
+    return checks.result(summary, {"statuses": statuses})
+
+
+def _judge_request(checks: Checks, ctx: Context, t: Transcript) -> None:
+    """A refusal must be a clean 4xx; an acceptance must stream to the end, intact."""
+    if 400 <= t.status < 500:
+        checks.confirm()
+    elif ended_cleanly(checks, t):
+        text_is_right(checks, ctx, t)
+
+
+async def _send(ctx: Context, checks: Checks, name: str, value: bytes) -> Answer | None:
+    address = ctx.address
+    body = chat_body(SHORT, model=ctx.client.model, max_tokens=SHORT_TOKENS)
+    request = wire.chat_request(address, body, headers=[(b"X-Session-Id", value)], close=True)
+    try:
+        connection = await wire.connect(address)
+    except OSError as exc:
+        checks.fail(f"session id {name}: cannot connect: {exc}")
+        return None
+    try:
+        async with asyncio.timeout(ctx.plan.deadline):
+            await wire.send(connection, request)
+            await connection.read_to_end()
+    except TimeoutError:
+        checks.fail(
+            f"session id {name}: no complete answer within {ctx.plan.deadline:g} s", hang=True
+        )
+        return None
+    except OSError as exc:
+        checks.fail(f"session id {name}: the connection failed: {exc}")
+        return None
+    finally:
+        await connection.close()
+    return _judge_answer(checks, name, value, connection)
+
+
+def _judge_answer(checks: Checks, name: str, value: bytes, connection: wire.Connection) -> Answer:
+    status = connection.status
+    head, _, rest = connection.received.partition(b"\r\n\r\n")
+    if 400 <= status < 500:
+        checks.confirm()
+        app = b'"error"' in rest
+        if not app:
+            checks.note(f"session id {name}: HTTP {status} from the HTTP layer, before the app")
+        return Answer(name, value, status, app_refusal=app)
+    if status == 200:
+        checks.expect(
+            b"data: [DONE]" in rest,
+            f"session id {name}: accepted (200) but the stream never reached [DONE]",
+        )
+        return Answer(name, value, status, app_refusal=False)
+    what = f"HTTP {status}" if status else "no response at all"
+    checks.fail(f"session id {name}: {what}: {head[:120]!r}")
+    return Answer(name, value, status, app_refusal=False)
+
+
+async def _judge_log(
+    checks: Checks, path: Path, mark: int, answers: list[Answer], forged: Transcript
+) -> None:
+    refused = {a.value.decode("latin-1") for a in answers if a.app_refusal}
+    lines = await _settled_lines(path, mark, refused)
+    for line in lines:
+        checks.expect(
+            line.parseable, f"log line is not one parseable event: {serverlog.clip(line.text)!r}"
+        )
+    named = _rejected_sessions(lines)
+    for answer in answers:
+        if answer.app_refusal:
+            checks.expect(
+                answer.value.decode("latin-1") in named,
+                f"session id {answer.name}: refused, but no request_rejected line names "
+                f"{answer.value[:40]!r} exactly",
+            )
+    sessions = {line.fields.get("session") for line in lines}
+    checks.expect("forged" not in sessions, "a forged log line (session=forged) was written")
+    if forged.status == 200:
+        starts = [
+            line
+            for line in lines
+            if line.event == Event.STREAM_START and line.fields.get("session") == forged.session
+        ]
+        checks.expect(
+            any(line.fields.get("model") == FORGED_MODEL for line in starts),
+            f"{forged.describe()}: no stream_start line carries the model name exactly",
+        )
+
+
+async def _settled_lines(path: Path, mark: int, refused: set[str]) -> list[serverlog.LogLine]:
+    """The lines written since `mark`, once every expected refusal has been logged."""
+    loop = asyncio.get_running_loop()
+    settle_by = loop.time() + LOG_SETTLE_S
+    while True:
+        texts = await asyncio.to_thread(serverlog.lines_since, path, mark)
+        lines = [serverlog.parse(text) for text in texts]
+        if refused <= _rejected_sessions(lines) or loop.time() >= settle_by:
+            return lines
+        await asyncio.sleep(0.05)
+
+
+def _rejected_sessions(lines: list[serverlog.LogLine]) -> set[str]:
+    return {
+        line.fields.get("session", "") for line in lines if line.event == Event.REQUEST_REJECTED
+    }

@@ -1,0 +1,57 @@
+"""`isolation`: overlaps in session X never disturb session Y's stream.
+
+Y streams a medium answer while three prompts land in X 30 ms apart. Y must
+complete with its exact text and no gap between chunks beyond the baseline's
+plus the probe threshold; every X stream must still end cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from ..results import Checks, ScenarioResult
+from .context import LONG, Context, ended_cleanly, ms, text_is_right
+
+Y_PROMPT = "Long essay isolation"
+Y_TOKENS = 60
+X_PROMPTS = 3
+X_SPACING_S = 0.03
+X_TOKENS = 40
+
+
+async def isolation(ctx: Context) -> ScenarioResult:
+    checks = Checks("isolation")
+    y_session, x_session = ctx.session("iso", "y"), ctx.session("iso", "x")
+    async with asyncio.TaskGroup() as group:
+        y_task = group.create_task(
+            ctx.stream(Y_PROMPT, session=y_session, label="Y", max_tokens=Y_TOKENS)
+        )
+        await asyncio.sleep(ctx.plan.overlap_s)
+        x_tasks = []
+        for i in range(X_PROMPTS):
+            if i:
+                await asyncio.sleep(X_SPACING_S)
+            x_tasks.append(
+                group.create_task(
+                    ctx.stream(LONG, session=x_session, label=f"X{i}", max_tokens=X_TOKENS)
+                )
+            )
+    y = y_task.result()
+    worst = max(y.content_gaps(), default=0.0)
+    if ended_cleanly(checks, y):
+        checks.expect(y.outcome == "completed", f"{y.describe()}: ended {y.outcome}")
+        text_is_right(checks, ctx, y)
+        limit = ctx.gap_limit()
+        checks.expect(
+            worst <= limit,
+            f"{y.describe()}: a gap of {ms(worst)} between chunks while session X overlapped "
+            f"(limit {ms(limit)})",
+        )
+    for task in x_tasks:
+        ended_cleanly(checks, task.result())
+    metrics: dict[str, object] = {
+        "y_max_gap_ms": round(worst * 1000, 1),
+        "x_outcomes": [task.result().outcome for task in x_tasks],
+    }
+    summary = f"Y completed intact beside {X_PROMPTS} overlapping prompts in X (gap ≤ {ms(worst)})"
+    return checks.result(summary, metrics)

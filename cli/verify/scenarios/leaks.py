@@ -1,0 +1,170 @@
+"""`leaks`: after the run nothing is left behind.
+
+`/v1/streams` must be empty (of this run's sessions), and, with a log,
+every `stream_start` of the run's window must have its `stream_end ...
+cleanup_done=True`. The log is judged by the same lifecycle reconstruction
+as `jarvis diagnose` (`cli/logs`), so both tools agree on what a leak is;
+every error finding it makes about this run is a failure, with its lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...logs.analysis import Analyzer
+from ...logs.findings import Finding, FindingId, Severity
+from ...logs.run import Window, analyze
+from ...logs.sources import InputError
+from ..plan import Expect
+from ..results import Checks, ScenarioResult
+from .context import CLEANUP_BOUND_S, Context
+
+POLL_S = 0.05
+#: A stream still open this long after the run is judged by the analyzer itself too.
+STALE_AFTER_S = 30.0
+#: Findings a server that runs overlapping prompts side by side produces by design.
+EXPECTED_WHEN_INDEPENDENT = frozenset({FindingId.CONCURRENT_STREAMS})
+
+
+async def leaks(ctx: Context) -> ScenarioResult:
+    checks = Checks("leaks")
+    metrics: dict[str, object] = {}
+    done: list[str] = []
+    if ctx.hung:
+        checks.skip("/v1/streams is empty: the server no longer answers")
+    elif ctx.target.has_streams:
+        await _streams_empty(ctx, checks, metrics)
+        done.append("no live stream left (GET /v1/streams)")
+    else:
+        checks.skip("/v1/streams is empty: the server does not offer GET /v1/streams")
+    if ctx.target.log_path is None:
+        checks.skip("every stream_start has its stream_end: no server log (pass --log-file)")
+    else:
+        await _log_lifecycles(ctx, checks, metrics, ctx.target.log_path)
+        done.append(
+            f"all {metrics.get('log_streams', 0)} streams in the log ended cleanup_done=True"
+        )
+    return checks.result("; ".join(done), metrics)
+
+
+async def _streams_empty(ctx: Context, checks: Checks, metrics: dict[str, object]) -> None:
+    settle_by = ctx.clock() + CLEANUP_BOUND_S
+    while True:
+        live = await ctx.live_streams()
+        if (live is not None and not live) or ctx.clock() >= settle_by:
+            break
+        await asyncio.sleep(POLL_S)
+    if live is None:
+        checks.fail("GET /v1/streams gave no answer after the run")
+        return
+    metrics["live_streams"] = len(live)
+    lines = [
+        f"    session {s.get('session')}: {s.get('stream_id')} state={s.get('state')} "
+        f"cancel={s.get('cancel_reason')} age={s.get('age_ms')} ms"
+        for s in live[:10]
+    ]
+    checks.expect(
+        not live,
+        "\n".join([f"{len(live)} stream(s) still live after the run (GET /v1/streams):", *lines]),
+    )
+
+
+@dataclass(slots=True)
+class _LogVerdict:
+    lifecycle_events: int = 0
+    streams: int = 0
+    ended: dict[str, int] = field(default_factory=dict)
+    open_streams: list[str] = field(default_factory=list)
+    failing: list[Finding] = field(default_factory=list)
+    expected: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+
+
+async def _log_lifecycles(
+    ctx: Context, checks: Checks, metrics: dict[str, object], path: Path
+) -> None:
+    # The server logs stream_end just after the client's [DONE]: give its writer a moment.
+    settle_by = ctx.clock() + CLEANUP_BOUND_S
+    while True:
+        try:
+            verdict = await asyncio.to_thread(_judge_log, ctx, path)
+        except InputError as exc:
+            checks.fail(f"cannot read the server log: {exc}")
+            return
+        if not verdict.open_streams or ctx.hung or ctx.clock() >= settle_by:
+            break
+        await asyncio.sleep(POLL_S)
+    counts: dict[str, int] = {}
+    for finding in verdict.failing:
+        counts[finding.id.value] = counts.get(finding.id.value, 0) + 1
+    metrics.update(
+        log_streams=verdict.streams,
+        log_ended=verdict.ended,
+        log_open=len(verdict.open_streams),
+        log_findings=counts,
+    )
+    if not verdict.lifecycle_events:
+        checks.skip(f"stream lifecycles: no jarvis lifecycle event in {path} during the run")
+        return
+    opened = [f"    {line}" for line in verdict.open_streams[:10]]
+    checks.expect(
+        not verdict.open_streams,
+        "\n".join(
+            [
+                f"{len(verdict.open_streams)} stream(s) have a stream_start and no stream_end:",
+                *opened,
+            ]
+        ),
+    )
+    for finding in verdict.failing:
+        checks.fail(_describe(finding))
+    if verdict.failing or verdict.open_streams:
+        checks.note(f"the same log, in full: jarvis diagnose {path}")
+    for finding in verdict.expected:
+        checks.note(f"{finding.id.value} (expected with --expect independent): {finding.message}")
+    for finding in verdict.warnings[:5]:
+        checks.note(f"warning {finding.id.value}: {finding.message}")
+
+
+def _judge_log(ctx: Context, path: Path) -> _LogVerdict:
+    """Runs in a worker thread: the analysis reads (mmaps) the whole window."""
+    window = Window(since=ctx.started_wall)
+    analyzer, sources = analyze([str(path)], stale_after_s=STALE_AFTER_S, window=window)
+    try:
+        verdict = _verdict(ctx, analyzer)
+        sources.resolve_findings(verdict.failing + verdict.expected)
+    finally:
+        sources.close()
+    return verdict
+
+
+def _verdict(ctx: Context, analyzer: Analyzer) -> _LogVerdict:
+    verdict = _LogVerdict(
+        lifecycle_events=analyzer.coverage.recognised,
+        streams=analyzer.stats.streams,
+        ended=dict(analyzer.stats.ended),
+        open_streams=[
+            f"stream {r.trace} {r.stream_id} (session {r.session})"
+            for r in analyzer.open_streams
+            if ctx.ours(r.session)
+        ],
+    )
+    independent = ctx.plan.expect is Expect.INDEPENDENT
+    for finding in analyzer.findings:
+        if finding.session is not None and not ctx.ours(finding.session):
+            continue
+        if finding.severity < Severity.ERROR:
+            verdict.warnings.append(finding)
+        elif independent and finding.id in EXPECTED_WHEN_INDEPENDENT:
+            verdict.expected.append(finding)
+        else:
+            verdict.failing.append(finding)
+    return verdict
+
+
+def _describe(finding: Finding) -> str:
+    lines = [f"{finding.id.value}: {finding.message}"]
+    lines += [f"    {e.file}:{e.line}: {e.text[:300]}" for e in finding.evidence[:4]]
+    return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""`overlap`: the seeds' test, in many sessions at once, for several rounds.
+
+Per session, A ("Long essay about quantum computing") then B ("What is 2+2?"),
+`--overlap-ms` after the server started answering A. Under `supersede`: B
+completes with exactly the model's text; A ends with a terminal event within
+the cancel bound plus a margin; no chunk of A arrives after B's first chunk.
+Under `independent`: both finish cleanly and neither carries the other's bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from ..client import Transcript
+from ..plan import Expect
+from ..results import Checks, ScenarioResult
+from ..timings import summary_ms
+from .context import (
+    CANCEL_MARGIN_S,
+    LONG,
+    LONG_TOKENS,
+    SHORT,
+    SHORT_TOKENS,
+    Context,
+    ended_cleanly,
+    ms,
+    text_is_right,
+)
+
+Pair = tuple[Transcript, Transcript]
+#: How long B waits for the server to start answering A before it is sent anyway.
+HEAD_WAIT_S = 1.0
+
+
+async def overlap(ctx: Context) -> ScenarioResult:
+    checks = Checks("overlap")
+    sessions = [ctx.session("ov", i) for i in range(ctx.plan.sessions)]
+    pairs: list[Pair] = []
+    for round_no in range(1, ctx.plan.rounds + 1):
+        batch = await _round(ctx, sessions, round_no)
+        pairs += batch
+        if any(a.hung or b.hung for a, b in batch):
+            checks.note(f"stopped after round {round_no}: the server left requests unanswered")
+            break
+    supersede = ctx.plan.expect is Expect.SUPERSEDE
+    exercised = [(a, b) for a, b in pairs if not _a_done_before_b(a, b)]
+    for a, b in exercised:
+        if supersede:
+            _judge_supersede(checks, ctx, a, b)
+        else:
+            _judge_independent(checks, ctx, a, b)
+    if len(exercised) < len(pairs):
+        checks.note(
+            f"{len(pairs) - len(exercised)} pair(s) did not overlap: A had finished before "
+            "B was sent (lower --overlap-ms)"
+        )
+    if not exercised and pairs:
+        checks.skip("no pair overlapped: A always finished before B was sent")
+    a_end = [a.ended_at - b.sent_at for a, b in exercised if a.ended_at is not None]
+    b_ttft = [b.first_chunk_at - b.sent_at for _, b in exercised if b.first_chunk_at is not None]
+    metrics: dict[str, object] = {
+        "sessions": len(sessions),
+        "pairs": len(pairs),
+        "overlapped": len(exercised),
+        "a_end_after_b_sent": summary_ms(a_end),
+        "b_ttft": summary_ms(b_ttft),
+        "late_a_chunks": sum(_late_chunks(a, b) for a, b in exercised),
+    }
+    if supersede:
+        summary = (
+            f"{len(exercised)} overlaps ({len(sessions)} sessions × {ctx.plan.rounds} rounds): "
+            f"B completed, A superseded within {ms(max(a_end, default=0.0))}, "
+            "no chunk of A after B's first"
+        )
+    else:
+        summary = f"{len(exercised)} overlaps: both streams finished cleanly, nothing crossed"
+    return checks.result(summary, metrics)
+
+
+async def _round(ctx: Context, sessions: list[str], round_no: int) -> list[Pair]:
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(_pair(ctx, s, round_no)) for s in sessions]
+    return [task.result() for task in tasks]
+
+
+async def _pair(ctx: Context, session: str, round_no: int) -> Pair:
+    """A, then B `--overlap-ms` after the server started answering A.
+
+    Timed from A's response head, not from A's send: on a loaded machine a request
+    can sit in a socket buffer for tens of milliseconds, and B must land while A
+    streams, not overtake it. A server that does not answer A within a second gets
+    B anyway, and B's deadline ends with A's, so a hung server costs one deadline.
+    """
+    answered = asyncio.Event()
+    deadline = ctx.plan.deadline
+    started = ctx.clock()
+    a_task = asyncio.create_task(
+        ctx.client.stream(
+            LONG, session=session, label=f"A{round_no}", max_tokens=LONG_TOKENS, answered=answered
+        )
+    )
+    try:
+        head = asyncio.ensure_future(answered.wait())
+        await asyncio.wait({a_task, head}, timeout=HEAD_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
+        head.cancel()
+        await asyncio.sleep(ctx.plan.overlap_s)
+        b_deadline = max(deadline - (ctx.clock() - started), deadline / 2)
+        b = await ctx.client.stream(
+            SHORT,
+            session=session,
+            label=f"B{round_no}",
+            max_tokens=SHORT_TOKENS,
+            deadline=b_deadline,
+        )
+        return await a_task, b
+    finally:
+        a_task.cancel()  # only ever still running when this pair is itself cancelled
+
+
+def _a_done_before_b(a: Transcript, b: Transcript) -> bool:
+    return a.terminal and a.done_at is not None and a.done_at < b.sent_at
+
+
+def _late_chunks(a: Transcript, b: Transcript) -> int:
+    return 0 if b.first_chunk_at is None else len(a.chunks_after(b.first_chunk_at))
+
+
+def _judge_supersede(checks: Checks, ctx: Context, a: Transcript, b: Transcript) -> None:
+    if ended_cleanly(checks, b):
+        checks.expect(b.outcome == "completed", f"{b.describe()}: ended {b.outcome}")
+        text_is_right(checks, ctx, b)
+    a_clean = ended_cleanly(checks, a)
+    if a.hung or a.ended_at is None:
+        return
+    bound = ctx.plan.cancel_wait + CANCEL_MARGIN_S
+    late = a.ended_at - b.sent_at
+    checks.expect(
+        late <= bound,
+        f"{a.describe()}: ended {ms(late)} after B was sent; the bound is {ms(bound)} "
+        f"(cancel wait {ctx.plan.cancel_wait:g} s + {CANCEL_MARGIN_S:g} s margin)",
+    )
+    if a_clean:
+        checks.expect(
+            a.outcome != "completed",
+            f"{a.describe()}: ran to completion although B arrived while it streamed: "
+            "it was never superseded",
+        )
+        text_is_right(checks, ctx, a, whole=False)
+    if b.first_chunk_at is not None:
+        after = a.chunks_after(b.first_chunk_at)
+        last = ms(after[-1].at - b.first_chunk_at) if after else ""
+        checks.expect(
+            not after,
+            f"{a.describe()}: {len(after)} chunk(s) arrived after the first chunk of "
+            f"{b.describe()} (the last {last} after it): two streams of one session at once",
+        )
+
+
+def _judge_independent(checks: Checks, ctx: Context, a: Transcript, b: Transcript) -> None:
+    for t in (a, b):
+        if ended_cleanly(checks, t):
+            text_is_right(checks, ctx, t, whole=t.outcome == "completed")

@@ -1,0 +1,88 @@
+"""`slow_reader`: one client stops reading without closing; other sessions stream on.
+
+The slow client shrinks its receive buffer and never reads past the
+response head. A server that writes synchronously, or holds a global lock
+across a send, stalls everyone behind it; a correct one keeps the other
+sessions' inter-token latency. The slow connection is closed at the end, so
+`leaks` then checks that its stream was cleaned up too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from .. import wire
+from ..client import chat_body
+from ..results import Checks, ScenarioResult
+from ..timings import summary_ms
+from .context import Context, ended_cleanly, ms, text_is_right
+
+SLOW_PROMPT = "Long essay nobody reads"
+SLOW_TOKENS = 2000
+RCVBUF = 4096
+READERS = 3
+READER_TOKENS = 60
+
+
+async def slow_reader(ctx: Context) -> ScenarioResult:
+    checks = Checks("slow_reader")
+    address = ctx.address
+    session = ctx.session("slow")
+    body = chat_body(SLOW_PROMPT, model=ctx.client.model, max_tokens=SLOW_TOKENS)
+    request = wire.chat_request(address, body, headers=[(b"X-Session-Id", session.encode())])
+    try:
+        connection = await wire.connect(address, rcvbuf=RCVBUF)
+    except OSError as exc:
+        checks.fail(f"slow client: cannot connect: {exc}")
+        return checks.result("", {})
+    try:
+        async with asyncio.timeout(ctx.plan.deadline):
+            await wire.send(connection, request)
+            await connection.read_until(b"\r\n\r\n")
+    except TimeoutError:
+        checks.fail(f"slow client: no response head within {ctx.plan.deadline:g} s", hang=True)
+    except OSError as exc:
+        checks.fail(f"slow client: connection failed: {exc}")
+    if checks.failed or connection.status != 200:
+        connection.drop(reset=True)
+        if not checks.failed:
+            checks.fail(f"slow client: the stream did not start: HTTP {connection.status}")
+        return checks.result("", {})
+    try:
+        gaps = await _readers(ctx, checks)
+    finally:
+        connection.drop(reset=False)
+    worst = max(gaps, default=0.0)
+    metrics: dict[str, object] = {"readers": READERS, "reader_gaps": summary_ms(gaps)}
+    summary = f"{READERS} sessions kept their pace beside a stalled reader (max gap {ms(worst)})"
+    return checks.result(summary, metrics)
+
+
+async def _readers(ctx: Context, checks: Checks) -> list[float]:
+    async with asyncio.TaskGroup() as group:
+        tasks = [
+            group.create_task(
+                ctx.stream(
+                    f"Long essay reader {i}",
+                    session=ctx.session("sr", i),
+                    label=f"R{i}",
+                    max_tokens=READER_TOKENS,
+                )
+            )
+            for i in range(READERS)
+        ]
+    gaps: list[float] = []
+    limit = ctx.gap_limit()
+    for task in tasks:
+        t = task.result()
+        gaps += t.content_gaps()
+        if ended_cleanly(checks, t):
+            checks.expect(t.outcome == "completed", f"{t.describe()}: ended {t.outcome}")
+            text_is_right(checks, ctx, t)
+            worst = max(t.content_gaps(), default=0.0)
+            checks.expect(
+                worst <= limit,
+                f"{t.describe()}: a gap of {ms(worst)} between chunks beside the stalled "
+                f"reader (limit {ms(limit)})",
+            )
+    return gaps
