@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -89,6 +90,7 @@ class ChatResponse(Response):
                 send_timeout=ctx.config.send_timeout,
                 on_send_timeout=lambda: ctx.registry.cancel(handle, CancelReason.SEND_TIMEOUT),
                 headers=headers,
+                watch=ctx.send_watch,
                 include_usage=self.chat.include_usage,
             )
         else:
@@ -138,6 +140,11 @@ def create_app(config: ServerConfig | None = None, ctx: ServerContext | None = N
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Everything alive now lives as long as the server: freeze it out of the
+        # collector, so full GC passes (which stall every stream) scan only request
+        # garbage. Instagram's well-known trick; see gc.freeze().
+        gc.collect()
+        gc.freeze()
         watchdog.start()
         try:
             yield

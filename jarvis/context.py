@@ -10,6 +10,7 @@ from .events import TokenBatcher
 from .faults import Fault
 from .metrics import Metrics
 from .registry import StreamRegistry
+from .sse import SendWatch
 from .synthetic import SyntheticModel
 from .types import TokenSource
 from .upstream import UpstreamModel
@@ -25,6 +26,7 @@ class ServerContext:
     registry: StreamRegistry
     batcher: TokenBatcher
     source: TokenSource
+    send_watch: SendWatch
 
     @classmethod
     def build(cls, config: ServerConfig, log: EventSink | None = None) -> ServerContext:
@@ -53,7 +55,7 @@ class ServerContext:
             source = SyntheticModel(
                 token_rate=config.token_rate, first_token_ms=config.first_token_ms
             )
-        return cls(config, log, metrics, registry, batcher, source)
+        return cls(config, log, metrics, registry, batcher, source, SendWatch(config.send_timeout))
 
     async def aclose(self) -> None:
         await self.source.aclose()

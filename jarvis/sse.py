@@ -4,11 +4,13 @@
 honours the fence: once a stream is fenced, or its client is gone, nothing
 more is written. `CollectingEmitter` gathers text for `stream: false`.
 
-The bound on token writes is one watchdog task per stream rather than an
-`asyncio.timeout` per write: a timer per token was a fifth of the server's
-CPU in token-by-token mode. The request task's own writes (the cleanup
-flush, the terminal chunk) keep `asyncio.timeout`, so the watchdog never has
-to cancel the task that runs the stream's `finally`.
+The bound on token writes is one `SendWatch` task for the whole server rather
+than an `asyncio.timeout` per write (a timer per token was a fifth of the
+server's CPU in token-by-token mode) or a task per stream (a cancelled task
+keeps a traceback that points back at its emitter: a reference cycle per
+stream, freed only by full GC passes that stalled the loop for 50-400 ms).
+The request task's own writes (the cleanup flush, the terminal chunk) keep
+`asyncio.timeout`, so the watch never cancels the task running a `finally`.
 """
 
 from __future__ import annotations
@@ -92,6 +94,40 @@ def finish_reason_for(reason: EndReason, *, hit_max_tokens: bool) -> str:
     return "error" if reason is EndReason.ERROR else "cancelled"
 
 
+class SendWatch:
+    """One task that ends token writes stuck longer than `send_timeout`, for all streams.
+
+    It runs only while some stream is registered, checking four times per timeout.
+    """
+
+    def __init__(self, send_timeout: float) -> None:
+        self.send_timeout = send_timeout
+        self._emitters: set[SSEEmitter] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<SendWatch streams={len(self._emitters)} timeout={self.send_timeout}s>"
+
+    def add(self, emitter: SSEEmitter) -> None:
+        self._emitters.add(emitter)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def discard(self, emitter: SSEEmitter) -> None:
+        self._emitters.discard(emitter)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._emitters:
+                await asyncio.sleep(self.send_timeout / 4)
+                now = loop.time()
+                for emitter in list(self._emitters):
+                    emitter.check_send(now)
+        finally:
+            self._task = None
+
+
 class SSEEmitter:
     """Writes one stream's SSE response; every write is bounded by `send_timeout`."""
 
@@ -104,6 +140,7 @@ class SSEEmitter:
         send_timeout: float,
         on_send_timeout: Callable[[], object],
         headers: list[tuple[bytes, bytes]],
+        watch: SendWatch,
         include_usage: bool = False,
     ) -> None:
         self._send = send
@@ -116,7 +153,7 @@ class SSEEmitter:
         self.started = False
         self.closed = False
         self._owner: asyncio.Task[object] | None = None
-        self._watchdog: asyncio.Task[None] | None = None
+        self._watch = watch
         self._sending_since: float | None = None
         self._sender: asyncio.Task[object] | None = None
         self._clock = asyncio.get_running_loop().time
@@ -127,7 +164,7 @@ class SSEEmitter:
         await self._send(
             {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self._headers}
         )
-        self._watchdog = asyncio.get_running_loop().create_task(self._watch_sends())
+        self._watch.add(self)
 
     async def tokens(self, text: str, count: int) -> bool:
         if self.closed or self._handle.fenced:
@@ -146,25 +183,23 @@ class SSEEmitter:
             return False
         finally:
             self._sending_since = None
+            self._sender = None
         return True
 
-    async def _watch_sends(self) -> None:
-        loop = asyncio.get_running_loop()
-        period = self._send_timeout / 4
-        while not self.closed:
-            await asyncio.sleep(period)
-            since = self._sending_since
-            if since is not None and loop.time() - since >= self._send_timeout:
-                self.closed = True
-                self._on_send_timeout()
-                if self._sender is not None:
-                    self._sender.cancel()
-                return
+    def check_send(self, now: float) -> None:
+        """Called by the `SendWatch`: end a token write stuck past the send timeout."""
+        since = self._sending_since
+        if self.closed or since is None or now - since < self._send_timeout:
+            return
+        self.closed = True
+        self._on_send_timeout()
+        if self._sender is not None:
+            self._sender.cancel()
 
     def stop(self) -> None:
-        """End the watchdog (the stream is over)."""
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        """The stream is over: leave the send watch, drop task references."""
+        self._watch.discard(self)
+        self._owner = self._sender = None
 
     async def finish(
         self,

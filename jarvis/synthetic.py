@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 
 from .chat import ChatRequest
 
@@ -274,15 +274,18 @@ def completion_length(prompt: str, max_tokens: int | None = None) -> int:
     return length if max_tokens is None else min(length, max_tokens)
 
 
+def iter_tokens(prompt: str, max_tokens: int | None = None) -> Iterator[str]:
+    """The exact tokens the synthetic model streams for `prompt`, one at a time (a
+    million-token answer must not be built before its first token)."""
+    seed = _seed(prompt)
+    for i in range(completion_length(prompt, max_tokens)):
+        word = WORDS[((seed >> (i % 48)) + i * 7) % len(WORDS)]
+        yield word if i == 0 else " " + word
+
+
 def expected_tokens(prompt: str, max_tokens: int | None = None) -> list[str]:
     """The exact tokens the synthetic model streams for `prompt`."""
-    seed = _seed(prompt)
-    count = completion_length(prompt, max_tokens)
-    tokens = []
-    for i in range(count):
-        word = WORDS[((seed >> (i % 48)) + i * 7) % len(WORDS)]
-        tokens.append(word if i == 0 else " " + word)
-    return tokens
+    return list(iter_tokens(prompt, max_tokens))
 
 
 def expected_text(prompt: str, max_tokens: int | None = None) -> str:
@@ -312,13 +315,13 @@ class SyntheticModel:
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[str, None]:
         if self._interval == 0 and self._first == 0:  # unthrottled: just yield each time
-            for token in expected_tokens(request.prompt, request.max_tokens):
+            for token in iter_tokens(request.prompt, request.max_tokens):
                 await asyncio.sleep(0)
                 yield token
             return
         clock = self._clock or asyncio.get_running_loop().time
         start = clock() + self._first
-        for i, token in enumerate(expected_tokens(request.prompt, request.max_tokens)):
+        for i, token in enumerate(iter_tokens(request.prompt, request.max_tokens)):
             delay = start + i * self._interval - clock()
             await asyncio.sleep(delay if delay > 0 else 0)
             yield token
