@@ -61,9 +61,15 @@ async def stream_chat(
     *,
     session: str | None = None,
     deadline: float = 15.0,
+    started: asyncio.Event | None = None,
     **extra: object,
 ) -> StreamResult:
-    """POST a streaming chat request and read it to the end, within `deadline` seconds."""
+    """POST a streaming chat request and read it to the end, within `deadline` seconds.
+
+    `started` is set when the response headers arrive: jarvis sends them once the
+    stream is registered, so a test can time an overlapping prompt from there
+    rather than from the send (which a loaded machine may deliver late).
+    """
     headers = {"X-Session-Id": session} if session else {}
     body = {"messages": [{"role": "user", "content": prompt}], "stream": True, **extra}
     result = StreamResult()
@@ -73,6 +79,8 @@ async def stream_chat(
         ) as response:
             result.status = response.status_code
             result.headers = dict(response.headers)
+            if started is not None:
+                started.set()
             async for line in response.aiter_lines():
                 if not line.startswith("data: "):
                     continue

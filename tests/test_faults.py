@@ -102,7 +102,11 @@ async def test_slow_cleanup_overruns_the_cancel_wait_and_is_fenced(server_factor
     server = server_factory("--token-rate", "100", "--fault", "slow-cleanup",
                             "--cancel-wait", "0.3")  # fmt: skip
     async with httpx.AsyncClient(timeout=10) as client:
-        a_task = asyncio.create_task(stream_chat(client, server.url, LONG, session="sc"))
+        registered = asyncio.Event()
+        a_task = asyncio.create_task(
+            stream_chat(client, server.url, LONG, session="sc", started=registered)
+        )
+        await asyncio.wait_for(registered.wait(), 5)
         await asyncio.sleep(0.3)
         b = await stream_chat(client, server.url, SHORT, session="sc")
         with contextlib.suppress(httpx.HTTPError):

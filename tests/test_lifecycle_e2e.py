@@ -51,7 +51,11 @@ async def test_seeds_rapid_requests_b_supersedes_a_five_rounds(server_factory) -
     async with httpx.AsyncClient(timeout=10) as client:
         for round_no in range(5):
             session = f"seed-{round_no}"
-            a_task = asyncio.create_task(stream_chat(client, server.url, LONG, session=session))
+            registered = asyncio.Event()
+            a_task = asyncio.create_task(
+                stream_chat(client, server.url, LONG, session=session, started=registered)
+            )
+            await asyncio.wait_for(registered.wait(), 5)  # A is registered: B comes 50 ms on
             await asyncio.sleep(0.05)
             b = await stream_chat(client, server.url, SHORT, session=session)
             a = await asyncio.wait_for(a_task, 5)

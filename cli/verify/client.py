@@ -240,9 +240,7 @@ class ChatClient:
         try:
             async with asyncio.timeout(deadline or self.deadline):
                 await self._read(t, body, headers, answered)
-        except TimeoutError:
-            t.hung = True
-        except httpx.TimeoutException:
+        except (TimeoutError, httpx.TimeoutException):
             t.hung = True
         except httpx.HTTPError as exc:
             t.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -19,10 +19,11 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 
-from jarvis.exceptions import ServerStartError
+from jarvis.exceptions import ConfigError, ServerStartError
 from jarvis.vocabulary import Event
 
 from . import serverlog
@@ -153,12 +154,16 @@ async def start_embedded(
     *, log_path: Path | None, cancel_wait: float, faults: list[str]
 ) -> EmbeddedServer:
     """Spawn the server, wait (bounded) until /healthz answers; ServerStartError if not."""
-    workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="jarvis-verify-"))
-    log_path = log_path or workdir / "server.log"
-    stderr_path = workdir / "server.stderr"
+    if log_path is None:
+        workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="jarvis-verify-"))
+        log_path = workdir / "server.log"
+    stderr_path = log_path.with_name(log_path.name + ".stderr")
     offset = await asyncio.to_thread(serverlog.size, log_path)
     argv = server_argv(log_path, cancel_wait=cancel_wait, faults=faults)
-    stderr = await asyncio.to_thread(stderr_path.open, "wb")
+    try:
+        stderr = await asyncio.to_thread(_open_for_writing, stderr_path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the server's stderr to {stderr_path}: {exc}") from exc
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -184,6 +189,11 @@ async def start_embedded(
         await server.stop(hung=True)
         raise
     return server
+
+
+def _open_for_writing(path: Path) -> BinaryIO:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("wb")
 
 
 async def _wait_ready(server: EmbeddedServer, offset: int) -> None:
