@@ -1,0 +1,229 @@
+"""Server subprocesses for the benchmarks: start on a free loopback port, read CPU and RSS, kill.
+
+CPU and RSS come from /proc (Linux only), so the benchmarks need no extra
+dependency and count every thread of the server (log writer, watchdog).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import http.client
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+HOST = "127.0.0.1"
+STARTUP_DEADLINE_S = 20.0
+STOP_DEADLINE_S = 10.0
+BENCH_DIR = Path(__file__).resolve().parent
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, all threads, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        # The command name may contain spaces; the fields after it start at "state".
+        after_name = stat.read().rpartition(")")[2].split()
+    utime, stime = int(after_name[11]), int(after_name[12])
+    return (utime + stime) / _CLK_TCK
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process in KiB, from /proc/PID/status."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def write_syscalls(pid: int) -> int:
+    """How many write-family system calls a process has made, from /proc/PID/io."""
+    with open(f"/proc/{pid}/io", encoding="ascii") as io:
+        for line in io:
+            if line.startswith("syscw:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no syscw for pid {pid}")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (everything but idle and iowait), /proc/stat.
+
+    Minus the server's and the client's CPU, this is what other processes
+    took from the machine during a measurement: the noise to report.
+    """
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal guest guest_nice; guest is in user.
+    busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7]
+    return busy / _CLK_TCK
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this (the client) process, all threads."""
+    return time.process_time()
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise this process's open-file soft limit towards `wanted`; return the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+@dataclass
+class ServerProcess:
+    """One running server subprocess on a loopback port."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    stderr_path: Path
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss_kib(self) -> int:
+        return rss_kib(self.pid)
+
+    def write_syscalls(self) -> int:
+        return write_syscalls(self.pid)
+
+    def get(self, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+        """A blocking GET, for readiness and state checks outside any event loop."""
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def wait_ready(self, path: str = "/healthz", deadline_s: float = STARTUP_DEADLINE_S) -> None:
+        """Poll `path` until it answers 200; fail if the process exits or the deadline passes."""
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}: {self.stderr_tail()}"
+                )
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                if self.get(path, timeout=0.5)[0] == 200:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not answer {path} within {deadline_s:.0f}s")
+
+    def stderr_tail(self, limit: int = 2000) -> str:
+        try:
+            return self.stderr_path.read_text(encoding="utf-8", errors="replace")[-limit:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within the deadline."""
+        if self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(STOP_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(STOP_DEADLINE_S)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel SIGKILLs it if the benchmark dies first."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def spawn(name: str, argv: list[str], port: int, workdir: Path) -> ServerProcess:
+    """Start `argv` (a server listening on `port`) and wait until it answers."""
+    stderr_path = workdir / f"{name}.stderr"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with stderr_path.open("wb") as err:
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+            # Not the repository: `python -m` puts the cwd first on sys.path, and the
+            # server must import jarvis from where the benchmark does (PYTHONPATH).
+            cwd=workdir,
+            # The benchmark has no threads yet when it spawns its servers, so
+            # preexec_fn is safe here; it is what stops a killed run orphaning them.
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
+        )
+    server = ServerProcess(name, proc, port, stderr_path, argv)
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def jarvis_argv(port: int, log_file: Path, *options: str) -> list[str]:
+    """`jarvis serve` on a loopback port, run by this interpreter."""
+    return [
+        sys.executable, "-m", "jarvis_cli", "serve",
+        "--host", HOST, "--port", str(port), "--log-file", str(log_file),
+        *options,
+    ]  # fmt: skip
+
+
+def bare_argv(port: int) -> list[str]:
+    """The bare Starlette baseline (`_bare_server.py`) on a loopback port."""
+    return [sys.executable, str(BENCH_DIR / "_bare_server.py"), "--host", HOST, "--port", str(port)]
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def running(*servers: tuple[str, list[str], int], workdir: Path) -> Iterator[list[ServerProcess]]:
+    """Start each `(name, argv, port)` server; stop every started one on the way out.
+
+    SIGTERM to the benchmark becomes SystemExit, so the `finally` stops the
+    servers then too.
+    """
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    started: list[ServerProcess] = []
+    try:
+        for name, argv, port in servers:
+            started.append(spawn(name, argv, port, workdir))
+        yield started
+    finally:
+        for server in started:
+            server.stop()
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,149 @@
+"""Client CPU per streamed event: verify-hang's client against a bare asyncio client.
+
+verify-hang must not distort what it measures: its client (httpx, a deadline
+per stream, a transcript with arrival times and stream-id checks) should cost
+little next to a minimal client. Both read the same streams from one
+`jarvis serve --flush-ms 0 --token-rate 0` (one SSE event per token), taking
+turns, in one run; the figure is this process's CPU per received event, and
+CPU/wall near 1.0 says the client was saturated.
+
+    .venv/bin/python benchmarks/verify_client_cpu.py [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from jarvis_cli.verify.client import ChatClient  # noqa: E402
+
+TOKENS = 400
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def bare_stream(port: int, prompt: str, deadline: float) -> int:
+    """A minimal client: raw HTTP/1.1, count `data:` events until `[DONE]`."""
+    body = json.dumps({"messages": [{"role": "user", "content": prompt}], "stream": True,
+                       "max_tokens": TOKENS}).encode()  # fmt: skip
+    async with asyncio.timeout(deadline):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        events = 0
+        tail = b""
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            window = tail + data
+            events += window.count(b"data: ") - tail.count(b"data: ")
+            if b"data: [DONE]" in window:
+                break
+            tail = window[-16:]
+        writer.close()
+        return events
+
+
+async def verify_stream(client: ChatClient, prompt: str) -> int:
+    transcript = await client.stream(prompt, session=None, label="x", max_tokens=TOKENS)
+    return len(transcript.chunks) + (1 if transcript.done_at is not None else 0)
+
+
+async def round_of(
+    kind: str, port: int, streams: int, concurrency: int
+) -> tuple[float, float, int]:
+    """(client CPU seconds, wall seconds, events) for one round of one client kind."""
+    limit = asyncio.Semaphore(concurrency)
+    client = ChatClient(f"http://127.0.0.1:{port}", model="jarvis-synthetic", deadline=30)
+
+    async def one(i: int) -> int:
+        async with limit:
+            prompt = f"Long essay {kind} {i}"
+            if kind == "bare":
+                return await bare_stream(port, prompt, 30)
+            return await verify_stream(client, prompt)
+
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    counts = await asyncio.gather(*(one(i) for i in range(streams)))
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    await client.aclose()
+    return cpu, wall, sum(counts)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--streams", type=int, default=128)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 32 streams")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.streams = 2, 32
+    port = free_port()
+    log = Path(tempfile.mkdtemp(prefix="jarvis-bench-")) / "server.log"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jarvis_cli", "serve", "--port", str(port), "--log-file", str(log),
+         "--flush-ms", "0", "--token-rate", "0", "--first-token-ms", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        results: dict[str, list[tuple[float, float, int]]] = {"verify-hang": [], "bare": []}
+        order = ["verify-hang", "bare", "bare", "verify-hang"] * ((args.rounds + 1) // 2)
+        for kind in order[: 2 * args.rounds]:
+            label = "bare" if kind == "bare" else "verify"
+            cpu, wall, events = asyncio.run(round_of(label, port, args.streams, args.concurrency))
+            results[kind].append((cpu, wall, events))
+            print(f"  {kind:12s} {events:7d} events in {wall:5.2f} s, client {cpu:5.2f} CPU-s "
+                  f"({cpu / wall:.0%} of a core)", flush=True)  # fmt: skip
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    per_event = {k: statistics.median(c / e * 1e6 for c, _, e in v) for k, v in results.items()}
+    saturation = {k: statistics.median(c / w for c, w, _ in v) for k, v in results.items()}
+    ratio = per_event["verify-hang"] / per_event["bare"]
+    print(f"\nclient CPU per event: verify-hang {per_event['verify-hang']:.1f} us, bare asyncio "
+          f"{per_event['bare']:.1f} us, ratio {ratio:.2f}")  # fmt: skip
+    print(f"client CPU/wall (1.0 = saturated): verify-hang {saturation['verify-hang']:.2f}, "
+          f"bare {saturation['bare']:.2f}")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps({"us_per_event": per_event, "ratio": ratio,
+                                         "cpu_per_wall": saturation}, indent=2))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    sys.exit(main())
