@@ -131,3 +131,52 @@ def chat_json(prompt: str, **extra: object) -> bytes:
     return json.dumps(
         {"messages": [{"role": "user", "content": prompt}], "stream": True, **extra}
     ).encode()
+
+
+@dataclass
+class RawResponse:
+    """A response read off a plain socket."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def raw_exchange(port: int, request: bytes, deadline_s: float = 5.0) -> RawResponse | None:
+    """Send request bytes as they are; the response, or None if the server closed silently."""
+    data = b""
+    end = time.monotonic() + deadline_s
+    with socket.create_connection(("127.0.0.1", port), timeout=deadline_s) as sock:
+        sock.sendall(request)
+        while time.monotonic() < end:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    if not data:
+        return None
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return RawResponse(int(status_line.split()[1]), headers, body)
+
+
+def raw_chat_request(session: bytes, body: bytes | None = None) -> bytes:
+    """HTTP/1.1 chat request bytes with `session` as the raw X-Session-Id value."""
+    if body is None:
+        body = b'{"messages": [{"role": "user", "content": "What is 2+2?"}]}'
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\n"
+        b"Host: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\n"
+        b"X-Session-Id: " + session + b"\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+        b"Connection: close\r\n"
+        b"\r\n" + body
+    )

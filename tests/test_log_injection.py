@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import socket
 import time
 
 import httpx
@@ -21,6 +20,7 @@ from jarvis.logfmt import format_json, format_logfmt, format_value, parse_logfmt
 from jarvis.vocabulary import EVENTS, Event
 
 from .conftest import ServerProcess
+from .streams import raw_chat_request, raw_exchange
 
 pytestmark = pytest.mark.e2e
 
@@ -74,45 +74,6 @@ EITHER: list[tuple[str, bytes]] = [
 ]
 
 
-def chat_request(session: bytes) -> bytes:
-    """HTTP/1.1 request bytes for a valid short chat, `session` as the raw X-Session-Id."""
-    body = b'{"messages": [{"role": "user", "content": "What is 2+2?"}]}'
-    return (
-        b"POST /v1/chat/completions HTTP/1.1\r\n"
-        b"Host: 127.0.0.1\r\n"
-        b"Content-Type: application/json\r\n"
-        b"X-Session-Id: " + session + b"\r\n"
-        b"Content-Length: " + str(len(body)).encode() + b"\r\n"
-        b"Connection: close\r\n"
-        b"\r\n" + body
-    )
-
-
-def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes] | None:
-    """Send raw bytes; (status, headers, body), or None when the server just closed."""
-    data = b""
-    end = time.monotonic() + TIMEOUT_S
-    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as sock:
-        sock.sendall(request)
-        while time.monotonic() < end:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            data += chunk
-    if not data:
-        return None
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(status_line.split()[1]), headers, body
-
-
 def log_lines(server: ServerProcess) -> list[str]:
     """The log file's lines, split on LF only, decoded as strict UTF-8."""
     text = server.log_path.read_bytes().decode("utf-8")
@@ -153,7 +114,8 @@ def send_hostile(server: ServerProcess, value: bytes) -> str | None:
     line carries the exact value), or None when the HTTP layer refused it (a 400 or a
     closed connection, and not a byte of it in the log).
     """
-    response = exchange(server.port, chat_request(value))
+    raw = raw_exchange(server.port, raw_chat_request(value), TIMEOUT_S)
+    response = None if raw is None else (raw.status, raw.headers, raw.body)
     if response is None:
         return None
     status, headers, body = response
