@@ -8,8 +8,10 @@ chunk and `[DONE]`, waits for them (bounded), then lets uvicorn finish.
 
 from __future__ import annotations
 
+import faulthandler
 import math
 import os
+import signal
 import socket
 from collections.abc import Callable
 
@@ -100,7 +102,13 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def serve(config: ServerConfig, on_ready: Callable[[int], None] | None = None) -> JarvisServer:
-    """Bind, run until SIGINT/SIGTERM, and return the server for its exit state."""
+    """Bind, run until SIGINT/SIGTERM, and return the server for its exit state.
+
+    SIGUSR1 dumps every thread's stack to stderr (faulthandler, from C, so it
+    answers even when the event loop is dead-locked): `verify-hang` uses it to
+    show where a hung server is stuck without needing py-spy.
+    """
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     sock = bind_socket(config.host, config.port)
     server = JarvisServer(config)
     server.on_ready = on_ready

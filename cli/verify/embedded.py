@@ -84,8 +84,11 @@ class EmbeddedServer:
             waiter.cancel()
 
     async def stacks(self) -> list[str]:
-        """Evidence of where the server is stuck: a py-spy dump, and its loop_blocked lines."""
+        """Evidence of where the server is stuck: a stack dump (py-spy if installed, else
+        the server's own faulthandler on SIGUSR1), and its loop_blocked lines."""
         evidence = await self._py_spy()
+        if shutil.which("py-spy") is None:
+            evidence = await self._faulthandler_dump()
         blocked = await asyncio.to_thread(serverlog.event_lines, self.log_path, Event.LOOP_BLOCKED)
         if blocked:
             evidence.append(f"the server's watchdog logged {len(blocked)} loop_blocked line(s):")
@@ -117,6 +120,26 @@ class EmbeddedServer:
         if proc.returncode != 0:
             return [f"stacks: py-spy dump failed ({proc.returncode}): {serverlog.clip(text)}"]
         return ["stacks (py-spy dump):", *(f"  {line}" for line in text.splitlines())]
+
+    async def _faulthandler_dump(self) -> list[str]:
+        """Ask the server for its threads' stacks (jarvis serve answers SIGUSR1 on stderr)."""
+        try:
+            before = self.stderr_path.stat().st_size
+            self.proc.send_signal(signal.SIGUSR1)
+        except (OSError, ProcessLookupError) as exc:
+            return [f"stacks: could not signal the server: {exc}"]
+        text = ""
+        for _ in range(20):  # up to 1 s for the dump to land
+            await asyncio.sleep(0.05)
+            with contextlib.suppress(OSError), self.stderr_path.open("rb") as handle:
+                handle.seek(before)
+                text = handle.read().decode("utf-8", "replace")
+            if "most recent call first" in text and text.endswith("\n"):
+                break
+        if "most recent call first" not in text:
+            return ["stacks: the server did not answer SIGUSR1 with a stack dump"]
+        return ["stacks (the server's faulthandler, SIGUSR1):",
+                *(f"  {line}" for line in text.strip().splitlines())]  # fmt: skip
 
     def stderr_tail(self, lines: int = 20) -> str:
         try:
