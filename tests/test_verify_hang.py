@@ -117,8 +117,9 @@ def test_healthy_reference_server_passes_every_scenario_in_seconds(tmp_path: Pat
     assert report["server"]["faults"] == []
     assert report["server"]["exit_code"] in (0, -signal.SIGTERM)
     assert report["plan"]["sessions"] == 8
+    assert report["plan"]["rounds"] == 5, "the seeds' test runs 5 rounds"
     overlap = run.scenario("overlap")
-    assert overlap["metrics"]["overlapped"] == 16
+    assert overlap["metrics"]["overlapped"] == 8 * 5
     assert overlap["metrics"]["late_a_chunks"] == 0
     assert run.scenario("responsiveness")["metrics"]["answered"] > 10
     assert run.scenario("leaks")["metrics"]["live_streams"] == 0
@@ -238,7 +239,7 @@ def test_a_url_with_its_log_checks_the_run_window_of_that_log(
     assert run.code == ExitCode.OK, run.stdout
     leaks = run.scenario("leaks")
     assert "skipped" not in run.evidence("leaks")
-    assert leaks["metrics"]["log_streams"] == 2 * 8 * 2
+    assert leaks["metrics"]["log_streams"] == 2 * 8 * 5  # A and B, 8 sessions, 5 rounds
 
 
 @pytest.mark.e2e

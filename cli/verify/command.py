@@ -34,7 +34,9 @@ def verify_hang(
         ),
     ] = None,
     sessions: Annotated[int, typer.Option(help="Sessions that overlap at once.")] = 8,
-    rounds: Annotated[int, typer.Option(help="Overlap rounds per session.")] = 2,
+    rounds: Annotated[
+        int, typer.Option(help="Overlap rounds per session (the seeds' test runs 5).")
+    ] = 5,
     overlap_ms: Annotated[
         float,
         typer.Option(

@@ -42,7 +42,7 @@ class Plan:
     """Every setting of one run."""
 
     sessions: int = 8
-    rounds: int = 2
+    rounds: int = 5
     overlap_s: float = 0.05
     deadline: float = 5.0
     expect: Expect = Expect.SUPERSEDE
