@@ -11,6 +11,7 @@ from .console import fail, out
 from .diagnose.command import diagnose
 from .exit_codes import ExitCode
 from .serve import serve
+from .swarm.command import swarm
 from .verify.command import verify_hang
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
 app.command("serve")(serve)
 app.command("diagnose")(diagnose)
 app.command("verify-hang")(verify_hang)
+app.command("swarm")(swarm)
 
 
 @app.command("version")

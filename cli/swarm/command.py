@@ -1,0 +1,220 @@
+"""`jarvis swarm`: a locust swarm of interrupting chat users, turned into a pass/fail gate."""
+
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from jarvis.exceptions import ConfigError
+from jarvis.faults import Fault
+
+from ..console import err, fail, out
+from ..diagnose.command import parse_duration
+from ..exit_codes import ExitCode
+from ..verify.embedded import start_embedded
+from ..verify.plan import EMBEDDED_CANCEL_WAIT_S
+from .report import SwarmReport, render
+from .runner import LocustFailed, LocustRun, Plan, locate_locustfile, require_locust, run_locust
+from .target import Unreachable, base_url, check_reachable, diagnose_log
+from .thresholds import Figures, ReportMissing, Thresholds, judge
+
+_FAULTS = ", ".join(f.value for f in Fault)
+_SHAPES = ("steady", "ramp", "spike")
+
+
+def swarm(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="Swarm this OpenAI-compatible server (base URL, with or without /v1). "
+            "Default: start the embedded reference server.",
+            show_default=False,
+        ),
+    ] = None,
+    users: Annotated[int, typer.Option(help="Concurrent chat users (sessions).")] = 100,
+    spawn_rate: Annotated[float, typer.Option(help="Users started per second.")] = 20.0,
+    run_time: Annotated[str, typer.Option(help="How long the swarm runs: 30s, 2m, 1h.")] = "60s",
+    interrupt_rate: Annotated[
+        float,
+        typer.Option(help="Share of conversations interrupted by a new prompt mid-stream (0-1)."),
+    ] = 0.3,
+    shape: Annotated[
+        str,
+        typer.Option(
+            help="Load shape: steady (the users throughout), ramp (0 to --users over 80% "
+            "of the run), spike (1.5x users interrupting themselves 3 times, 40-60% of the run)."
+        ),
+    ] = "steady",
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Run locust distributed on this machine: a master and N worker processes "
+            "(0: one process). Other machines: docs/swarm.md."
+        ),
+    ] = 0,
+    max_p99_ttft_ms: Annotated[
+        float, typer.Option(help="Fail when time to first token p99 is above this (ms).")
+    ] = 1000.0,
+    max_p99_interrupt_ms: Annotated[
+        float,
+        typer.Option(help="Fail when interrupt-to-first-token p99 is above this (ms)."),
+    ] = 1500.0,
+    max_fail_ratio: Annotated[
+        float,
+        typer.Option(
+            help="Fail when more than this share of streams failed (hang, stale chunk, "
+            "wrong text, HTTP error, broken stream)."
+        ),
+    ] = 0.01,
+    hang_deadline: Annotated[
+        float, typer.Option(help="Seconds without a byte that make a stream a hang.")
+    ] = 5.0,
+    report_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where locust's CSV and HTML reports go (and the embedded server's log). "
+            "Default: reports/swarm-<timestamp>.",
+            show_default=False,
+        ),
+    ] = None,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"Embedded server only: switch on a deliberate bug (repeatable): {_FAULTS}.",
+            show_default=False,
+        ),
+    ] = None,
+    locustfile: Annotated[
+        Path | None,
+        typer.Option(
+            help="The locustfile to run. Default: the repository's loadtests/locustfile.py.",
+            show_default=False,
+        ),
+    ] = None,
+) -> int:
+    """Swarm a streaming chat server with locust users who interrupt themselves; gate on it.
+
+    Each user keeps its own session, streams answers and, at --interrupt-rate,
+    sends a new prompt while the answer is still streaming (or leaves
+    mid-stream). Locust runs headless in its own processes; its CSV and HTML
+    reports go to --report-dir. The summary shows time to first token, the
+    interrupt-to-first-token latency and failures by kind (Hang, StaleChunk,
+    WrongText, HTTPError, BrokenStream). When locust itself runs out of CPU,
+    it says so instead of blaming the server.
+
+    Without --url it starts the embedded reference server, swarms it, stops
+    it, and runs `jarvis diagnose` on its log: an unhealthy verdict fails too.
+
+    Exit codes: 0 every threshold held, 1 a threshold was crossed (named in
+    the summary), 2 usage error, 3 server unreachable or locust left no report.
+
+        jarvis swarm --users 20 --run-time 30s
+        jarvis swarm --fault no-cancel --users 20 --run-time 15s    # watch it fail
+        jarvis swarm --url http://127.0.0.1:8000 --users 200 --workers 2
+        jarvis swarm --shape spike --run-time 2m --max-p99-ttft-ms 500
+        jarvis swarm --report-dir reports/nightly --max-fail-ratio 0
+    """
+    _check(users >= 1, "--users must be at least 1")
+    _check(spawn_rate > 0, "--spawn-rate must be above 0")
+    _check(0 <= interrupt_rate <= 1, "--interrupt-rate is a share between 0 and 1")
+    _check(workers >= 0, "--workers must be 0 or more")
+    _check(0 <= max_fail_ratio <= 1, "--max-fail-ratio is a share between 0 and 1")
+    _check(max_p99_ttft_ms > 0 and max_p99_interrupt_ms > 0, "latency thresholds must be > 0")
+    _check(hang_deadline > 0, "--hang-deadline must be above 0")
+    _check(shape in _SHAPES, f"--shape takes one of {', '.join(_SHAPES)}, not {shape!r}")
+    seconds = parse_duration(run_time, "--run-time")
+    _check(seconds >= 1, "--run-time must be at least 1s")
+    faults = _faults(fault, url)
+    require_locust()
+    plan = Plan(
+        url=base_url(url) if url else "",
+        users=users,
+        spawn_rate=spawn_rate,
+        run_time_s=seconds,
+        interrupt_rate=interrupt_rate,
+        workers=workers,
+        locustfile=locate_locustfile(locustfile),
+        report_dir=report_dir or Path("reports") / time.strftime("swarm-%Y%m%d-%H%M%S"),
+        shape=shape,
+        hang_deadline=hang_deadline,
+    )
+    limits = Thresholds(max_p99_ttft_ms, max_p99_interrupt_ms, max_fail_ratio)
+    err.print(f"swarming for {seconds:g} s; reports in {plan.report_dir}", highlight=False)
+    try:
+        report = asyncio.run(_until_terminated(_swarm(plan, limits, faults)))
+    except asyncio.CancelledError:
+        fail("terminated (SIGTERM): locust and the embedded server were stopped, no report")
+        return ExitCode.INTERRUPTED
+    except Unreachable as exc:
+        fail(str(exc))
+        return ExitCode.UNAVAILABLE
+    except (LocustFailed, ReportMissing) as exc:
+        fail(str(exc))
+        return ExitCode.UNAVAILABLE
+    render(report, out)
+    return int(report.exit_code())
+
+
+async def _until_terminated(work: Coroutine[None, None, SwarmReport]) -> SwarmReport:
+    """Run `work`, turning SIGTERM into a cancellation so its `finally` stops what it started."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not main thread
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await work
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+async def _swarm(plan: Plan, limits: Thresholds, faults: list[str]) -> SwarmReport:
+    if plan.url:
+        await check_reachable(plan.url)
+        return _judge(plan, limits, await run_locust(plan))
+    plan.report_dir.mkdir(parents=True, exist_ok=True)
+    log_path = (plan.report_dir / "server.log").resolve()
+    server = await start_embedded(
+        log_path=log_path, cancel_wait=EMBEDDED_CANCEL_WAIT_S, faults=faults
+    )
+    try:
+        embedded = dataclasses.replace(plan, url=server.url)
+        run = await run_locust(embedded)
+    finally:
+        await server.stop()
+    report = _judge(embedded, limits, run)
+    report.target = f"embedded server{' --fault ' + ' '.join(faults) if faults else ''}"
+    report.diagnosis = await asyncio.to_thread(diagnose_log, str(log_path))
+    return report
+
+
+def _judge(plan: Plan, limits: Thresholds, run: LocustRun) -> SwarmReport:
+    if run.timed_out:
+        raise LocustFailed(f"locust did not finish in time and was stopped:\n{run.tail()}")
+    try:
+        figures = Figures.load(plan.csv_prefix)
+    except ReportMissing as exc:
+        raise LocustFailed(f"{exc}; locust exited {run.returncode}:\n{run.tail()}") from None
+    return SwarmReport(plan, figures, judge(figures, limits), run)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _faults(names: list[str] | None, url: str | None) -> list[str]:
+    if not names:
+        return []
+    if url is not None:
+        raise ConfigError("--fault switches bugs on in the embedded server; it cannot with --url")
+    for name in names:
+        if name not in {f.value for f in Fault}:
+            raise ConfigError(f"unknown --fault {name!r}; choose from: {_FAULTS}")
+    return names

@@ -1,0 +1,168 @@
+"""The swarm's summary for people: load, latencies, failures by kind, the gate, the verdict."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..exit_codes import ExitCode
+from .runner import LocustRun, Plan
+from .thresholds import (
+    FULL_STREAM,
+    INTER_TOKEN,
+    INTERRUPT_TTFT,
+    KINDS,
+    STREAM,
+    TTFT,
+    Check,
+    Figures,
+)
+
+_LATENCIES = (
+    (TTFT, "time to first token"),
+    (INTERRUPT_TTFT, "interrupt → first token"),
+    (INTER_TOKEN, "inter-token (per stream mean)"),
+    (FULL_STREAM, "full stream (completed)"),
+    (STREAM, "any stream, to its end"),
+)
+
+
+@dataclass(slots=True)
+class Diagnosis:
+    """`jarvis diagnose` on the embedded server's log after the swarm."""
+
+    verdict: str
+    findings: list[str] = field(default_factory=list)
+    log_path: Path | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.verdict == "healthy"
+
+
+@dataclass(slots=True)
+class SwarmReport:
+    plan: Plan
+    figures: Figures
+    checks: list[Check]
+    run: LocustRun
+    diagnosis: Diagnosis | None = None
+    target: str = ""
+
+    @property
+    def crossed(self) -> list[str]:
+        names = [c.name for c in self.checks if not c.held]
+        if self.diagnosis is not None and not self.diagnosis.healthy:
+            names.append("diagnose")
+        return names
+
+    def exit_code(self) -> ExitCode:
+        return ExitCode.FAILURE if self.crossed else ExitCode.OK
+
+
+def _ms(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:,.0f}"
+
+
+def _latency_table(figures: Figures) -> Table:
+    table = Table(title="latencies (ms)", title_justify="left", pad_edge=False)
+    table.add_column("metric")
+    for label in ("count", "p50", "p90", "p99", "max"):
+        table.add_column(label, justify="right")
+    for name, label in _LATENCIES:
+        row = figures.sse(name)
+        if row is None:
+            table.add_row(label, "0", "–", "–", "–", "–", style="dim")
+            continue
+        table.add_row(label, f"{row.requests:,}", _ms(row.pct("50%")), _ms(row.pct("90%")),
+                      _ms(row.pct("99%")), _ms(row.max))  # fmt: skip
+    return table
+
+
+def _gate_table(checks: list[Check]) -> Table:
+    table = Table(title="thresholds", title_justify="left", pad_edge=False)
+    for label in ("", "threshold", "limit", "measured"):
+        table.add_column(label)
+    for check in checks:
+        mark = Text("✔", style="green") if check.held else Text("✘", style="bold red")
+        table.add_row(mark, check.name, check.limit, check.value)
+    return table
+
+
+def _generator_lines(run: LocustRun) -> list[Text]:
+    lines = []
+    for process in run.processes:
+        median = process.median_cpu
+        if median is None:
+            continue
+        style = "bold yellow" if process.saturated else "dim"
+        peak = max(process.samples)
+        lines.append(Text(f"  {process.role}: CPU median {median:.0%} of a core, "
+                          f"peak {peak:.0%}", style=style))  # fmt: skip
+    return lines
+
+
+def render(report: SwarmReport, console: Console) -> None:
+    plan, figures, run = report.plan, report.figures, report.run
+    mode = f"{plan.workers} worker process(es)" if plan.workers else "one locust process"
+    console.print(
+        Text.assemble(
+            ("swarm ", "bold"),
+            f"{report.target or plan.url}: {plan.users} users "
+            f"({plan.shape}), {plan.run_time_s:g} s, interrupt rate "
+            f"{plan.interrupt_rate:g}, {mode}",
+        )
+    )
+    console.print(
+        f"requests {figures.requests:,} HTTP, streams {figures.streams:,}, "
+        f"stream failures {figures.stream_failures:,}"
+    )
+    console.print(_latency_table(figures))
+    failures = figures.failures
+    if failures:
+        kinds = [k for k in (*KINDS, "other") if failures.get(k)]
+        kinds += sorted(k for k in failures if k not in kinds)
+        console.print(
+            Text("failures by kind: ", style="bold red")
+            + Text(", ".join(f"{k} {failures[k]:,}" for k in kinds))
+        )
+    else:
+        console.print(Text("failures by kind: none", style="green"))
+    console.print(_gate_table(report.checks))
+    if report.diagnosis is not None:
+        d = report.diagnosis
+        style = "green" if d.healthy else "bold red"
+        console.print(Text("diagnose (server log): ", style="bold") + Text(d.verdict, style=style)
+                      + Text(f"  {d.log_path}" if d.log_path else "", style="dim"))  # fmt: skip
+        for finding in d.findings[:5]:
+            console.print(f"  {finding}", highlight=False)
+    cpu = _generator_lines(run)
+    if cpu:
+        console.print(Text("load generator", style="bold"))
+        for line in cpu:
+            console.print(line)
+    if run.generator_bound:
+        console.print(
+            Text("the load generator was the bottleneck: ", style="bold yellow")
+            + Text(
+                "locust's CPU saturated"
+                + (f" ({run.cpu_warnings[0]})" if run.cpu_warnings else "")
+                + ", so latencies include its own queueing; the figures measure "
+                "locust as much as the server. Use --workers N, fewer users, or more "
+                "machines (docs/swarm.md) before blaming the server."
+            )
+        )
+    console.print(Text(f"reports: {plan.report_dir}", style="dim"))
+    crossed = report.crossed
+    if crossed:
+        blame = " (while the load generator was saturated)" if run.generator_bound else ""
+        console.print(
+            Text("FAIL ", style="bold red") + Text(f"crossed: {', '.join(crossed)}{blame}")
+        )
+    else:
+        console.print(Text("PASS ", style="bold green") + Text("every threshold held"))

@@ -1,0 +1,49 @@
+"""The server a swarm runs against: a URL that must answer, or the embedded one, whose log
+`diagnose` reads afterwards."""
+
+from __future__ import annotations
+
+import httpx
+
+from ..diagnose.report import build_report
+from ..logs.run import analyze
+from ..logs.sources import InputError
+from .report import Diagnosis
+
+PROBE_TIMEOUT_S = 3.0
+
+
+class Unreachable(Exception):  # noqa: N818 - named for the condition, like httpx's
+    """Nothing answers at the target URL."""
+
+
+def base_url(url: str) -> str:
+    """The server's root: locust's --host takes it without `/v1` (the locustfile adds it)."""
+    url = url.rstrip("/")
+    return url.removesuffix("/v1")
+
+
+async def check_reachable(url: str) -> None:
+    """Any HTTP answer to GET /v1/models means the server is there; Unreachable if none."""
+    try:
+        async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S) as client:
+            await client.get(f"{url}/v1/models")
+    except httpx.HTTPError as exc:
+        raise Unreachable(f"nothing answers at {url} ({type(exc).__name__}: {exc})") from exc
+
+
+def diagnose_log(path: str) -> Diagnosis:
+    """`jarvis diagnose` over the whole log: its verdict and the failing findings."""
+    from pathlib import Path
+
+    try:
+        analyzer, sources = analyze([path])
+    except InputError as exc:
+        return Diagnosis("unusable", [str(exc)], Path(path))
+    try:
+        report = build_report(analyzer)
+        sources.resolve_findings(report.findings)
+    finally:
+        sources.close()
+    findings = [f"{f.severity.label.upper()} {f.id.value}: {f.message}" for f in report.failing]
+    return Diagnosis(report.verdict, findings, Path(path))

@@ -1,0 +1,207 @@
+"""Locust's CSV reports read back into figures, and the gate: which thresholds held.
+
+The names below are the request names the locustfile fires its metrics under
+(`loadtests/locustfile.py`); a test checks that both spell them the same.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SSE = "SSE"
+STREAM = "stream"
+TTFT = "ttft"
+INTER_TOKEN = "inter-token"  # noqa: S105 - a request name, not a secret
+FULL_STREAM = "full-stream"
+INTERRUPT_TTFT = "interrupt-ttft"
+#: The locustfile's failure kinds (its exception classes), in report order.
+KINDS = ("Hang", "StaleChunk", "WrongText", "HTTPError", "BrokenStream")
+_KIND = re.compile(r"^(\w+)\(")
+
+
+class ReportMissing(Exception):  # noqa: N818 - named for the condition
+    """Locust wrote no stats CSV where it was told to."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One line of locust's `*_stats.csv` (times in ms)."""
+
+    type: str
+    name: str
+    requests: int
+    failures: int
+    median: float
+    average: float
+    max: float
+    rps: float
+    percentiles: dict[str, float]
+
+    def pct(self, label: str) -> float:
+        """A percentile column: `pct("99%")`; NaN when locust wrote N/A."""
+        return self.percentiles.get(label, math.nan)
+
+
+def _float(text: str | None) -> float:
+    try:
+        return float(text or "nan")
+    except ValueError:
+        return math.nan
+
+
+def read_stats(path: Path) -> dict[tuple[str, str], Row]:
+    """Every row of a `*_stats.csv`, by (type, name); the total row is ("", "Aggregated")."""
+    try:
+        handle = path.open(encoding="utf-8", newline="")
+    except OSError as exc:
+        raise ReportMissing(f"no locust stats at {path}: {exc.strerror}") from exc
+    rows: dict[tuple[str, str], Row] = {}
+    with handle:
+        for record in csv.DictReader(handle):
+            percentiles = {k: _float(v) for k, v in record.items() if k and k.endswith("%")}
+            row = Row(
+                type=record.get("Type") or "",
+                name=record.get("Name") or "",
+                requests=int(_float(record.get("Request Count")) or 0),
+                failures=int(_float(record.get("Failure Count")) or 0),
+                median=_float(record.get("Median Response Time")),
+                average=_float(record.get("Average Response Time")),
+                max=_float(record.get("Max Response Time")),
+                rps=_float(record.get("Requests/s")),
+                percentiles=percentiles,
+            )
+            rows[(row.type, row.name)] = row
+    return rows
+
+
+def read_failures(path: Path) -> dict[str, int]:
+    """Failures of streams by kind (the locustfile's exception class), from `*_failures.csv`;
+    other failed requests (locust's own, e.g. a refused GET) count as `other`."""
+    counts: dict[str, int] = {}
+    try:
+        handle = path.open(encoding="utf-8", newline="")
+    except OSError:
+        return counts
+    with handle:
+        for record in csv.DictReader(handle):
+            if (record.get("Method"), record.get("Name")) != (SSE, STREAM):
+                kind = "other"
+            else:
+                match = _KIND.match(record.get("Error") or "")
+                kind = match.group(1) if match else "other"
+            counts[kind] = counts.get(kind, 0) + int(_float(record.get("Occurrences")) or 0)
+    return counts
+
+
+@dataclass(slots=True)
+class Figures:
+    """What a swarm measured, from locust's CSV reports (`<prefix>_stats.csv` and friends)."""
+
+    rows: dict[tuple[str, str], Row]
+    failures: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, prefix: Path) -> Figures:
+        stats = prefix.with_name(prefix.name + "_stats.csv")
+        if not stats.is_file():
+            raise ReportMissing(f"locust wrote no {stats.name} in {stats.parent}")
+        return cls(
+            read_stats(stats), read_failures(prefix.with_name(prefix.name + "_failures.csv"))
+        )
+
+    def sse(self, name: str) -> Row | None:
+        return self.rows.get((SSE, name))
+
+    @property
+    def streams(self) -> int:
+        row = self.sse(STREAM)
+        return row.requests if row else 0
+
+    @property
+    def stream_failures(self) -> int:
+        row = self.sse(STREAM)
+        return row.failures if row else 0
+
+    @property
+    def fail_ratio(self) -> float:
+        return self.stream_failures / self.streams if self.streams else math.nan
+
+    @property
+    def requests(self) -> int:
+        """HTTP requests sent (the chat POSTs and the model probe), not the SSE metrics."""
+        return sum(r.requests for (kind, _), r in self.rows.items() if kind not in ("", SSE))
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """The gate: a swarm passes when every one holds."""
+
+    max_p99_ttft_ms: float
+    max_p99_interrupt_ms: float
+    max_fail_ratio: float
+    min_streams: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One threshold, judged: its name (the flag), the limit, the measured value."""
+
+    name: str
+    limit: str
+    value: str
+    held: bool
+
+
+def _ms(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:,.0f} ms"
+
+
+def _ratio(figures: Figures) -> str:
+    if math.isnan(figures.fail_ratio):
+        return "n/a"
+    return f"{figures.fail_ratio:.2%} ({figures.stream_failures:,} of {figures.streams:,} streams)"
+
+
+def judge(figures: Figures, limits: Thresholds) -> list[Check]:
+    """Every threshold against the figures. A metric nothing measured crosses its threshold:
+    a swarm that read no stream proves nothing and must never pass."""
+    checks = [
+        Check(
+            "streams",
+            f">= {limits.min_streams}",
+            f"{figures.streams:,}",
+            figures.streams >= limits.min_streams,
+        ),
+        Check(
+            "--max-fail-ratio",
+            f"{limits.max_fail_ratio:.2%}",
+            _ratio(figures),
+            not math.isnan(figures.fail_ratio) and figures.fail_ratio <= limits.max_fail_ratio,
+        ),
+    ]
+    ttft = figures.sse(TTFT)
+    p99 = ttft.pct("99%") if ttft else math.nan
+    checks.append(
+        Check(
+            "--max-p99-ttft-ms",
+            _ms(limits.max_p99_ttft_ms),
+            _ms(p99),
+            not math.isnan(p99) and p99 <= limits.max_p99_ttft_ms,
+        )
+    )
+    interrupt = figures.sse(INTERRUPT_TTFT)
+    if interrupt is not None:  # a run without interruptions has nothing to judge here
+        p99 = interrupt.pct("99%")
+        checks.append(
+            Check(
+                "--max-p99-interrupt-ms",
+                _ms(limits.max_p99_interrupt_ms),
+                _ms(p99),
+                not math.isnan(p99) and p99 <= limits.max_p99_interrupt_ms,
+            )
+        )
+    return checks

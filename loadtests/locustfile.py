@@ -1,0 +1,532 @@
+"""A chat-session user for locust: it streams answers and interrupts itself, as people do.
+
+Each user keeps its own session (`X-Session-Id`), sends a prompt, reads the SSE
+stream, and with `--interrupt-rate` sends a new prompt into the same session
+while the answer is still streaming (from a second greenlet, on a second
+connection), or drops the connection mid-stream (`--disconnect-rate`).
+
+    locust -f loadtests/locustfile.py --host http://127.0.0.1:8000        # web UI
+    locust -f loadtests/locustfile.py --host http://127.0.0.1:8000 --headless -u 50 -r 10 -t 60s
+    locust -f loadtests/locustfile.py --host ... --headless -u 50 -t 2m --shape spike
+    LOCUST_HOST=http://127.0.0.1:8000 LOCUST_CONVERSATIONS=5 python loadtests/locustfile.py
+
+The last line runs one user with `run_single_user` (for a debugger) and prints
+every request. Metrics are request entries of type `SSE` (docs/swarm.md):
+`stream` (one per stream; its failures are the verdicts: Hang, StaleChunk,
+WrongText, HTTPError, BrokenStream), `ttft`, `inter-token`, `full-stream`
+and `interrupt-ttft`, all in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gevent
+from locust import FastHttpUser, LoadTestShape, events, task
+from locust.argument_parser import LocustArgumentParser
+from locust.contrib.fasthttp import FastResponse
+from locust.env import Environment
+from locust.exception import StopUser
+
+try:
+    from jarvis.synthetic import expected_text
+except ImportError:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from jarvis.synthetic import expected_text
+
+CHAT_PATH = "/v1/chat/completions"
+#: The embedded model's name: its text is known in advance, so every token is checked.
+SYNTHETIC_MODEL = "jarvis-synthetic"
+MAX_TOKENS = 400
+#: A long answer: still streaming when the interrupting prompt lands.
+LONG_PROMPTS = (
+    "Long essay about quantum computing",
+    "Tell me a long story about a lighthouse keeper",
+    "Explain in detail how TCP congestion control works",
+)
+MEDIUM_PROMPTS = (
+    "Summarise the plot of a novel you like, briefly please.",
+    "Give me three ideas for a weekend trip near the mountains.",
+)
+SHORT_PROMPTS = ("What is 2+2?", "Who wrote Hamlet?", "Is it raining in Paris?")
+#: Seconds after the first prompt is sent before the interrupting one is.
+INTERRUPT_DELAY_S = (0.05, 0.8)
+#: An interruption spike (`--shape spike`): each conversation is interrupted this many times.
+STORM_INTERRUPTS = 3
+#: The spike's window, as shares of the run time.
+SPIKE_WINDOW = (0.4, 0.6)
+#: `--shape ramp` reaches its user count at this share of the run time.
+RAMP_SHARE = 0.8
+#: First-answer times kept per session: more than any interruption chain in flight.
+KEEP_FIRSTS = 8
+#: Run time assumed by the shapes when locust has none (`-t`).
+DEFAULT_RUN_TIME_S = 60.0
+
+# The request names, read back from locust's CSV by `jarvis swarm` (cli/swarm/thresholds.py).
+SSE = "SSE"
+STREAM = "stream"
+TTFT = "ttft"
+INTER_TOKEN = "inter-token"  # noqa: S105 - a request name, not a secret
+FULL_STREAM = "full-stream"
+INTERRUPT_TTFT = "interrupt-ttft"
+
+
+class StreamFailure(Exception):  # noqa: N818 - the subclasses name the kinds
+    """A stream broke a promise; the class name is the failure's kind in locust's reports.
+
+    Messages are constant per kind, so locust groups them into one failures row."""
+
+
+class Hang(StreamFailure):
+    pass
+
+
+class StaleChunk(StreamFailure):
+    pass
+
+
+class WrongText(StreamFailure):
+    pass
+
+
+class HTTPError(StreamFailure):
+    pass
+
+
+class BrokenStream(StreamFailure):
+    pass
+
+
+@events.init_command_line_parser.add_listener
+def _arguments(parser: LocustArgumentParser) -> None:
+    parser.add_argument(
+        "--interrupt-rate",
+        type=float,
+        default=0.3,
+        env_var="LOCUST_INTERRUPT_RATE",
+        help="Share of conversations interrupted by a new prompt mid-stream.",
+    )
+    parser.add_argument(
+        "--disconnect-rate",
+        type=float,
+        default=0.05,
+        env_var="LOCUST_DISCONNECT_RATE",
+        help="Share of conversations whose client drops the connection mid-stream.",
+    )
+    parser.add_argument(
+        "--hang-deadline",
+        type=float,
+        default=5.0,
+        env_var="LOCUST_HANG_DEADLINE",
+        help="Seconds without a byte that make a stream a Hang.",
+    )
+    parser.add_argument(
+        "--stale-grace-ms",
+        type=float,
+        default=200.0,
+        env_var="LOCUST_STALE_GRACE_MS",
+        help="A superseded stream's chunk read this long after its successor's "
+        "first is a StaleChunk (the margin absorbs greenlet scheduling).",
+    )
+    parser.add_argument(
+        "--overlap",
+        choices=("supersede", "independent"),
+        default="supersede",
+        env_var="LOCUST_OVERLAP",
+        help="supersede: a new prompt ends the session's previous stream. "
+        "independent: they may run side by side (no StaleChunk check).",
+    )
+    parser.add_argument(
+        "--think-time",
+        type=float,
+        default=0.5,
+        env_var="LOCUST_THINK_TIME",
+        help="Mean seconds a user waits between conversations.",
+    )
+    parser.add_argument(
+        "--prompt-mix",
+        choices=("mixed", "long", "short"),
+        default="mixed",
+        env_var="LOCUST_PROMPT_MIX",
+        help="Which prompts users send.",
+    )
+    parser.add_argument(
+        "--shape",
+        choices=("steady", "ramp", "spike"),
+        default="steady",
+        env_var="LOCUST_SHAPE",
+        help="steady: -u users; ramp: 0 to -u over 80%% of -t; spike: -u users, "
+        "then 1.5x users interrupting themselves 3 times each, from 40%% to 60%% of -t.",
+    )
+    parser.add_argument(
+        "--conversations",
+        type=int,
+        default=0,
+        env_var="LOCUST_CONVERSATIONS",
+        help="Stop each user after this many conversations (0: never).",
+        include_in_web_ui=False,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The run's options (custom locust arguments, or their environment variables)."""
+
+    interrupt_rate: float = 0.3
+    disconnect_rate: float = 0.05
+    hang_deadline: float = 5.0
+    stale_grace_s: float = 0.2
+    supersede: bool = True
+    think_time: float = 0.5
+    prompt_mix: str = "mixed"
+    shape: str = "steady"
+    conversations: int = 0
+    run_time: float = DEFAULT_RUN_TIME_S
+
+    @classmethod
+    def of(cls, environment: Environment) -> Settings:
+        o = environment.parsed_options
+        if o is None:
+            return cls()
+        return cls(
+            interrupt_rate=o.interrupt_rate,
+            disconnect_rate=o.disconnect_rate,
+            hang_deadline=o.hang_deadline,
+            stale_grace_s=o.stale_grace_ms / 1000,
+            supersede=o.overlap == "supersede",
+            think_time=o.think_time,
+            prompt_mix=o.prompt_mix,
+            shape=o.shape,
+            conversations=o.conversations,
+            run_time=float(getattr(o, "run_time", None) or DEFAULT_RUN_TIME_S),
+        )
+
+
+@dataclass(slots=True)
+class _Process:
+    """Per-process state shared by the users of one locust process (one worker)."""
+
+    started_at: float = field(default_factory=time.monotonic)
+    model: str | None = None
+    synthetic: bool = False
+    probed: bool = False
+
+
+_process = _Process()
+
+
+@events.test_start.add_listener
+def _on_test_start(**_: Any) -> None:
+    _process.started_at = time.monotonic()  # the spike window counts from here, on every worker
+
+
+@dataclass(eq=False, slots=True)
+class Stream:
+    """One streamed answer, as this client saw it."""
+
+    prompt: str
+    seq: int
+    sent_at: float = field(default_factory=time.monotonic)
+    stream_id: str | None = None
+    first_at: float | None = None
+    last_at: float | None = None
+    gaps: int = 0
+    gap_total: float = 0.0
+    parts: list[str] = field(default_factory=list)
+    end_reason: str | None = None
+    done: bool = False
+    ended: bool = False
+    nbytes: int = 0
+
+
+@dataclass(slots=True)
+class Session:
+    """A user's session: its streams' order and when each first answered."""
+
+    id: str
+    next_seq: int = 0
+    #: (seq, when its first content arrived), in arrival order.
+    firsts: list[tuple[int, float]] = field(default_factory=list)
+
+    def new_stream(self, prompt: str) -> Stream:
+        self.next_seq += 1
+        return Stream(prompt, self.next_seq)
+
+    def successor_first_at(self, stream: Stream) -> float | None:
+        """When a newer stream of this session first answered, if one has."""
+        return next((at for seq, at in self.firsts if seq > stream.seq), None)
+
+
+def _abort(response: FastResponse) -> None:
+    """Close the connection under a response now (mid-stream), never returning it to the pool:
+    a half-read connection reused for the next request would read the old stream's bytes."""
+    raw: Any = response._response
+    sock, pool = raw._sock, getattr(raw, "_pool", None)
+    raw._sock = None
+    if hasattr(raw, "_pool"):
+        raw._pool = None
+    if sock is None:
+        return
+    if pool is not None:
+        pool.release_socket(sock)
+    else:
+        sock.close()
+
+
+def _is_timeout(exc: BaseException | None) -> bool:
+    return isinstance(exc, TimeoutError | gevent.Timeout) or "timed out" in str(exc).lower()
+
+
+class ChatUser(FastHttpUser):
+    """A person chatting: prompt, read, sometimes interrupt themselves, sometimes leave."""
+
+    host = os.environ.get("LOCUST_HOST") or None
+    concurrency = 8  # connections per user: the interrupting prompts run beside the first
+
+    def __init__(self, environment: Environment) -> None:
+        self.settings = Settings.of(environment)
+        # Request + headers bound; every body read is bound again by the same deadline.
+        self.network_timeout = self.connection_timeout = self.settings.hang_deadline
+        super().__init__(environment)
+        self.session = Session(f"swarm-{uuid.uuid4().hex[:16]}")
+        self.conversations = 0
+
+    def wait_time(self) -> float:
+        return random.uniform(0, 2 * self.settings.think_time)
+
+    def on_start(self) -> None:
+        if not _process.probed:
+            _process.probed = True
+            self._probe_model()
+
+    def _probe_model(self) -> None:
+        """The model to ask for, and whether its text is known (the embedded synthetic model)."""
+        response = self.client.get("/v1/models", name="/v1/models")
+        try:
+            data = response.json().get("data") or []
+            _process.model = str(data[0]["id"]) if data else None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            _process.model = None
+        _process.synthetic = _process.model == SYNTHETIC_MODEL
+
+    @task
+    def conversation(self) -> None:
+        s = self.settings
+        if s.conversations and self.conversations >= s.conversations:
+            raise StopUser
+        self.conversations += 1
+        storm = self._in_spike()
+        interrupts = STORM_INTERRUPTS if storm else int(random.random() < s.interrupt_rate)
+        drop_after = None
+        if not interrupts and random.random() < s.disconnect_rate:
+            drop_after = random.randint(1, 5)
+        first = self.session.new_stream(self._prompt(long=interrupts > 0))
+        helper = gevent.spawn(self._interrupt, first, interrupts) if interrupts else None
+        self._stream(first, drop_after=drop_after)
+        if helper is not None:
+            helper.join(timeout=(interrupts + 2) * s.hang_deadline)
+            helper.kill(block=True, timeout=1.0)
+
+    def _prompt(self, *, long: bool) -> str:
+        mix = self.settings.prompt_mix
+        if long or mix == "long":
+            return random.choice(LONG_PROMPTS)
+        if mix == "short":
+            return random.choice(SHORT_PROMPTS)
+        return random.choice((*LONG_PROMPTS, *MEDIUM_PROMPTS, *SHORT_PROMPTS))
+
+    def _in_spike(self) -> bool:
+        if self.settings.shape != "spike":
+            return False
+        share = (time.monotonic() - _process.started_at) / self.settings.run_time
+        return SPIKE_WINDOW[0] <= share < SPIKE_WINDOW[1]
+
+    def _interrupt(self, first: Stream, count: int) -> None:
+        """Send `count` prompts, each into the stream before it, from beside the reader."""
+        previous, readers = first, []
+        for i in range(count):
+            gevent.sleep(random.uniform(*INTERRUPT_DELAY_S))
+            stream = self.session.new_stream(self._prompt(long=i < count - 1))
+            readers.append(gevent.spawn(self._stream, stream, interrupting=not previous.ended))
+            previous = stream
+        gevent.joinall(readers, timeout=(count + 1) * self.settings.hang_deadline)
+        for reader in readers:
+            reader.kill(block=True, timeout=1.0)
+
+    def _stream(
+        self, stream: Stream, *, interrupting: bool = False, drop_after: int | None = None
+    ) -> None:
+        """Send one prompt, read its SSE stream to the end, and report what it did."""
+        body = {
+            "messages": [{"role": "user", "content": stream.prompt}],
+            "stream": True,
+            "max_tokens": MAX_TOKENS,
+        }
+        if _process.model:
+            body["model"] = _process.model
+        stream.sent_at = time.monotonic()
+        response = self.client.request(
+            "POST", CHAT_PATH, json=body, stream=True, name=CHAT_PATH,
+            headers={"X-Session-Id": self.session.id, "Accept": "text/event-stream"},
+        )  # fmt: skip
+        failure: StreamFailure | None = None
+        error = getattr(response, "error", None)
+        if error is not None or not 200 <= (response.status_code or 0) < 300:
+            failure = (
+                Hang("no response within the hang deadline")
+                if _is_timeout(error)
+                else HTTPError("an HTTP error or a refused connection")
+            )
+        else:
+            stream.stream_id = response.headers.get("x-stream-id")
+            try:
+                failure = self._read(response, stream, drop_after)
+            finally:
+                if not stream.done:
+                    _abort(response)
+        stream.ended = True
+        self._report(stream, failure, interrupting=interrupting, dropped=drop_after is not None)
+
+    def _read(
+        self, response: FastResponse, stream: Stream, drop_after: int | None
+    ) -> StreamFailure | None:
+        """Read SSE events until `[DONE]`, a failure, or `drop_after` content chunks."""
+        raw: Any = response._response
+        deadline = self.settings.hang_deadline
+        while not stream.done:
+            try:
+                # The socket's own timeout (network_timeout = the deadline) bounds every recv:
+                # no timer per event, which would cost a tenth of the user's CPU.
+                event: bytes = raw.readline(b"\n\n")
+            except Exception as exc:  # any transport error ends the stream
+                if _is_timeout(exc):
+                    return Hang(f"no byte within {deadline:g} s")
+                return self._closed(stream, "connection lost mid-stream")
+            if not event:
+                return self._closed(stream, "closed before a terminal chunk")
+            stream.nbytes += len(event)
+            failure = self._absorb(stream, event.strip(), time.monotonic())
+            if failure is not None:
+                return failure
+            if drop_after is not None and len(stream.parts) >= drop_after:
+                break  # the caller closes the connection: a user who left
+        return None
+
+    def _absorb(self, stream: Stream, data: bytes, now: float) -> StreamFailure | None:
+        """Fold one SSE event into `stream`: its id, text, timings, end reason."""
+        if not data.startswith(b"data: "):
+            return None
+        if data == b"data: [DONE]":
+            stream.done = True
+            return None
+        try:
+            chunk = json.loads(data[6:])
+        except ValueError:
+            return BrokenStream("an SSE event that is not JSON")
+        if stream.stream_id is None:
+            stream.stream_id = chunk.get("id")
+        elif chunk.get("id") != stream.stream_id:
+            return StaleChunk("a chunk of another stream on this stream's connection")
+        extra = chunk.get("jarvis")
+        if extra is not None:
+            stream.end_reason = extra.get("end_reason")
+        for choice in chunk.get("choices") or ():
+            content = (choice.get("delta") or {}).get("content")
+            if content:
+                self._content(stream, content, now)
+        if self.settings.supersede and self.session.next_seq > stream.seq:
+            newer = self.session.successor_first_at(stream)
+            if newer is not None and now - newer > self.settings.stale_grace_s:
+                return StaleChunk("a superseded stream's chunk after its successor's first")
+        return None
+
+    def _content(self, stream: Stream, content: str, now: float) -> None:
+        if stream.first_at is None:
+            stream.first_at = now
+            firsts = self.session.firsts
+            firsts.append((stream.seq, now))
+            if len(firsts) > KEEP_FIRSTS:  # only the session's last few streams can overlap
+                del firsts[0]
+        elif stream.last_at is not None:
+            stream.gaps += 1
+            stream.gap_total += now - stream.last_at
+        stream.last_at = now
+        stream.parts.append(content)
+
+    def _closed(self, stream: Stream, what: str) -> StreamFailure | None:
+        """A connection closed without `[DONE]`: fine after a terminal chunk, or for a stream
+        already superseded (a fenced stream may not write another byte); else broken."""
+        if stream.end_reason or self.session.next_seq > stream.seq:
+            return None
+        return BrokenStream(what)
+
+    def _report(
+        self, stream: Stream, failure: StreamFailure | None, *, interrupting: bool, dropped: bool
+    ) -> None:
+        now = time.monotonic()
+        if failure is None and _process.synthetic:
+            failure = self._check_text(stream)
+        if stream.first_at is not None:
+            self._fire(TTFT, stream.first_at - stream.sent_at)
+            if interrupting:
+                self._fire(INTERRUPT_TTFT, stream.first_at - stream.sent_at)
+        if stream.gaps:
+            self._fire(INTER_TOKEN, stream.gap_total / stream.gaps)
+        if failure is None and stream.end_reason == "completed" and not dropped:
+            self._fire(FULL_STREAM, now - stream.sent_at, length=stream.nbytes)
+        self._fire(STREAM, now - stream.sent_at, length=stream.nbytes, exc=failure)
+
+    def _check_text(self, stream: Stream) -> StreamFailure | None:
+        text = "".join(stream.parts)
+        expected = expected_text(stream.prompt, MAX_TOKENS)
+        if stream.end_reason == "completed" and stream.done:
+            return None if text == expected else WrongText("the completed text is not the model's")
+        if not expected.startswith(text):
+            return WrongText("the text so far is not a prefix of the model's")
+        return None
+
+    def _fire(
+        self, name: str, seconds: float, *, length: int = 0, exc: Exception | None = None
+    ) -> None:
+        self.environment.events.request.fire(
+            request_type=SSE, name=name, response_time=seconds * 1000, response_length=length,
+            exception=exc, context={"session": self.session.id},
+        )  # fmt: skip
+
+
+class SwarmShape(LoadTestShape):
+    """`--shape steady|ramp|spike`, sized by the usual -u, -r and -t (run time)."""
+
+    use_common_options = True
+
+    def tick(self) -> tuple[int, float] | None:
+        assert self.runner is not None
+        options = self.runner.environment.parsed_options
+        users = int(getattr(options, "num_users", None) or 1)
+        rate = float(getattr(options, "spawn_rate", None) or 1)
+        limit = getattr(options, "run_time", None)
+        run_time = float(limit or DEFAULT_RUN_TIME_S)
+        shape = getattr(options, "shape", "steady")
+        now = self.get_run_time()
+        if limit and now >= run_time:
+            return None
+        if shape == "ramp":
+            return max(1, math.ceil(users * min(1.0, now / (run_time * RAMP_SHARE)))), rate
+        if shape == "spike" and SPIKE_WINDOW[0] <= now / run_time < SPIKE_WINDOW[1]:
+            return users + math.ceil(users / 2), float(max(rate, users))
+        return users, rate
+
+
+if __name__ == "__main__":
+    from locust import run_single_user
+
+    run_single_user(ChatUser, include_time=True, include_length=True)

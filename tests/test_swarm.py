@@ -1,0 +1,142 @@
+"""`jarvis swarm` end to end: a healthy embedded server passes the gate, a faulted one
+fails it naming the crossed threshold, and usage and reachability map to exit codes.
+
+Locust is never imported here (it monkey-patches with gevent): each swarm is the real
+command in a subprocess, bounded, on 127.0.0.1 only, and anything it started that
+outlives it (embedded server, locust) is killed by pid, found by the run's own folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from jarvis_cli.exit_codes import ExitCode
+from jarvis_cli.main import main
+
+from .conftest import free_port
+
+RUN_TIMEOUT_S = 60.0
+#: A short swarm that still interrupts: 10 users for 8 s, half the conversations interrupted.
+SHORT = ("--users", "10", "--spawn-rate", "10", "--run-time", "8s", "--interrupt-rate", "0.5")
+#: What CI gates on: a healthy embedded server is ~5x inside these (TTFT p99 ~100 ms).
+GATE = ("--max-p99-ttft-ms", "500", "--max-p99-interrupt-ms", "1000", "--max-fail-ratio", "0.01")
+
+
+@dataclass
+class Swarm:
+    code: int
+    stdout: str
+    stderr: str
+    report_dir: Path
+
+
+def kill_leftovers(folder: Path) -> None:
+    """SIGKILL any process whose command line names `folder` (this run's server or locust)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if str(folder) in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+def swarm(tmp_path: Path, *args: str) -> Swarm:
+    report_dir = tmp_path / "reports"
+    argv = [sys.executable, "-m", "jarvis_cli", "swarm", "--report-dir", str(report_dir), *args]
+    env = {**os.environ, "COLUMNS": "200"}  # rich wraps at 80 columns without a terminal
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # SIGTERM: swarm stops locust and its server on the way out
+        stdout, stderr = proc.communicate(timeout=15)
+        raise AssertionError(f"jarvis swarm itself hung: {stderr}") from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        kill_leftovers(tmp_path)
+    return Swarm(proc.returncode, stdout, stderr, report_dir)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(90)
+def test_healthy_embedded_server_passes_the_gate_with_reports_and_diagnose(
+    tmp_path: Path,
+) -> None:
+    """No fault: exit 0, every threshold held, no failure of any kind, diagnose healthy,
+    and locust's CSV and HTML reports plus the server's log are in --report-dir."""
+    run = swarm(tmp_path, *SHORT, *GATE)
+    assert run.code == ExitCode.OK, run.stdout + run.stderr
+    assert "PASS every threshold held" in run.stdout
+    assert "failures by kind: none" in run.stdout
+    assert "diagnose (server log): healthy" in run.stdout
+    assert "interrupt → first token" in run.stdout
+    for name in ("locust_stats.csv", "locust_failures.csv", "locust.html", "server.log"):
+        assert (run.report_dir / name).is_file(), name
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    ("fault", "kind", "finding"),
+    [("no-cancel", "StaleChunk", "concurrent_streams"), ("blocking-flush", "Hang", "loop_blocked")],
+)
+def test_a_faulted_server_fails_the_gate_naming_the_crossed_threshold(
+    tmp_path: Path, fault: str, kind: str, finding: str
+) -> None:
+    """The same gate, a server with a deliberate bug: exit 1, the FAIL line names
+    --max-fail-ratio and diagnose, the failures carry the fault's kind (two streams of a
+    session at once: StaleChunk; a blocked loop: Hang), and diagnose names the cause."""
+    run = swarm(tmp_path, *SHORT, *GATE, "--fault", fault)
+    assert run.code == ExitCode.FAILURE, run.stdout + run.stderr
+    verdict = next(line for line in run.stdout.splitlines() if line.startswith("FAIL"))
+    assert "--max-fail-ratio" in verdict
+    assert "diagnose" in verdict
+    assert kind in run.stdout
+    assert finding in run.stdout
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--users", "0"), "--users must be at least 1"),
+        (("--interrupt-rate", "1.5"), "--interrupt-rate is a share"),
+        (("--run-time", "soon"), "--run-time takes a duration"),
+        (("--shape", "square"), "--shape takes one of"),
+        (("--fault", "bogus"), "unknown --fault 'bogus'"),
+        (("--url", "http://127.0.0.1:9", "--fault", "no-cancel"), "cannot with --url"),
+        (("--locustfile", "/nonexistent/locustfile.py"), "no locustfile at"),
+    ],
+)
+def test_bad_flags_are_usage_errors_without_traceback(
+    args: tuple[str, ...], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each invalid option exits 2 with its message on stderr, before anything starts."""
+    code = main(["swarm", *args])
+    err = capsys.readouterr().err
+    assert code == ExitCode.USAGE
+    assert message in " ".join(err.split())
+    assert "Traceback" not in err
+
+
+@pytest.mark.timeout(30)
+def test_unreachable_url_exits_3_without_running_locust(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --url where nothing listens (a free loopback port) exits 3 and says so; no locust
+    report is written because no swarm was started."""
+    url = f"http://127.0.0.1:{free_port()}"
+    code = main(["swarm", "--url", url, "--run-time", "2s", "--report-dir", str(tmp_path / "r")])
+    assert code == ExitCode.UNAVAILABLE
+    assert "nothing answers at" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "locust_stats.csv").exists()
