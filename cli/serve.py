@@ -10,6 +10,7 @@ from jarvis.faults import FAULT_HELP, Fault
 
 from .console import err
 from .exit_codes import ExitCode
+from .faults import parse_faults
 
 _FAULTS = ", ".join(f"{f.value} ({FAULT_HELP[f]})" for f in Fault)
 
@@ -73,16 +74,9 @@ def serve(
         curl -N localhost:8000/v1/chat/completions -H 'X-Session-Id: s1' \\
           -d '{"messages":[{"role":"user","content":"Long essay"}],"stream":true}'
     """
-    from jarvis.exceptions import ConfigError
     from jarvis.server import serve as run_server
 
-    faults: set[Fault] = set()
-    for name in fault or []:
-        try:
-            faults.add(Fault(name))
-        except ValueError:
-            names = ", ".join(f.value for f in Fault)
-            raise ConfigError(f"unknown --fault {name!r}; choose from: {names}") from None
+    faults = parse_faults(fault)
     config = ServerConfig(
         host=host,
         port=port,
@@ -100,7 +94,7 @@ def serve(
         watchdog_ms=watchdog_ms,
         lag_report_s=lag_report,
         max_body_bytes=max_body_bytes,
-        faults=frozenset(faults),
+        faults=faults,
     )
 
     def ready(bound: int) -> None:

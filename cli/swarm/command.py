@@ -12,11 +12,11 @@ from typing import Annotated
 import typer
 
 from jarvis.exceptions import ConfigError
-from jarvis.faults import Fault
 
 from ..console import err, fail, out
 from ..diagnose.command import parse_duration
 from ..exit_codes import ExitCode
+from ..faults import EmbeddedFaultOption, embedded_faults
 from ..verify.embedded import start_embedded
 from ..verify.plan import EMBEDDED_CANCEL_WAIT_S
 from .report import SwarmReport, render
@@ -24,7 +24,6 @@ from .runner import LocustFailed, LocustRun, Plan, locate_locustfile, require_lo
 from .target import Unreachable, base_url, check_reachable, diagnose_log
 from .thresholds import Figures, ReportMissing, Thresholds, judge
 
-_FAULTS = ", ".join(f.value for f in Fault)
 _SHAPES = ("steady", "ramp", "spike")
 
 
@@ -83,13 +82,7 @@ def swarm(
             show_default=False,
         ),
     ] = None,
-    fault: Annotated[
-        list[str] | None,
-        typer.Option(
-            help=f"Embedded server only: switch on a deliberate bug (repeatable): {_FAULTS}.",
-            show_default=False,
-        ),
-    ] = None,
+    fault: EmbeddedFaultOption = None,
     locustfile: Annotated[
         Path | None,
         typer.Option(
@@ -130,7 +123,7 @@ def swarm(
     _check(shape in _SHAPES, f"--shape takes one of {', '.join(_SHAPES)}, not {shape!r}")
     seconds = parse_duration(run_time, "--run-time")
     _check(seconds >= 1, "--run-time must be at least 1s")
-    faults = _faults(fault, url)
+    faults = list(embedded_faults(fault, url))
     require_locust()
     plan = Plan(
         url=base_url(url) if url else "",
@@ -207,14 +200,3 @@ def _judge(plan: Plan, limits: Thresholds, run: LocustRun) -> SwarmReport:
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
-
-
-def _faults(names: list[str] | None, url: str | None) -> list[str]:
-    if not names:
-        return []
-    if url is not None:
-        raise ConfigError("--fault switches bugs on in the embedded server; it cannot with --url")
-    for name in names:
-        if name not in {f.value for f in Fault}:
-            raise ConfigError(f"unknown --fault {name!r}; choose from: {_FAULTS}")
-    return names

@@ -12,16 +12,14 @@ from typing import Annotated
 import typer
 
 from jarvis.exceptions import ConfigError
-from jarvis.faults import Fault
 
 from ..console import err, fail, out
 from ..exit_codes import ExitCode
+from ..faults import EmbeddedFaultOption, embedded_faults
 from .plan import EMBEDDED_CANCEL_WAIT_S, REMOTE_CANCEL_WAIT_S, SCENARIOS, Expect, Plan
 from .report import LineView, LiveView, QuietView, Report, render, write_junit
 from .runner import RunResult, Spec, View, run
 from .target import Unreachable
-
-_FAULTS = ", ".join(f.value for f in Fault)
 
 
 def verify_hang(
@@ -68,13 +66,7 @@ def verify_hang(
             show_default=False,
         ),
     ] = None,
-    fault: Annotated[
-        list[str] | None,
-        typer.Option(
-            help=f"Embedded server only: switch on a deliberate bug (repeatable): {_FAULTS}.",
-            show_default=False,
-        ),
-    ] = None,
+    fault: EmbeddedFaultOption = None,
     cancel_wait: Annotated[
         float | None,
         typer.Option(
@@ -148,7 +140,7 @@ def verify_hang(
     spec = Spec(
         url=url,
         log_file=log_file,
-        faults=_faults(fault, url),
+        faults=embedded_faults(fault, url),
         model=model,
         api_key=api_key,
     )
@@ -207,17 +199,6 @@ def _expect(value: str) -> Expect:
         return Expect(value)
     except ValueError:
         raise ConfigError(f"--expect takes supersede or independent, not {value!r}") from None
-
-
-def _faults(names: list[str] | None, url: str | None) -> tuple[str, ...]:
-    if not names:
-        return ()
-    if url is not None:
-        raise ConfigError("--fault switches bugs on in the embedded server; it cannot with --url")
-    for name in names:
-        if name not in {f.value for f in Fault}:
-            raise ConfigError(f"unknown --fault {name!r}; choose from: {_FAULTS}")
-    return tuple(names)
 
 
 @contextlib.contextmanager
