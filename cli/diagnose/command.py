@@ -1,7 +1,6 @@
 """`jarvis diagnose`: read logs, rebuild every stream, walk the decision tree."""
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,23 +10,13 @@ import typer
 from jarvis.exceptions import ConfigError
 
 from ..console import err, out
+from ..durations import parse_duration
 from ..exit_codes import ExitCode
 from ..logs.findings import Severity
 from ..logs.patterns import parse_ts
 from ..logs.run import Window, analyze
 from ..logs.sources import InputError
 from .report import build_report, render, write_junit
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(text: str, option: str) -> float:
-    """`30s`, `2m`, `500ms`, `1.5h` or plain seconds."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ConfigError(f"{option} takes a duration such as 30s, 2m or 500ms, not {text!r}")
-    return float(match.group(1)) * _UNIT[match.group(2)]
 
 
 def parse_time(text: str | None, option: str) -> float | None:

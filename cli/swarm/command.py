@@ -1,11 +1,8 @@
 """`jarvis swarm`: a locust swarm of interrupting chat users, turned into a pass/fail gate."""
 
 import asyncio
-import contextlib
 import dataclasses
-import signal
 import time
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated
 
@@ -14,14 +11,16 @@ import typer
 from jarvis.exceptions import ConfigError
 
 from ..console import err, fail, out
-from ..diagnose.command import parse_duration
+from ..durations import parse_duration
 from ..exit_codes import ExitCode
 from ..faults import EmbeddedFaultOption, embedded_faults
+from ..termination import until_terminated
 from ..verify.embedded import start_embedded
 from ..verify.plan import EMBEDDED_CANCEL_WAIT_S
+from ..verify.target import Unreachable, normalise_url
 from .report import SwarmReport, render
 from .runner import LocustFailed, LocustRun, Plan, locate_locustfile, require_locust, run_locust
-from .target import Unreachable, base_url, check_reachable, diagnose_log
+from .target import check_reachable, diagnose_log
 from .thresholds import Figures, ReportMissing, Thresholds, judge
 
 _SHAPES = ("steady", "ramp", "spike")
@@ -126,7 +125,7 @@ def swarm(
     faults = list(embedded_faults(fault, url))
     require_locust()
     plan = Plan(
-        url=base_url(url) if url else "",
+        url=normalise_url(url) if url else "",
         users=users,
         spawn_rate=spawn_rate,
         run_time_s=seconds,
@@ -140,7 +139,7 @@ def swarm(
     limits = Thresholds(max_p99_ttft_ms, max_p99_interrupt_ms, max_fail_ratio)
     err.print(f"swarming for {seconds:g} s; reports in {plan.report_dir}", highlight=False)
     try:
-        report = asyncio.run(_until_terminated(_swarm(plan, limits, faults)))
+        report = asyncio.run(until_terminated(_swarm(plan, limits, faults)))
     except asyncio.CancelledError:
         fail("terminated (SIGTERM): locust and the embedded server were stopped, no report")
         return ExitCode.INTERRUPTED
@@ -152,19 +151,6 @@ def swarm(
         return ExitCode.UNAVAILABLE
     render(report, out)
     return int(report.exit_code())
-
-
-async def _until_terminated(work: Coroutine[None, None, SwarmReport]) -> SwarmReport:
-    """Run `work`, turning SIGTERM into a cancellation so its `finally` stops what it started."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not main thread
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    try:
-        return await work
-    finally:
-        loop.remove_signal_handler(signal.SIGTERM)
 
 
 async def _swarm(plan: Plan, limits: Thresholds, faults: list[str]) -> SwarmReport:

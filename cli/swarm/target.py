@@ -8,19 +8,10 @@ import httpx
 from ..diagnose.report import build_report
 from ..logs.run import analyze
 from ..logs.sources import InputError
+from ..verify.target import Unreachable
 from .report import Diagnosis
 
 PROBE_TIMEOUT_S = 3.0
-
-
-class Unreachable(Exception):  # noqa: N818 - named for the condition, like httpx's
-    """Nothing answers at the target URL."""
-
-
-def base_url(url: str) -> str:
-    """The server's root: locust's --host takes it without `/v1` (the locustfile adds it)."""
-    url = url.rstrip("/")
-    return url.removesuffix("/v1")
 
 
 async def check_reachable(url: str) -> None:

@@ -3,9 +3,8 @@
 import asyncio
 import contextlib
 import json
-import signal
 import sys
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -16,9 +15,10 @@ from jarvis.exceptions import ConfigError
 from ..console import err, fail, out
 from ..exit_codes import ExitCode
 from ..faults import EmbeddedFaultOption, embedded_faults
+from ..termination import until_terminated
 from .plan import EMBEDDED_CANCEL_WAIT_S, REMOTE_CANCEL_WAIT_S, SCENARIOS, Expect, Plan
 from .report import LineView, LiveView, QuietView, Report, render, write_junit
-from .runner import RunResult, Spec, View, run
+from .runner import Spec, View, run
 from .target import Unreachable
 
 
@@ -147,7 +147,7 @@ def verify_hang(
     json_stdout = json_path == "-"
     try:
         with _view(plan, quiet=json_stdout) as view:
-            result = asyncio.run(_until_terminated(run(plan, spec, view)))
+            result = asyncio.run(until_terminated(run(plan, spec, view)))
     except Unreachable as exc:
         fail(str(exc))
         return ExitCode.UNAVAILABLE
@@ -173,19 +173,6 @@ def _write(path: Path, text: str) -> None:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write --json {path}: {exc.strerror}") from exc
-
-
-async def _until_terminated(work: Coroutine[None, None, RunResult]) -> RunResult:
-    """Run `work`, turning SIGTERM into a cancellation so its `finally` stops the server."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not main thread
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    try:
-        return await work
-    finally:
-        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _cancel_wait(value: float | None, url: str | None) -> float:
