@@ -34,6 +34,11 @@ from .types import Emitter, Receive, Scope, Send
 from .vocabulary import CancelReason, Event
 from .watchdog import LoopWatchdog
 
+CHAT_PATH = "/v1/chat/completions"
+INTERNAL_ERROR = BadRequest(
+    "internal error", status=500, code="internal_error", error_type="server_error"
+)
+
 
 def error_response(exc: BadRequest, trace: str | None = None) -> JSONResponse:
     headers = {"X-Trace-Id": trace} if trace else None
@@ -126,6 +131,65 @@ class ChatResponse(Response):
                 return
 
 
+async def accept_chat(ctx: ServerContext, request: Request) -> Response:
+    """Validate a chat request and return the response that will run it.
+
+    Never raises: bad input is an OpenAI-style 4xx (logged as `request_rejected`),
+    anything unexpected a 500, both before any stream exists.
+    """
+    trace = new_trace_id()
+    raw_session = request.headers.get("x-session-id")
+    try:
+        session = parse_session(raw_session)
+        chat = parse_chat_request(await read_body(request, ctx.config.max_body_bytes))
+    except BadRequest as exc:
+        ctx.log.emit(
+            Event.REQUEST_REJECTED,
+            trace=trace,
+            session=raw_session,
+            status=exc.status,
+            code=exc.code,
+            message=exc.message,
+        )
+        return error_response(exc, trace)
+    except Exception as exc:  # a bug of ours: answer 500, and say why in the log
+        ctx.log.emit(
+            Event.REQUEST_REJECTED,
+            trace=trace,
+            session=raw_session,
+            status=INTERNAL_ERROR.status,
+            code=INTERNAL_ERROR.code,
+            message=f"{type(exc).__name__}: {exc}",
+        )
+        return error_response(INTERNAL_ERROR, trace)
+    return ChatResponse(ctx, chat, session, trace)
+
+
+class JarvisAPI(FastAPI):
+    """FastAPI, except that the chat stream writes straight to the server's `send`.
+
+    Starlette's middleware stack wraps `send` three times (the error
+    middleware, the exception middleware, the route's exception wrapper). At
+    one SSE chunk per token that is a large share of a token's CPU
+    (benchmarks/server_cpu.py), so `POST /v1/chat/completions` skips the
+    stack: `accept_chat` cannot raise, and a stream handles its own errors
+    (`StreamRun`). Everything else, this path under another method or mounted
+    under a prefix included, goes through FastAPI and its routes.
+    """
+
+    def __init__(self, ctx: ServerContext, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.state.ctx = ctx
+        self._ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == CHAT_PATH and scope["method"] == "POST":
+            response = await accept_chat(self._ctx, Request(scope, receive))
+            await response(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(config: ServerConfig | None = None, ctx: ServerContext | None = None) -> FastAPI:
     """Build the ASGI app for one server instance."""
     if ctx is None:
@@ -152,13 +216,13 @@ def create_app(config: ServerConfig | None = None, ctx: ServerContext | None = N
             await watchdog.stop()
             await ctx.aclose()
 
-    app = FastAPI(
+    app = JarvisAPI(
+        ctx,
         title="jarvis",
         version=__version__,
         summary="OpenAI-compatible streaming server with a correct stream lifecycle.",
         lifespan=lifespan,
     )
-    app.state.ctx = ctx
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -169,17 +233,14 @@ def create_app(config: ServerConfig | None = None, ctx: ServerContext | None = N
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
-        body = BadRequest(
-            "internal error", status=500, code="internal_error", error_type="server_error"
-        )
-        return error_response(body)
+        return error_response(INTERNAL_ERROR)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(BadRequest(f"invalid request: {exc.errors()[:1]}"))
 
     @app.post(
-        "/v1/chat/completions",
+        CHAT_PATH,
         summary="Chat completion, streamed (SSE) or whole.",
         openapi_extra={
             "requestBody": {
@@ -197,22 +258,7 @@ def create_app(config: ServerConfig | None = None, ctx: ServerContext | None = N
         },
     )
     async def chat_completions(request: Request) -> Response:
-        trace = new_trace_id()
-        raw_session = request.headers.get("x-session-id")
-        try:
-            session = parse_session(raw_session)
-            chat = parse_chat_request(await read_body(request, ctx.config.max_body_bytes))
-        except BadRequest as exc:
-            ctx.log.emit(
-                Event.REQUEST_REJECTED,
-                trace=trace,
-                session=raw_session,
-                status=exc.status,
-                code=exc.code,
-                message=exc.message,
-            )
-            return error_response(exc, trace)
-        return ChatResponse(ctx, chat, session, trace)
+        return await accept_chat(ctx, request)
 
     @app.get("/healthz", summary="Liveness and responsiveness probe.")
     async def healthz() -> dict[str, Any]:

@@ -11,6 +11,7 @@ order of chunks when a timer flush and an immediate flush meet.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -94,11 +95,21 @@ class TokenBatcher:
         buffer = self._buffers.get(request_id)
         return "" if buffer is None else "".join(buffer.parts)
 
+    def adder(self, request_id: str) -> Callable[[str], Awaitable[None]]:
+        """The producer's per-token call for an open request.
+
+        Token by token, it writes the token straight away (`_write_one`): at one
+        chunk per token, every call layer skipped is CPU saved per token.
+        """
+        if self._delay <= 0 and not self._blocking:
+            return functools.partial(self._write_one, request_id, self._buffers[request_id])
+        return functools.partial(self.add, request_id)
+
     async def add(self, request_id: str, token: str) -> None:
         """Buffer one token; flush now if over the size limit or in token-by-token mode."""
         buffer = self._buffers[request_id]
         if self._delay <= 0 and not self._blocking and not buffer.parts:
-            await self._write_one(buffer, token)  # the common token-by-token case
+            await self._write_one(request_id, buffer, token)
             return
         buffer.parts.append(token)
         buffer.size += len(token.encode())
@@ -170,8 +181,13 @@ class TokenBatcher:
         async with buffer.lock:
             await self._write(request_id, buffer, trigger)
 
-    async def _write_one(self, buffer: _Buffer, token: str) -> None:
+    async def _write_one(self, request_id: str, buffer: _Buffer, token: str) -> None:
         """Token-by-token mode: one token, one chunk (the same log lines as a flush)."""
+        if buffer.parts:  # a batch was put back: keep the order
+            buffer.parts.append(token)
+            buffer.size += len(token.encode())
+            await self._write(request_id, buffer, "token")
+            return
         size = len(token.encode())
         buffer.log_start(size)
         try:

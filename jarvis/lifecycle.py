@@ -113,14 +113,14 @@ class StreamRun:
         return EndReason.ERROR
 
     async def _pump(self) -> None:
-        h, add, request_id = self.handle, self.ctx.batcher.add, self.handle.stream_id
+        h, add = self.handle, self.ctx.batcher.adder(self.handle.stream_id)
         check_cancel = not self._ignore_cancel
         async with contextlib.aclosing(self.ctx.source.stream(self.request)) as tokens:
             async for token in tokens:
                 if (check_cancel and h.cancel_reason is not None) or h.fenced:
                     return
                 h.tokens += 1
-                await add(request_id, token)
+                await add(token)
 
     async def _finish(self, reason: EndReason) -> None:
         """The `finally`: flush and drop buffers, terminal chunk, registry pop, `stream_end`."""

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from typing import Any
+
+import pytest
+from fastapi import FastAPI
 
 from jarvis.app import create_app
 from jarvis.config import ServerConfig
@@ -58,10 +62,13 @@ async def test_disconnect_before_the_body_starts_still_runs_the_whole_cleanup() 
     assert log.names().count("stream_cancelled") == 1
 
 
-async def test_sse_bytes_on_the_wire_are_complete_and_in_order() -> None:
+@pytest.mark.parametrize("path", ["direct", "routed"])
+async def test_sse_bytes_on_the_wire_are_complete_and_in_order(path: str) -> None:
     """Raw send(): headers first, then chunks whose text is exactly the model's, then
-    the terminal chunk and [DONE] with more_body=False."""
+    the terminal chunk and [DONE] with more_body=False; the same bytes whether the
+    stream writes to the server's send directly or through FastAPI's route."""
     app, log, _ = make_app(token_rate=0, first_token_ms=0)
+    call = app if path == "direct" else functools.partial(FastAPI.__call__, app)
     received = [{"type": "http.request", "body": body("What is 2+2?"), "more_body": False}]
     finished = asyncio.Event()
 
@@ -78,7 +85,7 @@ async def test_sse_bytes_on_the_wire_are_complete_and_in_order() -> None:
         if message["type"] == "http.response.body" and not message.get("more_body"):
             finished.set()
 
-    await asyncio.wait_for(app(scope_for("wire"), receive, send), 3)
+    await asyncio.wait_for(call(scope_for("wire"), receive, send), 3)
     assert sent[0]["type"] == "http.response.start"
     headers = dict(sent[0]["headers"])
     assert headers[b"content-type"].startswith(b"text/event-stream")
@@ -125,3 +132,34 @@ async def test_finished_streams_leave_no_reference_cycles() -> None:
     finally:
         gc.enable()
     assert collected <= 5, f"{collected} objects in cycles after 30 streams (was 1290)"
+
+
+async def test_an_unexpected_error_before_the_stream_is_a_500_json_and_a_log_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The direct path has no error middleware: a bug while validating must still answer
+    an OpenAI-style 500, and the log must say what it was."""
+    import jarvis.app
+
+    def broken(raw: bytes) -> None:
+        raise RuntimeError("parser bug")
+
+    monkeypatch.setattr(jarvis.app, "parse_chat_request", broken)
+    app, log, ctx = make_app()
+    received = [{"type": "http.request", "body": body("hi"), "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return received.pop(0) if received else {"type": "http.disconnect"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(app(scope_for("bug"), receive, send), 3)
+    assert sent[0]["status"] == 500
+    assert json.loads(sent[1]["body"])["error"]["code"] == "internal_error"
+    (rejected,) = log.of(Event.REQUEST_REJECTED)
+    assert rejected["status"] == 500
+    assert rejected["message"] == "RuntimeError: parser bug"
+    assert ctx.registry.live_count() == 0
