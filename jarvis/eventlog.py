@@ -1,11 +1,11 @@
 """The structured event log: one line per event, written off the event loop.
 
 `emit()` formats the line on the caller's thread (cheap, no I/O) and appends
-it to a deque; a writer thread wakes every `flush_interval` (20 ms) and
-writes everything pending in one system call. Waking the writer per line
-cost a thread switch and a `write(2)` per event, which at token-by-token
-rates was most of the server's CPU; 20 ms is still immediate for
-`tail -f logs/system.log` and `jarvis diagnose --follow`.
+it to a sink (`jarvis.linesink`: C where built); a writer thread wakes every
+`flush_interval` (20 ms) and writes everything pending in one system call.
+Waking the writer per line cost a thread switch and a `write(2)` per event,
+which at token-by-token rates was most of the server's CPU; 20 ms is still
+immediate for `tail -f logs/system.log` and `jarvis diagnose --follow`.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import os
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Literal, Protocol
 
 from .exceptions import ConfigError
+from .linesink import new_sink
 from .logfmt import format_json, format_logfmt, format_value
 from .vocabulary import EVENTS, Event
 
@@ -48,21 +48,17 @@ def _bound_generic(sink: EventSink, event: Event, fixed: dict[str, object]) -> C
     return emit
 
 
-class _Timestamps:
-    """ISO-8601 UTC timestamps with microseconds; the seconds part is cached."""
+class _TextOut:
+    """A text stream with no binary buffer (a test's captured stdout), taking bytes."""
 
-    def __init__(self, wall_clock: Callable[[], float]) -> None:
-        self._wall_clock = wall_clock
-        self._second = -1
-        self._prefix = ""
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
 
-    def now(self) -> str:
-        t = self._wall_clock()
-        second = int(t)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return "%s.%06dZ" % (self._prefix, (t - second) * 1_000_000)  # noqa: UP031 - faster
+    def write(self, data: bytes) -> None:
+        self._stream.write(data.decode("utf-8", "backslashreplace"))
+
+    def flush(self) -> None:
+        self._stream.flush()
 
 
 class EventLog:
@@ -82,21 +78,19 @@ class EventLog:
         self.path = None if path is None or str(path) == "-" else Path(path)
         self._format = format_logfmt if fmt == "logfmt" else format_json
         self._strict = strict
-        self._stamps = _Timestamps(wall_clock)
-        # deque.append/popleft are atomic: no lock, and no wake-up per line.
-        self._pending: deque[str] = deque()
+        # Appends and takes run under the GIL: no lock, and no wake-up per line.
+        self._sink = new_sink(wall_clock)
         self._interval = flush_interval
         self._stop = threading.Event()
-        self._file: IO[str]
+        self._file: IO[bytes] | _TextOut
+        self._owned: IO[bytes] | None = None  # the file we opened, and so close
         if self.path is None:
-            self._file = sys.stdout
+            stdout = sys.stdout
+            self._file = getattr(stdout, "buffer", None) or _TextOut(stdout)
         else:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                # backslashreplace: one unencodable value must never cost a batch of lines.
-                self._file = self.path.open(
-                    "a", encoding="utf-8", errors="backslashreplace", newline="\n"
-                )
+                self._file = self._owned = self.path.open("ab")
             except OSError as exc:
                 raise ConfigError(f"cannot open log file {self.path}: {exc.strerror}") from exc
         self._writer = threading.Thread(target=self._drain, name="jarvis-log-writer", daemon=True)
@@ -110,7 +104,7 @@ class EventLog:
             if tuple(fields) != spec.fields:
                 raise AssertionError(f"{event}: {tuple(fields)} != vocabulary {spec.fields}")
         level, name = _HEADS[event]
-        self._pending.append(self._format(self._stamps.now(), level, name, fields))
+        self._sink.write(self._format(self._sink.stamp(), level, name, fields))
 
     def bind(self, event: Event, /, **fixed: object) -> Callable[..., None]:
         """The hot path (two lines per flush): render the fixed part of the line once.
@@ -125,14 +119,11 @@ class EventLog:
         head = f" level={level} event={name}"
         if fixed:
             head += " " + " ".join(f"{k}={format_value(v)}" for k, v in fixed.items())
-        tail = "".join(f" {k}=%d" for k in spec.fields[len(fixed) :])
-        template = head + tail
-        append, now = self._pending.append, self._stamps.now
-
-        def emit(*values: int) -> None:
-            append("ts=" + now() + template % values)
-
-        return emit
+        rest = spec.fields[len(fixed) :]
+        if not rest:
+            return self._sink.bind((head,))
+        keys = [f" {key}=" for key in rest]
+        return self._sink.bind((head + keys[0], *keys[1:], ""))
 
     def _drain(self) -> None:
         while not self._stop.wait(self._interval):
@@ -140,12 +131,10 @@ class EventLog:
         self._write_pending()
 
     def _write_pending(self) -> None:
-        pending, batch = self._pending, []
-        while pending:
-            batch.append(pending.popleft())
-        if batch:
+        data = self._sink.take()
+        if data:
             try:
-                self._file.write("\n".join(batch) + "\n")
+                self._file.write(data)
                 self._file.flush()
             except (OSError, ValueError):
                 pass  # a full disk or closed stdout must not take the server down
@@ -157,8 +146,8 @@ class EventLog:
         self._closed = True
         self._stop.set()
         self._writer.join(timeout)
-        if self.path is not None:
-            self._file.close()
+        if self._owned is not None:
+            self._owned.close()
 
 
 class RecordingLog:

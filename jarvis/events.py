@@ -23,12 +23,15 @@ from .vocabulary import Event
 
 #: Writes one chunk (text, token count); returns False when nothing reached the wire.
 Emit = Callable[[str, int], Awaitable[bool]]
+#: Writes one token from the producer task (token by token); False if nothing was sent.
+EmitToken = Callable[[str], Awaitable[bool]]
 Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(slots=True)
 class _Buffer:
     emit: Emit
+    emit_token: EmitToken
     #: `flush_start size=` and `flush_done tokens_sent= size=` bound to the request id.
     log_start: Callable[..., None]
     log_done: Callable[..., None]
@@ -47,6 +50,13 @@ class _Buffer:
         """Return an unsent batch to the front, so cleanup flushes it in order."""
         self.parts[:0] = parts
         self.size += size
+
+
+def _one_token(emit: Emit) -> EmitToken:
+    async def emit_token(text: str) -> bool:
+        return await emit(text, 1)
+
+    return emit_token
 
 
 class TokenBatcher:
@@ -79,10 +89,12 @@ class TokenBatcher:
     def __repr__(self) -> str:
         return f"<TokenBatcher flush_ms={self._delay_ms:g} buffers={len(self._buffers)}>"
 
-    def open(self, request_id: str, emit: Emit) -> None:
-        """Start buffering for one request; `emit` writes a flushed batch."""
+    def open(self, request_id: str, emit: Emit, emit_token: EmitToken | None = None) -> None:
+        """Start buffering for one request; `emit` writes a flushed batch, `emit_token`
+        (default: `emit`) one token from the producer, token by token."""
         self._buffers[request_id] = _Buffer(
             emit,
+            emit_token or _one_token(emit),
             self._log.bind(Event.FLUSH_START, request_id=request_id),
             self._log.bind(Event.FLUSH_DONE, request_id=request_id),
         )
@@ -191,7 +203,7 @@ class TokenBatcher:
         size = len(token.encode())
         buffer.log_start(size)
         try:
-            sent = await buffer.emit(token, 1)
+            sent = await buffer.emit_token(token)
         except asyncio.CancelledError:
             buffer.put_back([token], size)
             raise

@@ -64,7 +64,7 @@ class StreamRun:
         try:
             if await ctx.registry.register(h):
                 await self.emitter.start()
-                ctx.batcher.open(h.stream_id, self.emitter.tokens)
+                ctx.batcher.open(h.stream_id, self.emitter.tokens, self.emitter.token)
                 reason = await self._produce()
             else:
                 reason = self._cancelled_reason()

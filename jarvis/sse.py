@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -117,11 +118,10 @@ class SendWatch:
         self._emitters.discard(emitter)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             while self._emitters:
                 await asyncio.sleep(self.send_timeout / 4)
-                now = loop.time()
+                now = time.monotonic()
                 for emitter in list(self._emitters):
                     emitter.check_send(now)
         finally:
@@ -156,7 +156,6 @@ class SSEEmitter:
         self._watch = watch
         self._sending_since: float | None = None
         self._sender: asyncio.Task[object] | None = None
-        self._clock = asyncio.get_running_loop().time
 
     async def start(self) -> None:
         self.started = True
@@ -166,6 +165,32 @@ class SSEEmitter:
         )
         self._watch.add(self)
 
+    async def token(self, text: str) -> bool:
+        """One token from the producer task, token by token: the hot path.
+
+        The producer is never the request task, so the send watch bounds it;
+        the sender stays recorded between tokens (it is the same task).
+        """
+        if self.closed or self._handle.fenced:
+            return False
+        if self._sender is None:
+            self._sender = asyncio.current_task()
+        self._sending_since = time.monotonic()
+        try:
+            await self._send(
+                {
+                    "type": "http.response.body",
+                    "body": self._encoder.content(text),
+                    "more_body": True,
+                }
+            )
+        except OSError:
+            self.closed = True
+            return False
+        finally:
+            self._sending_since = None
+        return True
+
     async def tokens(self, text: str, count: int) -> bool:
         if self.closed or self._handle.fenced:
             return False
@@ -173,9 +198,9 @@ class SSEEmitter:
         task = asyncio.current_task()
         if task is self._owner:
             return await self._write(body)
-        # Producer or debounce task: bounded by the watchdog, which cancels it if stuck.
+        # Producer or debounce task: bounded by the send watch, which cancels it if stuck.
         self._sender = task
-        self._sending_since = self._clock()
+        self._sending_since = time.monotonic()
         try:
             await self._send({"type": "http.response.body", "body": body, "more_body": True})
         except OSError:
@@ -248,6 +273,10 @@ class CollectingEmitter:
 
     async def start(self) -> None:
         return None
+
+    async def token(self, text: str) -> bool:
+        self.parts.append(text)
+        return True
 
     async def tokens(self, text: str, count: int) -> bool:
         self.parts.append(text)

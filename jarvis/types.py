@@ -33,7 +33,13 @@ class Emitter(Protocol):
 
     async def start(self) -> None: ...
 
-    async def tokens(self, text: str, count: int) -> bool: ...
+    async def token(self, text: str) -> bool:
+        """One token from the producer task (token by token); False if nothing was sent."""
+        ...
+
+    async def tokens(self, text: str, count: int) -> bool:
+        """A batch of `count` tokens from any task; False if nothing was sent."""
+        ...
 
     async def finish(
         self,
