@@ -6,7 +6,9 @@
 # Exports jarvis/ and cli/ (as jarvis_cli/) of COMMIT into a temporary
 # directory with a COMMIT file, and puts it first on PYTHONPATH, so edits in
 # progress in the checkout cannot leak into the figures. The benchmark
-# scripts themselves come from the checkout. The export is removed on exit.
+# scripts themselves come from the checkout. The commit's C speedups (*.c
+# beside the modules) are compiled into the export, as `pip install` would
+# build them. The export is removed on exit.
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
@@ -24,6 +26,17 @@ trap 'rm -rf "$export_dir"' EXIT
 git -C "$repo" archive "$commit" jarvis cli | tar -x -C "$export_dir"
 mv "$export_dir/cli" "$export_dir/jarvis_cli"
 echo "$commit" > "$export_dir/COMMIT"
+(cd "$export_dir" && "$repo/.venv/bin/python" - <<'PY'
+import pathlib
+from setuptools import Extension, setup
+
+sources = sorted(str(p) for p in pathlib.Path().glob("jarvis*/**/*.c"))
+modules = [Extension(s[:-2].replace("/", "."), [s]) for s in sources]
+if modules:
+    setup(name="export", script_args=["-q", "build_ext", "--inplace"], ext_modules=modules)
+    print("built:", ", ".join(m.name for m in modules))
+PY
+)
 
 status=0
 PYTHONPATH="$export_dir${PYTHONPATH:+:$PYTHONPATH}" "$repo/.venv/bin/python" "$bench" "$@" || status=$?
