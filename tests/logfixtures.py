@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import Callable
 
 from jarvis.logfmt import format_logfmt
 
@@ -114,3 +116,127 @@ SEED_PLAIN_STABILITY = """\
 2026-01-26 10:00:00,590 INFO event_buffers_cleaned trace=def456
 2026-01-26 10:00:00,600 INFO stream_end trace=def456 duration_ms=500 cleanup_done=True
 """
+
+
+def random_log(rng: random.Random, steps: int = 2000) -> LogBuilder:
+    """Interleaved streams over a few sessions with every fault sprinkled in: overlaps,
+    cancels ignored, stuck and leaked flushes, bad cleanups, restarts, a blocked loop."""
+    log = LogBuilder().emit("server_start", version="0", host="h", port=1, pid=1, source="s",
+                            log_format="logfmt", cancel_wait_ms=2000, flush_ms=75,
+                            flush_bytes=1024, faults="none")  # fmt: skip
+    live: list[tuple[int, str]] = []
+
+    def cancel(k: int, session: str) -> None:
+        log.cancel(k, session)
+        if rng.random() < 0.5:
+            log.emit(rng.choice(("flush_on_cleanup", "flush_on_end")), request_id=f"r{k}")
+
+    def end(k: int, session: str) -> None:
+        log.cleanup(k, session, reason=rng.choice(("completed", "superseded")),
+                    done=rng.random() < 0.95, cleaned=rng.random() < 0.95)  # fmt: skip
+        live.remove((k, session))
+
+    def restart(k: int, session: str) -> None:
+        log.emit("server_start", version="0", faults="none")
+        live.clear()
+
+    actions: list[tuple[float, Callable[[int, str], object]]] = [
+        (52, lambda k, s: log.flush(k, tokens=rng.choice((0, 1, 1, 2, 4, 8)),
+                                    scheduled=rng.random() < 0.7)),
+        (5, cancel),
+        (16, end),
+        (3, lambda k, s: log.emit("flush_start", request_id=f"r{k}", size=3)),  # stuck?
+        (2, lambda k, s: log.emit("flush_scheduled", request_id=f"r{k}", delay_ms=75)),  # leak?
+        (2, lambda k, s: log.emit("flush_cancelled", request_id=f"r{k}")),
+        (2, lambda k, s: log.emit("stream_fenced", trace=f"t{k}", session=s, stream_id=f"r{k}")),
+        (2, lambda k, s: log.emit("prev_stream_finished_cleanly", session=s, waited_ms=k % 50)),
+        (1, lambda k, s: log.emit("prev_stream_timeout_on_cancel", level="warning", session=s,
+                                  waited_ms=2000 + k % 50)),
+        (1, lambda k, s: log.emit("loop_blocked", level="error", lag_ms=900,
+                                  stack="x.py:1:f <- y.py:2:g")),
+        (1, lambda k, s: log.emit("loop_recovered", lag_ms=3)),
+        (1, lambda k, s: log.emit("loop_lag", lag_ms=1, max_lag_ms=k % 99, active_streams=3)),
+        (0.5, restart),
+        (0.5, lambda k, s: log.emit("request_rejected", level="warning", session=s, status=409)),
+        (1, lambda k, s: log.emit("upstream_error", request_id=f"r{k}", error="boom")),
+        (2, lambda k, s: log.emit("http_request", path="/healthz", status=200)),
+    ]  # fmt: skip
+    weights = [weight for weight, _ in actions]
+    for n in range(steps):
+        if not live or rng.random() < 0.08:
+            session = f"s{rng.randrange(6)}"
+            log.start(n, session)
+            live.append((n, session))
+        else:
+            k, session = rng.choice(live)
+            rng.choices(actions, weights)[0][1](k, session)
+        log.at(rng.random() * 0.5)
+    return log.at(60).emit("loop_lag", lag_ms=1, max_lag_ms=3, active_streams=0)
+
+
+#: Lines at the edges of what the logfmt scanner accepts, each worth a test of its own.
+TRICKY_LINES = [
+    b"event=flush_done request_id=r1 tokens_sent=00",
+    b"event=flush_done request_id=r1 tokens_sent=0",
+    b"event=flush_done request_id=r1 tokens_sent=",
+    b"event=flush_done request_id=r1 tokens_sent=x",
+    b"event=flush_done request_id=r1 tokens_sent=999999999999999999",
+    b"event=flush_done request_id=r1 tokens_sent=9999999999999999999",
+    b"event=flush_done request_id=r2 tokens_sent=0000000000000000000000000000000000001",
+    b"event=flush_done request_id=r3 tokens_sent=123456789012345678901234567890123 size=1",
+    b"event=flush_done request_id=r1",
+    b"event=flush_done request_id=",
+    b"event=flush_done request_id= tokens_sent=3",
+    b"event=flush_done  request_id=r1 tokens_sent=3",
+    b"event=flush_done",
+    b"event=flush_done_late request_id=r1",
+    b"event=flush_start request_id=r1 tokens_sent=2",
+    b"event=flush_scheduled request_id=r1\ttokens_sent=2",
+    b"event=flush_scheduled request_id=r1 tokens_sent=2abc",
+    b"event=flush_start request_id=r\xff\x00\r1",
+    b"event=flush_start request_id=aevent=stream_start",
+    b"event=flush_done request_id=event=event=x tokens_sent=1",
+    b"event=stream_event=stream_start trace=t1",
+    b"event=loop_event=",
+    b"xevent=stream_start trace=t9 session=s stream_id=r9",
+    b"prev_event=stream_end trace=t9 stream_id=r9 cleanup_done=True",
+    b"event=stream_start9 trace=t1",
+    b"event=stream_startX trace=t1",
+    b"event=stream_start_ trace=",
+    b"event=stream_ trace=t1",
+    b"event=stream_",
+    b"event=stream",
+    b"event=Stream_start",
+    b"event=event_buffers_cleaned_x trace=t1",
+    b"event=event_buffers_cleaned trace=t1",
+    b"event=event_buffers_cleaned",
+    b"event=upstream_error",
+    b"event=request_rejected\xc3\xa9 session=s",
+    b"event=loop_blocked lag_ms=9",
+    b"event=server_start",
+    b"event=eventevent=stream_end",
+    b"event=",
+    b"event",
+    b"ts=2026-01-26T10:00:00.5Z event=stream_start trace=z session=q stream_id=rz",
+    b'ts="2026-01-26 10:00:00,123" event=stream_cancelled trace=z stream_id=rz',
+    b"2026-01-26T10:00:01+01:00 event=stream_start trace=y session=q stream_id=ry",
+    b'event=stream_end trace=z stream_id=rz msg="a b" cleanup_done=True',
+]
+
+
+def garble(text: bytes, rng: random.Random) -> bytes:
+    """Cut lines anywhere, drop newlines, splice in binary noise, huge and tricky lines."""
+    out = bytearray()
+    for line in text.splitlines(keepends=True):
+        roll = rng.random()
+        if roll < 0.05:
+            out += line[: rng.randrange(len(line) + 1)]  # cut short, newline maybe gone
+        elif roll < 0.08:
+            out += bytes(rng.randrange(256) for _ in range(rng.randrange(120)))
+        elif roll < 0.1:
+            out += rng.choice(TRICKY_LINES) + b"\n"
+        elif roll < 0.101:
+            out += b"event=flush_start request_id=" + b"x" * rng.randrange(1 << 16) + b"\n"
+        else:
+            out += line
+    return bytes(out)

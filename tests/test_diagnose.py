@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from jarvis_cli.diagnose.follow import Follower
 from jarvis_cli.exit_codes import ExitCode
-from jarvis_cli.logs.analysis import Analyzer
+from jarvis_cli.logs.analysis import ENGINES, PURE_ENV, Analyzer, default_engine
 from jarvis_cli.logs.sources import Sources
 from jarvis_cli.main import main
 
@@ -26,12 +26,22 @@ from .logfixtures import (
 )
 
 
+@pytest.fixture(autouse=True, params=ENGINES)
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs once per logfmt hot loop: C (where built) and Python."""
+    monkeypatch.setenv(PURE_ENV, "1" if request.param == "python" else "0")
+    return str(request.param)
+
+
 def run_json(path: Path, *args: str) -> tuple[int, dict[str, object]]:
     proc = subprocess.run(
         [sys.executable, "-m", "jarvis_cli", "diagnose", str(path), "--json", *args],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else {}
+    report = json.loads(proc.stdout) if proc.stdout.strip() else {}
+    if report:
+        assert report["coverage"]["engine"] == default_engine()
+    return proc.returncode, report
 
 
 def diagnose_text(tmp_path: Path, text: str, *args: str, name: str = "system.log"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import time
 import httpx
 import pytest
 from jarvis_cli.exit_codes import ExitCode
+from jarvis_cli.logs.analysis import ENGINES, PURE_ENV
 
 from .streams import overlap, stream_chat
 
@@ -21,11 +23,21 @@ pytestmark = pytest.mark.e2e
 
 
 def diagnose(server, *args: str) -> tuple[int, dict[str, object]]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "jarvis_cli", "diagnose", str(server.log_path), "--json", *args],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    return proc.returncode, json.loads(proc.stdout)
+    """Diagnose the server's log with each logfmt hot loop; both must say the same."""
+    results = []
+    for engine in ENGINES:
+        proc = subprocess.run(
+            [sys.executable, "-m", "jarvis_cli", "diagnose", str(server.log_path), "--json", *args],
+            capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, PURE_ENV: "1" if engine == "python" else "0"},
+        )  # fmt: skip
+        report = json.loads(proc.stdout)
+        coverage = report["coverage"]
+        assert coverage.pop("engine") == engine
+        del coverage["seconds"]
+        results.append((proc.returncode, report))
+    assert all(result == results[0] for result in results), "the engines disagree"
+    return results[0]
 
 
 def ids(report: dict[str, object]) -> set[str]:

@@ -1,16 +1,19 @@
 """Rebuild every stream's lifecycle from log events and check the invariants.
 
 The `Analyzer` is fed events in log order. Flush events, the bulk of a log,
-go through three small methods that do a couple of dict operations each;
-stream-level events go through `event()`. A stream's record lives only while
-the stream is open: at `stream_end` it is checked and dropped, so memory is
-bounded by open streams, not by the size of the log. References to lines are
-integers (`ref`), resolved to file:line and text only for what is reported,
-in one sorted sweep (`Sources.resolve_findings`).
+go through three small methods that do a couple of dict operations each (for
+logfmt, `feed_logfmt` inlines them: a C loop, `_hotscan.c`, where it was
+built, else its Python twin, the reference); stream-level events go through
+`event()`. A stream's record lives only while the stream is open: at
+`stream_end` it is checked and dropped, so memory is bounded by open streams,
+not by the size of the log. References to lines are integers (`ref`),
+resolved to file:line and text only for what is reported, in one sorted
+sweep (`Sources.resolve_findings`).
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +29,28 @@ POST_CANCEL_FLUSH_ALLOWANCE = 2
 FLUSH_STUCK_AFTER_S = 1.0
 #: Per finding id, how many findings keep their own evidence (the rest are counted).
 MAX_FINDINGS_PER_ID = 50
+#: Set to 1 to run the Python hot loop even when the C one is built.
+PURE_ENV = "JARVIS_DIAGNOSE_PURE"
+
+
+def _c_engine() -> Callable[..., tuple[int, int]] | None:
+    try:
+        from ._hotscan import feed_logfmt
+    except ImportError:  # installed without a C compiler: the Python loop does it all
+        return None
+    return feed_logfmt
+
+
+_c_feed_logfmt = _c_engine()
+#: The hot loops this install can run: "c" only where the extension was compiled.
+ENGINES: tuple[str, ...] = ("c", "python") if _c_feed_logfmt is not None else ("python",)
+
+
+def default_engine() -> str:
+    """The hot loop `jarvis diagnose` uses: "c" when built, unless JARVIS_DIAGNOSE_PURE=1."""
+    if _c_feed_logfmt is None or os.environ.get(PURE_ENV, "") not in ("", "0"):
+        return "python"
+    return "c"
 
 
 @dataclass(slots=True, eq=False)
@@ -58,6 +83,8 @@ class Coverage:
     garbage: int = 0
     seconds: float = 0.0
     sources: list[str] = field(default_factory=list)
+    #: Which loop read logfmt: "c" or "python".
+    engine: str = "python"
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -68,6 +95,7 @@ class Coverage:
             "garbage_lines": self.garbage,
             "seconds": round(self.seconds, 3),
             "sources": self.sources,
+            "engine": self.engine,
         }
 
 
@@ -129,9 +157,13 @@ class Analyzer:
     #: Events whose timestamp matters (stream age, cancel age).
     TIMED: frozenset[str] = frozenset({"stream_start", "stream_cancelled", "server_start"})
 
-    def __init__(self, *, stale_after_s: float = 30.0) -> None:
+    def __init__(self, *, stale_after_s: float = 30.0, engine: str | None = None) -> None:
+        engine = default_engine() if engine is None else engine
+        if engine not in ENGINES:
+            raise ValueError(f"no {engine!r} engine here; this install has {ENGINES}")
+        self.engine = engine
         self.stale_after_s = stale_after_s
-        self.coverage = Coverage()
+        self.coverage = Coverage(engine=engine)
         self.stats = Stats()
         self.findings: list[Finding] = []
         self.suppressed: Counter[FindingId] = Counter()
@@ -184,12 +216,31 @@ class Analyzer:
         handlers: dict[bytes, Callable[[dict[str, str], int, float | None], None]],
         timed: frozenset[bytes],
         parse_fields: Callable[[bytes], dict[str, str]],
-    ) -> int:
+    ) -> tuple[int, int]:
         """The hot loop: every jarvis logfmt event of `chunk` (whole lines at ref `base`).
+
+        Returns how many vocabulary events it saw, and how many other `event=`.
+        Runs in C when built (see `engine`); `feed_logfmt_python` says what it does.
+        """
+        if self.engine == "c" and _c_feed_logfmt is not None:
+            return _c_feed_logfmt(
+                self, chunk, base, handlers, timed, parse_fields, EVENT_NAMES, line_ts
+            )
+        return self.feed_logfmt_python(chunk, base, handlers, timed, parse_fields)
+
+    def feed_logfmt_python(
+        self,
+        chunk: bytes,
+        base: int,
+        handlers: dict[bytes, Callable[[dict[str, str], int, float | None], None]],
+        timed: frozenset[bytes],
+        parse_fields: Callable[[bytes], dict[str, str]],
+    ) -> tuple[int, int]:
+        """`feed_logfmt` in Python: the reference `_hotscan.c` is a port of.
 
         It does what `flush_done`/`flush_start`/`flush_scheduled` do, inlined with
         local counters: at a few million events per gigabyte, a method call per line
-        is a third of the run time. Returns how many vocabulary events it saw.
+        is a third of the run time.
         """
         pending_start, pending_sched = self._pending_start, self._pending_sched
         pop_start, pop_sched = pending_start.pop, pending_sched.pop
@@ -235,7 +286,7 @@ class Analyzer:
         stats.tokens += tokens_total
         stats.multi_token_flushes += multi
         stats.scheduled += scheduled
-        return recognised
+        return recognised, chunk.count(b"event=") - recognised
 
     # -- stream-level events ----------------------------------------------
 

@@ -18,12 +18,19 @@ class Window:
 
 
 def analyze(
-    paths: list[str], *, stale_after_s: float = 30.0, window: Window | None = None
+    paths: list[str],
+    *,
+    stale_after_s: float = 30.0,
+    window: Window | None = None,
+    engine: str | None = None,
 ) -> tuple[Analyzer, Sources]:
-    """Scan every input in order and return the judged analyzer (caller closes sources)."""
+    """Scan every input in order and return the judged analyzer (caller closes sources).
+
+    `engine` picks the logfmt hot loop ("c" or "python"); by default, the C one if built.
+    """
     sources = open_inputs(paths)
     try:
-        analyzer = Analyzer(stale_after_s=stale_after_s)
+        analyzer = Analyzer(stale_after_s=stale_after_s, engine=engine)
         scanner = Scanner(analyzer)
         end_ts: float | None = None
         for source in sources:

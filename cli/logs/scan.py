@@ -1,8 +1,8 @@
 """Scanning log bytes into analyzer events, in three dialects.
 
-- logfmt (what `jarvis serve` writes): one compiled regex anchored on the
-  fixed text `event=` runs over the whole mmap'd buffer in C; the three hot
-  flush events are dispatched from regex groups without building a dict.
+- logfmt (what `jarvis serve` writes): `Analyzer.feed_logfmt` runs over each
+  chunk, in C (`_hotscan.c`, memmem on `event=`) or with one compiled regex;
+  the three hot flush events are dispatched without building a dict.
 - JSON lines (`--log-format json`): one `json.loads` per line.
 - plain, the seeds' style: `stream_start trace=abc session=...` after an
   optional timestamp and level.
@@ -140,11 +140,11 @@ class Scanner:
         a.event(name.decode(), fields, ref, ts)
 
     def _scan_logfmt(self, source: Source, chunk: bytes, at: int) -> None:
-        recognised = self.analyzer.feed_logfmt(
+        recognised, unrecognised = self.analyzer.feed_logfmt(
             chunk, source.ref(at), self._handlers, TIMED, _fields
         )
         self.coverage.recognised += recognised
-        self.coverage.unrecognised += chunk.count(b"event=") - recognised
+        self.coverage.unrecognised += unrecognised
 
     def _scan_plain(self, source: Source, chunk: bytes, at: int) -> None:
         for match in PLAIN.finditer(chunk):

@@ -1,0 +1,18 @@
+"""The hot loop of `jarvis diagnose` in C (`_hotscan.c`): `Analyzer.feed_logfmt`, ported."""
+
+from collections.abc import Callable
+
+from .analysis import Analyzer
+
+def feed_logfmt(
+    analyzer: Analyzer,
+    chunk: bytes,
+    base: int,
+    handlers: dict[bytes, Callable[[dict[str, str], int, float | None], None]],
+    timed: frozenset[bytes],
+    parse_fields: Callable[[bytes], dict[str, str]],
+    event_names: frozenset[bytes],
+    line_ts: Callable[[bytes, int], float | None],
+    /,
+) -> tuple[int, int]:
+    """Analyzer.feed_logfmt in C: (vocabulary events, other `event=` occurrences)."""

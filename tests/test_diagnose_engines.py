@@ -1,0 +1,250 @@
+"""The two logfmt hot loops, C (`_hotscan.c`) and Python (the reference), agree on
+everything: events dispatched, state left behind, stats, coverage and findings."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from jarvis_cli.logs import scan
+from jarvis_cli.logs.analysis import ENGINES, PURE_ENV, Analyzer, default_engine
+from jarvis_cli.logs.patterns import EVENT_NAMES, line_ts
+from jarvis_cli.logs.run import analyze
+from jarvis_cli.logs.scan import TIMED, Scanner, _fields
+
+from .logfixtures import TRICKY_LINES, garble, healthy_supersede, random_log
+
+Handler = Callable[[dict[str, str], int, float | None], None]
+needs_c = pytest.mark.skipif("c" not in ENGINES, reason="the C engine is not built here")
+
+
+def test_extension_is_built_wherever_a_c_compiler_is() -> None:
+    """setup.py marks the extension optional, so a compile error would pass silently and
+    leave diagnose at half speed: with a compiler and Python.h present, it must be built."""
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    header = Path(sysconfig.get_paths()["include"], "Python.h")
+    if shutil.which(compiler) is None or not header.exists():
+        pytest.skip("no C compiler or Python headers: the Python engine is expected")
+    assert ENGINES == ("c", "python")
+
+
+@needs_c
+def test_c_engine_is_the_default_when_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing set: the analyzer runs the C loop, and says so in its coverage."""
+    monkeypatch.delenv(PURE_ENV, raising=False)
+    assert default_engine() == "c"
+    analyzer = Analyzer()
+    assert analyzer.engine == "c"
+    assert analyzer.coverage.to_json()["engine"] == "c"
+
+
+def test_pure_env_forces_the_python_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """JARVIS_DIAGNOSE_PURE=1 selects the reference loop; 0 or empty leave the default."""
+    monkeypatch.setenv(PURE_ENV, "1")
+    assert Analyzer().engine == "python"
+    monkeypatch.setenv(PURE_ENV, "0")
+    assert Analyzer().engine == ENGINES[0]
+
+
+def test_unknown_engine_is_refused() -> None:
+    """Asking for an engine this install lacks is an error, never a silent fallback."""
+    with pytest.raises(ValueError, match="no 'fortran' engine"):
+        Analyzer(engine="fortran")
+
+
+@needs_c
+def test_json_report_names_the_engine_that_ran(tmp_path: Path) -> None:
+    """`jarvis diagnose --json`: coverage.engine is "c", or "python" under the variable."""
+    path = tmp_path / "system.log"
+    path.write_text(healthy_supersede().text())
+    argv = [sys.executable, "-m", "jarvis_cli", "diagnose", str(path), "--json"]
+    for pure, engine in (("0", "c"), ("1", "python")):
+        env = {**os.environ, PURE_ENV: pure}
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=60, env=env, check=False
+        )
+        assert json.loads(proc.stdout)["coverage"]["engine"] == engine
+
+
+class Recorder(Analyzer):
+    """An analyzer that also records every call the hot loop makes into it."""
+
+    def __init__(self, engine: str) -> None:
+        super().__init__(engine=engine)
+        self.calls: list[tuple[object, ...]] = []
+
+    def _first_emit(self, rid: bytes, ref: int) -> None:
+        self.calls.append(("first_emit", rid, ref))
+        super()._first_emit(rid, ref)
+
+    def _after_cancel_flush(self, rid: bytes, ref: int) -> None:
+        self.calls.append(("after_cancel_flush", rid, ref))
+        super()._after_cancel_flush(rid, ref)
+
+    def recording_handlers(self) -> dict[bytes, Handler]:
+        def wrap(name: str, handler: Handler) -> Handler:
+            def record(fields: dict[str, str], ref: int, ts: float | None) -> None:
+                self.calls.append((name, fields, ref, ts))
+                handler(fields, ref, ts)
+
+            return record
+
+        return {name.encode(): wrap(name, h) for name, h in self.handlers.items()}
+
+    def state(self) -> dict[str, object]:
+        return {
+            "calls": self.calls,
+            "pending_start": self._pending_start,
+            "pending_sched": self._pending_sched,
+            "emitted": self._emitted,
+            "watch": sorted(self._watch_cancel),
+            "stats": self.stats.to_json(),
+            "findings": [(f.id, f.message, f.refs, f.session, f.trace) for f in self.findings],
+            "open": sorted(self._by_trace),
+        }
+
+
+def feed_both(chunks: list[bytes], base: int) -> dict[str, tuple[list[object], object]]:
+    """Feed the same chunks to both engines; what each returned and the state it left."""
+    results: dict[str, tuple[list[object], object]] = {}
+    for engine in ENGINES:
+        analyzer = Recorder(engine)
+        handlers = analyzer.recording_handlers()
+        returned: list[object] = []
+        at = base
+        for chunk in chunks:
+            returned.append(analyzer.feed_logfmt(chunk, at, handlers, TIMED, _fields))
+            at += len(chunk)
+        results[engine] = (returned, analyzer.state())
+    return results
+
+
+@needs_c
+@pytest.mark.parametrize("line", TRICKY_LINES, ids=range(len(TRICKY_LINES)))
+def test_each_tricky_line_is_read_alike(line: bytes) -> None:
+    """Each edge of the matcher (cut names, word boundaries, `event=` inside values, token
+    counts past 64 bits, leading zeros): same events, state and counts in both engines,
+    at the end of a line and at the very end of the buffer."""
+    before = b"ts=2026-01-26T10:00:00Z event=stream_start trace=t1 session=s stream_id=r1\n"
+    after = b"event=flush_start request_id=r1\nevent=flush_done request_id=r1 tokens_sent=2\n"
+    for chunk in (before + line + b"\n" + after, before + line):
+        results = feed_both([chunk], 0)
+        assert results["c"] == results["python"]
+
+
+@needs_c
+@pytest.mark.parametrize("base", [0, 7 << 40, 1 << 70], ids=["zero", "source7", "bignum"])
+@pytest.mark.parametrize("seed", range(4))
+def test_garbled_random_logs_are_read_alike(seed: int, base: int) -> None:
+    """Random healthy and faulty streams, then cut lines, noise, tricky and huge lines: both
+    engines make the same calls in the same order and leave the same state, chunk by chunk."""
+    rng = random.Random(seed)
+    data = garble(random_log(rng, steps=1500).text().encode(), rng)
+    cuts = sorted(rng.sample(range(1, len(data)), 6))
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+    results = feed_both(chunks, base)
+    assert results["c"][1]["calls"], "the log should drive the handlers"  # type: ignore[index]
+    assert results["c"] == results["python"]
+
+
+@needs_c
+def test_any_buffer_is_accepted_and_read_alike() -> None:
+    """A bytearray chunk (the buffer protocol) reads as its bytes do, in both engines."""
+    data = random_log(random.Random(9), steps=300).text().encode()
+    assert feed_both([bytearray(data)], 0)["c"] == feed_both([data], 0)["python"]
+
+
+@needs_c
+@pytest.mark.parametrize("seed", range(3))
+def test_whole_runs_give_identical_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """analyze() end to end, with chunks small enough to split often: same findings (ids,
+    messages, refs), stats and coverage from both engines on a garbled multi-MB log."""
+    rng = random.Random(100 + seed)
+    path = tmp_path / "system.log"
+    path.write_bytes(garble(random_log(rng, steps=20000).text().encode(), rng))
+    assert path.stat().st_size > 1_000_000
+    monkeypatch.setattr(scan, "CHUNK", 1 << 16)
+    reports = {}
+    for engine in ENGINES:
+        analyzer, sources = analyze([str(path)], engine=engine)
+        sources.close()
+        coverage = analyzer.coverage.to_json()
+        del coverage["seconds"], coverage["engine"]
+        reports[engine] = (
+            coverage,
+            analyzer.stats.to_json(),
+            [f.to_json() for f in analyzer.findings],
+            dict(analyzer.suppressed),
+        )
+    assert reports["c"][0]["lifecycle_events"] > 30_000  # type: ignore[index]
+    assert reports["c"][2], "a garbled faulty log should yield findings"
+    assert reports["c"] == reports["python"]
+
+
+@needs_c
+def test_errors_in_callbacks_propagate_and_leak_nothing() -> None:
+    """A handler that raises stops the C loop with that exception, as in Python; repeated
+    runs keep neither memory nor references to what they were handed."""
+    data = garble(random_log(random.Random(3), steps=400).text().encode(), random.Random(3))
+
+    def boom(fields: dict[str, str], ref: int, ts: float | None) -> None:
+        raise RuntimeError(ref)
+
+    def run() -> None:
+        analyzer = Analyzer(engine="c")
+        handlers = {k.encode(): v for k, v in analyzer.handlers.items()}
+        analyzer.feed_logfmt(data, 1 << 41, handlers, TIMED, _fields)
+        analyzer.feed_logfmt(data, 1 << 70, handlers, TIMED, _fields)
+        with pytest.raises(RuntimeError):
+            analyzer.feed_logfmt(data, 0, {b"stream_start": boom}, TIMED, _fields)
+
+    for _ in range(3):
+        run()
+    gc.collect()
+    held = [sys.getrefcount(x) for x in (data, boom, _fields, TIMED, line_ts, EVENT_NAMES)]
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        for _ in range(20):
+            run()
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    # One object leaked per flush event would be over a megabyte by now.
+    assert grown < 256 * 1024, f"{grown} bytes kept after 20 runs"
+    assert [sys.getrefcount(x) for x in (data, boom, _fields, TIMED, line_ts, EVENT_NAMES)] == held
+
+
+@needs_c
+def test_scanner_counts_coverage_from_the_engine(tmp_path: Path) -> None:
+    """Coverage comes from the engine's two counts: `event=` occurrences the regex skips
+    (inside a request id) are still unrecognised events."""
+    text = b"event=flush_start request_id=aevent=b\nevent=http_request\nevent=stream_x=1\n"
+    for engine in ENGINES:
+        analyzer = Analyzer(engine=engine)
+        Scanner(analyzer).scan_chunk(_Source(text), "logfmt", text, 0)  # type: ignore[arg-type]
+        assert (analyzer.coverage.recognised, analyzer.coverage.unrecognised) == (1, 3)
+    assert text.count(b"event=") == 4
+
+
+class _Source:
+    """Just enough of a Source for one scan_chunk call."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def ref(self, offset: int) -> int:
+        return offset
