@@ -1,14 +1,18 @@
-"""The optional C scanner of `jarvis diagnose`; all other configuration is in pyproject.toml.
+"""The optional C speedups; all other configuration is in pyproject.toml.
+
+- `jarvis._linesink`: the server's event-log lines (jarvis/linesink.py is its Python twin).
+- `jarvis_cli.logs._hotscan`: the logfmt hot loop of `jarvis diagnose`.
 
 A setup.py because `ext-modules` in pyproject.toml is still experimental in setuptools.
-`optional=True`: without a compiler the install still succeeds, and diagnose runs its
-pure-Python loop (slower, same results).
+`optional=True`: without a compiler the install still succeeds, and each runs its
+pure-Python twin (slower, same results).
 """
 
 from setuptools import Extension, setup
 
 setup(
     ext_modules=[
+        Extension("jarvis._linesink", ["jarvis/_linesink.c"], optional=True),
         Extension("jarvis_cli.logs._hotscan", ["cli/logs/_hotscan.c"], optional=True),
     ]
 )
