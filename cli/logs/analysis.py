@@ -135,6 +135,10 @@ class Stats:
         }
 
 
+def _label(record: StreamRecord) -> str:
+    return f"stream {record.trace} (session {record.session})"
+
+
 def _int(value: str | None) -> int:
     try:
         return int(value or 0)
@@ -405,24 +409,22 @@ class Analyzer:
         self.stats.rejected += 1
 
     def _on_stream_end(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        # One per stream: messages are formatted only when something is reported.
         record = self._stream(fields)
-        reason = fields.get("reason", "unknown")
-        self.stats.ended[reason] += 1
-        if "duration_ms" in fields:
-            self.stats.durations_ms.add(_int(fields["duration_ms"]))
+        stats = self.stats
+        stats.ended[fields.get("reason", "unknown")] += 1
+        duration = fields.get("duration_ms")
+        if duration is not None:
+            stats.durations_ms.add(_int(duration))
         if record is None:
             return  # the log began after this stream started: nothing to check
         rid = record.stream_id.encode() if record.stream_id else None
-        label = f"stream {record.trace} (session {record.session})"
-        if fields.get("cleanup_done") != "True" or (rid is not None and not record.cleaned):
-            missing = (
-                "cleanup_done=True"
-                if fields.get("cleanup_done") != "True"
-                else ("event_buffers_cleaned")
-            )
+        cleanup_done = fields.get("cleanup_done") == "True"
+        if not cleanup_done or (rid is not None and not record.cleaned):
+            missing = "event_buffers_cleaned" if cleanup_done else "cleanup_done=True"
             self._report(
                 FindingId.CLEANUP_INCOMPLETE,
-                f"{label} ended without {missing}",
+                f"{_label(record)} ended without {missing}",
                 [record.start, ref],
                 record,
             )
@@ -431,7 +433,7 @@ class Analyzer:
             if pending is not None:
                 self._report(
                     FindingId.FLUSH_TASK_LEAK,
-                    f"{label} ended with a scheduled flush never run nor cancelled",
+                    f"{_label(record)} ended with a scheduled flush never run nor cancelled",
                     [pending, ref],
                     record,
                 )
@@ -439,12 +441,13 @@ class Analyzer:
             if stuck is not None:
                 self._report(
                     FindingId.FLUSH_STUCK,
-                    f"{label} ended with a flush_start that never got its flush_done",
+                    f"{_label(record)} ended with a flush_start that never got its flush_done",
                     [stuck, ref],
                     record,
                 )
-        self._check_cancel_ignored(record, ref)
-        self._close(record)
+        if record.cancelled is not None:
+            self._check_cancel_ignored(record, ref)
+        self._close(record, rid)
 
     # -- checks ---------------------------------------------------------------
 
@@ -488,10 +491,10 @@ class Analyzer:
                 )
                 return
 
-    def _close(self, record: StreamRecord) -> None:
+    def _close(self, record: StreamRecord, rid: bytes | None = None) -> None:
         self._by_trace.pop(record.trace, None)
         if record.stream_id:
-            rid = record.stream_id.encode()
+            rid = rid or record.stream_id.encode()
             self._by_rid.pop(rid, None)
             self._emitted.discard(rid)
             self._watch_cancel.pop(rid, None)

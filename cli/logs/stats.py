@@ -17,10 +17,12 @@ class Percentiles:
         self.max = 0.0
 
     def add(self, value: float) -> None:
-        value = max(0.0, value)
+        if not value > 0.0:  # negatives and NaN count as 0, as max(0.0, value) did
+            value = 0.0
         self._buckets[int(math.log1p(value) / _GROWTH)] += 1
         self.count += 1
-        self.max = max(self.max, value)
+        if value > self.max:
+            self.max = value
 
     def quantile(self, q: float) -> float:
         """The value at quantile `q` (0..1), to bucket precision; 0 when empty."""
