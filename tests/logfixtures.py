@@ -215,6 +215,7 @@ TRICKY_LINES = [
     b"event=loop_blocked lag_ms=9",
     b"event=server_start",
     b"event=eventevent=stream_end",
+    b"level=info evenT=stream_start eventx=stream_end xvent=loop_lag evenevent=loop_lag",
     b"event=",
     b"event",
     b"ts=2026-01-26T10:00:00.5Z event=stream_start trace=z session=q stream_id=rz",

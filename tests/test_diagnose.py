@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from jarvis_cli.diagnose.follow import Follower
 from jarvis_cli.exit_codes import ExitCode
-from jarvis_cli.logs.analysis import ENGINES, PURE_ENV, Analyzer, default_engine
+from jarvis_cli.logs.analysis import Analyzer
+from jarvis_cli.logs.engine import ENGINES, PURE_ENV, default_engine
 from jarvis_cli.logs.sources import Sources
 from jarvis_cli.main import main
 

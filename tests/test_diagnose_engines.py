@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 from jarvis_cli.logs import scan
-from jarvis_cli.logs.analysis import ENGINES, PURE_ENV, Analyzer, default_engine
+from jarvis_cli.logs.analysis import Analyzer
+from jarvis_cli.logs.engine import ENGINES, PURE_ENV, default_engine
 from jarvis_cli.logs.patterns import EVENT_NAMES, line_ts
 from jarvis_cli.logs.run import analyze
 from jarvis_cli.logs.scan import TIMED, Scanner, _fields
@@ -143,6 +144,19 @@ def test_each_tricky_line_is_read_alike(line: bytes) -> None:
 
 
 @needs_c
+def test_event_is_found_at_every_offset_of_short_buffers() -> None:
+    """The C search reads 16 bytes at a time and the rest bytewise: `event=` after near
+    misses, at each offset of buffers of every length up to 64, whole or cut, is found
+    alike."""
+    for length in range(65):
+        for offset in range(length + 1):
+            filler = (b"e=ev=evenT=eventevenx=" * 3)[:offset]  # near misses
+            data = filler + b"event=loop_lag max_lag_ms=5\nevent=x"
+            results = feed_both([data[:length]], 0)
+            assert results["c"] == results["python"], (length, offset)
+
+
+@needs_c
 @pytest.mark.parametrize("base", [0, 7 << 40, 1 << 70], ids=["zero", "source7", "bignum"])
 @pytest.mark.parametrize("seed", range(4))
 def test_garbled_random_logs_are_read_alike(seed: int, base: int) -> None:
@@ -248,3 +262,21 @@ class _Source:
 
     def ref(self, offset: int) -> int:
         return offset
+
+
+@needs_c
+def test_c_line_count_equals_bytes_count() -> None:
+    """count_lines(buffer, start, stop) is buffer[start:stop].count(b"\\n"), for any range
+    (empty, a whole buffer with or without a final newline), and refuses a range outside it."""
+    from jarvis_cli.logs.engine import C_COUNT_LINES
+
+    assert C_COUNT_LINES is not None
+    rng = random.Random(5)
+    for _ in range(300):
+        data = bytes(rng.choice(b"ab\n\x00") for _ in range(rng.randrange(200)))
+        start = rng.randrange(len(data) + 1)
+        stop = rng.randrange(start, len(data) + 1)
+        assert C_COUNT_LINES(data, start, stop) == data.count(b"\n", start, stop)
+    for start, stop in ((-1, 2), (2, 1), (0, 4)):
+        with pytest.raises(ValueError, match="start <= stop"):
+            C_COUNT_LINES(b"a\nb", start, stop)

@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 from jarvis_cli.exit_codes import ExitCode
-from jarvis_cli.logs.analysis import ENGINES, PURE_ENV
+from jarvis_cli.logs.engine import ENGINES, PURE_ENV
 
 from .streams import overlap, stream_chat
 

@@ -16,3 +16,6 @@ def feed_logfmt(
     /,
 ) -> tuple[int, int]:
     """Analyzer.feed_logfmt in C: (vocabulary events, other `event=` occurrences)."""
+
+def count_lines(buffer: bytes, start: int, stop: int, /) -> int:
+    """buffer[start:stop].count(b"\\n") without the copy, at memchr speed."""

@@ -13,11 +13,11 @@ sweep (`Sources.resolve_findings`).
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .engine import C_FEED_LOGFMT, ENGINES, default_engine
 from .findings import Finding, FindingId
 from .patterns import EVENT_NAMES, LOGFMT, line_ts
 from .stats import Percentiles
@@ -29,29 +29,6 @@ POST_CANCEL_FLUSH_ALLOWANCE = 2
 FLUSH_STUCK_AFTER_S = 1.0
 #: Per finding id, how many findings keep their own evidence (the rest are counted).
 MAX_FINDINGS_PER_ID = 50
-#: Set to 1 to run the Python hot loop even when the C one is built.
-PURE_ENV = "JARVIS_DIAGNOSE_PURE"
-
-
-def _c_engine() -> Callable[..., tuple[int, int]] | None:
-    try:
-        from ._hotscan import feed_logfmt
-    except ImportError:  # installed without a C compiler: the Python loop does it all
-        return None
-    return feed_logfmt
-
-
-_c_feed_logfmt = _c_engine()
-#: The hot loops this install can run: "c" only where the extension was compiled.
-ENGINES: tuple[str, ...] = ("c", "python") if _c_feed_logfmt is not None else ("python",)
-
-
-def default_engine() -> str:
-    """The hot loop `jarvis diagnose` uses: "c" when built, unless JARVIS_DIAGNOSE_PURE=1."""
-    if _c_feed_logfmt is None or os.environ.get(PURE_ENV, "") not in ("", "0"):
-        return "python"
-    return "c"
-
 
 @dataclass(slots=True, eq=False)
 class StreamRecord:
@@ -226,8 +203,8 @@ class Analyzer:
         Returns how many vocabulary events it saw, and how many other `event=`.
         Runs in C when built (see `engine`); `feed_logfmt_python` says what it does.
         """
-        if self.engine == "c" and _c_feed_logfmt is not None:
-            return _c_feed_logfmt(
+        if self.engine == "c" and C_FEED_LOGFMT is not None:
+            return C_FEED_LOGFMT(
                 self, chunk, base, handlers, timed, parse_fields, EVENT_NAMES, line_ts
             )
         return self.feed_logfmt_python(chunk, base, handlers, timed, parse_fields)

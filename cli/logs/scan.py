@@ -1,8 +1,8 @@
 """Scanning log bytes into analyzer events, in three dialects.
 
 - logfmt (what `jarvis serve` writes): `Analyzer.feed_logfmt` runs over each
-  chunk, in C (`_hotscan.c`, memmem on `event=`) or with one compiled regex;
-  the three hot flush events are dispatched without building a dict.
+  chunk, in C (`_hotscan.c`, a vector scan for `event=`) or with one compiled
+  regex; the three hot flush events are dispatched without building a dict.
 - JSON lines (`--log-format json`): one `json.loads` per line.
 - plain, the seeds' style: `stream_start trace=abc session=...` after an
   optional timestamp and level.
@@ -19,6 +19,7 @@ from jarvis.logfmt import parse_logfmt
 from jarvis.vocabulary import Event
 
 from .analysis import Analyzer
+from .engine import C_COUNT_LINES
 from .patterns import LOGFMT, PLAIN, line_ts, parse_ts
 from .sources import Source
 
@@ -44,6 +45,10 @@ def sniff(head: bytes) -> str:
     return "logfmt"
 
 
+def _count_lines(chunk: bytes, start: int, stop: int) -> int:
+    return chunk.count(b"\n", start, stop)
+
+
 _BARE_PAIR = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([^ \t]*)")
 
 
@@ -62,6 +67,9 @@ class Scanner:
         self.analyzer = analyzer
         self.coverage = analyzer.coverage
         self._handlers = {name.encode(): h for name, h in analyzer.handlers.items()}
+        self._count_lines: Callable[[bytes, int, int], int] = _count_lines
+        if analyzer.engine == "c" and C_COUNT_LINES is not None:
+            self._count_lines = C_COUNT_LINES
 
     def scan(self, source: Source, start: int = 0, end: int | None = None) -> None:
         """Scan `source.buffer[start:end]`, whose first byte starts line 1 (or a known line)."""
@@ -91,15 +99,15 @@ class Scanner:
         self.coverage.lines += line - first_line
         self.coverage.seconds += time.perf_counter() - started
 
-    @staticmethod
-    def checkpoints(source: Source, chunk: bytes, at: int, line: int) -> int:
+    def checkpoints(self, source: Source, chunk: bytes, at: int, line: int) -> int:
         """Count the chunk's lines, leaving a line-number checkpoint every ~1 MiB."""
+        count_lines = self._count_lines
         start = 0
         while start < len(chunk):
             source.checkpoint(at + start, line)
             cut = chunk.find(b"\n", start + CHECKPOINT_EVERY)
             stop = len(chunk) if cut < 0 else cut + 1
-            line += chunk.count(b"\n", start, stop)
+            line += count_lines(chunk, start, stop)
             start = stop
         return line
 
