@@ -10,6 +10,7 @@ planted fault was found.
 
     .venv/bin/python benchmarks/diagnose_speed.py            # 1 GB, ~10M lines
     .venv/bin/python benchmarks/diagnose_speed.py --quick    # 100 MB
+    .venv/bin/python benchmarks/diagnose_speed.py --pure     # and the Python loop beside
 """
 
 from __future__ import annotations
@@ -138,11 +139,11 @@ def generate(path: Path, target_bytes: int, seed: int = 1) -> None:
     out.close()
 
 
-def run(argv: list[str]) -> tuple[float, float, str]:
+def run(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """Wall seconds, peak RSS of the child in MB, stdout."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False, env=env)
     elapsed = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return elapsed, max(peak, before) / 1024, proc.stdout
@@ -155,6 +156,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--log", type=Path, default=None, help="reuse or create this log")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument(
+        "--pure", action="store_true", help="also time the Python loop (JARVIS_DIAGNOSE_PURE=1)"
+    )
     args = parser.parse_args()
     size = 100 if args.quick else args.size_mb
     path = args.log or Path(tempfile.gettempdir()) / f"jarvis-diagnose-bench-{size}mb.log"
@@ -171,8 +175,9 @@ def main() -> int:
             or b"event=event_buffers" in line or b"event=loop_" in line
         )  # fmt: skip
     jarvis = [sys.executable, "-m", "jarvis_cli", "diagnose", str(path), "--json"]
-    grep_s, diag_s, peaks = [], [], []
+    grep_s, diag_s, pure_s, peaks = [], [], [], []
     found: set[str] = set()
+    engine = "?"
     for _ in range(args.rounds):
         g, _, _ = run(["grep", "-c", "stream_start", str(path)])
         d, peak, stdout = run(jarvis)
@@ -181,6 +186,12 @@ def main() -> int:
         peaks.append(peak)
         report = json.loads(stdout)
         found = {f["id"] for f in report["findings"]}
+        engine = report["coverage"].get("engine", "?")
+        if args.pure:
+            p, _, stdout = run(jarvis, env={**os.environ, "JARVIS_DIAGNOSE_PURE": "1"})
+            pure_s.append(p)
+            if {f["id"] for f in json.loads(stdout)["findings"]} != found:
+                print("the Python loop found other faults than the default one")
     diag = min(diag_s)
     grep = min(grep_s)
     figures = {
@@ -189,6 +200,8 @@ def main() -> int:
         "lifecycle_share": round(lifecycle / lines, 3),
         "grep_mb_s": round(nbytes / grep / 1e6, 1),
         "diagnose_mb_s": round(nbytes / diag / 1e6, 1),
+        "engine": engine,
+        "pure_python_mb_s": round(nbytes / min(pure_s) / 1e6, 1) if pure_s else None,
         "diagnose_seconds": round(diag, 2),
         "grep_over_diagnose": round(diag / grep, 2),
         "peak_rss_mb": round(max(peaks), 1),
@@ -199,7 +212,11 @@ def main() -> int:
     print(f"log: {nbytes / 1e6:.0f} MB, {lines:,} lines, {lifecycle / lines:.0%} lifecycle")
     print(f"grep -c stream_start : {figures['grep_mb_s']:>7} MB/s")
     print(f"jarvis diagnose      : {figures['diagnose_mb_s']:>7} MB/s "
-          f"({diag:.2f} s end to end, {figures['grep_over_diagnose']}x grep's time)")  # fmt: skip
+          f"({diag:.2f} s end to end, {figures['grep_over_diagnose']}x grep's time; "
+          f"{engine} loop)")  # fmt: skip
+    if pure_s:
+        print(f"  Python loop (PURE) : {figures['pure_python_mb_s']:>7} MB/s "
+              f"({min(pure_s):.2f} s end to end)")  # fmt: skip
     print(f"peak RSS             : {figures['peak_rss_mb']} MB")
     print(f"planted faults found : {figures['planted_found']}; missed {figures['planted_missed']}"
           f"; unexpected {figures['unexpected']}")  # fmt: skip
