@@ -280,3 +280,20 @@ def test_c_line_count_equals_bytes_count() -> None:
     for start, stop in ((-1, 2), (2, 1), (0, 4)):
         with pytest.raises(ValueError, match="start <= stop"):
             C_COUNT_LINES(b"a\nb", start, stop)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_absurd_token_count_is_read_as_zero_not_a_crash(engine: str) -> None:
+    """`int()` refuses 4,301 digits with a ValueError: a hostile log must not end diagnose.
+    A count longer than 18 digits is unreadable: it adds nothing, the flush still counts."""
+    analyzer = Analyzer(engine=engine)
+    chunk = (
+        b"event=flush_start request_id=r1\n"
+        b"event=flush_done request_id=r1 tokens_sent=" + b"9" * 5000 + b"\n"
+        b"event=flush_done request_id=r1 tokens_sent=" + b"9" * 19 + b"\n"
+        b"event=flush_done request_id=r1 tokens_sent=7\n"
+    )
+    analyzer.feed_logfmt(chunk, 0, {}, TIMED, _fields)
+    assert analyzer.stats.flushes == 3
+    assert analyzer.stats.tokens == 7
+    assert analyzer.stats.multi_token_flushes == 1

@@ -22,14 +22,13 @@
 
 #define EVENT "event="
 #define EVENT_LEN 6
-/* Up to this many digits a token count fits a long long; longer ones go
- * through PyLong_FromString, which is what int() uses (limit and errors too). */
+/* Up to this many digits a token count fits a long long; a longer one is
+ * unreadable and adds nothing (MAX_COUNT_DIGITS in patterns.py). */
 #define SMALL_DIGITS 18
 
 static PyObject *str_pending_start, *str_pending_sched, *str_emitted, *str_watch_cancel;
 static PyObject *str_first_emit, *str_after_cancel_flush, *str_stats;
 static PyObject *str_flushes, *str_tokens, *str_multi, *str_scheduled;
-static PyObject *one;
 
 enum hot { NOT_HOT, FLUSH_DONE, FLUSH_START, FLUSH_SCHEDULED };
 
@@ -409,20 +408,9 @@ feed_logfmt(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                         more = sent > 1;
                     }
                     else {
-                        PyObject *digits = PyBytes_FromStringAndSize(scan.buf + t0, t1 - t0);
-                        PyObject *sent, *big;
-                        if (digits == NULL)
-                            goto done;
-                        sent = PyLong_FromString(PyBytes_AS_STRING(digits), NULL, 10);
-                        Py_DECREF(digits);
-                        if (sent == NULL)
-                            goto done;
-                        big = tokens_big ? PyNumber_Add(tokens_big, sent) : Py_NewRef(sent);
-                        more = PyObject_RichCompareBool(sent, one, Py_GT);
-                        Py_DECREF(sent);
-                        Py_XSETREF(tokens_big, big);
-                        if (big == NULL || more < 0)
-                            goto done;
+                        /* No server writes such a count: unreadable, it adds nothing
+                         * (as count_value() in Python); the flush still counts. */
+                        more = 0;
                     }
                     if (more)
                         multi++;
@@ -618,8 +606,6 @@ PyInit__hotscan(void)
         {&str_multi, "multi_token_flushes"}, {&str_scheduled, "scheduled"},
     };
     size_t k;
-    if (one == NULL && (one = PyLong_FromLong(1)) == NULL)
-        return NULL;
     for (k = 0; k < sizeof names / sizeof *names; k++) {
         if (*names[k].slot == NULL && (*names[k].slot = PyUnicode_InternFromString(names[k].text)) == NULL)
             return NULL;

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from .engine import C_FEED_LOGFMT, ENGINES, default_engine
 from .findings import Finding, FindingId
-from .patterns import EVENT_NAMES, LOGFMT, line_ts
+from .patterns import EVENT_NAMES, LOGFMT, count_value, line_ts
 from .stats import Percentiles
 
 #: Flushes a healthy stream may still start after its cancel: one timer flush that was
@@ -235,7 +235,7 @@ class Analyzer:
                     flushes += 1
                     pop_start(rid, None)
                     if tokens != b"0":
-                        sent = int(tokens)
+                        sent = count_value(tokens)
                         tokens_total += sent
                         if sent > 1:
                             multi += 1

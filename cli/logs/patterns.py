@@ -32,6 +32,21 @@ _SECONDS: dict[bytes, float | None] = {}
 _SECONDS_KEPT = 4096
 
 
+#: A token count longer than this is one no server writes: read as 0 (and `int()` of
+#: thousands of digits raises). The C loop applies the same rule.
+MAX_COUNT_DIGITS = 18
+
+
+def count_value(text: bytes | str | None) -> int:
+    """A `tokens_sent`-style count; 0 when absent, malformed or absurdly long."""
+    if not text or len(text) > MAX_COUNT_DIGITS:
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        return 0
+
+
 def parse_ts(text: bytes | str) -> float | None:
     """Seconds since the epoch from an ISO-8601-ish timestamp, or None."""
     if isinstance(text, bytes):

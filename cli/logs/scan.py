@@ -20,7 +20,7 @@ from jarvis.vocabulary import Event
 
 from .analysis import Analyzer
 from .engine import C_COUNT_LINES
-from .patterns import LOGFMT, PLAIN, line_ts, parse_ts
+from .patterns import LOGFMT, PLAIN, count_value, line_ts, parse_ts
 from .sources import Source
 
 CHUNK = 8 << 20
@@ -135,11 +135,7 @@ class Scanner:
         if name in _HOT and rid is not None:
             key = rid.encode()
             if name == b"flush_done":
-                try:
-                    tokens = int(fields.get("tokens_sent") or 0)
-                except ValueError:
-                    tokens = 0
-                a.flush_done(key, tokens, ref)
+                a.flush_done(key, count_value(fields.get("tokens_sent")), ref)
             elif name == b"flush_start":
                 a.flush_start(key, ref)
             else:
