@@ -4,10 +4,16 @@
     ├── ConfigError        a setting that cannot work (bad flag value, unknown fault)
     ├── BadRequest         client input the API refuses; carries the HTTP status
     ├── UpstreamError      the fronted OpenAI-compatible server failed us
-    └── ServerStartError   the server could not start (port taken, address invalid)
+    ├── ServerStartError   the server could not start (port taken, address invalid)
+    └── ToolError          a `jarvis` command cannot do its job; raised in jarvis_cli:
+        ├── InputError         diagnose: an input cannot be read (logs/sources.py)
+        ├── Unreachable        verify-hang, swarm: nothing answers at the URL (verify/target.py)
+        ├── LocustFailed       swarm: locust did not run to the end (swarm/runner.py)
+        └── ReportMissing      swarm: locust left no stats to judge (swarm/thresholds.py)
 
-The CLI maps these to named exit codes in one place; the HTTP layer maps
-`BadRequest` to an OpenAI-style error body. Nothing else is raised on purpose.
+The CLI maps these to named exit codes (each command its own, `cli/main.py`
+for the rest); the HTTP layer maps `BadRequest` to an OpenAI-style error
+body. Nothing else is raised on purpose.
 """
 
 from __future__ import annotations
@@ -63,3 +69,7 @@ class UpstreamError(JarvisError):
 
 class ServerStartError(JarvisError):
     """The server could not start: the address is taken, invalid, or not ours to bind."""
+
+
+class ToolError(JarvisError):
+    """A `jarvis` command cannot do its job; the subclasses live beside their commands."""

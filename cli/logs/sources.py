@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
+from jarvis.exceptions import ToolError
+
 from .findings import Evidence, Finding
 
 
@@ -80,7 +82,7 @@ OFFSET_MASK = (1 << OFFSET_BITS) - 1
 MAX_EVIDENCE_CHARS = 600
 
 
-class InputError(Exception):
+class InputError(ToolError):
     """An input that cannot be read at all (missing, unreadable, a directory)."""
 
 

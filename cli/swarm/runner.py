@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jarvis.exceptions import ConfigError
+from jarvis.exceptions import ConfigError, ToolError
 
 #: Where the locustfile lives: the repository's `loadtests/`, beside `cli/`.
 DEFAULT_LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtests" / "locustfile.py"
@@ -37,7 +37,7 @@ _CPU_WARNING = re.compile(r"CPU usage (above|was too high|threshold)|exceeded cp
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-class LocustFailed(Exception):  # noqa: N818 - named for the condition
+class LocustFailed(ToolError):  # noqa: N818 - named for the condition
     """Locust ran but left no report to judge (a crash, a bad locustfile, workers missing)."""
 
 

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jarvis.exceptions import ToolError
+
 SSE = "SSE"
 STREAM = "stream"
 TTFT = "ttft"
@@ -23,7 +25,7 @@ KINDS = ("Hang", "StaleChunk", "WrongText", "HTTPError", "BrokenStream")
 _KIND = re.compile(r"^(\w+)\(")
 
 
-class ReportMissing(Exception):  # noqa: N818 - named for the condition
+class ReportMissing(ToolError):  # noqa: N818 - named for the condition
     """Locust wrote no stats CSV where it was told to."""
 
 

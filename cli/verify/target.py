@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jarvis.exceptions import ToolError
 from jarvis.synthetic import SyntheticModel
 
 from .client import ChatClient
@@ -21,7 +22,7 @@ JARVIS_MODEL = SyntheticModel.name
 DISCOVERY_TIMEOUT_S = 3.0
 
 
-class Unreachable(Exception):  # noqa: N818 - named for the condition, like httpx's
+class Unreachable(ToolError):  # noqa: N818 - named for the condition, like httpx's
     """Nothing answers at the target URL."""
 
 
