@@ -142,26 +142,18 @@ async def accept_chat(ctx: ServerContext, request: Request) -> Response:
     try:
         session = parse_session(raw_session)
         chat = parse_chat_request(await read_body(request, ctx.config.max_body_bytes))
-    except BadRequest as exc:
+    except Exception as exc:
+        # A BadRequest is the client's; anything else is a bug of ours: a 500, said in the log.
+        refusal = exc if isinstance(exc, BadRequest) else INTERNAL_ERROR
         ctx.log.emit(
             Event.REQUEST_REJECTED,
             trace=trace,
             session=raw_session,
-            status=exc.status,
-            code=exc.code,
-            message=exc.message,
+            status=refusal.status,
+            code=refusal.code,
+            message=refusal.message if refusal is exc else f"{type(exc).__name__}: {exc}",
         )
-        return error_response(exc, trace)
-    except Exception as exc:  # a bug of ours: answer 500, and say why in the log
-        ctx.log.emit(
-            Event.REQUEST_REJECTED,
-            trace=trace,
-            session=raw_session,
-            status=INTERNAL_ERROR.status,
-            code=INTERNAL_ERROR.code,
-            message=f"{type(exc).__name__}: {exc}",
-        )
-        return error_response(INTERNAL_ERROR, trace)
+        return error_response(refusal, trace)
     return ChatResponse(ctx, chat, session, trace)
 
 
