@@ -120,14 +120,13 @@ class TokenBatcher:
     async def add(self, request_id: str, token: str) -> None:
         """Buffer one token; flush now if over the size limit or in token-by-token mode."""
         buffer = self._buffers[request_id]
-        if self._delay <= 0 and not self._blocking and not buffer.parts:
+        if self._delay <= 0 and not self._blocking:
             await self._write_one(request_id, buffer, token)
             return
         buffer.parts.append(token)
         buffer.size += len(token.encode())
         if self._delay <= 0:
-            # Token by token after a batch was put back (or the blocking fault): send
-            # everything pending in order. Only the producer flushes here: no lock.
+            # The blocking fault, token by token: only the producer flushes here, no lock.
             await self._write(request_id, buffer, "token")
         elif buffer.size >= self._flush_bytes:
             self._log.emit(Event.FLUSH_IMMEDIATE, request_id=request_id, size=buffer.size)
