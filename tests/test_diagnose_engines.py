@@ -12,12 +12,11 @@ import subprocess
 import sys
 import sysconfig
 import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from jarvis_cli.logs import scan
-from jarvis_cli.logs.analysis import Analyzer
+from jarvis_cli.logs.analysis import Analyzer, Handler
 from jarvis_cli.logs.engine import ENGINES, PURE_ENV, default_engine
 from jarvis_cli.logs.patterns import EVENT_NAMES, line_ts
 from jarvis_cli.logs.run import analyze
@@ -25,7 +24,6 @@ from jarvis_cli.logs.scan import TIMED, Scanner, _fields
 
 from .logfixtures import TRICKY_LINES, garble, healthy_supersede, random_log
 
-Handler = Callable[[dict[str, str], int, float | None], None]
 needs_c = pytest.mark.skipif("c" not in ENGINES, reason="the C engine is not built here")
 
 

@@ -2,13 +2,13 @@
 
 from collections.abc import Callable
 
-from .analysis import Analyzer
+from .analysis import Analyzer, Handler
 
 def feed_logfmt(
     analyzer: Analyzer,
     chunk: bytes,
     base: int,
-    handlers: dict[bytes, Callable[[dict[str, str], int, float | None], None]],
+    handlers: dict[bytes, Handler],
     timed: frozenset[bytes],
     parse_fields: Callable[[bytes], dict[str, str]],
     event_names: frozenset[bytes],

@@ -29,6 +29,8 @@ POST_CANCEL_FLUSH_ALLOWANCE = 2
 FLUSH_STUCK_AFTER_S = 1.0
 #: Per finding id, how many findings keep their own evidence (the rest are counted).
 MAX_FINDINGS_PER_ID = 50
+#: A stream-level event's handler: (its fields, the ref of its line, its timestamp).
+Handler = Callable[[dict[str, str], int, float | None], None]
 
 @dataclass(slots=True, eq=False)
 class StreamRecord:
@@ -162,7 +164,7 @@ class Analyzer:
         self._loop_stuck = False  # a loop_blocked with no loop_recovered after it
         self.last_ts: float | None = None
         #: name -> handler(fields, ref, ts) for every stream-level event acted on.
-        self.handlers: dict[str, Callable[[dict[str, str], int, float | None], None]] = {
+        self.handlers: dict[str, Handler] = {
             name: getattr(self, "_on_" + name) for name in self.HANDLED
         }
 
@@ -194,7 +196,7 @@ class Analyzer:
         self,
         chunk: bytes,
         base: int,
-        handlers: dict[bytes, Callable[[dict[str, str], int, float | None], None]],
+        handlers: dict[bytes, Handler],
         timed: frozenset[bytes],
         parse_fields: Callable[[bytes], dict[str, str]],
     ) -> tuple[int, int]:
@@ -213,7 +215,7 @@ class Analyzer:
         self,
         chunk: bytes,
         base: int,
-        handlers: dict[bytes, Callable[[dict[str, str], int, float | None], None]],
+        handlers: dict[bytes, Handler],
         timed: frozenset[bytes],
         parse_fields: Callable[[bytes], dict[str, str]],
     ) -> tuple[int, int]:
