@@ -53,6 +53,8 @@ class SSEDecoder:
         return []
 
     def _lines(self, chunk: bytes) -> list[str]:
+        if not chunk:
+            return []  # an empty read must not forget a CR still waiting for its LF
         if self._trailing_cr and chunk.startswith(b"\n"):
             chunk = chunk[1:]  # the LF of a CRLF split across two reads
         data = self._pending + chunk
