@@ -1,0 +1,149 @@
+"""`jarvis verify-hang` against servers that are not jarvis (tests/peers): each verdict
+rests on what the server does on the wire, whatever framework, API or framing it uses.
+
+Every run is the real command in a subprocess with a hard timeout, against a peer
+started on a free loopback port and killed (process group) when the test ends.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .peers import PEERS, ROOT, Expectation, Peer, fill, running
+
+RUN_TIMEOUT_S = 60.0
+DOC = ROOT / "docs" / "verify-hang.md"
+DOC_SECTION = "## Servers that are not jarvis"
+EXIT_CODES = {"pass": 0, "fail": 1}
+
+
+@dataclass
+class Verdict:
+    """One finished `verify-hang --url` run: exit code and JSON report."""
+
+    code: int
+    report: dict[str, Any]
+    stderr: str
+
+    @property
+    def failing(self) -> frozenset[str]:
+        return frozenset(s["name"] for s in self.report["scenarios"] if s["status"] == "fail")
+
+    def evidence(self, name: str) -> list[str]:
+        return next(s["evidence"] for s in self.report["scenarios"] if s["name"] == name)
+
+    def explain(self) -> str:
+        lines = [f"exit {self.code}, verdict {self.report.get('verdict')}"]
+        for s in self.report.get("scenarios", []):
+            lines.append(f"  {s['name']}: {s['status']}: {s['summary']}")
+            lines += [f"      {e}" for e in s.get("evidence", [])[:3]]
+        return "\n".join(lines) + (f"\nstderr: {self.stderr[-800:]}" if self.stderr else "")
+
+
+def verify_hang(url: str, args: list[str], workdir: Path) -> Verdict:
+    """Run `jarvis verify-hang --url URL <args> --json ...` to the end, within RUN_TIMEOUT_S."""
+    path = workdir / "report.json"
+    argv = [sys.executable, "-m", "jarvis_cli", "verify-hang", "--url", url, *args,
+            "--json", str(path)]  # fmt: skip
+    done = subprocess.run(
+        argv, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False
+    )
+    report = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    return Verdict(done.returncode, report, done.stderr)
+
+
+def _rows() -> list[Any]:
+    return [
+        pytest.param(peer, expectation, id=f"{name}[{' '.join(expectation.args) or 'defaults'}]")
+        for name, peer in PEERS.items()
+        for expectation in peer.runs
+    ]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)
+@pytest.mark.parametrize(("peer", "expectation"), _rows())
+def test_verify_hang_verdict_on_a_peer_matches_the_table(
+    peer: Peer, expectation: Expectation, tmp_path: Path
+) -> None:
+    """verify-hang gives each peer the verdict, exit code and failing scenarios PEERS
+    records: correct servers pass whatever they are built with, broken ones fail in the
+    scenarios their bug breaks and in no other."""
+    with running(peer, tmp_path) as url:
+        port = int(url.rsplit(":", 1)[1])
+        args = fill(expectation.args, port=port, log=tmp_path / f"{peer.name}.log")
+        run = verify_hang(url, args, tmp_path)
+    assert run.report, run.explain()
+    assert run.report["verdict"] == expectation.verdict, run.explain()
+    assert run.code == EXIT_CODES[expectation.verdict], run.explain()
+    assert run.failing == expectation.failing, run.explain()
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)
+def test_seeds_registry_burst_fails_for_two_streams_of_one_session_at_once(
+    tmp_path: Path,
+) -> None:
+    """The seeds' registry as written lets every waiter of a burst register once the old
+    stream ends: burst's first evidence line says so, naming at least two streams that
+    emitted at once (not a complaint about how the streams ended)."""
+    with running(PEERS["seeds_registry"], tmp_path) as url:
+        run = verify_hang(url, [], tmp_path)
+    assert "burst" in run.failing, run.explain()
+    first = run.evidence("burst")[0]
+    named = set(re.findall(r"chatcmpl-[0-9a-f]+", first)) or set(re.findall(r"\bP\d\.\d\b", first))
+    assert "at once" in first, first
+    assert len(named) >= 2, first
+
+
+def _doc_table() -> dict[tuple[str, tuple[str, ...]], tuple[str, frozenset[str]]]:
+    """The section's table: (server, invocation args) -> (verdict, failing scenarios)."""
+    text = DOC.read_text(encoding="utf-8")
+    assert DOC_SECTION in text, f"{DOC} has no {DOC_SECTION!r} section"
+    section = text.split(DOC_SECTION, 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    table = {}
+    for row in rows:
+        server, invocation, verdict, failing = (c.strip() for c in row.strip("|").split("|"))
+        args = invocation.replace("`", "").split()
+        assert args[:3] == ["verify-hang", "--url", "URL"], row
+        names = frozenset() if failing == "none" else frozenset(failing.split(", "))
+        table[(server.strip("`"), tuple(args[3:]))] = (verdict.lower(), names)
+    return table
+
+
+def test_docs_table_of_peers_equals_the_peers_table() -> None:
+    """docs/verify-hang.md lists every peer, invocation, verdict and failing scenario
+    exactly as PEERS (which the e2e tests check) does, so the page cannot drift."""
+    expected = {
+        (name, e.args): (e.verdict, e.failing) for name, peer in PEERS.items() for e in peer.runs
+    }
+    assert _doc_table() == expected
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(30)
+def test_running_kills_the_whole_peer_even_when_the_body_raises(tmp_path: Path) -> None:
+    """`running()` kills the peer's process group however the block ends: after an
+    exception inside it, no worker of the two-process peer still accepts connections."""
+    seen: list[str] = []
+
+    def serve_then_fail() -> None:
+        with running(PEERS["per_process"], tmp_path) as url:
+            seen.append(url)
+            assert httpx.get(f"{url}/v1/models", timeout=2).status_code == 200
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        serve_then_fail()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{seen[0]}/v1/models", timeout=2)
