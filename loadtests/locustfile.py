@@ -1,25 +1,29 @@
 """A chat-session user for locust: it streams answers and interrupts itself, as people do.
 
-Each user keeps its own session (`X-Session-Id`), sends a prompt, reads the SSE
-stream, and with `--interrupt-rate` sends a new prompt into the same session
-while the answer is still streaming (from a second greenlet, on a second
-connection), or drops the connection mid-stream (`--disconnect-rate`).
+Each user keeps its own session (`X-Session-Id`, or where `--session-in` says), sends a
+prompt, reads the SSE stream, and with `--interrupt-rate` sends a new prompt into the same
+session while the answer is still streaming (from a second greenlet, on a second
+connection), or drops the connection mid-stream (`--disconnect-rate`). The server is
+spoken to through `jarvis_cli.chatapi`: `--dialect openai|anthropic` or `--target
+FILE.toml`, so every verdict reads the wire as that API defines it, not jarvis's extensions.
 
     locust -f loadtests/locustfile.py --host http://127.0.0.1:8000        # web UI
     locust -f loadtests/locustfile.py --host http://127.0.0.1:8000 --headless -u 50 -r 10 -t 60s
     locust -f loadtests/locustfile.py --host ... --headless -u 50 -t 2m --shape spike
+    locust -f loadtests/locustfile.py --host http://127.0.0.1:9999 --dialect anthropic
     LOCUST_HOST=http://127.0.0.1:8000 LOCUST_CONVERSATIONS=5 python loadtests/locustfile.py
 
 The last line runs one user with `run_single_user` (for a debugger) and prints
 every request. Metrics are request entries of type `SSE` (docs/swarm.md):
 `stream` (one per stream; its failures are the verdicts: Hang, StaleChunk,
 WrongText, HTTPError, BrokenStream), `ttft`, `inter-token`, `full-stream`
-and `interrupt-ttft`, all in milliseconds.
+and `interrupt-ttft`, all in milliseconds, and `text-checked` (one per stream
+whose text was checked: only a deterministic model's can be).
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import math
 import os
 import random
@@ -42,8 +46,12 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from jarvis.synthetic import expected_text
+import sse_reader  # beside this file: locust puts the locustfile's folder on sys.path
+from jarvis_cli.chatapi import Dialect, Piece, SessionIn, SSEEvent
+from jarvis_cli.swarm.speaker import DEFAULT_SESSION_IN, resolve
 
-CHAT_PATH = "/v1/chat/completions"
+from jarvis.exceptions import ConfigError
+
 #: The embedded model's name: its text is known in advance, so every token is checked.
 SYNTHETIC_MODEL = "jarvis-synthetic"
 MAX_TOKENS = 400
@@ -78,6 +86,9 @@ TTFT = "ttft"
 INTER_TOKEN = "inter-token"  # noqa: S105 - a request name, not a secret
 FULL_STREAM = "full-stream"
 INTERRUPT_TTFT = "interrupt-ttft"
+TEXT_CHECKED = "text-checked"
+#: The locustfile's usage errors (a bad --target, --dialect or --session-in) exit so.
+USAGE_EXIT = 2
 
 
 class StreamFailure(Exception):  # noqa: N818 - the subclasses name the kinds
@@ -146,6 +157,28 @@ def _arguments(parser: LocustArgumentParser) -> None:
         "independent: they may run side by side (no StaleChunk check).",
     )
     parser.add_argument(
+        "--dialect",
+        choices=("openai", "anthropic"),
+        default=None,
+        env_var="LOCUST_DIALECT",
+        help="The server's chat API: openai (/v1/chat/completions) or anthropic "
+        "(/v1/messages). Default: openai, or what --target describes.",
+    )
+    parser.add_argument(
+        "--session-in",
+        default=None,
+        env_var="LOCUST_SESSION_IN",
+        help="Where the session id travels: header:NAME, body:DOTTED.PATH, query:NAME or "
+        f"cookie:NAME. Default: {DEFAULT_SESSION_IN}, or the target file's session.",
+    )
+    parser.add_argument(
+        "--target",
+        default=None,
+        env_var="LOCUST_TARGET",
+        help="A TOML file describing any other chat API (docs/swarm.md); "
+        "--dialect and --session-in override what it says.",
+    )
+    parser.add_argument(
         "--think-time",
         type=float,
         default=0.5,
@@ -177,6 +210,17 @@ def _arguments(parser: LocustArgumentParser) -> None:
     )
 
 
+@functools.cache
+def speaker(
+    target: str | None, dialect: str | None, session_in: str | None
+) -> tuple[Dialect, SessionIn]:
+    """How to speak to the server, resolved once per process by the one implementation
+    `jarvis swarm` uses (flags over the target file over the defaults); a bad value
+    raises ConfigError naming the key."""
+    chosen = resolve(target=target, dialect=dialect, session_in=session_in)
+    return chosen.dialect, chosen.session_in
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """The run's options (custom locust arguments, or their environment variables)."""
@@ -191,12 +235,15 @@ class Settings:
     shape: str = "steady"
     conversations: int = 0
     run_time: float = DEFAULT_RUN_TIME_S
+    dialect: Dialect = field(default_factory=lambda: speaker(None, None, None)[0])
+    session_in: SessionIn = field(default_factory=lambda: speaker(None, None, None)[1])
 
     @classmethod
     def of(cls, environment: Environment) -> Settings:
         o = environment.parsed_options
         if o is None:
             return cls()
+        dialect, session_in = speaker(o.target, o.dialect, o.session_in)
         return cls(
             interrupt_rate=o.interrupt_rate,
             disconnect_rate=o.disconnect_rate,
@@ -208,6 +255,8 @@ class Settings:
             shape=o.shape,
             conversations=o.conversations,
             run_time=float(getattr(o, "run_time", None) or DEFAULT_RUN_TIME_S),
+            dialect=dialect,
+            session_in=session_in,
         )
 
 
@@ -222,6 +271,17 @@ class _Process:
 
 
 _process = _Process()
+
+
+@events.init.add_listener
+def _on_init(environment: Environment, **_: Any) -> None:
+    """A bad --target, --dialect or --session-in is a usage error before any user starts,
+    named on stderr (no traceback), as `jarvis swarm` names it."""
+    try:
+        Settings.of(environment)
+    except ConfigError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(USAGE_EXIT)
 
 
 @events.test_start.add_listener
@@ -242,10 +302,28 @@ class Stream:
     gaps: int = 0
     gap_total: float = 0.0
     parts: list[str] = field(default_factory=list)
+    #: The last finish reason the server gave, and whether it was a natural end.
+    finish: str | None = None
+    natural: bool = False
+    #: jarvis's own extension, read only when present.
     end_reason: str | None = None
+    #: The dialect's end marker arrived (`[DONE]`, `message_stop`, a target's `end`).
     done: bool = False
+    #: An error event ended the stream.
+    errored: bool = False
     ended: bool = False
     nbytes: int = 0
+
+    @property
+    def completed(self) -> bool:
+        """The model finished on its own and the server said the stream is over: a natural
+        finish then the end marker (for a target file, its end marker), or jarvis's own
+        `end_reason=completed`. Any server can be judged by the first."""
+        return (self.natural and self.done) or self.end_reason == "completed"
+
+    @property
+    def over(self) -> bool:
+        return self.done or self.errored
 
 
 @dataclass(slots=True)
@@ -309,13 +387,20 @@ class ChatUser(FastHttpUser):
             self._probe_model()
 
     def _probe_model(self) -> None:
-        """The model to ask for, and whether its text is known (the embedded synthetic model)."""
-        response = self.client.get("/v1/models", name="/v1/models")
-        try:
-            data = response.json().get("data") or []
-            _process.model = str(data[0]["id"]) if data else None
-        except (ValueError, KeyError, TypeError, AttributeError):
-            _process.model = None
+        """The model to ask for, and whether its text is known (the embedded synthetic model).
+
+        The probe is not a stream and never a failure: a server without a model list
+        (a 404, a target file's API) is fine; the requests then name no model."""
+        path = self.settings.dialect.models_path
+        if path is None:
+            return
+        with self.client.get(path, name=path, catch_response=True) as response:
+            try:
+                data = response.json().get("data") or []
+                _process.model = str(data[0]["id"]) if data else None
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+                _process.model = None
+            response.success()
         _process.synthetic = _process.model == SYNTHETIC_MODEL
 
     @task
@@ -366,17 +451,19 @@ class ChatUser(FastHttpUser):
         self, stream: Stream, *, interrupting: bool = False, drop_after: int | None = None
     ) -> None:
         """Send one prompt, read its SSE stream to the end, and report what it did."""
-        body = {
-            "messages": [{"role": "user", "content": stream.prompt}],
-            "stream": True,
-            "max_tokens": MAX_TOKENS,
-        }
-        if _process.model:
-            body["model"] = _process.model
+        s = self.settings
+        request = s.dialect.request(
+            stream.prompt, session=self.session.id, session_in=s.session_in,
+            model=_process.model or "", max_tokens=MAX_TOKENS,
+        )  # fmt: skip
+        if not _process.model and request.body.get("model") == "":
+            del request.body["model"]  # no model list: let the server choose its own
+        headers = request.all_headers()
+        headers.update({"Accept": "text/event-stream", "Content-Type": "application/json"})
         stream.sent_at = time.monotonic()
         response = self.client.request(
-            "POST", CHAT_PATH, json=body, stream=True, name=CHAT_PATH,
-            headers={"X-Session-Id": self.session.id, "Accept": "text/event-stream"},
+            request.method, request.target, data=request.payload(), headers=headers,
+            stream=True, name=request.path,
         )  # fmt: skip
         failure: StreamFailure | None = None
         error = getattr(response, "error", None)
@@ -391,63 +478,78 @@ class ChatUser(FastHttpUser):
             try:
                 failure = self._read(response, stream, drop_after)
             finally:
-                if not stream.done:
-                    _abort(response)
+                _abort(response)  # a no-op once the body was read to its end
         stream.ended = True
         self._report(stream, failure, interrupting=interrupting, dropped=drop_after is not None)
 
     def _read(
         self, response: FastResponse, stream: Stream, drop_after: int | None
     ) -> StreamFailure | None:
-        """Read SSE events until `[DONE]`, a failure, or `drop_after` content chunks."""
+        """Read SSE events until the end marker, an error event, a failure, or `drop_after`
+        content chunks. Bytes are fed to the spec decoder as they arrive (sse_reader.py)."""
         raw: Any = response._response
-        deadline = self.settings.hang_deadline
-        while not stream.done:
-            try:
-                # The socket's own timeout (network_timeout = the deadline) bounds every recv:
-                # no timer per event, which would cost a tenth of the user's CPU.
-                event: bytes = raw.readline(b"\n\n")
-            except Exception as exc:  # any transport error ends the stream
-                if _is_timeout(exc):
-                    return Hang(f"no byte within {deadline:g} s")
-                return self._closed(stream, "connection lost mid-stream")
-            if not event:
-                return self._closed(stream, "closed before a terminal chunk")
-            stream.nbytes += len(event)
-            failure = self._absorb(stream, event.strip(), time.monotonic())
-            if failure is not None:
-                return failure
-            if drop_after is not None and len(stream.parts) >= drop_after:
-                break  # the caller closes the connection: a user who left
-        return None
 
-    def _absorb(self, stream: Stream, data: bytes, now: float) -> StreamFailure | None:
-        """Fold one SSE event into `stream`: its id, text, timings, end reason."""
-        if not data.startswith(b"data: "):
-            return None
-        if data == b"data: [DONE]":
-            stream.done = True
-            return None
+        def read() -> bytes:
+            chunk = sse_reader.available(raw)
+            stream.nbytes += len(chunk)
+            return chunk
+
         try:
-            chunk = json.loads(data[6:])
-        except ValueError:
-            return BrokenStream("an SSE event that is not JSON")
-        if stream.stream_id is None:
-            stream.stream_id = chunk.get("id")
-        elif chunk.get("id") != stream.stream_id:
-            return StaleChunk("a chunk of another stream on this stream's connection")
-        extra = chunk.get("jarvis")
-        if extra is not None:
-            stream.end_reason = extra.get("end_reason")
-        for choice in chunk.get("choices") or ():
-            content = (choice.get("delta") or {}).get("content")
-            if content:
-                self._content(stream, content, now)
-        if self.settings.supersede and self.session.next_seq > stream.seq:
+            for event in sse_reader.events(read):
+                failure = self._absorb(stream, event, time.monotonic())
+                if failure is not None:
+                    return failure
+                if stream.over:
+                    return None
+                if drop_after is not None and len(stream.parts) >= drop_after:
+                    return None  # the caller closes the connection: a user who left
+        except Exception as exc:  # any transport error ends the stream
+            if _is_timeout(exc):
+                return Hang(f"no byte within {self.settings.hang_deadline:g} s")
+            return self._closed(stream, "connection lost mid-stream")
+        return self._closed(stream, "closed before the end marker")
+
+    def _absorb(self, stream: Stream, event: SSEEvent, now: float) -> StreamFailure | None:
+        """Fold one SSE event, as the dialect reads it, into `stream`: its id, text,
+        timings, finish reason and end marker."""
+        piece = self.settings.dialect.read(event)
+        if piece is None:
+            return None
+        failure = self._fold(stream, piece)
+        if failure is not None or not piece.text:
+            return failure  # an ending or an empty delta is never stale, whenever it comes
+        self._content(stream, piece.text, now)
+        if self._superseded(stream):
             newer = self.session.successor_first_at(stream)
             if newer is not None and now - newer > self.settings.stale_grace_s:
                 return StaleChunk("a superseded stream's chunk after its successor's first")
         return None
+
+    def _fold(self, stream: Stream, piece: Piece) -> StreamFailure | None:
+        """What a piece says about the stream's identity and its end."""
+        if piece.malformed:
+            return BrokenStream("an event the dialect cannot read")
+        if piece.error is not None:
+            stream.errored = True
+            return None if self._superseded(stream) else BrokenStream("an error event")
+        if piece.stream_id is not None:
+            if stream.stream_id is None:
+                stream.stream_id = piece.stream_id
+            elif piece.stream_id != stream.stream_id:
+                return StaleChunk("a chunk of another stream on this stream's connection")
+        if piece.end_reason is not None:
+            stream.end_reason = piece.end_reason
+        if piece.finish is not None:
+            stream.finish, stream.natural = piece.finish, piece.natural
+        elif piece.natural:
+            stream.natural = True  # a target file's end marker is itself the natural end
+        if piece.done:
+            stream.done = True
+        return None
+
+    def _superseded(self, stream: Stream) -> bool:
+        """A newer prompt of this session was sent, and it is to end this stream."""
+        return self.settings.supersede and self.session.next_seq > stream.seq
 
     def _content(self, stream: Stream, content: str, now: float) -> None:
         if stream.first_at is None:
@@ -463,9 +565,10 @@ class ChatUser(FastHttpUser):
         stream.parts.append(content)
 
     def _closed(self, stream: Stream, what: str) -> StreamFailure | None:
-        """A connection closed without `[DONE]`: fine after a terminal chunk, or for a stream
-        already superseded (a fenced stream may not write another byte); else broken."""
-        if stream.end_reason or self.session.next_seq > stream.seq:
+        """A connection closed without the end marker: fine after a finish reason of any
+        value, or for a superseded stream (which may end any way: a fenced stream may not
+        write another byte); else broken. Such a stream never counts as completed."""
+        if stream.finish is not None or stream.end_reason or self._superseded(stream):
             return None
         return BrokenStream(what)
 
@@ -474,21 +577,24 @@ class ChatUser(FastHttpUser):
     ) -> None:
         now = time.monotonic()
         if failure is None and _process.synthetic:
+            # Only a deterministic model's text is known in advance; on any other server
+            # the check is off, and `jarvis swarm` says so rather than count it as passed.
             failure = self._check_text(stream)
+            self._fire(TEXT_CHECKED, 0.0)
         if stream.first_at is not None:
             self._fire(TTFT, stream.first_at - stream.sent_at)
             if interrupting:
                 self._fire(INTERRUPT_TTFT, stream.first_at - stream.sent_at)
         if stream.gaps:
             self._fire(INTER_TOKEN, stream.gap_total / stream.gaps)
-        if failure is None and stream.end_reason == "completed" and not dropped:
+        if failure is None and stream.completed and not dropped:
             self._fire(FULL_STREAM, now - stream.sent_at, length=stream.nbytes)
         self._fire(STREAM, now - stream.sent_at, length=stream.nbytes, exc=failure)
 
     def _check_text(self, stream: Stream) -> StreamFailure | None:
         text = "".join(stream.parts)
         expected = expected_text(stream.prompt, MAX_TOKENS)
-        if stream.end_reason == "completed" and stream.done:
+        if stream.completed:
             return None if text == expected else WrongText("the completed text is not the model's")
         if not expected.startswith(text):
             return WrongText("the text so far is not a prefix of the model's")

@@ -3,6 +3,7 @@ it finds the locustfile, and when it calls the load generator the bottleneck."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from jarvis_cli.swarm.runner import (
     Process,
     locate_locustfile,
 )
+from jarvis_cli.swarm.speaker import resolve
 
 from jarvis.exceptions import ConfigError
 
@@ -21,6 +23,19 @@ PLAN = Plan(
     url="http://127.0.0.1:8000", users=30, spawn_rate=15, run_time_s=30, interrupt_rate=0.3,
     workers=2, locustfile=Path("/x/locustfile.py"), report_dir=Path("/r"),
 )  # fmt: skip
+
+
+TARGET = """
+url = "http://127.0.0.1:9"
+health = "/ping"
+session = "body:conv"
+[request]
+path = "/chat"
+body = { message = "{prompt}", conv = "{session}" }
+[stream]
+text = "delta"
+end = "data:[DONE]"
+"""
 
 
 def process(role: str, samples: list[float], tmp_path: Path, text: str = "") -> Process:
@@ -74,3 +89,38 @@ def test_locusts_own_cpu_warning_makes_the_generator_the_bottleneck(tmp_path: Pa
     run = LocustRun([process("locust", [0.3], tmp_path)], 0,
                     cpu_warnings=["locust: CPU usage above 90%! This may constrain"])  # fmt: skip
     assert run.generator_bound
+
+
+def test_the_way_to_speak_reaches_every_locust_process() -> None:
+    """--dialect, --session-in, --target and --overlap go to the master and each worker."""
+    plan = dataclasses.replace(
+        PLAN, dialect="anthropic", session_in="body:metadata.sid",
+        target=Path("/t/chat.toml"), overlap="independent",
+    )  # fmt: skip
+    wanted = {"--dialect": "anthropic", "--session-in": "body:metadata.sid",
+              "--target": "/t/chat.toml", "--overlap": "independent"}  # fmt: skip
+    for argv in (plan.master_argv(5599), plan.worker_argv(5599)):
+        assert {flag: argv[argv.index(flag) + 1] for flag in wanted} == wanted
+    assert "--dialect" not in PLAN.master_argv()  # unset: the locustfile's default holds
+
+
+def test_flags_override_the_target_file_which_overrides_the_defaults(tmp_path: Path) -> None:
+    """The file's dialect, session and health are used unless a flag names its own."""
+    path = tmp_path / "chat.toml"
+    path.write_text(TARGET, encoding="utf-8")
+    from_file = resolve(target=path)
+    assert (from_file.dialect.name, str(from_file.session_in)) == ("target", "body:conv")
+    assert (from_file.url, from_file.probe_path) == ("http://127.0.0.1:9", "/ping")
+    flags = resolve(target=path, dialect="anthropic", session_in="query:sid")
+    assert (flags.dialect.name, str(flags.session_in)) == ("anthropic", "query:sid")
+    plain = resolve()
+    assert (plain.dialect.name, str(plain.session_in)) == ("openai", "header:X-Session-Id")
+    assert plain.probe_path == "/v1/models"
+
+
+def test_a_bad_target_file_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    """A target whose stream.end is not event:NAME or data:LITERAL names that key."""
+    path = tmp_path / "chat.toml"
+    path.write_text(TARGET.replace('end = "data:[DONE]"', 'end = "[DONE]"'), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"stream\.end"):
+        resolve(target=path)

@@ -50,10 +50,37 @@ def test_stats_rows_and_percentiles_are_read_by_type_and_name(tmp_path: Path) ->
     assert figures.requests == 200  # the chat POSTs; SSE metrics and the total are not requests
 
 
-def test_failures_are_counted_by_the_locustfile_kind(tmp_path: Path) -> None:
-    """Stream failures group by exception class; other failed requests count as `other`."""
+def test_failures_are_counted_by_the_locustfile_kind_and_add_up(tmp_path: Path) -> None:
+    """Stream failures group by exception class and add up to the stream row's failure
+    count; failed HTTP requests (each also a stream's HTTPError) are counted apart."""
     figures = Figures.load(write(tmp_path))
-    assert figures.failures == {"StaleChunk": 2, "Hang": 1, "other": 4}
+    assert figures.failures == {"StaleChunk": 2, "Hang": 1}
+    assert sum(figures.failures.values()) == figures.stream_failures
+    assert figures.request_failures == 4
+
+
+def test_a_failed_model_probe_is_no_stream_failure(tmp_path: Path) -> None:
+    """A GET /v1/models that failed (a server without a model list) is not among the
+    failures by kind: the probe is not a stream."""
+    failures = 'Method,Name,Error,Occurrences\nGET,/v1/models,"HTTPError(404)",1\n'
+    stats = STATS.replace("SSE,stream,200,3,", "SSE,stream,200,0,")
+    figures = Figures.load(write(tmp_path, stats, failures))
+    assert figures.failures == {}
+    assert figures.stream_failures == 0
+
+
+def test_stream_failures_missing_from_the_csv_show_as_other(tmp_path: Path) -> None:
+    """Should the failures CSV lack a row the stats count, the shortfall is `other`: the
+    kinds always add up to the header's count."""
+    figures = Figures.load(write(tmp_path, failures="Method,Name,Error,Occurrences\n"))
+    assert figures.failures == {"other": 3}
+
+
+def test_the_text_check_is_read_from_its_own_entry(tmp_path: Path) -> None:
+    """`text-checked` counts streams whose text was checked; without it the check was off."""
+    assert Figures.load(write(tmp_path)).text_checked == 0
+    row = "SSE,text-checked,150,0,0,0,0,0,0.0,1.0,0.0,0,0,0,0,0,0,0,0,0,0,0\n"
+    assert Figures.load(write(tmp_path, STATS + row)).text_checked == 150
 
 
 def test_every_threshold_holds_for_a_healthy_run(tmp_path: Path) -> None:
@@ -95,7 +122,16 @@ def test_a_missing_stats_file_is_reported_not_judged(tmp_path: Path) -> None:
 def test_request_names_and_kinds_agree_with_the_locustfile() -> None:
     """The gate reads the names the locustfile fires (read as text: locust is not imported)."""
     source = (Path(__file__).parents[1] / "loadtests" / "locustfile.py").read_text()
-    for constant in ("SSE", "STREAM", "TTFT", "INTER_TOKEN", "FULL_STREAM", "INTERRUPT_TTFT"):
+    names = (
+        "SSE",
+        "STREAM",
+        "TTFT",
+        "INTER_TOKEN",
+        "FULL_STREAM",
+        "INTERRUPT_TTFT",
+        "TEXT_CHECKED",
+    )
+    for constant in names:
         match = re.search(rf'^{constant} = "([^"]+)"', source, re.M)
         assert match is not None, constant
         assert match.group(1) == getattr(thresholds, constant)

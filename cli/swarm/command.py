@@ -20,18 +20,44 @@ from ..verify.plan import EMBEDDED_CANCEL_WAIT_S
 from ..verify.target import Unreachable, normalise_url
 from .report import SwarmReport, render
 from .runner import LocustFailed, LocustRun, Plan, locate_locustfile, require_locust, run_locust
+from .speaker import Speaker, resolve
 from .target import check_reachable, diagnose_log
 from .thresholds import Figures, ReportMissing, Thresholds, judge
 
 _SHAPES = ("steady", "ramp", "spike")
+_OVERLAPS = ("supersede", "independent")
 
 
 def swarm(
     url: Annotated[
         str | None,
         typer.Option(
-            help="Swarm this OpenAI-compatible server (base URL, with or without /v1). "
-            "Default: start the embedded reference server.",
+            help="Swarm this server (base URL, with or without /v1). Default: the --target "
+            "file's url, else start the embedded reference server.",
+            show_default=False,
+        ),
+    ] = None,
+    dialect: Annotated[
+        str | None,
+        typer.Option(
+            help="The server's chat API: openai (/v1/chat/completions) or anthropic "
+            "(/v1/messages). Default: openai, or what --target describes.",
+            show_default=False,
+        ),
+    ] = None,
+    session_in: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the session id travels: header:NAME, body:DOTTED.PATH, query:NAME "
+            "or cookie:NAME. Default: header:X-Session-Id, or the --target file's session.",
+            show_default=False,
+        ),
+    ] = None,
+    target: Annotated[
+        Path | None,
+        typer.Option(
+            help="A TOML file describing any other chat API (docs/swarm.md); --url, "
+            "--dialect and --session-in override what it says.",
             show_default=False,
         ),
     ] = None,
@@ -42,6 +68,13 @@ def swarm(
         float,
         typer.Option(help="Share of conversations interrupted by a new prompt mid-stream (0-1)."),
     ] = 0.3,
+    overlap: Annotated[
+        str,
+        typer.Option(
+            help="supersede: a new prompt must end the session's previous stream (its later "
+            "chunks are StaleChunk). independent: a server that runs them side by side."
+        ),
+    ] = "supersede",
     shape: Annotated[
         str,
         typer.Option(
@@ -109,6 +142,8 @@ def swarm(
         jarvis swarm --users 20 --run-time 30s
         jarvis swarm --fault no-cancel --users 20 --run-time 15s    # watch it fail
         jarvis swarm --url http://127.0.0.1:8000 --users 200 --workers 2
+        jarvis swarm --url http://127.0.0.1:9999 --dialect anthropic --overlap independent
+        jarvis swarm --target chat.toml --session-in body:metadata.session
         jarvis swarm --shape spike --run-time 2m --max-p99-ttft-ms 500
         jarvis swarm --report-dir reports/nightly --max-fail-ratio 0
     """
@@ -120,6 +155,9 @@ def swarm(
     _check(max_p99_ttft_ms > 0 and max_p99_interrupt_ms > 0, "latency thresholds must be > 0")
     _check(hang_deadline > 0, "--hang-deadline must be above 0")
     _check(shape in _SHAPES, f"--shape takes one of {', '.join(_SHAPES)}, not {shape!r}")
+    _check(overlap in _OVERLAPS, f"--overlap takes {' or '.join(_OVERLAPS)}, not {overlap!r}")
+    speaker = resolve(target=target, dialect=dialect, session_in=session_in)
+    url = url or speaker.url
     seconds = parse_duration(run_time, "--run-time")
     _check(seconds >= 1, "--run-time must be at least 1s")
     faults = list(embedded_faults(fault, url))
@@ -135,11 +173,15 @@ def swarm(
         report_dir=report_dir or Path("reports") / time.strftime("swarm-%Y%m%d-%H%M%S"),
         shape=shape,
         hang_deadline=hang_deadline,
+        overlap=overlap,
+        dialect=dialect,
+        session_in=session_in,
+        target=target.resolve() if target else None,
     )
     limits = Thresholds(max_p99_ttft_ms, max_p99_interrupt_ms, max_fail_ratio)
     err.print(f"swarming for {seconds:g} s; reports in {plan.report_dir}", highlight=False)
     try:
-        report = asyncio.run(until_terminated(_swarm(plan, limits, faults)))
+        report = asyncio.run(until_terminated(_swarm(plan, limits, faults, speaker)))
     except asyncio.CancelledError:
         fail("terminated (SIGTERM): locust and the embedded server were stopped, no report")
         return ExitCode.INTERRUPTED
@@ -153,9 +195,11 @@ def swarm(
     return int(report.exit_code())
 
 
-async def _swarm(plan: Plan, limits: Thresholds, faults: list[str]) -> SwarmReport:
+async def _swarm(
+    plan: Plan, limits: Thresholds, faults: list[str], speaker: Speaker
+) -> SwarmReport:
     if plan.url:
-        await check_reachable(plan.url)
+        await check_reachable(plan.url, speaker.probe_path)
         return _judge(plan, limits, await run_locust(plan))
     plan.report_dir.mkdir(parents=True, exist_ok=True)
     log_path = (plan.report_dir / "server.log").resolve()

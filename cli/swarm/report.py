@@ -84,6 +84,19 @@ def _latency_table(figures: Figures) -> Table:
     return table
 
 
+def _text_check_line(figures: Figures) -> Text:
+    """Whether WrongText was judged: only a deterministic model's text is known, so on any
+    other server the check is off, and the summary says so rather than count it passed."""
+    if figures.text_checked:
+        return Text(f"text check (WrongText): on, {figures.text_checked:,} streams checked "
+                    "against the deterministic model")  # fmt: skip
+    return Text(
+        "text check (WrongText): off, the model is not deterministic (only jarvis-synthetic's "
+        "text is known in advance); not judged, not passed",
+        style="yellow",
+    )
+
+
 def _gate_table(checks: list[Check]) -> Table:
     table = Table(title="thresholds", title_justify="left", pad_edge=False)
     for label in ("", "threshold", "limit", "measured"):
@@ -133,6 +146,12 @@ def render(report: SwarmReport, console: Console) -> None:
         )
     else:
         console.print(Text("failures by kind: none", style="green"))
+    if figures.request_failures:
+        console.print(
+            Text(f"failed HTTP requests: {figures.request_failures:,} "
+                 "(each chat POST among them is also its stream's HTTPError)", style="dim")
+        )  # fmt: skip
+    console.print(_text_check_line(figures))
     console.print(_gate_table(report.checks))
     if report.diagnosis is not None:
         d = report.diagnosis

@@ -55,6 +55,11 @@ class Plan:
     report_dir: Path
     shape: str = "steady"
     hang_deadline: float = 5.0
+    overlap: str = "supersede"
+    #: How to speak to the server; None leaves it to the locustfile's default (or the file).
+    dialect: str | None = None
+    session_in: str | None = None
+    target: Path | None = None
 
     @property
     def csv_prefix(self) -> Path:
@@ -66,11 +71,19 @@ class Plan:
 
     def custom_args(self) -> list[str]:
         """The locustfile's own options (docs/swarm.md), passed to every process."""
-        return [
+        args = [
             "--interrupt-rate", f"{self.interrupt_rate:g}",
             "--hang-deadline", f"{self.hang_deadline:g}",
             "--shape", self.shape,
+            "--overlap", self.overlap,
         ]  # fmt: skip
+        if self.dialect is not None:
+            args += ["--dialect", self.dialect]
+        if self.session_in is not None:
+            args += ["--session-in", self.session_in]
+        if self.target is not None:
+            args += ["--target", str(self.target)]
+        return args
 
     def master_argv(self, master_port: int | None = None) -> list[str]:
         """The headless run (with `master_port`: the master of a distributed run)."""

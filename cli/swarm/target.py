@@ -14,11 +14,13 @@ from .report import Diagnosis
 PROBE_TIMEOUT_S = 3.0
 
 
-async def check_reachable(url: str) -> None:
-    """Any HTTP answer to GET /v1/models means the server is there; Unreachable if none."""
+async def check_reachable(url: str, path: str = "/v1/models") -> None:
+    """Any HTTP answer to GET `path` means the server is there, a 404 included (a server
+    without a model list is fine); Unreachable if none. This probe is no stream and no
+    failure of the swarm."""
     try:
         async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S) as client:
-            await client.get(f"{url}/v1/models")
+            await client.get(f"{url}{path}")
     except httpx.HTTPError as exc:
         raise Unreachable(f"nothing answers at {url} ({type(exc).__name__}: {exc})") from exc
 

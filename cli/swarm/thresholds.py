@@ -20,6 +20,8 @@ TTFT = "ttft"
 INTER_TOKEN = "inter-token"  # noqa: S105 - a request name, not a secret
 FULL_STREAM = "full-stream"
 INTERRUPT_TTFT = "interrupt-ttft"
+#: One per stream whose text was checked (a deterministic model's only).
+TEXT_CHECKED = "text-checked"
 #: The locustfile's failure kinds (its exception classes), in report order.
 KINDS = ("Hang", "StaleChunk", "WrongText", "HTTPError", "BrokenStream")
 _KIND = re.compile(r"^(\w+)\(")
@@ -80,23 +82,27 @@ def read_stats(path: Path) -> dict[tuple[str, str], Row]:
     return rows
 
 
-def read_failures(path: Path) -> dict[str, int]:
-    """Failures of streams by kind (the locustfile's exception class), from `*_failures.csv`;
-    other failed requests (locust's own, e.g. a refused GET) count as `other`."""
-    counts: dict[str, int] = {}
+def read_failures(path: Path) -> tuple[dict[str, int], int]:
+    """From `*_failures.csv`: failures of streams by kind (the locustfile's exception
+    class; `other` for an error it did not name), and the failed HTTP requests, which are
+    not streams: a chat POST that failed is also its stream's HTTPError, so counting it
+    among the kinds would count it twice."""
+    kinds: dict[str, int] = {}
+    requests = 0
     try:
         handle = path.open(encoding="utf-8", newline="")
     except OSError:
-        return counts
+        return kinds, requests
     with handle:
         for record in csv.DictReader(handle):
+            occurrences = int(_float(record.get("Occurrences")) or 0)
             if (record.get("Method"), record.get("Name")) != (SSE, STREAM):
-                kind = "other"
-            else:
-                match = _KIND.match(record.get("Error") or "")
-                kind = match.group(1) if match else "other"
-            counts[kind] = counts.get(kind, 0) + int(_float(record.get("Occurrences")) or 0)
-    return counts
+                requests += occurrences
+                continue
+            match = _KIND.match(record.get("Error") or "")
+            kind = match.group(1) if match else "other"
+            kinds[kind] = kinds.get(kind, 0) + occurrences
+    return kinds, requests
 
 
 @dataclass(slots=True)
@@ -104,16 +110,24 @@ class Figures:
     """What a swarm measured, from locust's CSV reports (`<prefix>_stats.csv` and friends)."""
 
     rows: dict[tuple[str, str], Row]
+    #: Stream failures by kind; they add up to `stream_failures` (see `load`).
     failures: dict[str, int] = field(default_factory=dict)
+    #: Failed HTTP requests (not streams: each failed chat POST is also a stream's HTTPError).
+    request_failures: int = 0
 
     @classmethod
     def load(cls, prefix: Path) -> Figures:
         stats = prefix.with_name(prefix.name + "_stats.csv")
         if not stats.is_file():
             raise ReportMissing(f"locust wrote no {stats.name} in {stats.parent}")
-        return cls(
-            read_stats(stats), read_failures(prefix.with_name(prefix.name + "_failures.csv"))
-        )
+        kinds, requests = read_failures(prefix.with_name(prefix.name + "_failures.csv"))
+        figures = cls(read_stats(stats), kinds, requests)
+        # Locust's failures CSV keeps one row per distinct message; should a message be
+        # missing from it, the shortfall shows as `other`, so the kinds always add up.
+        missing = figures.stream_failures - sum(kinds.values())
+        if missing > 0:
+            kinds["other"] = kinds.get("other", 0) + missing
+        return figures
 
     def sse(self, name: str) -> Row | None:
         return self.rows.get((SSE, name))
@@ -131,6 +145,18 @@ class Figures:
     @property
     def fail_ratio(self) -> float:
         return self.stream_failures / self.streams if self.streams else math.nan
+
+    @property
+    def text_checked(self) -> int:
+        """Streams whose text was checked against the model: 0 when it is not
+        deterministic, and then WrongText was not judged at all."""
+        row = self.sse(TEXT_CHECKED)
+        return row.requests if row else 0
+
+    @property
+    def completed(self) -> int:
+        row = self.sse(FULL_STREAM)
+        return row.requests if row else 0
 
     @property
     def requests(self) -> int:
