@@ -8,7 +8,11 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx
+from jarvis_cli.chatapi import SessionIn, SSEEvent, dialect_named
+from jarvis_cli.chatapi.dialect import OpenAI
 from jarvis_cli.verify.client import ChatClient, Transcript
+
+SSE = {"content-type": "text/event-stream"}
 
 
 def chunk(stream_id: str, content: str = "", finish: str | None = None, end: str | None = None):
@@ -24,7 +28,9 @@ def chunk(stream_id: str, content: str = "", finish: str | None = None, end: str
 def transcript(*payloads: tuple[float, str]) -> Transcript:
     t = Transcript("A", "s1", "p", None, sent_at=0.0, status=200)
     for at, data in payloads:
-        t.absorb(data, at)
+        piece = OpenAI().read(SSEEvent("message", data))
+        assert piece is not None
+        t.absorb(piece, at)
     return t
 
 
@@ -58,7 +64,9 @@ def test_a_stream_without_done_is_cut_and_says_why() -> None:
     t = transcript((0.1, json.dumps({"id": "x", "choices": [{"delta": {"content": "a"}}]})))
     assert not t.terminal
     assert t.outcome == "cut"
-    assert "without a finish_reason chunk and [DONE]" in t.problem()
+    assert "without a finish_reason chunk and [DONE]" in t.problem(strict=True)
+    assert t.problem() == ""  # a plain close is an ending like any other unless --strict
+    assert t.ending == "a plain close"
 
 
 def test_chunks_of_another_stream_are_foreign() -> None:
@@ -85,9 +93,9 @@ async def test_a_server_that_stops_mid_stream_is_hung_within_the_deadline() -> N
         await asyncio.sleep(3600)
 
     transport = httpx.MockTransport(
-        lambda request: httpx.Response(200, headers={"x-stream-id": "s1"}, content=body())
+        lambda request: httpx.Response(200, headers={"x-stream-id": "s1", **SSE}, content=body())
     )
-    client = ChatClient("http://test", model="m", deadline=0.3, transport=transport)
+    client = ChatClient(["http://test"], model="m", deadline=0.3, transport=transport)
     try:
         started = time.monotonic()
         t = await client.stream("p", session="s", label="A")
@@ -106,7 +114,7 @@ async def test_a_refusal_keeps_its_status_and_body() -> None:
     transport = httpx.MockTransport(
         lambda request: httpx.Response(400, json={"error": {"message": "bad session"}})
     )
-    client = ChatClient("http://test", model="m", deadline=1.0, transport=transport)
+    client = ChatClient(["http://test"], model="m", deadline=1.0, transport=transport)
     try:
         t = await client.stream("p", session="bad id", label="A")
     finally:
@@ -123,10 +131,10 @@ async def test_the_request_carries_the_session_model_and_max_tokens() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         done = chunk("s", "x", finish="stop") + "data: [DONE]\n\n"
-        return httpx.Response(200, content=done.encode())
+        return httpx.Response(200, headers=SSE, content=done.encode())
 
     client = ChatClient(
-        "http://test", model="m1", deadline=1.0, transport=httpx.MockTransport(handler)
+        ["http://test"], model="m1", deadline=1.0, transport=httpx.MockTransport(handler)
     )
     try:
         t = await client.stream("hello", session="s-1", label="A", max_tokens=7)
@@ -141,3 +149,86 @@ async def test_the_request_carries_the_session_model_and_max_tokens() -> None:
         "max_tokens": 7,
     }
     assert t.outcome == "completed"
+
+
+async def _one(
+    body: bytes, *, dialect: str = "openai", session_in: str = "header:X-Session-Id"
+) -> tuple[Transcript, httpx.Request]:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, headers=SSE, content=body)
+
+    client = ChatClient(
+        ["http://test"],
+        model="m",
+        deadline=1.0,
+        dialect=dialect_named(dialect),
+        session_in=SessionIn.parse(session_in),
+        transport=httpx.MockTransport(handler),
+    )
+    try:
+        t = await client.stream("hello", session="s-1", label="A", max_tokens=5)
+    finally:
+        await client.aclose()
+    return t, seen[0]
+
+
+async def test_line_separators_inside_a_token_and_crlf_endings_read_as_one_event_each() -> None:
+    """U+2028, U+0085, \\x0b and friends are text, CRLF ends lines: SSE as the spec says
+    (httpx's aiter_lines would split the token and count a malformed chunk)."""
+    token = "a\u2028b\u2029c\u0085d\x0be\x0cf\x1cg\x1dh\x1ei"
+    event = json.dumps({"id": "x", "choices": [{"delta": {"content": token}}]}, ensure_ascii=False)
+    stop = json.dumps({"id": "x", "choices": [{"delta": {}, "finish_reason": "stop"}]})
+    body = f"data: {event}\r\n\r\ndata: {stop}\r\n\r\ndata: [DONE]\r\n\r\n".encode()
+    t, _ = await _one(body)
+    assert t.malformed == 0
+    assert t.text == token
+    assert t.ending == "finish_reason stop and the end marker"
+
+
+async def test_the_anthropic_dialect_reads_messages_streaming() -> None:
+    """message_start's id, text deltas, the stop reason and message_stop, from /v1/messages."""
+    events = [
+        ("message_start", {"type": "message_start", "message": {"id": "msg_1"}}),
+        ("content_block_delta", {"type": "content_block_delta",
+                                 "delta": {"type": "text_delta", "text": "Hi"}}),
+        ("ping", {"type": "ping"}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]  # fmt: skip
+    body = "".join(f"event: {name}\ndata: {json.dumps(d)}\n\n" for name, d in events).encode()
+    t, request = await _one(body, dialect="anthropic")
+    assert request.url.path == "/v1/messages"
+    assert json.loads(request.content)["max_tokens"] == 5
+    assert (t.stream_id, t.text, t.finish_reason, t.natural) == ("msg_1", "Hi", "end_turn", True)
+    assert t.done_at is not None
+
+
+async def test_the_session_travels_in_the_body_when_told_to() -> None:
+    """--session-in body:metadata.session_id puts the id there and in no header."""
+    _, request = await _one(b"data: [DONE]\n\n", session_in="body:metadata.session_id")
+    assert json.loads(request.content)["metadata"] == {"session_id": "s-1"}
+    assert "x-session-id" not in request.headers
+
+
+async def test_a_sessions_prompts_take_turns_among_several_urls() -> None:
+    """Replicas: a session's first prompt goes to the first URL, its second to the next."""
+    hosts: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        hosts.append(request.url.host)
+        return httpx.Response(200, headers=SSE, content=b"data: [DONE]\n\n")
+
+    client = ChatClient(
+        ["http://one", "http://two"], model="m", deadline=1.0,
+        transport=httpx.MockTransport(handler),
+    )  # fmt: skip
+    try:
+        for _ in range(3):
+            await client.stream("p", session="s", label="A")
+        await client.stream("p", session="other", label="B")
+    finally:
+        await client.aclose()
+    assert hosts == ["one", "two", "one", "one"]

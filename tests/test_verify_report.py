@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from jarvis_cli.exit_codes import ExitCode
-from jarvis_cli.verify.client import Transcript
 from jarvis_cli.verify.plan import SCENARIOS, Plan
 from jarvis_cli.verify.report import SCHEMA, Report, render, write_junit
 from jarvis_cli.verify.results import Checks, ScenarioResult, Status
@@ -86,7 +85,9 @@ def test_urls_with_and_without_v1_name_the_same_server() -> None:
 
 
 def report_of(*results: ScenarioResult, hung_during: str | None = None) -> Report:
-    target = Target("http://127.0.0.1:1", "jarvis-synthetic", True, True, "/healthz", None, True)
+    target = Target(
+        "http://127.0.0.1:1", "jarvis-synthetic", True, True, True, "/healthz", None, True
+    )
     run = RunResult(target, list(results), started_wall=1_700_000_000.0, seconds=2.5)
     run.hung_during = hung_during
     run.stacks = ["stacks: py-spy is not installed"] if hung_during else []
@@ -154,15 +155,11 @@ def test_the_table_shows_every_scenario_the_evidence_and_the_stacks() -> None:
     assert "py-spy is not installed" in text
 
 
-def forged_transcript() -> Transcript:
-    return Transcript("forged model name", "vh-1-forged-model", "p", None, 0.0, status=200)
-
-
-def judge_hostile_log(tmp_path: Path, text: str) -> ScenarioResult:
+def judge_hostile_log(tmp_path: Path, text: str, *, strict: bool = True) -> ScenarioResult:
     log = tmp_path / "server.log"
     log.write_text(text, encoding="utf-8")
     checks = Checks("hostile_input")
-    asyncio.run(_judge_log(checks, log, 0, [], forged_transcript()))
+    asyncio.run(_judge_log(checks, strict, log, 0, []))
     return checks.result("ok", {})
 
 
@@ -178,13 +175,16 @@ def test_hostile_input_passes_a_log_that_escaped_the_forged_model(tmp_path: Path
     assert judge_hostile_log(tmp_path, line + "\n").status is Status.PASS
 
 
-def test_hostile_input_fails_a_log_that_wrote_the_forged_model_raw(tmp_path: Path) -> None:
-    """A server that logs the model unescaped splits the line and forges an event: caught."""
+@pytest.mark.parametrize("strict", [True, False])
+def test_hostile_input_fails_a_log_that_wrote_the_forged_model_raw(
+    tmp_path: Path, strict: bool
+) -> None:
+    """A server that logs the model unescaped splits the line and forges an event: caught,
+    under jarvis's contract and without it (the split line is no event of any format)."""
     raw = (
         "ts=2026-01-01T00:00:00.000000Z level=info event=stream_start trace=t "
         f"session=vh-1-forged-model stream_id=c model={FORGED_MODEL} prompt_chars=1\n"
     )
-    result = judge_hostile_log(tmp_path, raw)
+    result = judge_hostile_log(tmp_path, raw, strict=strict)
     assert result.status is Status.FAIL
-    assert any("not one parseable event" in e for e in result.evidence)
-    assert any("carries the model name exactly" in e for e in result.evidence)
+    assert any("not one parseable event" in e or "forged" in e for e in result.evidence)

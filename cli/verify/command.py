@@ -12,6 +12,7 @@ import typer
 
 from jarvis.exceptions import ConfigError
 
+from ..chatapi.resolve import chat_api
 from ..console import err, fail, out
 from ..exit_codes import ExitCode
 from ..faults import EmbeddedFaultOption, embedded_faults
@@ -24,10 +25,55 @@ from .target import Unreachable
 
 def verify_hang(
     url: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Test this server (base URL, with or without /v1). Repeat it for replicas "
+            "behind a balancer: each session's prompts then go to the URLs in turn, which "
+            "finds a registry that lives inside each process. Default: start the embedded "
+            "reference server.",
+            show_default=False,
+        ),
+    ] = None,
+    dialect: Annotated[
         str | None,
         typer.Option(
-            help="Test this OpenAI-compatible server (base URL, with or without /v1). "
-            "Default: start the embedded reference server.",
+            help="openai (POST /v1/chat/completions) or anthropic (POST /v1/messages, "
+            "Messages streaming). Any other API: --target.  [default: openai]",
+            show_default=False,
+        ),
+    ] = None,
+    session_in: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the session id travels: header:NAME, body:DOTTED.PATH, query:NAME "
+            "or cookie:NAME.  [default: header:X-Session-Id]",
+            show_default=False,
+        ),
+    ] = None,
+    target: Annotated[
+        Path | None,
+        typer.Option(
+            help="A TOML file describing any other chat API (url, health, session, "
+            "[request] path and body, [stream] text and end); flags override it. "
+            "See docs/verify-hang.md.",
+            show_default=False,
+        ),
+    ] = None,
+    health: Annotated[
+        str | None,
+        typer.Option(
+            help="A cheap path to probe while the scenarios run (e.g. /health). "
+            "Default: /healthz, /health, then the models list.",
+            show_default=False,
+        ),
+    ] = None,
+    strict: Annotated[
+        bool | None,
+        typer.Option(
+            "--strict/--no-strict",
+            help="Hold the server to jarvis's own contract: a finish_reason chunk and "
+            "[DONE] on every stream, end_reason, exact text. Default: on for the embedded "
+            "server, off with --url (verdicts rest on behaviour alone).",
             show_default=False,
         ),
     ] = None,
@@ -105,6 +151,13 @@ def verify_hang(
 ) -> int:
     """Prove a streaming chat server neither hangs nor runs two streams of a session at once.
 
+    Any server: OpenAI or Anthropic dialect, or any API a --target file
+    describes; the session in a header, the body, the query or a cookie. A
+    verdict rests on what is observable: bytes, timing, and each prompt's
+    natural length, learnt during the run in fresh sessions. How a superseded
+    stream ends (a finish reason, [DONE], an error event, a plain close) is
+    reported, not judged, unless --strict.
+
     Sends a new prompt into sessions whose previous answer is still streaming
     (the seeds' test: "Long essay about quantum computing", then "What is
     2+2?" 50 ms later, in many sessions at once), plus bursts, disconnects
@@ -124,25 +177,34 @@ def verify_hang(
         jarvis verify-hang --fault no-cancel          # watch it catch the bug
         jarvis verify-hang --url http://127.0.0.1:8000 --log-file logs/system.log
         jarvis verify-hang --url http://localhost:8001/v1 --expect independent
+        jarvis verify-hang --url http://127.0.0.1:9000 --session-in body:metadata.session_id
+        jarvis verify-hang --url http://127.0.0.1:9000 --dialect anthropic --health /health
+        jarvis verify-hang --target my-api.toml
+        jarvis verify-hang --url http://127.0.0.1:8001 --url http://127.0.0.1:8002
         jarvis verify-hang --scenario overlap --sessions 32 --rounds 5
         jarvis verify-hang --json report.json --junit verify.xml
     """
+    chat = chat_api(url or [], dialect=dialect, session_in=session_in, target=target, health=health)
     plan = Plan(
+        strict=strict if strict is not None else not chat.urls,
         sessions=sessions,
         rounds=rounds,
         overlap_s=overlap_ms / 1000,
         deadline=deadline,
         expect=_expect(expect),
-        cancel_wait=_cancel_wait(cancel_wait, url),
+        cancel_wait=_cancel_wait(cancel_wait, chat.urls),
         threshold=probe_threshold_ms / 1000,
         scenarios=Plan.select(scenario),
     )
     spec = Spec(
-        url=url,
+        urls=chat.urls,
         log_file=log_file,
-        faults=embedded_faults(fault, url),
+        faults=embedded_faults(fault, chat.urls[0] if chat.urls else None),
         model=model,
         api_key=api_key,
+        dialect=chat.dialect,
+        session_in=chat.session_in,
+        health=chat.health,
     )
     json_stdout = json_path == "-"
     try:
@@ -175,10 +237,10 @@ def _write(path: Path, text: str) -> None:
         raise ConfigError(f"cannot write --json {path}: {exc.strerror}") from exc
 
 
-def _cancel_wait(value: float | None, url: str | None) -> float:
+def _cancel_wait(value: float | None, urls: tuple[str, ...]) -> float:
     if value is not None:
         return value
-    return REMOTE_CANCEL_WAIT_S if url else EMBEDDED_CANCEL_WAIT_S
+    return REMOTE_CANCEL_WAIT_S if urls else EMBEDDED_CANCEL_WAIT_S
 
 
 def _expect(value: str) -> Expect:

@@ -49,6 +49,9 @@ class Plan:
     cancel_wait: float = EMBEDDED_CANCEL_WAIT_S
     threshold: float = 0.25
     scenarios: tuple[str, ...] = SCENARIOS
+    #: Hold the server to jarvis's own contract: a terminal chunk and [DONE] on every
+    #: stream, `end_reason`, exact text. Off, a verdict rests on behaviour alone.
+    strict: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -90,4 +93,5 @@ class Plan:
             "cancel_wait_s": self.cancel_wait,
             "probe_threshold_ms": round(self.threshold * 1000),
             "scenarios": list(self.scenarios),
+            "strict": self.strict,
         }

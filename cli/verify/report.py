@@ -169,8 +169,9 @@ def write_junit(report: Report, path: Path) -> None:
             ET.SubElement(case, "skipped", message=result.summary)
         elif result.evidence:
             ET.SubElement(case, "system-out").text = "\n".join(result.evidence)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+    from ..junit import write as write_xml  # the one writer: well-formed whatever we quote
+
+    write_xml(suite, path)
 
 
 # -- views: what the run shows while it runs ---------------------------------------
@@ -199,10 +200,8 @@ class LineView(QuietView):
         self.console = console
 
     def target(self, target: Target) -> None:
-        where = "embedded server" if target.embedded else "server"
-        self.console.print(
-            f"verify-hang: {where} {target.base_url} (model {target.model})", highlight=False
-        )
+        for line in target.detected():
+            self.console.print(f"verify-hang: {line}", highlight=False, soft_wrap=True)
 
     def finished(self, result: ScenarioResult) -> None:
         line = Text.assemble(
@@ -250,7 +249,7 @@ class LiveView(QuietView):
             self._live.__exit__(kind, value, tb)
 
     def target(self, target: Target) -> None:
-        self.where = f"{'embedded server' if target.embedded else 'server'} {target.base_url}"
+        self.where = "\n".join(target.detected())
 
     def started(self, name: str) -> None:
         self.rows[name] = _Row("running", None, time.monotonic())

@@ -52,6 +52,8 @@ class Checks:
         self.name = name
         self.checked = 0
         self.failures: list[str] = []
+        #: How many of `failures`, from the front, name the real failure (see `fail`).
+        self.primary = 0
         self.dropped = 0
         self.skipped: list[str] = []
         self.notes: list[str] = []
@@ -65,25 +67,35 @@ class Checks:
             f"skipped={len(self.skipped)}>"
         )
 
-    def expect(self, ok: bool, failure: str, *, hang: bool = False) -> bool:
+    def expect(self, ok: bool, failure: str, *, hang: bool = False, primary: bool = False) -> bool:
         """Count one check; record `failure` unless `ok`. Returns `ok`."""
         self.checked += 1
         if not ok:
-            self.fail(failure, hang=hang)
+            self.fail(failure, hang=hang, primary=primary)
         return ok
 
     def confirm(self) -> None:
         """Count one check that passed."""
         self.checked += 1
 
-    def fail(self, failure: str, *, hang: bool = False) -> None:
+    def fail(self, failure: str, *, hang: bool = False, primary: bool = False) -> None:
+        """Record a failure. A `primary` one names the real failure (two streams of a
+        session at once, a lost last prompt, corrupted bytes) and goes before every
+        secondary complaint, so the first evidence line is never a side effect."""
         if hang:
             self.hangs += 1
             self.first_hang = self.first_hang or failure
-        if len(self.failures) < MAX_FAILURES:
-            self.failures.append(failure)
-        else:
+        if len(self.failures) >= MAX_FAILURES:
+            if not primary or self.primary >= MAX_FAILURES:
+                self.dropped += 1
+                return
+            self.failures.pop()
             self.dropped += 1
+        if primary:
+            self.failures.insert(self.primary, failure)
+            self.primary += 1
+        else:
+            self.failures.append(failure)
 
     def skip(self, what: str) -> None:
         """A check that could not run; recorded once however often it is asked."""

@@ -20,12 +20,18 @@ from typing import Protocol
 
 import httpx
 
+from ..chatapi import Dialect, SessionIn
+from ..chatapi.dialect import OpenAI
+from ..chatapi.session import DEFAULT_SESSION_IN
 from .client import ChatClient
 from .embedded import EmbeddedServer, start_embedded
 from .plan import Plan
 from .probe import Probe, ProbeLog, Prober
 from .results import ScenarioResult, Status
 from .scenarios import RUNNABLE, Context, responsiveness
+from .scenarios.burst import PROMPT as BURST
+from .scenarios.burst import TOKENS as BURST_TOKENS
+from .scenarios.context import LONG, LONG_TOKENS, SHORT, SHORT_TOKENS
 from .target import JARVIS_MODEL, Target, discover, normalise_url
 
 #: The prober's silence (seconds) that, after a scenario hung, means the server is hung.
@@ -52,13 +58,17 @@ class View(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Spec:
-    """Which server to test: the embedded one (no `url`) or a URL."""
+    """Which server to test, and how to speak to it: the embedded one (no `urls`), or
+    one or more URLs (replicas: a session's prompts take turns among them)."""
 
-    url: str | None = None
+    urls: tuple[str, ...] = ()
     log_file: Path | None = None
     faults: tuple[str, ...] = ()
     model: str | None = None
     api_key: str | None = None
+    dialect: Dialect = field(default_factory=OpenAI)
+    session_in: SessionIn = DEFAULT_SESSION_IN
+    health: str | None = None
 
 
 @dataclass(slots=True)
@@ -85,13 +95,18 @@ async def run(
     """Run `plan` against `spec`; raises ServerStartError or Unreachable before any scenario."""
     started, started_wall = clock(), time.time()
     server = None
-    if spec.url is None:
+    if not spec.urls:
         server = await start_embedded(
             log_path=spec.log_file, cancel_wait=plan.cancel_wait, faults=list(spec.faults)
         )
-    base_url = server.url if server is not None else normalise_url(spec.url or "")
+    urls = [server.url] if server is not None else [normalise_url(u) for u in spec.urls]
     client = ChatClient(
-        base_url, model=spec.model or JARVIS_MODEL, deadline=plan.deadline, api_key=spec.api_key
+        urls,
+        model=spec.model or JARVIS_MODEL,
+        deadline=plan.deadline,
+        dialect=spec.dialect,
+        session_in=spec.session_in,
+        api_key=spec.api_key,
     )
     outcome: RunResult | None = None
     try:
@@ -100,6 +115,7 @@ async def run(
             log_path=server.log_path if server is not None else spec.log_file,
             model=spec.model,
             embedded=server is not None,
+            health=spec.health,
         )
         client.model = target.model
         view.target(target)
@@ -157,6 +173,7 @@ async def _scenarios(
             prober.scenario = "idle"
             await asyncio.sleep(IDLE_PROBING_S)
     finally:
+        await ctx.stop_calibrating()
         if prober is not None:
             await prober.stop()
         await probe_http.aclose()
@@ -171,12 +188,21 @@ async def _scenarios(
         _record(view, outcome, await _run_one(ctx, "leaks", view))
 
 
+def _calibrate(ctx: Context) -> None:
+    """Learn the natural answers of the prompts the scenarios send, in fresh sessions,
+    while the first scenarios run (once; later calls find them started)."""
+    for prompt, tokens in ((LONG, LONG_TOKENS), (SHORT, SHORT_TOKENS), (BURST, BURST_TOKENS)):
+        ctx.calibrate(prompt, tokens)
+
+
 def _record(view: View, outcome: RunResult, result: ScenarioResult) -> None:
     outcome.results.append(result)
     view.finished(result)
 
 
 async def _run_one(ctx: Context, name: str, view: View) -> ScenarioResult:
+    if name != "baseline" and not ctx.plan.strict:
+        _calibrate(ctx)
     view.started(name)
     began = ctx.clock()
     budget = ctx.plan.budget()
@@ -214,7 +240,9 @@ async def _server_hung(ctx: Context, prober: Prober | None, server: EmbeddedServ
         return True
     if prober is not None:
         return prober.log.silent_for(ctx.clock()) >= HUNG_SILENCE_S
-    status, _ = await ctx.client.get_json("/healthz", within=HUNG_SILENCE_S)
+    status, _ = await ctx.client.get_json(
+        ctx.target.probe_path or "/healthz", within=HUNG_SILENCE_S
+    )
     return status == 0
 
 

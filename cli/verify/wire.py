@@ -8,7 +8,6 @@ reading without closing. These helpers can; every read is bounded by the caller.
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import ssl
 import struct
@@ -16,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
+
+from ..chatapi import ChatRequest
 
 #: The most response head we wait for before calling a response malformed.
 MAX_HEAD = 64 * 1024
@@ -103,17 +104,18 @@ async def connect(address: Address, *, rcvbuf: int | None = None) -> Connection:
     return Connection(reader, writer)
 
 
-def chat_request(
+def request_bytes(
     address: Address,
-    body: dict[str, object],
+    request: ChatRequest,
     *,
     headers: Sequence[tuple[bytes, bytes]] = (),
     close: bool = False,
 ) -> bytes:
-    """A POST /v1/chat/completions request, header values sent byte for byte."""
-    payload = json.dumps(body).encode()
+    """`request` as HTTP/1.1 bytes; `headers` are added byte for byte (httpx would refuse
+    some of them, which is the point)."""
+    payload = request.payload()
     lines = [
-        b"POST /v1/chat/completions HTTP/1.1",
+        f"{request.method} {request.target} HTTP/1.1".encode(),
         b"Host: " + f"{address.host}:{address.port}".encode(),
         b"Content-Type: application/json",
         b"Accept: text/event-stream",
@@ -121,6 +123,7 @@ def chat_request(
     ]
     if close:
         lines.append(b"Connection: close")
+    lines += [f"{name}: {value}".encode() for name, value in request.all_headers().items()]
     lines += [name + b": " + value for name, value in headers]
     return b"\r\n".join(lines) + b"\r\n\r\n" + payload
 

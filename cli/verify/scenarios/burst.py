@@ -1,29 +1,41 @@
 """`burst`: several prompts into one session within 50 ms, repeated.
 
-Under `supersede` exactly one survives each cycle and every other ends
-superseded with a terminal event; the survivor must be the newest prompt,
-as the server saw them. Requests sent 17 ms apart can overtake each other on
-the way in, so when the newest sent is not the survivor, the server's log
-(its `stream_start` order) decides; without a log that check is skipped.
-Under `independent` all finish.
+Under `supersede`, once the burst settles exactly one stream is still
+emitting, and it completes: no two streams of the session ever emit at once
+(no chunk of one after a later one's first chunk), exactly one prompt
+delivers its whole answer, and the others end within the cancel bound.
+The survivor must be the newest prompt as the server saw them: requests sent
+17 ms apart can overtake each other on the way in, so when the newest sent
+is not the survivor, the server's log (its `stream_start` order) decides;
+without a log that check is skipped. Under `independent` all complete.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
-
-from jarvis.vocabulary import Event
 
 from .. import serverlog
 from ..client import Transcript
 from ..plan import Expect
 from ..results import Checks, ScenarioResult
-from .context import Context, ended_cleanly, text_is_right
+from .context import (
+    CANCEL_MARGIN_S,
+    Context,
+    at_once,
+    ended,
+    endings_note,
+    ms,
+    ran_to_end,
+    text_is_right,
+)
 
 SIZE = 4
 WINDOW_S = 0.05
 CYCLES = 2
+#: One prompt for every member of a burst, so one calibration gives its natural length.
+PROMPT = "Long essay burst"
 TOKENS = 40
 
 
@@ -33,21 +45,24 @@ async def burst(ctx: Context) -> ScenarioResult:
     log_path = ctx.target.log_path
     mark = await asyncio.to_thread(serverlog.size, log_path) if log_path else 0
     outcomes: dict[str, int] = {}
+    superseded: list[Transcript] = []
     for cycle in range(1, CYCLES + 1):
         prompts = await _cycle(ctx, session, cycle)
         for t in prompts:
-            outcomes[t.outcome] = outcomes.get(t.outcome, 0) + 1
+            outcomes[t.ending] = outcomes.get(t.ending, 0) + 1
         if ctx.plan.expect is Expect.SUPERSEDE:
-            survivor = _judge_supersede(checks, ctx, prompts, cycle)
-            if survivor is not None and survivor is not prompts[-1]:
-                await _judge_newest(checks, log_path, mark, session, prompts, survivor)
+            survivor = await _judge_supersede(checks, ctx, prompts, cycle)
+            if survivor is not None:
+                superseded += [t for t in prompts if t is not survivor]
+                if survivor is not prompts[-1]:
+                    await _judge_newest(checks, log_path, mark, session, prompts, survivor)
         else:
             for t in prompts:
-                if ended_cleanly(checks, t):
-                    text_is_right(checks, ctx, t, whole=t.outcome == "completed")
+                await ran_to_end(checks, ctx, t, what="prompts run side by side (independent)")
         if any(t.hung for t in prompts):
             break
-    metrics: dict[str, object] = {"prompts_per_cycle": SIZE, "cycles": CYCLES, **outcomes}
+    endings_note(checks, superseded, "superseded streams")
+    metrics: dict[str, object] = {"prompts_per_cycle": SIZE, "cycles": CYCLES, "endings": outcomes}
     ending = "one survivor each" if ctx.plan.expect is Expect.SUPERSEDE else "all finished"
     summary = f"{CYCLES} bursts of {SIZE} prompts in {WINDOW_S * 1000:.0f} ms: {ending}"
     return checks.result(summary, metrics)
@@ -60,36 +75,78 @@ async def _cycle(ctx: Context, session: str, cycle: int) -> list[Transcript]:
         for i in range(SIZE):
             if i:
                 await asyncio.sleep(spacing)
-            prompt = f"Long essay burst {cycle}-{i}"
-            label = f"P{cycle}.{i}"
             tasks.append(
                 group.create_task(
-                    ctx.stream(prompt, session=session, label=label, max_tokens=TOKENS)
+                    ctx.stream(PROMPT, session=session, label=f"P{cycle}.{i}", max_tokens=TOKENS)
                 )
             )
     return [t.result() for t in tasks]
 
 
-def _judge_supersede(
+async def _judge_supersede(
     checks: Checks, ctx: Context, prompts: list[Transcript], cycle: int
 ) -> Transcript | None:
-    """Exactly one completed, the rest superseded; returns the survivor if there is one."""
-    clean = [t for t in prompts if ended_cleanly(checks, t)]
-    survivors = [t for t in clean if t.outcome == "completed"]
-    listed = ", ".join(f"{t.label} {t.outcome}" for t in prompts)
+    """No two at once, exactly one complete; returns the survivor if there is one."""
+    crossed = _crossed(prompts)
+    if crossed:
+        more = f" (and {len(crossed) - 1} more such pair(s))" if len(crossed) > 1 else ""
+        checks.fail(f"cycle {cycle}: {crossed[0]}{more}", primary=True)
+    else:
+        checks.confirm()
+    clean = [t for t in prompts if ended(checks, ctx, t)]
+    complete = [t for t in clean if await _whole(ctx, t)]
+    listed = ", ".join(f"{t.label} {len(t.text)} chars, {t.ending}" for t in prompts)
+    if not complete:
+        checks.fail(
+            f"cycle {cycle}: no prompt of the burst delivered its whole answer ({listed}): "
+            "the last prompt was lost",
+            primary=True,
+        )
+        return None
     if not checks.expect(
-        len(survivors) == 1,
-        f"cycle {cycle}: {len(survivors)} of {SIZE} prompts completed ({listed}); "
-        "exactly one must survive",
+        len(complete) == 1,
+        f"cycle {cycle}: {len(complete)} of {SIZE} prompts delivered their whole answer "
+        f"({listed}); exactly one must survive",
     ):
         return None
-    survivor = survivors[0]
-    text_is_right(checks, ctx, survivor)
+    survivor = complete[0]
+    await ran_to_end(checks, ctx, survivor, what="the survivor of a burst")
+    last_sent = max(t.sent_at for t in prompts)
+    bound = ctx.plan.cancel_wait + CANCEL_MARGIN_S
     for t in clean:
-        if t is not survivor:
+        if t is survivor or t.ended_at is None:
+            continue
+        late = t.ended_at - last_sent
+        checks.expect(
+            late <= bound,
+            f"{t.describe()}: still streaming {ms(late)} after the last prompt of the burst "
+            f"was sent (bound {ms(bound)})",
+        )
+        if ctx.plan.strict:
             checks.expect(t.outcome == "superseded", f"{t.describe()}: ended {t.outcome}")
             text_is_right(checks, ctx, t, whole=False)
     return survivor
+
+
+def _crossed(prompts: list[Transcript]) -> list[str]:
+    """Every pair of streams of the session that emitted at once."""
+    started = sorted((t for t in prompts if t.first_chunk_at is not None), key=_first)
+    return [e for x, y in itertools.combinations(started, 2) if (e := at_once(x, y))]
+
+
+def _first(t: Transcript) -> float:
+    return t.first_chunk_at or 0.0
+
+
+async def _whole(ctx: Context, t: Transcript) -> bool:
+    """Delivered its whole answer: jarvis's `completed` under --strict, else its natural
+    length."""
+    if ctx.plan.strict:
+        return t.outcome == "completed"
+    natural = await ctx.natural(t.prompt, t.max_tokens)
+    if natural is None:
+        return t.natural or t.end_reason == "completed"
+    return len(t.text) >= natural.low
 
 
 async def _judge_newest(
@@ -105,15 +162,18 @@ async def _judge_newest(
         checks.skip("the survivor of a burst is the newest prompt: needs the server log")
         return
     ids = {t.stream_id for t in prompts if t.stream_id}
-    lines = await asyncio.to_thread(serverlog.event_lines, log_path, Event.STREAM_START, mark)
+    starts = await asyncio.to_thread(serverlog.session_starts, log_path, mark, session)
     arrived = [
-        fields.get("stream_id")
-        for fields in (serverlog.parse(text).fields for text in lines)
-        if fields.get("session") == session and fields.get("stream_id") in ids
+        found
+        for fields in starts
+        if (found := fields.get("stream_id") or fields.get("trace")) in ids
     ]
-    newest = arrived[-1] if arrived else None
+    if not arrived:
+        checks.skip("the survivor of a burst is the newest prompt: the log's ids name no stream")
+        return
     checks.expect(
-        newest == survivor.stream_id,
-        f"{survivor.describe()} survived, but the server received {newest} after it "
+        arrived[-1] == survivor.stream_id,
+        f"{survivor.describe()} survived, but the server received {arrived[-1]} after it "
         "(the newest prompt must win)",
+        primary=True,
     )

@@ -1,10 +1,18 @@
-"""What every scenario gets (the plan, the target, a client) and the checks they share."""
+"""What every scenario gets (the plan, the target, a client) and the judgements they share.
+
+A verdict rests on what can be observed on any server: bytes, timing, and
+each prompt's natural length, learnt during the run by streaming the same
+prompt in fresh sessions (`natural`). How a stream ends (a finish reason of
+any value, an end marker, an error event, a plain close) is reported, never
+judged, unless `--strict` asks for jarvis's own contract.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jarvis.synthetic import expected_text
 
@@ -26,6 +34,34 @@ CANCEL_MARGIN_S = 0.5
 CLEANUP_BOUND_S = 1.0
 #: What an inter-chunk gap may exceed the baseline's by before it is a disturbance.
 _GAP_FALLBACK_S = 0.1
+#: A model whose two calibration answers differ may be this much shorter and still
+#: count as complete (and must be this much shorter to count as cut).
+NATURAL_MARGIN = 0.25
+#: Fresh sessions streamed per prompt to learn its natural length.
+CALIBRATION_RUNS = 2
+#: A natural answer may take this many --deadline to arrive (a slow model's long answer).
+CALIBRATION_DEADLINES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Natural:
+    """A prompt's answer when nothing interrupts it: its length and how long it took."""
+
+    chars: int
+    seconds: float
+    #: Every calibration run gave the same text.
+    deterministic: bool
+
+    @property
+    def low(self) -> int:
+        """The fewest characters a complete answer has; fewer means it was cut short."""
+        if self.deterministic:
+            return self.chars
+        return int(self.chars * (1 - NATURAL_MARGIN))
+
+    def describe(self) -> str:
+        kind = "deterministic" if self.deterministic else f"varies, ±{NATURAL_MARGIN:.0%}"
+        return f"{self.chars} characters in {self.seconds * 1000:.0f} ms ({kind})"
 
 
 @dataclass(slots=True)
@@ -43,6 +79,10 @@ class Context:
     baseline_gap: float | None = None
     #: The server stopped answering: what is left to judge reads only the log.
     hung: bool = False
+    _calibrations: dict[tuple[str, int | None], asyncio.Task[Natural | None]] = field(
+        default_factory=dict
+    )
+    _known: dict[tuple[str, int | None], Natural] = field(default_factory=dict)
 
     @property
     def prefix(self) -> str:
@@ -56,9 +96,9 @@ class Context:
         """Whether a session belongs to this run (the embedded server has nothing else)."""
         return self.target.embedded or (session or "").startswith(self.prefix)
 
-    @property
-    def address(self) -> Address:
-        return Address.of(self.target.base_url)
+    def address(self, session: str | None = None) -> Address:
+        """Where a raw connection for `session` goes (its turn among several URLs)."""
+        return Address.of(self.client.url_for(session))
 
     def expected(self, t: Transcript) -> str | None:
         """The exact text `t` must carry, when the model is the deterministic one."""
@@ -72,6 +112,63 @@ class Context:
         self, prompt: str, *, session: str | None, label: str, max_tokens: int | None
     ) -> Transcript:
         return await self.client.stream(prompt, session=session, label=label, max_tokens=max_tokens)
+
+    def calibrate(self, prompt: str, max_tokens: int | None) -> asyncio.Task[Natural | None]:
+        """Start learning `prompt`'s natural answer (once per run; later calls share it).
+
+        Not needed under --strict, where the contract itself says how a stream ended."""
+        key = (prompt, max_tokens)
+        if key not in self._calibrations:
+            sessions = [
+                self.session("nat", len(self._calibrations), i) for i in range(CALIBRATION_RUNS)
+            ]
+            self._calibrations[key] = asyncio.create_task(
+                self._calibrate(prompt, max_tokens, sessions)
+            )
+        return self._calibrations[key]
+
+    async def natural(self, prompt: str, max_tokens: int | None) -> Natural | None:
+        """`prompt`'s natural answer; None when no fresh session got a complete one."""
+        known = self._known.get((prompt, max_tokens))
+        return known if known is not None else await self.calibrate(prompt, max_tokens)
+
+    def learnt(self, t: Transcript) -> None:
+        """Take an undisturbed stream (baseline's) as its prompt's natural answer."""
+        if t.answered and t.text and t.ended_at is not None:
+            seconds = t.ended_at - t.sent_at
+            self._known[(t.prompt, t.max_tokens)] = Natural(len(t.text), seconds, False)
+
+    async def stop_calibrating(self) -> None:
+        """Cancel what is still calibrating (a run cut short) and wait for it to go."""
+        running = [t for t in self._calibrations.values() if not t.done()]
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running, timeout=1.0)
+
+    async def _calibrate(
+        self, prompt: str, max_tokens: int | None, sessions: list[str]
+    ) -> Natural | None:
+        runs = await asyncio.gather(
+            *(
+                self.client.stream(
+                    prompt,
+                    session=s,
+                    label=f"natural{i}",
+                    max_tokens=max_tokens,
+                    deadline=self.plan.deadline * CALIBRATION_DEADLINES,
+                )
+                for i, s in enumerate(sessions)
+            )
+        )
+        good = [t for t in runs if t.answered and t.text and t.ended_at is not None]
+        if not good:
+            return None
+        return Natural(
+            chars=min(len(t.text) for t in good),
+            seconds=max((t.ended_at or 0.0) - t.sent_at for t in good),
+            deterministic=len(good) == len(runs) and len({t.text for t in good}) == 1,
+        )
 
     async def live_streams(self, session: str | None = None) -> list[dict[str, object]] | None:
         """Live streams from `GET /v1/streams` (one session, or all of this run's); None if
@@ -91,26 +188,74 @@ class Context:
         return live
 
 
-def ended_cleanly(checks: Checks, t: Transcript) -> bool:
-    """A terminal event and [DONE], no foreign chunk, nothing malformed."""
-    problem = t.problem()
+def intact(checks: Checks, ctx: Context, t: Transcript) -> bool:
+    """The server answered to an end of its choosing, with nothing corrupted: no hang, no
+    refusal, no broken connection, no unreadable event, no other stream's chunk. Under
+    --strict also jarvis's terminal chunk and [DONE]."""
+    problem = t.problem(strict=ctx.plan.strict)
     ok = checks.expect(not problem, f"{t.describe()}: {problem}", hang=t.hung)
     if t.malformed:
-        ok = checks.expect(False, f"{t.describe()}: {t.malformed} data line(s) are not JSON")
+        ok = checks.expect(
+            False, f"{t.describe()}: {t.malformed} event(s) are not JSON: corrupted bytes",
+            primary=True,
+        )  # fmt: skip
     if t.foreign:
         ids = ", ".join(sorted({c.id or "" for c in t.foreign})[:3])
         ok = checks.expect(
-            False, f"{t.describe()}: {len(t.foreign)} chunk(s) carry another stream's id ({ids})"
+            False,
+            f"{t.describe()}: {len(t.foreign)} chunk(s) carry another stream's id ({ids}): "
+            "corrupted bytes",
+            primary=True,
         )
     return ok
 
 
+def ended(checks: Checks, ctx: Context, t: Transcript) -> bool:
+    """A stream that may be cut short (superseded, say) still ended: no hang, no refusal,
+    nothing corrupted. Any ending counts, a broken connection too, unless --strict."""
+    if ctx.plan.strict or t.hung or t.status != 200:
+        return intact(checks, ctx, t)
+    saved, t.error = t.error, None  # a reset ends a superseded stream as well as a close
+    try:
+        return intact(checks, ctx, t)
+    finally:
+        t.error = saved
+
+
+async def ran_to_end(checks: Checks, ctx: Context, t: Transcript, *, what: str) -> bool:
+    """`t` must have delivered its whole answer: its natural length (or, under --strict,
+    jarvis's `completed`). Failing this is a lost prompt: a primary failure."""
+    if not intact(checks, ctx, t):
+        return False
+    if ctx.plan.strict:
+        ok = checks.expect(
+            t.outcome == "completed", f"{t.describe()}: {what}, but it ended {t.outcome}"
+        )
+        text_is_right(checks, ctx, t)
+        return ok
+    natural = await ctx.natural(t.prompt, t.max_tokens)
+    if natural is None:
+        checks.skip(f"{what}: no fresh session got a complete answer to {t.prompt!r}")
+        return True
+    ok = checks.expect(
+        len(t.text) >= natural.low,
+        f"{t.describe()}: {what}, but it delivered {len(t.text)} of the {natural.chars} "
+        f"characters its prompt gets in a fresh session, then ended with {t.ending}",
+        primary=True,
+    )
+    text_is_right(checks, ctx, t)
+    return ok
+
+
 def text_is_right(checks: Checks, ctx: Context, t: Transcript, *, whole: bool = True) -> None:
-    """The exact text (or, for a stream cut short, a clean prefix of it)."""
+    """Under --strict, the exact text (or, for a stream cut short, a clean prefix of it)."""
+    if not ctx.plan.strict:
+        return  # exact text is jarvis's contract; other models' text is theirs
     expected = ctx.expected(t)
     if expected is None:
         checks.skip(
-            f"exact text: the model is {ctx.target.model!r}, not the deterministic {JARVIS_MODEL!r}"
+            f"exact text: the model is {ctx.target.model_label!r}, not the deterministic "
+            f"{JARVIS_MODEL!r}"
         )
         return
     ok = t.text == expected if whole else expected.startswith(t.text)
@@ -126,6 +271,29 @@ def _text_diff(expected: str, got: str, whole: bool) -> str:
         f"{expected[at : at + 24]!r}, got {got[at : at + 24]!r} "
         f"({len(got)} of {len(expected)} characters)"
     )
+
+
+def at_once(a: Transcript, b: Transcript, grace: float = 0.0) -> str:
+    """Evidence that `a` emitted after `b`'s first chunk (two streams of one session at
+    once), or "" when it did not."""
+    if b.first_chunk_at is None:
+        return ""
+    after = a.chunks_after(b.first_chunk_at + grace)
+    if not after:
+        return ""
+    last = ms(after[-1].at - b.first_chunk_at)
+    return (
+        f"two streams of one session emitting at once: {a.describe()} sent {len(after)} "
+        f"chunk(s) after the first chunk of {b.label} {b.stream_id or '<no id>'} "
+        f"(the last {last} after it)"
+    )
+
+
+def endings_note(checks: Checks, streams: list[Transcript], what: str) -> None:
+    """Say how `what` streams ended: clients must handle each way."""
+    ways = sorted({t.ending for t in streams if t.answered})
+    if ways:
+        checks.note(f"{what} end with {' / '.join(ways)}: clients must handle that")
 
 
 def ms(seconds: float) -> str:

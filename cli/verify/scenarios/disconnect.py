@@ -9,12 +9,8 @@ that stays wedged.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
-
-from jarvis.vocabulary import Event
 
 from .. import serverlog, wire
-from ..client import chat_body
 from ..results import Checks, ScenarioResult
 from ..timings import summary_ms
 from .context import (
@@ -24,9 +20,8 @@ from .context import (
     SHORT,
     SHORT_TOKENS,
     Context,
-    ended_cleanly,
     ms,
-    text_is_right,
+    ran_to_end,
 )
 
 CASES = [(when, how) for when in ("before-first-token", "mid-stream") for how in ("fin", "rst")]
@@ -65,9 +60,7 @@ async def _case(
     again = await ctx.stream(
         SHORT, session=session, label=f"after {label}", max_tokens=SHORT_TOKENS
     )
-    if ended_cleanly(checks, again):
-        checks.expect(again.outcome == "completed", f"{again.describe()}: ended {again.outcome}")
-        text_is_right(checks, ctx, again)
+    await ran_to_end(checks, ctx, again, what="the session must be usable again")
     return cleared
 
 
@@ -75,9 +68,9 @@ async def _open_stream(
     ctx: Context, checks: Checks, label: str, session: str, *, mid_stream: bool
 ) -> wire.Connection | None:
     """A long stream on a raw connection, read up to its head (or its first chunk)."""
-    address = ctx.address
-    body = chat_body(LONG, model=ctx.client.model, max_tokens=LONG_TOKENS)
-    request = wire.chat_request(address, body, headers=[(b"X-Session-Id", session.encode())])
+    address = ctx.address(session)
+    chat = ctx.client.request(LONG, session=session, max_tokens=LONG_TOKENS)
+    request = wire.request_bytes(address, chat)
     try:
         connection = await wire.connect(address)
     except OSError as exc:
@@ -120,7 +113,7 @@ async def _wait_cleared(
         else:
             assert log_path is not None
             assert log_mark is not None
-            gone = await asyncio.to_thread(_ended_in_log, log_path, log_mark, session)
+            gone = await asyncio.to_thread(serverlog.session_ended, log_path, log_mark, session)
         elapsed = ctx.clock() - dropped
         if gone:
             checks.confirm()
@@ -133,11 +126,3 @@ async def _wait_cleared(
             )
             return None
         await asyncio.sleep(POLL_S)
-
-
-def _ended_in_log(path: Path, mark: int, session: str) -> bool:
-    for text in serverlog.event_lines(path, Event.STREAM_END, mark):
-        line = serverlog.parse(text)
-        if line.fields.get("session") == session:
-            return line.fields.get("cleanup_done") == "True"
-    return False

@@ -7,7 +7,8 @@ application sees them (uvicorn refuses ESC), so one more request carries a
 forged log line in the one request field a server is likely to log, the
 model name. With a log, every line written meanwhile must still parse as one
 event, each refusal must name the session it refused byte for byte, and the
-forged model must be logged as one value of its own stream's line.
+forged model must never appear as a line of its own. Only under --strict (jarvis's
+contract) must every line parse and each refusal be logged as `request_rejected`.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from pathlib import Path
 from jarvis.vocabulary import Event
 
 from .. import serverlog, wire
-from ..client import Transcript, chat_body
+from ...chatapi.session import Carrier, set_path
+from ..client import Transcript
 from ..results import Checks, ScenarioResult
-from .context import SHORT, SHORT_TOKENS, Context, ended_cleanly, text_is_right
+from .context import SHORT, SHORT_TOKENS, Context, ended, text_is_right
 
 CASES: tuple[tuple[str, bytes], ...] = (
     ("space", b"has space"),
@@ -33,6 +35,9 @@ CASES: tuple[tuple[str, bytes], ...] = (
 )
 #: A model name that, written unescaped, would end the line and forge another event.
 FORGED_MODEL = 'm" x=1\n\x1b[2Kts=0 level=info event=stream_end session=forged cleanup_done=True'
+#: What a hostile value leaves at the start of a line it splits: a line holding one of
+#: these that does not parse as an event is a split (or forged) line.
+SPLIT_MARKS = ("here", "[31mred", "value", 'hi"', "x=1", "session=forged")
 #: How long the server's log writer may take to write what the requests logged.
 LOG_SETTLE_S = 1.0
 
@@ -71,7 +76,7 @@ async def hostile_input(ctx: Context) -> ScenarioResult:
     if log_path is None:
         checks.skip("log lines stay parseable: no server log (pass --log-file)")
     else:
-        await _judge_log(checks, log_path, mark, answers, forged.result())
+        await _judge_log(checks, ctx.plan.strict, log_path, mark, answers)
     statuses = {a.name: a.status for a in answers}
     statuses["missing"] = missing.result().status
     statuses["forged_model"] = forged.result().status
@@ -89,14 +94,13 @@ def _judge_request(checks: Checks, ctx: Context, t: Transcript) -> None:
     """A refusal must be a clean 4xx; an acceptance must stream to the end, intact."""
     if 400 <= t.status < 500:
         checks.confirm()
-    elif ended_cleanly(checks, t):
+    elif ended(checks, ctx, t):
         text_is_right(checks, ctx, t)
 
 
 async def _send(ctx: Context, checks: Checks, name: str, value: bytes) -> Answer | None:
-    address = ctx.address
-    body = chat_body(SHORT, model=ctx.client.model, max_tokens=SHORT_TOKENS)
-    request = wire.chat_request(address, body, headers=[(b"X-Session-Id", value)], close=True)
+    address = ctx.address(None)
+    request = _hostile_request(ctx, address, value)
     try:
         connection = await wire.connect(address)
     except OSError as exc:
@@ -116,10 +120,30 @@ async def _send(ctx: Context, checks: Checks, name: str, value: bytes) -> Answer
         return None
     finally:
         await connection.close()
-    return _judge_answer(checks, name, value, connection)
+    return _judge_answer(checks, ctx, name, value, connection)
 
 
-def _judge_answer(checks: Checks, name: str, value: bytes, connection: wire.Connection) -> Answer:
+def _hostile_request(ctx: Context, address: wire.Address, value: bytes) -> bytes:
+    """The request with `value` as its session id, byte for byte where the session
+    travels in a header or a cookie (httpx would refuse it), else as JSON or query text."""
+    chat = ctx.client.request(SHORT, session=None, max_tokens=SHORT_TOKENS)
+    where = ctx.client.session_in
+    raw: list[tuple[bytes, bytes]] = []
+    text = value.decode("latin-1")
+    if where.carrier is Carrier.HEADER:
+        raw.append((where.name.encode(), value))
+    elif where.carrier is Carrier.COOKIE:
+        raw.append((b"Cookie", where.name.encode() + b"=" + value))
+    elif where.carrier is Carrier.QUERY:
+        chat.params[where.name] = text
+    else:
+        set_path(chat.body, where.name, text)
+    return wire.request_bytes(address, chat, headers=raw, close=True)
+
+
+def _judge_answer(
+    checks: Checks, ctx: Context, name: str, value: bytes, connection: wire.Connection
+) -> Answer:
     status = connection.status
     head, _, rest = connection.received.partition(b"\r\n\r\n")
     if 400 <= status < 500:
@@ -129,10 +153,15 @@ def _judge_answer(checks: Checks, name: str, value: bytes, connection: wire.Conn
             checks.note(f"session id {name}: HTTP {status} from the HTTP layer, before the app")
         return Answer(name, value, status, app_refusal=app)
     if status == 200:
-        checks.expect(
-            b"data: [DONE]" in rest,
-            f"session id {name}: accepted (200) but the stream never reached [DONE]",
-        )
+        if ctx.plan.strict:
+            checks.expect(
+                b"data: [DONE]" in rest,
+                f"session id {name}: accepted (200) but the stream never reached [DONE]",
+            )
+        else:
+            checks.expect(
+                b"data:" in rest, f"session id {name}: accepted (200) but no event arrived"
+            )
         return Answer(name, value, status, app_refusal=False)
     what = f"HTTP {status}" if status else "no response at all"
     checks.fail(f"session id {name}: {what}: {head[:120]!r}")
@@ -140,14 +169,25 @@ def _judge_answer(checks: Checks, name: str, value: bytes, connection: wire.Conn
 
 
 async def _judge_log(
-    checks: Checks, path: Path, mark: int, answers: list[Answer], forged: Transcript
+    checks: Checks, strict: bool, path: Path, mark: int, answers: list[Answer]
 ) -> None:
-    refused = {a.value.decode("latin-1") for a in answers if a.app_refusal}
+    """No hostile value split a line or forged one. jarvis's contract (--strict) also
+    demands that every line parse and that each refusal be logged by its session."""
+    refused = {a.value.decode("latin-1") for a in answers if a.app_refusal} if strict else set()
     lines = await _settled_lines(path, mark, refused)
     for line in lines:
+        split = not line.parseable and any(m in line.text for m in SPLIT_MARKS)
         checks.expect(
-            line.parseable, f"log line is not one parseable event: {serverlog.clip(line.text)!r}"
+            not (split or (strict and not line.parseable)),
+            f"log line is not one parseable event: {serverlog.clip(line.text)!r}",
+            primary=split,
         )
+    sessions = {line.fields.get("session") for line in lines}
+    checks.expect(
+        "forged" not in sessions, "a forged log line (session=forged) was written", primary=True
+    )
+    if not strict:
+        return
     named = _rejected_sessions(lines)
     for answer in answers:
         if answer.app_refusal:
@@ -156,18 +196,6 @@ async def _judge_log(
                 f"session id {answer.name}: refused, but no request_rejected line names "
                 f"{answer.value[:40]!r} exactly",
             )
-    sessions = {line.fields.get("session") for line in lines}
-    checks.expect("forged" not in sessions, "a forged log line (session=forged) was written")
-    if forged.status == 200:
-        starts = [
-            line
-            for line in lines
-            if line.event == Event.STREAM_START and line.fields.get("session") == forged.session
-        ]
-        checks.expect(
-            any(line.fields.get("model") == FORGED_MODEL for line in starts),
-            f"{forged.describe()}: no stream_start line carries the model name exactly",
-        )
 
 
 async def _settled_lines(path: Path, mark: int, refused: set[str]) -> list[serverlog.LogLine]:

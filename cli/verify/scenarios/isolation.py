@@ -1,8 +1,8 @@
 """`isolation`: overlaps in session X never disturb session Y's stream.
 
-Y streams a medium answer while three prompts land in X 30 ms apart. Y must
-complete with its exact text and no gap between chunks beyond the baseline's
-plus the probe threshold; every X stream must still end cleanly.
+Y streams baseline's prompt while three prompts land in X 30 ms apart. Y must
+deliver its whole answer with no gap between chunks beyond the baseline's plus
+the probe threshold; every X stream must still end, uncorrupted.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 
 from ..results import Checks, ScenarioResult
-from .context import LONG, Context, ended_cleanly, ms, text_is_right
+from .baseline import PROMPT as Y_PROMPT
+from .baseline import TOKENS as Y_TOKENS
+from .context import LONG, Context, ended, ms, ran_to_end
 
-Y_PROMPT = "Long essay isolation"
-Y_TOKENS = 60
 X_PROMPTS = 3
 X_SPACING_S = 0.03
 X_TOKENS = 40
@@ -38,9 +38,7 @@ async def isolation(ctx: Context) -> ScenarioResult:
             )
     y = y_task.result()
     worst = max(y.content_gaps(), default=0.0)
-    if ended_cleanly(checks, y):
-        checks.expect(y.outcome == "completed", f"{y.describe()}: ended {y.outcome}")
-        text_is_right(checks, ctx, y)
+    if await ran_to_end(checks, ctx, y, what="Y is alone in its session"):
         limit = ctx.gap_limit()
         checks.expect(
             worst <= limit,
@@ -48,10 +46,10 @@ async def isolation(ctx: Context) -> ScenarioResult:
             f"(limit {ms(limit)})",
         )
     for task in x_tasks:
-        ended_cleanly(checks, task.result())
+        ended(checks, ctx, task.result())
     metrics: dict[str, object] = {
         "y_max_gap_ms": round(worst * 1000, 1),
-        "x_outcomes": [task.result().outcome for task in x_tasks],
+        "x_endings": [task.result().ending for task in x_tasks],
     }
     summary = f"Y completed intact beside {X_PROMPTS} overlapping prompts in X (gap ≤ {ms(worst)})"
     return checks.result(summary, metrics)

@@ -12,24 +12,24 @@ from __future__ import annotations
 import asyncio
 
 from .. import wire
-from ..client import chat_body
 from ..results import Checks, ScenarioResult
 from ..timings import summary_ms
-from .context import Context, ended_cleanly, ms, text_is_right
+from .baseline import PROMPT as READER_PROMPT
+from .baseline import TOKENS as READER_TOKENS
+from .context import Context, ms, ran_to_end
 
 SLOW_PROMPT = "Long essay nobody reads"
 SLOW_TOKENS = 2000
 RCVBUF = 4096
 READERS = 3
-READER_TOKENS = 60
 
 
 async def slow_reader(ctx: Context) -> ScenarioResult:
     checks = Checks("slow_reader")
-    address = ctx.address
     session = ctx.session("slow")
-    body = chat_body(SLOW_PROMPT, model=ctx.client.model, max_tokens=SLOW_TOKENS)
-    request = wire.chat_request(address, body, headers=[(b"X-Session-Id", session.encode())])
+    address = ctx.address(session)
+    chat = ctx.client.request(SLOW_PROMPT, session=session, max_tokens=SLOW_TOKENS)
+    request = wire.request_bytes(address, chat)
     try:
         connection = await wire.connect(address, rcvbuf=RCVBUF)
     except OSError as exc:
@@ -63,7 +63,7 @@ async def _readers(ctx: Context, checks: Checks) -> list[float]:
         tasks = [
             group.create_task(
                 ctx.stream(
-                    f"Long essay reader {i}",
+                    READER_PROMPT,
                     session=ctx.session("sr", i),
                     label=f"R{i}",
                     max_tokens=READER_TOKENS,
@@ -76,9 +76,7 @@ async def _readers(ctx: Context, checks: Checks) -> list[float]:
     for task in tasks:
         t = task.result()
         gaps += t.content_gaps()
-        if ended_cleanly(checks, t):
-            checks.expect(t.outcome == "completed", f"{t.describe()}: ended {t.outcome}")
-            text_is_right(checks, ctx, t)
+        if await ran_to_end(checks, ctx, t, what="a reader beside the stalled one"):
             worst = max(t.content_gaps(), default=0.0)
             checks.expect(
                 worst <= limit,
