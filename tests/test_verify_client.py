@@ -178,13 +178,13 @@ async def _one(
 async def test_line_separators_inside_a_token_and_crlf_endings_read_as_one_event_each() -> None:
     """U+2028, U+0085, \\x0b and friends are text, CRLF ends lines: SSE as the spec says
     (httpx's aiter_lines would split the token and count a malformed chunk)."""
-    token = "a\u2028b\u2029c\u0085d\x0be\x0cf\x1cg\x1dh\x1ei"
-    event = json.dumps({"id": "x", "choices": [{"delta": {"content": token}}]}, ensure_ascii=False)
+    text = "a\u2028b\u2029c\u0085d\x0be\x0cf\x1cg\x1dh\x1ei"
+    event = json.dumps({"id": "x", "choices": [{"delta": {"content": text}}]}, ensure_ascii=False)
     stop = json.dumps({"id": "x", "choices": [{"delta": {}, "finish_reason": "stop"}]})
     body = f"data: {event}\r\n\r\ndata: {stop}\r\n\r\ndata: [DONE]\r\n\r\n".encode()
     t, _ = await _one(body)
     assert t.malformed == 0
-    assert t.text == token
+    assert t.text == text
     assert t.ending == "finish_reason stop and the end marker"
 
 

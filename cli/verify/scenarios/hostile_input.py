@@ -19,8 +19,8 @@ from pathlib import Path
 
 from jarvis.vocabulary import Event
 
-from .. import serverlog, wire
 from ...chatapi.session import Carrier, set_path
+from .. import serverlog, wire
 from ..client import Transcript
 from ..results import Checks, ScenarioResult
 from .context import SHORT, SHORT_TOKENS, Context, ended, text_is_right
