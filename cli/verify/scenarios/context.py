@@ -37,6 +37,8 @@ _GAP_FALLBACK_S = 0.1
 #: A model whose two calibration answers differ may be this much shorter and still
 #: count as complete (and must be this much shorter to count as cut).
 NATURAL_MARGIN = 0.25
+#: Arrival stamps of two connections may disagree by this much (see `at_once`).
+CROSS_GRACE_S = 0.025
 #: Fresh sessions streamed per prompt to learn its natural length.
 CALIBRATION_RUNS = 2
 #: A natural answer may take this many --deadline to arrive (a slow model's long answer).
@@ -273,12 +275,17 @@ def _text_diff(expected: str, got: str, whole: bool) -> str:
     )
 
 
-def at_once(a: Transcript, b: Transcript, grace: float = 0.0) -> str:
-    """Evidence that `a` emitted after `b`'s first chunk (two streams of one session at
-    once), or "" when it did not."""
+def at_once(a: Transcript, b: Transcript, grace: float = CROSS_GRACE_S) -> str:
+    """Evidence that `a` emitted text after `b`'s first chunk (two streams of one session
+    at once), or "" when it did not.
+
+    Each stream is read on its own connection and stamped when the client's loop gets to
+    it, so two events the server wrote in order can arrive stamped a few milliseconds
+    the other way round: `grace` absorbs that. A last chunk without text (a finish
+    reason) is an ending, not emitting."""
     if b.first_chunk_at is None:
         return ""
-    after = a.chunks_after(b.first_chunk_at + grace)
+    after = [c for c in a.chunks_after(b.first_chunk_at + grace) if c.content]
     if not after:
         return ""
     last = ms(after[-1].at - b.first_chunk_at)
