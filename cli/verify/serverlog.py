@@ -1,23 +1,28 @@
 """The target server's own log, read during a run: new lines since a mark, and evidence.
 
 These are plain synchronous reads of a local file; callers on the event loop
-run them with `asyncio.to_thread`. The full lifecycle reconstruction lives in
-`cli/logs` (the `leaks` scenario uses it); this module only slices lines.
+run them with `asyncio.to_thread`. Lines are read by the line reader `jarvis
+diagnose` uses (`cli/logs/dialects.py`), so a server that logs with stdlib
+`logging`, loguru or structlog is read as well as jarvis, and both tools agree
+on every line. The full lifecycle reconstruction lives in `cli/logs` (the
+`leaks` scenario uses it); this module only slices lines and links a session's
+streams.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from jarvis.logfmt import parse_logfmt
 from jarvis.vocabulary import Event
+
+from ..logs.dialects import parse_line
 
 #: Evidence lines are cut to this many characters (a loop_blocked stack can be long).
 MAX_LINE = 600
-_EVENTS = frozenset(e.value for e in Event)
+#: The fields a stream_end may name its stream by (a stream_start's trace, ids).
+LINK_FIELDS = ("trace", "stream_id", "request_id")
 
 
 def size(path: Path) -> int:
@@ -42,10 +47,15 @@ def lines_since(path: Path, offset: int) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class LogLine:
-    """One line, parsed as logfmt or JSON; `fields` is empty when it is not a log event."""
+    """One line, as the line reader sees it; `fields` is empty when it is no log event.
+
+    `dialect` names the form it was read in ("logfmt", "json", "stdlib", "loguru",
+    "uvicorn", "plain"), None when the reader knows none.
+    """
 
     text: str
     fields: dict[str, str]
+    dialect: str | None = None
 
     @property
     def event(self) -> str | None:
@@ -53,23 +63,20 @@ class LogLine:
 
     @property
     def parseable(self) -> bool:
-        """Starts a line of its own (ts, level, event first) and names a known event."""
-        return {"ts", "level", "event"} <= self.fields.keys() and self.event in _EVENTS
+        """A whole log event in a dialect the reader knows: a jarvis line, a stdlib or
+        loguru line of the user's server, an access line; not a fragment or a
+        continuation (a logfmt line must name its event)."""
+        if self.dialect is None:
+            return False
+        return self.dialect != "logfmt" or self.event is not None
 
 
 def parse(text: str) -> LogLine:
-    """A jarvis log line in either format; anything else yields no fields."""
-    if text.startswith("{"):
-        try:
-            record = json.loads(text)
-        except ValueError:
-            return LogLine(text, {})
-        if not isinstance(record, dict):
-            return LogLine(text, {})
-        return LogLine(text, {k: "" if v is None else str(v) for k, v in record.items()})
-    if not text.startswith("ts="):
+    """A log line in any dialect `jarvis diagnose` reads; anything else yields no fields."""
+    record = parse_line(text)
+    if record is None:
         return LogLine(text, {})
-    return LogLine(text, parse_logfmt(text))
+    return LogLine(text, record.fields, record.dialect)
 
 
 def event_lines(path: Path, event: Event, offset: int = 0) -> list[str]:
@@ -79,6 +86,44 @@ def event_lines(path: Path, event: Event, offset: int = 0) -> list[str]:
         for text in lines_since(path, offset)
         if event.value in text and parse(text).event == event.value
     ]
+
+
+def session_starts(path: Path, mark: int, session: str) -> list[dict[str, str]]:
+    """The fields of `session`'s stream_start lines written after byte `mark`, in log order."""
+    starts: list[dict[str, str]] = []
+    for text in lines_since(path, mark):
+        if Event.STREAM_START in text:
+            line = parse(text)
+            if line.event == Event.STREAM_START and line.fields.get("session") == session:
+                starts.append(line.fields)
+    return starts
+
+
+def session_ended(path: Path, mark: int, session: str) -> bool:
+    """Whether a stream of `session` started after byte `mark` has logged its stream_end.
+
+    A stream_end belongs to it by the ids its stream_start carried (trace, stream_id,
+    request_id: many servers log the session only at the start), or by its own session
+    field when there are no ids on one side to link by. Nothing only jarvis writes
+    (cleanup_done) is needed.
+    """
+    ids: set[str] = set()
+    started = False
+    for text in lines_since(path, mark):
+        if "stream_" not in text:
+            continue
+        line = parse(text)
+        fields = line.fields
+        if line.event == Event.STREAM_START and fields.get("session") == session:
+            started = True
+            ids.update(fields[k] for k in LINK_FIELDS if fields.get(k))
+        elif line.event == Event.STREAM_END and started:
+            named = [fields[k] for k in LINK_FIELDS if fields.get(k)]
+            if any(value in ids for value in named):
+                return True
+            if fields.get("session") == session and not (named and ids):
+                return True  # nothing to link by but the session itself
+    return False
 
 
 def clip(text: str) -> str:
