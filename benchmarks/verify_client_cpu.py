@@ -76,7 +76,7 @@ async def round_of(
 ) -> tuple[float, float, int]:
     """(client CPU seconds, wall seconds, events) for one round of one client kind."""
     limit = asyncio.Semaphore(concurrency)
-    client = ChatClient(f"http://127.0.0.1:{port}", model="jarvis-synthetic", deadline=30)
+    client = ChatClient([f"http://127.0.0.1:{port}"], model="jarvis-synthetic", deadline=30)
 
     async def one(i: int) -> int:
         async with limit:
