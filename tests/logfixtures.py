@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from jarvis.logfmt import format_logfmt
 
@@ -241,3 +244,348 @@ def garble(text: bytes, rng: random.Random) -> bytes:
         else:
             out += line
     return bytes(out)
+
+
+# -- logs written by the real logging libraries a user's server may use ---------------
+#
+# Every scenario below is a list of steps in the seeds' vocabulary (stream_start with
+# trace and session, stream_end with trace, flush lines whose request_id is the trace),
+# rendered by stdlib `logging`, loguru, structlog and jarvis's own writers, with
+# uvicorn access lines interleaved. `python -m tests.logfixtures` writes them to
+# tests/logs/<format>/<scenario>.log with <scenario>.expected.json beside each; a test
+# regenerates them and checks that nothing drifted.
+
+#: The first step's time: 2026-11-30T05:33:35Z.
+DIALECT_EPOCH = 1796016815.0
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One line to log: at `t` seconds after the epoch, `event` with `fields`."""
+
+    t: float
+    level: str
+    event: str
+    fields: dict[str, object]
+
+
+@dataclass(slots=True)
+class Script:
+    """A scenario being written: steps with a clock, and what diagnose must find in it."""
+
+    findings: frozenset[str]
+    steps: list[Step] = field(default_factory=list)
+    t: float = 0.0
+
+    def at(self, seconds: float) -> Script:
+        self.t += seconds
+        return self
+
+    def log(self, event: str, level: str = "info", **fields: object) -> Script:
+        self.steps.append(Step(self.t, level, event, fields))
+        self.t += 0.001
+        return self
+
+    def flushes(self, trace: str, count: int = 2, tokens: int = 4) -> Script:
+        for _ in range(count):
+            self.log("flush_scheduled", request_id=trace)
+            self.at(0.075).log("flush_start", request_id=trace, size=20)
+            self.log("flush_done", request_id=trace, tokens_sent=tokens)
+        return self
+
+
+def _seed_expected_logs() -> Script:
+    """streaming-stability-fix.md's "Expected Logs", read literally: healthy."""
+    s = Script(frozenset()).log("stream_start", trace="abc123", session="test-1")
+    s.at(0.05).log("stream_cancelled", trace="abc123", reason="registry_new_stream")
+    s.at(0.1).log("prev_stream_finished_cleanly", session="test-1")
+    s.log("stream_end", trace="abc123", duration_ms=250)
+    s.log("stream_start", trace="def456", session="test-1")
+    return s.at(0.5).log("stream_end", trace="def456", duration_ms=500)
+
+
+def _supersede_start_first() -> Script:
+    """The quick reference's order: B's stream_start before A's cancel and end: healthy."""
+    s = Script(frozenset()).log("stream_start", trace="A", session="s1").flushes("A")
+    s.at(0.05).log("stream_start", trace="B", session="s1")
+    s.log("stream_cancelled", trace="A", reason="registry_new_stream")
+    s.log("cleanup_flush_task", request_id="A").log("flush_on_cleanup", request_id="A", size=5)
+    s.log("flush_start", request_id="A", size=5).log("flush_done", request_id="A", tokens_sent=2)
+    s.log("cleanup_buffer", request_id="A").log("event_buffers_cleaned", trace="A")
+    s.at(0.02).log("stream_end", trace="A", cleanup_done=True)
+    s.log("prev_stream_finished_cleanly", session="s1")
+    s.flushes("B", 3).log("event_buffers_cleaned", trace="B")
+    return s.log("stream_end", trace="B", cleanup_done=True)
+
+
+def _side_by_side() -> Script:
+    """A FastAPI app that logs only stream_start/stream_end: two streams of one session
+    ran side by side for 2 s (no flush lines, no durations): concurrent_streams."""
+    s = Script(frozenset({"concurrent_streams"}))
+    s.log("stream_start", trace="a1", session="s1").at(0.01)
+    s.log("stream_start", trace="b2", session="s1").at(2.0)
+    return s.log("stream_end", trace="a1").at(0.01).log("stream_end", trace="b2")
+
+
+def _interleaved_flushes() -> Script:
+    """Two streams of one session flushing turn about: concurrent_streams."""
+    s = Script(frozenset({"concurrent_streams"}))
+    s.log("stream_start", trace="A", session="s1").log("stream_start", trace="B", session="s1")
+    for _ in range(3):
+        s.flushes("A", 1).flushes("B", 1)
+    s.log("stream_end", trace="A", cleanup_done=True)
+    return s.log("stream_end", trace="B", cleanup_done=True)
+
+
+def _cancel_ignored() -> Script:
+    """A cancelled stream flushes on as if nothing happened: cancel_ignored."""
+    s = Script(frozenset({"cancel_ignored"}))
+    s.log("stream_start", trace="A", session="s1").flushes("A")
+    s.log("stream_start", trace="B", session="s1")
+    s.log("stream_cancelled", trace="A", reason="registry_new_stream").flushes("A", 5)
+    s.log("stream_end", trace="A", cleanup_done=True)
+    s.log("prev_stream_finished_cleanly", session="s1").flushes("B")
+    return s.log("stream_end", trace="B", cleanup_done=True)
+
+
+def _cleanup_missing() -> Script:
+    """Two streams record cleanup_done=True, the third does not: cleanup_incomplete."""
+    s = Script(frozenset({"cleanup_incomplete"}))
+    for n, done in ((1, True), (2, True), (3, None)):
+        s.log("stream_start", trace=f"t{n}", session=f"s{n}").flushes(f"t{n}")
+        extra = {} if done is None else {"cleanup_done": done}
+        s.log("stream_end", trace=f"t{n}", duration_ms=300, **extra).at(0.2)
+    return s
+
+
+def _not_ended() -> Script:
+    """A stream that never ends while the log goes on for 40 s: stream_not_ended."""
+    s = Script(frozenset({"stream_not_ended"}))
+    s.log("stream_start", trace="A", session="s1").flushes("A").at(40)
+    s.log("stream_start", trace="B", session="s2").flushes("B")
+    return s.log("stream_end", trace="B", cleanup_done=True)
+
+
+def _flush_stuck() -> Script:
+    """A flush_start with no flush_done, and the log goes on: flush_stuck."""
+    s = Script(frozenset({"flush_stuck"}))
+    s.log("stream_start", trace="A", session="s1").log("flush_start", request_id="A", size=3)
+    return s.at(5).log("stream_start", trace="B", session="s2").flushes("B")
+
+
+def _flush_task_leak() -> Script:
+    """A scheduled flush neither run nor cancelled when its stream ends: flush_task_leak."""
+    s = Script(frozenset({"flush_task_leak"}))
+    s.log("stream_start", trace="A", session="s1").flushes("A")
+    s.log("flush_scheduled", request_id="A")
+    return s.log("stream_end", trace="A", cleanup_done=True)
+
+
+def _no_batching() -> Script:
+    """Every flush carries one token and none is scheduled: no_batching (a warning)."""
+    s = Script(frozenset({"no_batching"})).log("stream_start", trace="A", session="s1")
+    for _ in range(25):
+        s.log("flush_start", request_id="A", size=1).log(
+            "flush_done", request_id="A", tokens_sent=1
+        )
+    return s.log("stream_end", trace="A", cleanup_done=True)
+
+
+def _cancel_timeouts() -> Script:
+    """The previous stream overran the cancel wait once: cancel_timeouts (a warning)."""
+    s = _seed_expected_logs()
+    s.findings = frozenset({"cancel_timeouts"})
+    return s.log("prev_stream_timeout_on_cancel", "warning", session="test-1", waited_ms=2001)
+
+
+#: Every scenario, by name: the same steps are rendered in every format.
+SCENARIOS: dict[str, Callable[[], Script]] = {
+    "seed_expected_logs": _seed_expected_logs,
+    "supersede_start_first": _supersede_start_first,
+    "side_by_side": _side_by_side,
+    "interleaved_flushes": _interleaved_flushes,
+    "cancel_ignored": _cancel_ignored,
+    "cleanup_missing": _cleanup_missing,
+    "not_ended": _not_ended,
+    "flush_stuck": _flush_stuck,
+    "flush_task_leak": _flush_task_leak,
+    "no_batching": _no_batching,
+    "cancel_timeouts": _cancel_timeouts,
+}
+#: Findings that are warnings: a log with only these exits 0.
+WARNINGS = frozenset({"cancel_timeouts", "no_batching"})
+
+
+def _message(step: Step) -> str:
+    """The message a user's code logs: the event, then its fields as key=value."""
+    return " ".join([step.event, *(f"{k}={v}" for k, v in step.fields.items())])
+
+
+def _access_line(colors: bool) -> str:
+    """What uvicorn's access logger writes for one chat request."""
+    import logging
+
+    from uvicorn.logging import AccessFormatter
+
+    formatter = AccessFormatter(
+        '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s', use_colors=colors
+    )
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, "h11_impl.py", 1, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5555", "POST", "/v1/chat/completions", "1.1", 200), None,
+    )  # fmt: skip
+    return formatter.format(record)
+
+
+def _with_access(lines: list[str], steps: list[Step], colors: bool = False) -> str:
+    """The lines, with an access line after each stream_start (uvicorn logs the request)."""
+    out: list[str] = []
+    for line, step in zip(lines, steps, strict=True):
+        out.append(line)
+        if step.event == "stream_start":
+            out.append(_access_line(colors))
+    return "\n".join(out) + "\n"
+
+
+def _stamp(t: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{round(t % 1 * 1e6):06d}Z"
+
+
+def render_stdlib(steps: list[Step], fmt: str) -> str:
+    """stdlib `logging` with the given format, its clock set to each step's time (UTC)."""
+    import io
+    import logging
+    import time
+
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    formatter = logging.Formatter(fmt)
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    logger = logging.Logger("app.server", logging.DEBUG)
+    logger.addHandler(handler)
+    lines = []
+    for step in steps:
+        record = logger.makeRecord(
+            logger.name, logging.getLevelName(step.level.upper()), "server.py", 42,
+            _message(step), (), None, "chat",
+        )  # fmt: skip
+        record.created = DIALECT_EPOCH + step.t
+        record.msecs = int(round(step.t % 1 * 1000, 6))
+        logger.handle(record)
+        lines.append(buffer.getvalue().rstrip("\n").rsplit("\n", 1)[-1])
+    return _with_access(lines, steps)
+
+
+def render_loguru(steps: list[Step], colorize: bool) -> str:
+    """loguru's default format (coloured or not), its clock set to each step's time."""
+    import io
+    from datetime import UTC
+
+    from loguru import logger
+
+    buffer = io.StringIO()
+
+    def at_step_time(record: Any) -> None:
+        step = current[0]
+        record["time"] = type(record["time"]).fromtimestamp(DIALECT_EPOCH + step.t, UTC)
+        record.update(name="app.server", function="chat", line=42)
+
+    current: list[Step] = []
+    sink = logger.add(buffer, colorize=colorize, filter=lambda r: "fixture" in r["extra"])
+    patched = logger.patch(at_step_time).bind(fixture=True)
+    lines = []
+    try:
+        for step in steps:
+            current[:] = [step]
+            patched.log(step.level.upper(), _message(step))
+            lines.append(buffer.getvalue().rstrip("\n").rsplit("\n", 1)[-1])
+    finally:
+        logger.remove(sink)
+    return _with_access(lines, steps, colors=colorize)
+
+
+def render_structlog(steps: list[Step], renderer: str) -> str:
+    """structlog with the JSON, key=value or (coloured) console renderer. The timestamp
+    processor stamps each step's time in TimeStamper(fmt="iso", utc=True)'s form."""
+    import io
+
+    import structlog
+
+    buffer = io.StringIO()
+    current: list[Step] = []
+
+    def stamp(_: object, __: str, event: dict[str, Any]) -> dict[str, Any]:
+        event["timestamp"] = _stamp(DIALECT_EPOCH + current[0].t)
+        return event
+
+    last: Any = {
+        "json": structlog.processors.JSONRenderer(),
+        "kv": structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"]),
+        "console": structlog.dev.ConsoleRenderer(colors=True),
+    }[renderer]
+    log = structlog.wrap_logger(
+        structlog.PrintLogger(buffer),
+        processors=[structlog.processors.add_log_level, stamp, last],
+    )
+    lines = []
+    for step in steps:
+        current[:] = [step]
+        getattr(log, step.level)(step.event, **step.fields)
+        lines.append(buffer.getvalue().rstrip("\n").rsplit("\n", 1)[-1])
+    return _with_access(lines, steps)
+
+
+def render_jarvis(steps: list[Step], as_json: bool) -> str:
+    """jarvis's own writers (logfmt or JSON lines), with uvicorn's access lines."""
+    from jarvis.logfmt import format_json
+
+    write = format_json if as_json else format_logfmt
+    lines = [write(_stamp(DIALECT_EPOCH + s.t), s.level, s.event, s.fields) for s in steps]
+    return _with_access(lines, steps)
+
+
+#: Every format a fixture is written in, by its folder name under tests/logs/.
+FORMATS: dict[str, Callable[[list[Step]], str]] = {
+    "jarvis_logfmt": lambda steps: render_jarvis(steps, as_json=False),
+    "jarvis_json": lambda steps: render_jarvis(steps, as_json=True),
+    "stdlib": lambda steps: render_stdlib(steps, "%(asctime)s %(levelname)s %(name)s: %(message)s"),
+    "stdlib_dashed": lambda steps: render_stdlib(
+        steps, "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+    ),
+    "loguru": lambda steps: render_loguru(steps, colorize=False),
+    "loguru_colour": lambda steps: render_loguru(steps, colorize=True),
+    "structlog_json": lambda steps: render_structlog(steps, "json"),
+    "structlog_kv": lambda steps: render_structlog(steps, "kv"),
+    "structlog_console": lambda steps: render_structlog(steps, "console"),
+}
+
+
+def write_dialect_fixtures(root: Path) -> list[Path]:
+    """Write every scenario in every format under `root`; return the files written."""
+    written = []
+    for fmt, render in FORMATS.items():
+        folder = root / fmt
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, build in SCENARIOS.items():
+            script = build()
+            log = folder / f"{name}.log"
+            log.write_text(render(script.steps), encoding="utf-8")
+            expected = {
+                "findings": sorted(script.findings),
+                "exit": 1 if script.findings - WARNINGS else 0,
+            }
+            (folder / f"{name}.expected.json").write_text(
+                json.dumps(expected, indent=2) + "\n", encoding="utf-8"
+            )
+            written += [log, folder / f"{name}.expected.json"]
+    return written
+
+
+if __name__ == "__main__":
+    from loguru import logger
+
+    logger.remove()  # loguru's default stderr handler would echo every fixture line
+    write_dialect_fixtures(Path(__file__).parent / "logs")

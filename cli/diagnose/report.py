@@ -14,6 +14,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from ..exit_codes import ExitCode
+from ..junit import write as write_xml
 from ..logs.analysis import Analyzer
 from ..logs.findings import Finding, Severity
 from .tree import Node, Status, build_tree, diagnosis_path, evaluate, leaves
@@ -85,6 +86,8 @@ def build_report(
     if trace is not None:
         findings = [f for f in findings if f.trace == trace]
     findings.sort(key=lambda f: (-f.severity, f.id.value))
+    for finding in findings:
+        finding.jarvis_log = analyzer.jarvis_log
     tree = build_tree()
     evaluate(tree, analyzer, findings)
     return Report(analyzer, findings, tree, fail_on)
@@ -109,7 +112,7 @@ def _tree(node: Node, verbose: bool, branch: Tree | None = None) -> Tree:
     if node.findings:
         label.append(f"  {len(node.findings)} finding(s)", style=style)
     elif node.status is Status.NOT_APPLICABLE:
-        label.append("  not applicable: nothing in the log to judge", style="dim")
+        label.append(f"  not applicable: {node.unjudged}", style="dim")
     here = Tree(label) if branch is None else branch.add(label)
     for child in node.children:
         _tree(child, verbose, here)
@@ -164,7 +167,8 @@ def render(report: Report, console: Console, *, verbose: bool = False) -> None:
     if not report.usable:
         console.print(
             "[bold red]unusable:[/] no lifecycle event recognised; this log proves nothing "
-            "(is it a jarvis log? try --log-format, or check the path)"
+            "(it needs stream_start/stream_end lines in logfmt, JSON, stdlib logging, "
+            "loguru or structlog form; check the path)"
         )
         return
     console.print(_tree(report.tree, verbose))
@@ -186,8 +190,9 @@ def render(report: Report, console: Console, *, verbose: bool = False) -> None:
         + Text(f"{counts[Severity.ERROR]} error(s), {counts[Severity.WARNING]} warning(s)")
     )
     if report.verdict == "healthy" and not report.findings:
-        console.print(escape("one stream_start per session before stream_end; "
-                             "every stream_end cleanup_done=True"), style="green")  # fmt: skip
+        cleanup = "; every stream_end cleanup_done=True" if a.cleanup_applies else ""
+        console.print(escape("one stream_start per session before stream_end" + cleanup),
+                      style="green")  # fmt: skip
 
 
 def write_junit(report: Report, path: Path) -> None:
@@ -201,7 +206,7 @@ def write_junit(report: Report, path: Path) -> None:
             name=leaf.finding.value if leaf.finding else leaf.question,
         )  # fmt: skip
         if leaf.status is Status.NOT_APPLICABLE:
-            ET.SubElement(case, "skipped", message="nothing in the log to judge")
+            ET.SubElement(case, "skipped", message=leaf.unjudged)
         elif leaf.findings and max(f.severity for f in leaf.findings) >= report.fail_on:
             failures += 1
             failure = ET.SubElement(case, "failure", message=leaf.findings[0].message)
@@ -212,5 +217,4 @@ def write_junit(report: Report, path: Path) -> None:
     suite.set("tests", str(len(cases)))
     suite.set("failures", str(failures))
     suite.set("skipped", str(sum(1 for leaf in cases if leaf.status is Status.NOT_APPLICABLE)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+    write_xml(suite, path)

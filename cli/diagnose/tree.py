@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..logs.analysis import Analyzer
-from ..logs.findings import Finding, FindingId, Severity
+from ..logs.findings import CLEANUP_UNJUDGED, Finding, FindingId, Severity
 
 
 class Status(enum.StrEnum):
@@ -25,6 +25,8 @@ class Node:
     question: str
     finding: FindingId | None = None
     applies: Callable[[Analyzer], bool] = lambda a: True
+    #: Why the question does not apply, and what to log so that it does.
+    unjudged: str = "nothing in the log to judge"
     children: list[Node] = field(default_factory=list)
     status: Status = Status.NOT_APPLICABLE
     findings: list[Finding] = field(default_factory=list)
@@ -35,6 +37,7 @@ class Node:
             "finding": self.finding.value if self.finding else None,
             "status": self.status.value,
             "count": len(self.findings),
+            "not_applicable": self.unjudged if self.status is Status.NOT_APPLICABLE else None,
             "children": [c.to_json() for c in self.children],
         }
 
@@ -74,7 +77,8 @@ def build_tree() -> Node:
                     Node(
                         "No two streams of a session emitting at once?",
                         FindingId.CONCURRENT_STREAMS,
-                        lambda a: a.stats.streams > 0 and _saw_flushes(a),
+                        lambda a: a.stats.sessioned_streams > 0,
+                        "no stream_start names its session: log session=… in stream_start",
                     ),
                     Node(
                         "Do cancelled streams stop?",
@@ -84,7 +88,7 @@ def build_tree() -> Node:
                     Node(
                         "Does the previous stream clean up within the cancel wait?",
                         FindingId.CANCEL_TIMEOUTS,
-                        lambda a: a.stats.cancel_wait_ms.count > 0,
+                        lambda a: a.stats.cancel_waits > 0,
                     ),
                 ],
             ),
@@ -94,7 +98,8 @@ def build_tree() -> Node:
                     Node(
                         "stream_end has cleanup_done=True and buffers cleaned?",
                         FindingId.CLEANUP_INCOMPLETE,
-                        lambda a: sum(a.stats.ended.values()) > 0,
+                        lambda a: sum(a.stats.ended.values()) > 0 and a.cleanup_applies,
+                        CLEANUP_UNJUDGED,
                     ),
                     Node(
                         "Are pending flush tasks cancelled at cleanup?",

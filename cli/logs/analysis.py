@@ -9,6 +9,12 @@ built, else its Python twin, the reference); stream-level events go through
 not by the size of the log. References to lines are integers (`ref`),
 resolved to file:line and text only for what is reported, in one sorted
 sweep (`Sources.resolve_findings`).
+
+It judges with what the log has. Flush lines find their stream by any id its
+`stream_start` carried (`stream_id`, `request_id`, or `trace`: in the seeds'
+vocabulary a flush's `request_id` is the trace). A check that needs a field the
+log never writes (`cleanup_done`, `event_buffers_cleaned`) is not applicable
+rather than failed; it fails only streams that lack what others record.
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ FLUSH_STUCK_AFTER_S = 1.0
 MAX_FINDINGS_PER_ID = 50
 #: A stream-level event's handler: (its fields, the ref of its line, its timestamp).
 Handler = Callable[[dict[str, str], int, float | None], None]
+#: How long a cancelled stream may take to end once its successor started, when the log
+#: does not say (jarvis's `server_start cancel_wait_ms`): the seeds' 2 s.
+DEFAULT_CANCEL_WAIT_S = 2.0
+
 
 @dataclass(slots=True, eq=False)
 class StreamRecord:
@@ -41,6 +51,14 @@ class StreamRecord:
     session: str | None
     start: int | None = None
     start_ts: float | None = None
+    #: Every id a flush line may name this stream by (stream_id, request_id, trace).
+    keys: tuple[bytes, ...] = ()
+    registered: int | None = None
+    registered_ts: float | None = None
+    #: The first newer stream of the session to start (and to register) while this was open.
+    newer_start: StreamRecord | None = None
+    newer_registered: StreamRecord | None = None
+    overlap_reported: bool = False
     cancelled: int | None = None
     cancel_ts: float | None = None
     fenced: bool = False
@@ -89,12 +107,20 @@ class Stats:
     tokens: int = 0
     durations_ms: Percentiles = field(default_factory=Percentiles)
     cancel_wait_ms: Percentiles = field(default_factory=Percentiles)
+    #: Cancel waits logged (prev_stream_finished_cleanly, prev_stream_timeout_on_cancel).
+    cancel_waits: int = 0
     cancel_timeouts: int = 0
     loop_blocked: int = 0
     max_loop_lag_ms: int = 0
     rejected: int = 0
     #: Watchdog lines and server starts seen: without any, the loop cannot be judged.
     watchdog_lines: int = 0
+    #: Streams whose stream_start named a session: without any, overlap cannot be judged.
+    sessioned_streams: int = 0
+    #: stream_end lines with a cleanup_done field, and event_buffers_cleaned lines: the
+    #: cleanup check applies only to logs that record cleanup at all.
+    cleanup_recorded: int = 0
+    buffers_cleaned: int = 0
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -111,7 +137,19 @@ class Stats:
             "loop_blocked": self.loop_blocked,
             "max_loop_lag_ms": self.max_loop_lag_ms,
             "rejected_requests": self.rejected,
+            "cleanup_recorded": self.cleanup_recorded,
         }
+
+
+@dataclass(slots=True)
+class _Unproven:
+    """A stream that ended without recording some cleanup: a finding only if the log
+    records that cleanup for other streams (known at the end of input)."""
+
+    record: StreamRecord
+    refs: list[int | None]
+    missing_done: bool
+    missing_cleaned: bool
 
 
 def _label(record: StreamRecord) -> str:
@@ -135,10 +173,13 @@ class Analyzer:
             "flush_on_cleanup", "flush_on_end", "flush_cancelled",
             "prev_stream_finished_cleanly", "prev_stream_timeout_on_cancel", "loop_blocked",
             "server_start", "loop_lag", "loop_recovered", "request_rejected", "stream_end",
+            "stream_registered",
         }
     )  # fmt: skip
-    #: Events whose timestamp matters (stream age, cancel age).
-    TIMED: frozenset[str] = frozenset({"stream_start", "stream_cancelled", "server_start"})
+    #: Events whose timestamp matters (stream age, cancel age, durations, overlaps).
+    TIMED: frozenset[str] = frozenset(
+        {"stream_start", "stream_cancelled", "server_start", "stream_end", "stream_registered"}
+    )
 
     def __init__(self, *, stale_after_s: float = 30.0, engine: str | None = None) -> None:
         engine = default_engine() if engine is None else engine
@@ -162,6 +203,14 @@ class Analyzer:
         self._watch_cancel: dict[bytes, StreamRecord] = {}
         self._timeouts: list[int] = []
         self._loop_stuck = False  # a loop_blocked with no loop_recovered after it
+        self._unproven: list[_Unproven] = []
+        self._unproven_dropped = 0
+        #: Lines only a jarvis server writes (server_start, registrations, fences, watchdog).
+        self._jarvis_lines = 0
+        #: Whether the log records registrations: then a stream runs from its
+        #: stream_registered, not its stream_start (it may wait for its predecessor).
+        self._registrations = False
+        self.cancel_wait_s = DEFAULT_CANCEL_WAIT_S
         self.last_ts: float | None = None
         #: name -> handler(fields, ref, ts) for every stream-level event acted on.
         self.handlers: dict[str, Handler] = {
@@ -188,9 +237,13 @@ class Analyzer:
             stats.tokens += tokens
             if tokens > 1:
                 stats.multi_token_flushes += 1
-            if rid not in self._emitted:
-                self._emitted.add(rid)
-                self._first_emit(rid, ref)
+            self.emitted(rid, ref)
+
+    def emitted(self, rid: bytes, ref: int) -> None:
+        """The stream of `rid` wrote to its client at `ref`."""
+        if rid not in self._emitted:
+            self._emitted.add(rid)
+            self._first_emit(rid, ref)
 
     def feed_logfmt(
         self,
@@ -282,24 +335,59 @@ class Analyzer:
             handler(fields, ref, ts)
 
     def _stream(self, fields: dict[str, str]) -> StreamRecord | None:
+        """The open stream a line is about: by trace, stream_id or request_id, else by
+        session when the line names nothing else and one stream of it is open."""
         trace = fields.get("trace")
         if trace is not None and trace in self._by_trace:
             return self._by_trace[trace]
-        rid = fields.get("stream_id") or fields.get("request_id")
-        if rid is not None:
-            return self._by_rid.get(rid.encode())
+        ids = [fields.get(k) for k in ("stream_id", "request_id", "trace")]
+        for value in ids:
+            if value:
+                record = self._by_rid.get(value.encode())
+                if record is not None:
+                    return record
+        session = fields.get("session")
+        if session is not None and not any(ids):
+            open_streams = self._open_by_session.get(session, ())
+            if len(open_streams) == 1:
+                return open_streams[0]
         return None
 
     def _on_stream_start(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
-        trace = fields.get("trace") or fields.get("stream_id") or f"@{ref}"
         stream_id = fields.get("stream_id")
-        record = StreamRecord(trace, stream_id, fields.get("session"), start=ref, start_ts=ts)
+        ids = (stream_id, fields.get("request_id"), fields.get("trace"))
+        trace = fields.get("trace") or stream_id or fields.get("request_id") or f"@{ref}"
+        keys = tuple(dict.fromkeys(value.encode() for value in ids if value))
+        record = StreamRecord(
+            trace, stream_id, fields.get("session"), start=ref, start_ts=ts, keys=keys
+        )
         self.stats.streams += 1
         self._by_trace[trace] = record
-        if stream_id:
-            self._by_rid[stream_id.encode()] = record
+        for key in keys:
+            self._by_rid[key] = record
         if record.session is not None:
-            self._open_by_session.setdefault(record.session, []).append(record)
+            self.stats.sessioned_streams += 1
+            older = self._open_by_session.setdefault(record.session, [])
+            for other in older:
+                if other.newer_start is None:
+                    other.newer_start = record
+            older.append(record)
+
+    def _on_stream_registered(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        self._jarvis_lines += 1
+        self._registrations = True
+        record = self._stream(fields)
+        if record is None or record.start is None:
+            return
+        record.registered, record.registered_ts = ref, ts
+        for other in self._open_by_session.get(record.session or "", ()):
+            if (
+                other is not record
+                and other.newer_registered is None
+                and other.start is not None
+                and other.start < record.start
+            ):
+                other.newer_registered = record
 
     def _on_stream_cancelled(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         self.stats.cancels += 1
@@ -308,15 +396,17 @@ class Analyzer:
             return
         record.cancelled = ref
         record.cancel_ts = ts
-        if record.stream_id:
-            self._watch_cancel[record.stream_id.encode()] = record
+        for key in record.keys:
+            self._watch_cancel[key] = record
 
     def _on_stream_fenced(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        self._jarvis_lines += 1
         record = self._stream(fields)
         if record is not None:
             record.fenced = True
 
     def _on_event_buffers_cleaned(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        self.stats.buffers_cleaned += 1
         record = self._stream(fields)
         if record is not None:
             record.cleaned = True
@@ -336,15 +426,21 @@ class Analyzer:
         if rid is not None:
             self._pending_sched.pop(rid.encode(), None)
 
+    def _cancel_wait(self, fields: dict[str, str]) -> None:
+        self.stats.cancel_waits += 1
+        waited = fields.get("waited_ms")
+        if waited is not None:  # the seeds' lines may not say how long: no 0 ms made up
+            self.stats.cancel_wait_ms.add(_int(waited))
+
     def _on_prev_stream_finished_cleanly(
         self, fields: dict[str, str], ref: int, ts: float | None
     ) -> None:
-        self.stats.cancel_wait_ms.add(_int(fields.get("waited_ms")))
+        self._cancel_wait(fields)
 
     def _on_prev_stream_timeout_on_cancel(
         self, fields: dict[str, str], ref: int, ts: float | None
     ) -> None:
-        self.stats.cancel_wait_ms.add(_int(fields.get("waited_ms")))
+        self._cancel_wait(fields)
         self.stats.cancel_timeouts += 1
         if len(self._timeouts) < 5:
             self._timeouts.append(ref)
@@ -367,6 +463,10 @@ class Analyzer:
 
     def _on_server_start(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         self.stats.watchdog_lines += 1  # a jarvis server: its watchdog is running
+        self._jarvis_lines += 1
+        wait_ms = _int(fields.get("cancel_wait_ms"))
+        if wait_ms > 0:
+            self.cancel_wait_s = wait_ms / 1000
         # A restart ends whatever was open: judge those streams now, not against later ones.
         for record in list(self._by_trace.values()):
             self._report(
@@ -393,22 +493,26 @@ class Analyzer:
         stats = self.stats
         stats.ended[fields.get("reason", "unknown")] += 1
         duration = fields.get("duration_ms")
+        cleanup_done = fields.get("cleanup_done")
+        if cleanup_done is not None:
+            stats.cleanup_recorded += 1
         if duration is not None:
             stats.durations_ms.add(_int(duration))
+        elif record is not None and record.start_ts is not None and ts is not None:
+            stats.durations_ms.add((ts - record.start_ts) * 1000)
         if record is None:
             return  # the log began after this stream started: nothing to check
-        rid = record.stream_id.encode() if record.stream_id else None
-        cleanup_done = fields.get("cleanup_done") == "True"
-        if not cleanup_done or (rid is not None and not record.cleaned):
-            missing = "event_buffers_cleaned" if cleanup_done else "cleanup_done=True"
+        if cleanup_done is not None and cleanup_done != "True":
             self._report(
                 FindingId.CLEANUP_INCOMPLETE,
-                f"{_label(record)} ended without {missing}",
+                f"{_label(record)} ended without cleanup_done=True (cleanup_done={cleanup_done})",
                 [record.start, ref],
                 record,
             )
-        if rid is not None:
-            pending = self._pending_sched.pop(rid, None)
+        elif cleanup_done is None or not record.cleaned:
+            self._unproven_cleanup(record, ref, cleanup_done is None, not record.cleaned)
+        for key in record.keys:
+            pending = self._pending_sched.pop(key, None)
             if pending is not None:
                 self._report(
                     FindingId.FLUSH_TASK_LEAK,
@@ -416,7 +520,7 @@ class Analyzer:
                     [pending, ref],
                     record,
                 )
-            stuck = self._pending_start.pop(rid, None)
+            stuck = self._pending_start.pop(key, None)
             if stuck is not None:
                 self._report(
                     FindingId.FLUSH_STUCK,
@@ -426,7 +530,8 @@ class Analyzer:
                 )
         if record.cancelled is not None:
             self._check_cancel_ignored(record, ref)
-        self._close(record, rid)
+        self._check_overlap(record, ref, ts)
+        self._close(record)
 
     # -- checks ---------------------------------------------------------------
 
@@ -452,6 +557,43 @@ class Analyzer:
             record,
         )
 
+    def _unproven_cleanup(
+        self, record: StreamRecord, ref: int, missing_done: bool, missing_cleaned: bool
+    ) -> None:
+        if len(self._unproven) >= MAX_FINDINGS_PER_ID:
+            self._unproven_dropped += 1
+            return
+        self._unproven.append(_Unproven(record, [record.start, ref], missing_done, missing_cleaned))
+
+    def _check_overlap(self, record: StreamRecord, end_ref: int, end_ts: float | None) -> None:
+        """At a stream's end: did it run on beside a newer stream of its session?
+
+        Healthy is the supersede: cancelled, and ended within the cancel wait of its
+        successor's start (or no timestamps to say otherwise), or fenced off.
+        """
+        newer = record.newer_registered if self._registrations else record.newer_start
+        if newer is None or record.fenced or record.overlap_reported:
+            return
+        since = newer.registered_ts if self._registrations else newer.start_ts
+        overlap = None if end_ts is None or since is None else end_ts - since
+        if record.cancelled is not None:
+            if overlap is None or overlap <= self.cancel_wait_s:
+                return
+            detail = (
+                f"was cancelled but ended {overlap:.1f} s after the newer stream {newer.trace} "
+                f"started, past the {self.cancel_wait_s:g} s cancel wait"
+            )
+        else:
+            detail = f"was never cancelled and ran on after the newer stream {newer.trace} started"
+            if overlap is not None:
+                detail += f" ({overlap:.1f} s side by side)"
+        self._report(
+            FindingId.CONCURRENT_STREAMS,
+            f"session {record.session}: stream {record.trace} {detail}",
+            [record.start, newer.start, newer.registered, end_ref],
+            record,
+        )
+
     def _first_emit(self, rid: bytes, ref: int) -> None:
         record = self._by_rid.get(rid)
         if record is None or record.session is None:
@@ -461,6 +603,7 @@ class Analyzer:
             if other is record or other.fenced or other.start is None or record.start is None:
                 continue
             if other.start < record.start:
+                other.overlap_reported = True
                 self._report(
                     FindingId.CONCURRENT_STREAMS,
                     f"session {record.session}: stream {record.trace} emitted while the "
@@ -470,13 +613,14 @@ class Analyzer:
                 )
                 return
 
-    def _close(self, record: StreamRecord, rid: bytes | None = None) -> None:
-        self._by_trace.pop(record.trace, None)
-        if record.stream_id:
-            rid = rid or record.stream_id.encode()
-            self._by_rid.pop(rid, None)
-            self._emitted.discard(rid)
-            self._watch_cancel.pop(rid, None)
+    def _close(self, record: StreamRecord) -> None:
+        if self._by_trace.get(record.trace) is record:
+            del self._by_trace[record.trace]
+        for key in record.keys:
+            if self._by_rid.get(key) is record:
+                del self._by_rid[key]
+            self._emitted.discard(key)
+            self._watch_cancel.pop(key, None)
         if record.session is not None:
             open_streams = self._open_by_session.get(record.session)
             if open_streams is not None:
@@ -576,6 +720,7 @@ class Analyzer:
                     list(self._timeouts),
                 )
             )
+        judged += self._judge_cleanup()
         if stats.flushes >= 20 and stats.scheduled == 0 and stats.multi_token_flushes == 0:
             judged.append(
                 self._finding(
@@ -586,6 +731,40 @@ class Analyzer:
             )
         return judged
 
+    def _judge_cleanup(self) -> list[Finding]:
+        """The streams that lack cleanup the log records for others."""
+        done, cleaned = self.stats.cleanup_recorded > 0, self.stats.buffers_cleaned > 0
+        judged: list[Finding] = []
+        for unproven in self._unproven:
+            missing = [
+                name
+                for name, lacks in (
+                    ("cleanup_done=True", unproven.missing_done and done),
+                    ("event_buffers_cleaned", unproven.missing_cleaned and cleaned),
+                )
+                if lacks
+            ]
+            if missing:
+                judged.append(
+                    self._finding(
+                        FindingId.CLEANUP_INCOMPLETE,
+                        f"{_label(unproven.record)} ended without {' nor '.join(missing)}",
+                        unproven.refs,
+                        unproven.record,
+                    )
+                )
+        return judged
+
+    @property
+    def cleanup_applies(self) -> bool:
+        """Whether the log records cleanup at all (else the cleanup check cannot judge)."""
+        return self.stats.cleanup_recorded > 0 or self.stats.buffers_cleaned > 0
+
+    @property
+    def jarvis_log(self) -> bool:
+        """Whether a jarvis server wrote the log (lines no other server writes)."""
+        return self._jarvis_lines > 0 or self.stats.watchdog_lines > 0
+
     def finish(self, end_ts: float | None, ts_of: Callable[[int], float | None]) -> None:
         """End of input: judge what is still open against the last timestamp seen."""
         now = end_ts if end_ts is not None else self.last_ts
@@ -595,6 +774,8 @@ class Analyzer:
                 continue
             self._per_id[finding.id] += 1
             self.findings.append(finding)
+        if self._unproven_dropped and self.cleanup_applies:
+            self.suppressed[FindingId.CLEANUP_INCOMPLETE] += self._unproven_dropped
 
     @property
     def open_streams(self) -> list[StreamRecord]:

@@ -31,7 +31,7 @@ ENGINES: tuple[str, ...] = ("c", "python") if _LOADED else ("python",)
 
 
 def default_engine() -> str:
-    """"c" where built, unless JARVIS_DIAGNOSE_PURE is set (to anything but 0)."""
+    """ "c" where built, unless JARVIS_DIAGNOSE_PURE is set (to anything but 0)."""
     if _LOADED is None or os.environ.get(PURE_ENV, "") not in ("", "0"):
         return "python"
     return "c"

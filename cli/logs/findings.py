@@ -89,6 +89,46 @@ REMEDY: dict[FindingId, str] = {
 }
 
 
+#: The same remedies for a log a jarvis server did not write: they speak of the user's
+#: code, since jarvis's functions and flags are not theirs.
+REMEDY_FOR_YOUR_SERVER: dict[FindingId, str] = {
+    **REMEDY,
+    FindingId.FLUSH_STUCK: (
+        "A flush started and never finished: the code that writes a batch to the client "
+        "blocks. In async code, debounce with `await asyncio.sleep`, never time.sleep, and "
+        "hold no threading.Lock (nor any lock) across an await."
+    ),
+    FindingId.CONCURRENT_STREAMS: (
+        "Two streams of one session ran at once. Cancel the previous stream of the session "
+        "before registering the new one, and wait for it to finish, bounded (asyncio.wait "
+        "with a timeout: unlike wait_for it does not cancel what it waits on); if it "
+        "overruns the wait, stop it from writing before the new one starts."
+    ),
+    FindingId.CANCEL_IGNORED: (
+        "A stream kept producing (or never ended) after it was cancelled. In the "
+        "generator, check the cancel signal on every iteration and wait on it together "
+        "with the token source, so a slow source cannot hide the cancel."
+    ),
+    FindingId.CLEANUP_INCOMPLETE: (
+        "A stream ended without the cleanup that other streams record. In the generator's "
+        "finally, release the stream's buffers, its pending flush task and its registry "
+        "entry, then log stream_end with cleanup_done=True."
+    ),
+    FindingId.FLUSH_TASK_LEAK: (
+        "A scheduled flush task was still pending when its stream ended and was never "
+        "cancelled. Cancel the stream's pending flush task in its cleanup."
+    ),
+}
+
+
+#: Why cleanup cannot be judged in a log that never records it, and what to log.
+CLEANUP_UNJUDGED = (
+    "no stream_end in this log carries cleanup_done: log cleanup_done=True in stream_end "
+    "once the stream's buffers and registry entry are released (or event_buffers_cleaned) "
+    "to have cleanup judged"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """One log line that proves part of a finding."""
@@ -112,6 +152,8 @@ class Finding:
     trace: str | None = None
     #: Line references still to resolve into `evidence` (see `Sources.resolve_findings`).
     refs: list[int] = field(default_factory=list)
+    #: Whether a jarvis server wrote the log: the remedy names jarvis's code, else yours.
+    jarvis_log: bool = True
 
     @property
     def severity(self) -> Severity:
@@ -119,7 +161,7 @@ class Finding:
 
     @property
     def remedy(self) -> str:
-        return REMEDY[self.id]
+        return (REMEDY if self.jarvis_log else REMEDY_FOR_YOUR_SERVER)[self.id]
 
     def to_json(self) -> dict[str, object]:
         return {

@@ -22,7 +22,9 @@ LOGFMT = re.compile(
     rb"|event_buffers_cleaned|upstream_error|request_rejected)\b)"
 )
 EVENT_NAMES = frozenset(e.value.encode() for e in Event)
-PLAIN = re.compile(rb"(?:^|[ \t])(" + _NAMES + rb")(?![\w=])([^\n]*)", re.MULTILINE)
+#: Any mention of a vocabulary name, however the line around it is dressed (quoted in
+#: JSON, after an ANSI colour code): where the line reader looks for lifecycle lines.
+NAMED = re.compile(rb"(?:" + _NAMES + rb")(?![A-Za-z0-9_])")
 # Groups: the whole second, its fraction, its zone (line_ts caches per second and zone).
 _TS_PREFIX = re.compile(
     rb"^(?:ts=)?\"?(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?:[.,](\d+))?(Z|[+-]\d\d:?\d\d)?"

@@ -1,27 +1,26 @@
-"""Scanning log bytes into analyzer events, in three dialects.
+"""Scanning log bytes into analyzer events, in two ways.
 
-- logfmt (what `jarvis serve` writes): `Analyzer.feed_logfmt` runs over each
+- jarvis logfmt (what `jarvis serve` writes): `Analyzer.feed_logfmt` runs over each
   chunk, in C (`_hotscan.c`, a vector scan for `event=`) or with one compiled
   regex; the three hot flush events are dispatched without building a dict.
-- JSON lines (`--log-format json`): one `json.loads` per line.
-- plain, the seeds' style: `stream_start trace=abc session=...` after an
-  optional timestamp and level.
+- every other dialect (JSON, stdlib `logging`, loguru, structlog, the seeds' bare
+  lines, coloured or not): lines that name a vocabulary event are read one by one
+  by the shared line reader, `dialects.parse_line`, which verify-hang uses too.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
 
 from jarvis.logfmt import parse_logfmt
-from jarvis.vocabulary import Event
 
 from .analysis import Analyzer
+from .dialects import VOCABULARY, line_time, parse_line
 from .engine import C_COUNT_LINES
-from .patterns import LOGFMT, PLAIN, count_value, line_ts, parse_ts
-from .sources import Source
+from .patterns import LOGFMT, NAMED, count_value, line_ts
+from .sources import Buffer, Source
 
 CHUNK = 8 << 20
 CHECKPOINT_EVERY = 1 << 20
@@ -30,19 +29,29 @@ TIMED = frozenset(n.encode() for n in Analyzer.TIMED)
 _HOT = (b"flush_done", b"flush_start", b"flush_scheduled")
 
 
+#: The dialect names `sniff` returns: the logfmt hot loop, or the line reader.
+LOGFMT_DIALECT = "logfmt"
+LINES_DIALECT = "lines"
+
+
 def sniff(head: bytes) -> str:
-    """Guess a buffer's dialect from its first 64 KiB: logfmt, json or plain."""
+    """Pick the reader for a buffer from its first 64 KiB: "logfmt" when its lifecycle
+    lines are jarvis logfmt (the hot loop reads them), else "lines" (any dialect)."""
     lines = [line for line in head.split(b"\n")[:400] if line.strip()]
-    if not lines:
-        return "logfmt"
-    json_lines = sum(1 for line in lines if line.lstrip().startswith(b"{"))
+    if not lines or b"\x1b" in head:  # colours cut values: only the line reader copes
+        return LOGFMT_DIALECT if not lines else LINES_DIALECT
     logfmt_lines = sum(1 for line in lines if LOGFMT.search(line))
-    plain_lines = sum(1 for line in lines if PLAIN.search(line))
-    if json_lines > max(logfmt_lines, plain_lines):
-        return "json"
-    if plain_lines > logfmt_lines:
-        return "plain"
-    return "logfmt"
+    other_lines = sum(
+        1
+        for line in lines
+        if not LOGFMT.search(line) and NAMED.search(line) and _vocabulary_event(line)
+    )
+    return LINES_DIALECT if other_lines > logfmt_lines else LOGFMT_DIALECT
+
+
+def _vocabulary_event(line: bytes) -> bool:
+    record = parse_line(line)
+    return record is not None and record.event in VOCABULARY
 
 
 def _count_lines(chunk: bytes, start: int, stop: int) -> int:
@@ -113,12 +122,10 @@ class Scanner:
 
     def scan_chunk(self, source: Source, dialect: str, chunk: bytes, at: int) -> None:
         """Scan whole lines `chunk`, which sit at byte offset `at` of `source`."""
-        if dialect == "json":
-            self._scan_json(source, chunk, at)
-        elif dialect == "plain":
-            self._scan_plain(source, chunk, at)
-        else:
+        if dialect == LOGFMT_DIALECT:
             self._scan_logfmt(source, chunk, at)
+        else:
+            self._scan_lines(source, chunk, at)
 
     def _slow(
         self,
@@ -134,8 +141,13 @@ class Scanner:
         rid = fields.get("request_id")
         if name in _HOT and rid is not None:
             key = rid.encode()
+            if ts is not None:
+                a.last_ts = ts
             if name == b"flush_done":
-                a.flush_done(key, count_value(fields.get("tokens_sent")), ref)
+                sent = fields.get("tokens_sent")
+                a.flush_done(key, count_value(sent), ref)
+                if sent is None:  # a flush with no count still wrote to the client
+                    a.emitted(key, ref)
             elif name == b"flush_start":
                 a.flush_start(key, ref)
             else:
@@ -150,48 +162,41 @@ class Scanner:
         self.coverage.recognised += recognised
         self.coverage.unrecognised += unrecognised
 
-    def _scan_plain(self, source: Source, chunk: bytes, at: int) -> None:
-        for match in PLAIN.finditer(chunk):
-            self.coverage.recognised += 1
-            name, rest = match.groups()
-            start = match.start(1)
-            ts = line_ts(chunk, chunk.rfind(b"\n", 0, start) + 1)
-            self._slow(source, name, _fields(rest), at + start, ts)
-
-    def _scan_json(self, source: Source, chunk: bytes, at: int) -> None:
-        names = {e.value for e in Event}
-        pos, end = 0, len(chunk)
-        while pos < end:
-            newline = chunk.find(b"\n", pos)
-            stop = end if newline < 0 else newline
-            line = chunk[pos:stop]
-            offset, pos = at + pos, stop + 1
-            if not line.strip():
+    def _scan_lines(self, source: Source, chunk: bytes, at: int) -> None:
+        """Every line that names a vocabulary event, read by the shared line reader."""
+        done = -1  # the start of the last line read: a line naming two events is one
+        for match in NAMED.finditer(chunk):
+            start = chunk.rfind(b"\n", 0, match.start()) + 1
+            if start == done:
                 continue
-            try:
-                record = json.loads(line)
-            except (ValueError, RecursionError):
-                self.coverage.garbage += 1
+            done = start
+            stop = chunk.find(b"\n", match.end())
+            line = chunk[start : stop if stop >= 0 else len(chunk)]
+            record = parse_line(line)
+            if record is None:
+                if line.lstrip().startswith(b"{"):
+                    self.coverage.garbage += 1
                 continue
-            if not isinstance(record, dict) or not isinstance(record.get("event"), str):
-                self.coverage.garbage += 1
+            if record.event is None:
                 continue
-            name = record["event"]
-            if name not in names:
+            if record.event not in VOCABULARY:
                 self.coverage.unrecognised += 1
                 continue
             self.coverage.recognised += 1
-            fields = {k: _json_str(v) for k, v in record.items()}
-            ts = parse_ts(fields["ts"]) if "ts" in fields else None
-            self._slow(source, name.encode(), fields, offset, ts)
+            self._slow(source, record.event.encode(), record.fields, at + start, record.ts)
 
 
-def _json_str(value: object) -> str:
-    if value is True:
-        return "True"
-    if value is False:
-        return "False"
-    return "" if value is None else str(value)
+def time_at(buffer: Buffer | bytes, start: int) -> float | None:
+    """The timestamp of the line at `start`, in any dialect: the cached prefix parse
+    first (logfmt, stdlib, loguru), the full line reader for the rest."""
+    ts = line_ts(buffer, start)
+    if ts is not None:
+        return ts
+    head = buffer[start : start + 1]
+    if head not in (b"{", b"\x1b", b"["):
+        return None
+    stop = buffer.find(b"\n", start)
+    return line_time(buffer[start : stop if stop >= 0 else len(buffer)])
 
 
 def ts_resolver(sources: list[Source]) -> Callable[[int], float | None]:
@@ -200,15 +205,7 @@ def ts_resolver(sources: list[Source]) -> Callable[[int], float | None]:
     def ts_of(ref: int) -> float | None:
         source = sources[ref >> 40]
         offset = ref & ((1 << 40) - 1)
-        start = source.line_start(offset)
-        ts = line_ts(source.buffer, start)
-        if ts is None and source.buffer[start : start + 1] == b"{":
-            try:
-                record = json.loads(source.line_at(offset))
-                return parse_ts(str(record.get("ts", "")))
-            except (ValueError, AttributeError):
-                return None
-        return ts
+        return time_at(source.buffer, source.line_start(offset))
 
     return ts_of
 
@@ -219,12 +216,7 @@ def last_ts(source: Source) -> float | None:
     pos = len(buffer)
     for _ in range(200):
         start = buffer.rfind(b"\n", 0, max(0, pos - 1)) + 1
-        ts = line_ts(buffer, start)
-        if ts is None and buffer[start : start + 1] == b"{":
-            try:
-                ts = parse_ts(str(json.loads(buffer[start:pos]).get("ts", "")))
-            except (ValueError, AttributeError):
-                ts = None
+        ts = time_at(buffer, start)
         if ts is not None:
             return ts
         if start == 0:
@@ -242,7 +234,7 @@ def offset_at_time(source: Source, when: float) -> int:
         start = buffer.rfind(b"\n", 0, mid) + 1
         probe, ts = start, None
         for _ in range(50):  # skip lines without a timestamp
-            ts = line_ts(buffer, probe)
+            ts = time_at(buffer, probe)
             if ts is not None or probe >= hi:
                 break
             nxt = buffer.find(b"\n", probe)

@@ -23,6 +23,7 @@ from typing import IO, Protocol
 
 from jarvis.exceptions import ToolError
 
+from .dialects import strip_ansi
 from .findings import Evidence, Finding
 
 
@@ -150,7 +151,7 @@ class Source:
         return self.buffer[start : end if end >= 0 else len(self.buffer)]
 
     def evidence(self, offset: int) -> Evidence:
-        text = self.line_at(offset).decode("utf-8", "replace")
+        text = strip_ansi(self.line_at(offset).decode("utf-8", "replace"))  # colours are no proof
         if len(text) > MAX_EVIDENCE_CHARS:
             text = text[:MAX_EVIDENCE_CHARS] + "…"
         return Evidence(self.name, self.line_number(offset), text)

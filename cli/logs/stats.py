@@ -21,8 +21,7 @@ class Percentiles:
             value = 0.0
         self._buckets[int(math.log1p(value) / _GROWTH)] += 1
         self.count += 1
-        if value > self.max:
-            self.max = value
+        self.max = max(self.max, value)
 
     def quantile(self, q: float) -> float:
         """The value at quantile `q` (0..1), to bucket precision; 0 when empty."""

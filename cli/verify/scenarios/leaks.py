@@ -1,10 +1,11 @@
 """`leaks`: after the run nothing is left behind.
 
 `/v1/streams` must be empty (of this run's sessions), and, with a log,
-every `stream_start` of the run's window must have its `stream_end ...
-cleanup_done=True`. The log is judged by the same lifecycle reconstruction
-as `jarvis diagnose` (`cli/logs`), so both tools agree on what a leak is;
-every error finding it makes about this run is a failure, with its lines.
+every `stream_start` of the run's window must have its `stream_end`. The log
+is judged by the same reader and lifecycle reconstruction as `jarvis
+diagnose` (`cli/logs`), in any dialect it reads, so both tools agree on what
+a leak is: every error finding it makes about this run is a failure, with its
+lines. Cleanup (`cleanup_done=True`) is judged only in a log that records it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...logs.analysis import Analyzer
-from ...logs.findings import Finding, FindingId, Severity
+from ...logs.findings import CLEANUP_UNJUDGED, Finding, FindingId, Severity
 from ...logs.run import Window, analyze
 from ...logs.sources import InputError
 from ..plan import Expect
@@ -43,9 +44,8 @@ async def leaks(ctx: Context) -> ScenarioResult:
         checks.skip("every stream_start has its stream_end: no server log (pass --log-file)")
     else:
         await _log_lifecycles(ctx, checks, metrics, ctx.target.log_path)
-        done.append(
-            f"all {metrics.get('log_streams', 0)} streams in the log ended cleanup_done=True"
-        )
+        cleanup = " with cleanup_done=True" if metrics.get("log_cleanup_recorded") else ""
+        done.append(f"all {metrics.get('log_streams', 0)} streams in the log ended{cleanup}")
     return checks.result("; ".join(done), metrics)
 
 
@@ -75,6 +75,8 @@ async def _streams_empty(ctx: Context, checks: Checks, metrics: dict[str, object
 class _LogVerdict:
     lifecycle_events: int = 0
     streams: int = 0
+    #: Whether the log records cleanup (cleanup_done, event_buffers_cleaned) at all.
+    cleanup_recorded: bool = False
     ended: dict[str, int] = field(default_factory=dict)
     open_streams: list[str] = field(default_factory=list)
     failing: list[Finding] = field(default_factory=list)
@@ -104,10 +106,13 @@ async def _log_lifecycles(
         log_ended=verdict.ended,
         log_open=len(verdict.open_streams),
         log_findings=counts,
+        log_cleanup_recorded=verdict.cleanup_recorded,
     )
     if not verdict.lifecycle_events:
-        checks.skip(f"stream lifecycles: no jarvis lifecycle event in {path} during the run")
+        checks.skip(f"stream lifecycles: no stream lifecycle event in {path} during the run")
         return
+    if not verdict.cleanup_recorded:
+        checks.note(f"cleanup not judged: {CLEANUP_UNJUDGED}")
     opened = [f"    {line}" for line in verdict.open_streams[:10]]
     checks.expect(
         not verdict.open_streams,
@@ -144,9 +149,10 @@ def _verdict(ctx: Context, analyzer: Analyzer) -> _LogVerdict:
     verdict = _LogVerdict(
         lifecycle_events=analyzer.coverage.recognised,
         streams=analyzer.stats.streams,
+        cleanup_recorded=analyzer.cleanup_applies,
         ended=dict(analyzer.stats.ended),
         open_streams=[
-            f"stream {r.trace} {r.stream_id} (session {r.session})"
+            f"stream {r.trace}{f' {r.stream_id}' if r.stream_id else ''} (session {r.session})"
             for r in analyzer.open_streams
             if ctx.ours(r.session)
         ],
