@@ -164,14 +164,15 @@ class Transcript:
         where = f" (session {self.session})" if self.session else ""
         return f"{self.label} {self.stream_id or '<no id>'}{where}"
 
-    def problem(self, *, strict: bool = False) -> str:
+    def problem(self, *, strict: bool = False, cut_ok: bool = False) -> str:
         """Why this stream did not end as it should, in words ("" when it did). Only
-        `strict` (jarvis's contract) demands a finish reason and the end marker."""
+        `strict` (jarvis's contract) demands a finish reason and the end marker; `cut_ok`
+        takes a broken connection as one more way to end (a superseded stream's)."""
         if self.hung:
             return "no complete response within the deadline"
         if self.status != 200:
             return f"HTTP {self.status or 'error'}: {self.error or self.body[:120]}"
-        if self.error is not None:
+        if self.error is not None and not cut_ok:
             return f"the connection broke mid-stream ({self.error})"
         if strict and not self.terminal:
             return "the stream ended without a finish_reason chunk and [DONE]"
