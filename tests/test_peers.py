@@ -147,3 +147,44 @@ def test_running_kills_the_whole_peer_even_when_the_body_raises(tmp_path: Path) 
         serve_then_fail()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{seen[0]}/v1/models", timeout=2)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)
+def test_replicas_each_with_its_own_registry_fail_when_prompts_take_turns(
+    tmp_path: Path,
+) -> None:
+    """Two processes of a server that is correct alone (stop_done), each with its own
+    registry, as behind a balancer without sticky sessions: with both --url, a session's
+    prompts take turns between them and overlap finds two streams of one session at once."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    with running(PEERS["stop_done"], one) as first, running(PEERS["stop_done"], two) as second:
+        run = verify_hang(first, ["--url", second, "--scenario", "overlap"], tmp_path)
+    assert run.code == 1, run.explain()
+    assert run.failing == {"overlap"}, run.explain()
+    assert run.report["target"]["urls"] == [first, second]
+    assert run.evidence("overlap")[0].startswith("two streams of one session emitting at once")
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)
+def test_the_first_lines_say_what_was_detected_on_an_unknown_server(tmp_path: Path) -> None:
+    """On a server that is not OpenAI (custom_api, through its target file) the banner
+    says the dialect, where the session travels, the health probe, that the model is
+    unknown (never jarvis's), and what had to be skipped, before any scenario."""
+    with running(PEERS["custom_api"], tmp_path) as url:
+        run = verify_hang(
+            url, ["--target", "tests/peers/custom_api.toml", "--scenario", "baseline"], tmp_path
+        )
+    assert run.code == 0, run.explain()
+    head = run.stderr.splitlines()[:4]
+    assert head[0] == f"verify-hang: server {url}", head
+    assert head[1] == (
+        "verify-hang: dialect target; session in body:conversation_id; "
+        "health probe /api/ping; model unknown"
+    ), head
+    assert head[2].startswith("verify-hang: skipping: the model: the server lists none"), head
+    assert "jarvis-synthetic" not in run.stderr
+    assert run.report["target"]["model"] is None
