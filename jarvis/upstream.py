@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
+from httpx_sse import EventSource, SSEError
 
 from .chat import ChatRequest
 from .exceptions import UpstreamError
@@ -58,14 +59,18 @@ class UpstreamModel:
                         f"upstream answered {response.status_code}: {detail}",
                         status=response.status_code,
                     )
-                async for line in response.aiter_lines():
-                    token = _delta(line)
+                # httpx-sse splits lines at CR, LF and CRLF only, as SSE says: a token
+                # holding U+2028 or a form feed arrives whole (aiter_lines() would cut it).
+                async for event in EventSource(response).aiter_sse():
+                    token = _delta(event.data)
                     if token is None:
                         return
                     if token:
                         yield token
                     # Always yield to the loop: one network read can hold many tokens.
                     await asyncio.sleep(0)
+        except SSEError as exc:
+            raise UpstreamError(f"upstream did not answer with an event stream: {exc}") from exc
         except httpx.HTTPError as exc:
             raise UpstreamError(f"upstream failed: {type(exc).__name__}: {exc}") from exc
 
@@ -73,12 +78,11 @@ class UpstreamModel:
         await self._client.aclose()
 
 
-def _delta(line: str) -> str | None:
-    """The content of one SSE line: a token, "" for none, or None at `[DONE]`."""
-    if not line.startswith("data:"):
+def _delta(data: str) -> str | None:
+    """The content of one SSE event's data: a token, "" for none, or None at `[DONE]`."""
+    if not data.strip():
         return ""
-    data = line[5:].strip()
-    if data == "[DONE]":
+    if data.strip() == "[DONE]":
         return None
     try:
         chunk = json.loads(data)
