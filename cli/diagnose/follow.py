@@ -136,6 +136,7 @@ def follow_logs(
     """Follow until Ctrl-C (or `stop()`), then print the final report."""
     sources = Sources()
     analyzer = Analyzer(stale_after_s=stale_after_s)
+    analyzer.ts_at = ts_resolver(sources.items)
     follower = Follower(paths, analyzer, sources)
     interrupted = False
 

@@ -51,13 +51,10 @@ class StreamRecord:
     session: str | None
     start: int | None = None
     start_ts: float | None = None
-    #: Every id a flush line may name this stream by (stream_id, request_id, trace).
+    #: The id flush lines name this stream by: stream_id, else request_id, else trace.
     keys: tuple[bytes, ...] = ()
-    registered: int | None = None
-    registered_ts: float | None = None
-    #: The first newer stream of the session to start (and to register) while this was open.
+    #: The first newer stream of the session to start while this one was open.
     newer_start: StreamRecord | None = None
-    newer_registered: StreamRecord | None = None
     overlap_reported: bool = False
     cancelled: int | None = None
     cancel_ts: float | None = None
@@ -152,6 +149,10 @@ class _Unproven:
     missing_cleaned: bool
 
 
+def _no_time(ref: int) -> float | None:
+    return None
+
+
 def _label(record: StreamRecord) -> str:
     return f"stream {record.trace} (session {record.session})"
 
@@ -173,13 +174,11 @@ class Analyzer:
             "flush_on_cleanup", "flush_on_end", "flush_cancelled",
             "prev_stream_finished_cleanly", "prev_stream_timeout_on_cancel", "loop_blocked",
             "server_start", "loop_lag", "loop_recovered", "request_rejected", "stream_end",
-            "stream_registered",
         }
     )  # fmt: skip
-    #: Events whose timestamp matters (stream age, cancel age, durations, overlaps).
-    TIMED: frozenset[str] = frozenset(
-        {"stream_start", "stream_cancelled", "server_start", "stream_end", "stream_registered"}
-    )
+    #: Events whose timestamp every line needs (stream age, cancel age). Others look
+    #: theirs up only when a check needs it (`ts_at`): most stream ends never do.
+    TIMED: frozenset[str] = frozenset({"stream_start", "stream_cancelled", "server_start"})
 
     def __init__(self, *, stale_after_s: float = 30.0, engine: str | None = None) -> None:
         engine = default_engine() if engine is None else engine
@@ -205,13 +204,13 @@ class Analyzer:
         self._loop_stuck = False  # a loop_blocked with no loop_recovered after it
         self._unproven: list[_Unproven] = []
         self._unproven_dropped = 0
-        #: Lines only a jarvis server writes (server_start, registrations, fences, watchdog).
+        #: Lines only a jarvis server writes (server_start, fences, watchdog).
         self._jarvis_lines = 0
-        #: Whether the log records registrations: then a stream runs from its
-        #: stream_registered, not its stream_start (it may wait for its predecessor).
-        self._registrations = False
         self.cancel_wait_s = DEFAULT_CANCEL_WAIT_S
         self.last_ts: float | None = None
+        #: The timestamp of the line at a ref, for the few checks that need one that
+        #: was not parsed on the way (the runner sets it to read the sources).
+        self.ts_at: Callable[[int], float | None] = _no_time
         #: name -> handler(fields, ref, ts) for every stream-level event acted on.
         self.handlers: dict[str, Handler] = {
             name: getattr(self, "_on_" + name) for name in self.HANDLED
@@ -355,16 +354,18 @@ class Analyzer:
 
     def _on_stream_start(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         stream_id = fields.get("stream_id")
-        ids = (stream_id, fields.get("request_id"), fields.get("trace"))
-        trace = fields.get("trace") or stream_id or fields.get("request_id") or f"@{ref}"
-        keys = tuple(dict.fromkeys(value.encode() for value in ids if value))
+        trace = fields.get("trace")
+        # The seeds' flush lines name the trace when there is no stream_id.
+        link = stream_id or fields.get("request_id") or trace
+        keys = (link.encode(),) if link else ()
+        trace = trace or link or f"@{ref}"
         record = StreamRecord(
             trace, stream_id, fields.get("session"), start=ref, start_ts=ts, keys=keys
         )
         self.stats.streams += 1
         self._by_trace[trace] = record
-        for key in keys:
-            self._by_rid[key] = record
+        if keys:
+            self._by_rid[keys[0]] = record
         if record.session is not None:
             self.stats.sessioned_streams += 1
             older = self._open_by_session.setdefault(record.session, [])
@@ -372,22 +373,6 @@ class Analyzer:
                 if other.newer_start is None:
                     other.newer_start = record
             older.append(record)
-
-    def _on_stream_registered(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
-        self._jarvis_lines += 1
-        self._registrations = True
-        record = self._stream(fields)
-        if record is None or record.start is None:
-            return
-        record.registered, record.registered_ts = ref, ts
-        for other in self._open_by_session.get(record.session or "", ()):
-            if (
-                other is not record
-                and other.newer_registered is None
-                and other.start is not None
-                and other.start < record.start
-            ):
-                other.newer_registered = record
 
     def _on_stream_cancelled(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         self.stats.cancels += 1
@@ -498,8 +483,10 @@ class Analyzer:
             stats.cleanup_recorded += 1
         if duration is not None:
             stats.durations_ms.add(_int(duration))
-        elif record is not None and record.start_ts is not None and ts is not None:
-            stats.durations_ms.add((ts - record.start_ts) * 1000)
+        elif record is not None and record.start_ts is not None:
+            ts = self.ts_at(ref) if ts is None else ts
+            if ts is not None:
+                stats.durations_ms.add((ts - record.start_ts) * 1000)
         if record is None:
             return  # the log began after this stream started: nothing to check
         if cleanup_done is not None and cleanup_done != "True":
@@ -568,13 +555,20 @@ class Analyzer:
     def _check_overlap(self, record: StreamRecord, end_ref: int, end_ts: float | None) -> None:
         """At a stream's end: did it run on beside a newer stream of its session?
 
+        Read from the stream ends only when neither stream's flushes are in the log:
+        flushes say who emitted while the other was open (`_first_emit`), which is
+        more exact (a newer stream may wait, unregistered, for this one to end).
         Healthy is the supersede: cancelled, and ended within the cancel wait of its
         successor's start (or no timestamps to say otherwise), or fenced off.
         """
-        newer = record.newer_registered if self._registrations else record.newer_start
+        newer = record.newer_start
         if newer is None or record.fenced or record.overlap_reported:
             return
-        since = newer.registered_ts if self._registrations else newer.start_ts
+        if record.first_emit is not None or newer.first_emit is not None:
+            return
+        since = newer.start_ts
+        if end_ts is None:
+            end_ts = self.ts_at(end_ref)
         overlap = None if end_ts is None or since is None else end_ts - since
         if record.cancelled is not None:
             if overlap is None or overlap <= self.cancel_wait_s:
@@ -590,7 +584,7 @@ class Analyzer:
         self._report(
             FindingId.CONCURRENT_STREAMS,
             f"session {record.session}: stream {record.trace} {detail}",
-            [record.start, newer.start, newer.registered, end_ref],
+            [record.start, newer.start, end_ref],
             record,
         )
 

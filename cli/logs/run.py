@@ -31,6 +31,7 @@ def analyze(
     sources = open_inputs(paths)
     try:
         analyzer = Analyzer(stale_after_s=stale_after_s, engine=engine)
+        analyzer.ts_at = ts_resolver(sources.items)
         scanner = Scanner(analyzer)
         end_ts: float | None = None
         for source in sources:
