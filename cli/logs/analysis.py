@@ -10,9 +10,9 @@ not by the size of the log. References to lines are integers (`ref`),
 resolved to file:line and text only for what is reported, in one sorted
 sweep (`Sources.resolve_findings`).
 
-It judges with what the log has. Flush lines find their stream by any id its
-`stream_start` carried (`stream_id`, `request_id`, or `trace`: in the seeds'
-vocabulary a flush's `request_id` is the trace). A check that needs a field the
+It judges with what the log has. Flush lines find their stream by the id its
+`stream_start` carried: `stream_id`, else `request_id`, else `trace` (in the
+seeds' vocabulary a flush's `request_id` is the trace). A check that needs a field the
 log never writes (`cleanup_done`, `event_buffers_cleaned`) is not applicable
 rather than failed; it fails only streams that lack what others record.
 """
