@@ -48,7 +48,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     from jarvis.synthetic import expected_text
 import sse_reader  # beside this file: locust puts the locustfile's folder on sys.path
 from jarvis_cli.chatapi import Dialect, Piece, SessionIn, SSEEvent
-from jarvis_cli.swarm.speaker import DEFAULT_SESSION_IN, resolve
+from jarvis_cli.chatapi.resolve import chat_api
 
 from jarvis.exceptions import ConfigError
 
@@ -169,7 +169,7 @@ def _arguments(parser: LocustArgumentParser) -> None:
         default=None,
         env_var="LOCUST_SESSION_IN",
         help="Where the session id travels: header:NAME, body:DOTTED.PATH, query:NAME or "
-        f"cookie:NAME. Default: {DEFAULT_SESSION_IN}, or the target file's session.",
+        "cookie:NAME. Default: header:X-Session-Id, or the target file's session.",
     )
     parser.add_argument(
         "--target",
@@ -217,7 +217,7 @@ def speaker(
     """How to speak to the server, resolved once per process by the one implementation
     `jarvis swarm` uses (flags over the target file over the defaults); a bad value
     raises ConfigError naming the key."""
-    chosen = resolve(target=target, dialect=dialect, session_in=session_in)
+    chosen = chat_api(target=target, dialect=dialect, session_in=session_in)
     return chosen.dialect, chosen.session_in
 
 

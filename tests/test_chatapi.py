@@ -142,6 +142,10 @@ def test_flags_override_the_target_file(tmp_path: Path) -> None:
     plain = chat_api([], target=target_file(tmp_path))
     assert plain.urls == ("http://127.0.0.1:9000",)
     assert str(plain.session_in) == "body:conversation_id"
+    assert plain.probe_path == "/api/ping"
+    spoken = chat_api([], target=target_file(tmp_path), dialect="anthropic")
+    assert spoken.dialect.name == "anthropic"  # --dialect overrides the file's [stream]
+    assert chat_api([], dialect="anthropic").probe_path == "/v1/models"
 
 
 def test_anthropic_events_say_text_stop_reason_and_end() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jarvis_cli.chatapi.resolve import chat_api
 from jarvis_cli.swarm.runner import (
     DEFAULT_LOCUSTFILE,
     LocustRun,
@@ -15,7 +16,6 @@ from jarvis_cli.swarm.runner import (
     Process,
     locate_locustfile,
 )
-from jarvis_cli.swarm.speaker import resolve
 
 from jarvis.exceptions import ConfigError
 
@@ -108,12 +108,12 @@ def test_flags_override_the_target_file_which_overrides_the_defaults(tmp_path: P
     """The file's dialect, session and health are used unless a flag names its own."""
     path = tmp_path / "chat.toml"
     path.write_text(TARGET, encoding="utf-8")
-    from_file = resolve(target=path)
+    from_file = chat_api(target=path)
     assert (from_file.dialect.name, str(from_file.session_in)) == ("target", "body:conv")
-    assert (from_file.url, from_file.probe_path) == ("http://127.0.0.1:9", "/ping")
-    flags = resolve(target=path, dialect="anthropic", session_in="query:sid")
+    assert (from_file.urls, from_file.probe_path) == (("http://127.0.0.1:9",), "/ping")
+    flags = chat_api(target=path, dialect="anthropic", session_in="query:sid")
     assert (flags.dialect.name, str(flags.session_in)) == ("anthropic", "query:sid")
-    plain = resolve()
+    plain = chat_api()
     assert (plain.dialect.name, str(plain.session_in)) == ("openai", "header:X-Session-Id")
     assert plain.probe_path == "/v1/models"
 
@@ -123,4 +123,4 @@ def test_a_bad_target_file_is_a_config_error_naming_the_key(tmp_path: Path) -> N
     path = tmp_path / "chat.toml"
     path.write_text(TARGET.replace('end = "data:[DONE]"', 'end = "[DONE]"'), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"stream\.end"):
-        resolve(target=path)
+        chat_api(target=path)

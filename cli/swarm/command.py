@@ -10,6 +10,7 @@ import typer
 
 from jarvis.exceptions import ConfigError
 
+from ..chatapi.resolve import ChatAPI, chat_api
 from ..console import err, fail, out
 from ..durations import parse_duration
 from ..exit_codes import ExitCode
@@ -20,7 +21,6 @@ from ..verify.plan import EMBEDDED_CANCEL_WAIT_S
 from ..verify.target import Unreachable, normalise_url
 from .report import SwarmReport, render
 from .runner import LocustFailed, LocustRun, Plan, locate_locustfile, require_locust, run_locust
-from .speaker import Speaker, resolve
 from .target import check_reachable, diagnose_log
 from .thresholds import Figures, ReportMissing, Thresholds, judge
 
@@ -156,8 +156,8 @@ def swarm(
     _check(hang_deadline > 0, "--hang-deadline must be above 0")
     _check(shape in _SHAPES, f"--shape takes one of {', '.join(_SHAPES)}, not {shape!r}")
     _check(overlap in _OVERLAPS, f"--overlap takes {' or '.join(_OVERLAPS)}, not {overlap!r}")
-    speaker = resolve(target=target, dialect=dialect, session_in=session_in)
-    url = url or speaker.url
+    speaker = chat_api(target=target, dialect=dialect, session_in=session_in)
+    url = url or (speaker.urls[0] if speaker.urls else None)
     seconds = parse_duration(run_time, "--run-time")
     _check(seconds >= 1, "--run-time must be at least 1s")
     faults = list(embedded_faults(fault, url))
@@ -196,7 +196,7 @@ def swarm(
 
 
 async def _swarm(
-    plan: Plan, limits: Thresholds, faults: list[str], speaker: Speaker
+    plan: Plan, limits: Thresholds, faults: list[str], speaker: ChatAPI
 ) -> SwarmReport:
     if plan.url:
         await check_reachable(plan.url, speaker.probe_path)
