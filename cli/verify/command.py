@@ -185,6 +185,8 @@ def verify_hang(
         jarvis verify-hang --json report.json --junit verify.xml
     """
     chat = chat_api(url or [], dialect=dialect, session_in=session_in, target=target, health=health)
+    if target is not None and not chat.urls:
+        raise ConfigError(f"--target {target}: the file names no url; pass --url")
     plan = Plan(
         strict=strict if strict is not None else not chat.urls,
         sessions=sessions,
