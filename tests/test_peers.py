@@ -85,7 +85,8 @@ def test_verify_hang_verdict_on_a_peer_matches_the_table(
     assert run.report, run.explain()
     assert run.report["verdict"] == expectation.verdict, run.explain()
     assert run.code == EXIT_CODES[expectation.verdict], run.explain()
-    assert run.failing == expectation.failing, run.explain()
+    assert expectation.failing <= run.failing, run.explain()
+    assert run.failing <= expectation.failing | expectation.by_chance, run.explain()
 
 
 @pytest.mark.e2e
@@ -105,8 +106,9 @@ def test_seeds_registry_burst_fails_for_two_streams_of_one_session_at_once(
     assert len(named) >= 2, first
 
 
-def _doc_table() -> dict[tuple[str, tuple[str, ...]], tuple[str, frozenset[str]]]:
-    """The section's table: (server, invocation args) -> (verdict, failing scenarios)."""
+def _doc_table() -> dict[tuple[str, tuple[str, ...]], tuple[str, frozenset[str], frozenset[str]]]:
+    """The section's table: (server, invocation args) -> (verdict, failing scenarios,
+    scenarios failing by chance, marked `?`)."""
     text = DOC.read_text(encoding="utf-8")
     assert DOC_SECTION in text, f"{DOC} has no {DOC_SECTION!r} section"
     section = text.split(DOC_SECTION, 1)[1].split("\n## ", 1)[0]
@@ -116,8 +118,10 @@ def _doc_table() -> dict[tuple[str, tuple[str, ...]], tuple[str, frozenset[str]]
         server, invocation, verdict, failing = (c.strip() for c in row.strip("|").split("|"))
         args = invocation.replace("`", "").split()
         assert args[:3] == ["verify-hang", "--url", "URL"], row
-        names = frozenset() if failing == "none" else frozenset(failing.split(", "))
-        table[(server.strip("`"), tuple(args[3:]))] = (verdict.lower(), names)
+        names = [] if failing == "none" else failing.split(", ")
+        always = frozenset(n for n in names if not n.endswith("?"))
+        chance = frozenset(n.rstrip("?") for n in names if n.endswith("?"))
+        table[(server.strip("`"), tuple(args[3:]))] = (verdict.lower(), always, chance)
     return table
 
 
@@ -125,7 +129,9 @@ def test_docs_table_of_peers_equals_the_peers_table() -> None:
     """docs/verify-hang.md lists every peer, invocation, verdict and failing scenario
     exactly as PEERS (which the e2e tests check) does, so the page cannot drift."""
     expected = {
-        (name, e.args): (e.verdict, e.failing) for name, peer in PEERS.items() for e in peer.runs
+        (name, e.args): (e.verdict, e.failing, e.by_chance)
+        for name, peer in PEERS.items()
+        for e in peer.runs
     }
     assert _doc_table() == expected
 

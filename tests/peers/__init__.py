@@ -31,6 +31,8 @@ class Expectation:
     args: tuple[str, ...]
     verdict: str
     failing: frozenset[str] = frozenset()
+    #: Scenarios that fail or pass by chance (which worker the kernel hands a connection).
+    by_chance: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,9 @@ PEERS: dict[str, Peer] = {
         Peer(
             "per_process",
             _module("per_process"),
-            (Expectation((), FAIL, _fail("overlap", "burst")),),
+            # overlap's 40 pairs always span both workers; burst's 8 prompts may all land
+            # in one, which then supersedes correctly.
+            (Expectation((), FAIL, _fail("overlap"), _fail("burst")),),
         ),
         Peer(
             "no_sessions",
