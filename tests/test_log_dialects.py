@@ -307,3 +307,17 @@ def test_session_ended_by_session_field_or_request_id(tmp_path: Path) -> None:
     )
     assert serverlog.session_ended(path, 0, "s2")
     assert serverlog.session_starts(path, 0, "s2")[0]["request_id"] == "r7"
+
+
+def test_serverlog_splits_lines_at_lf_only(tmp_path: Path) -> None:
+    """A logged value holding U+2028 or a form feed stays one line (str.splitlines would
+    make two and judge a split line that is not there); CRLF ends are trimmed, and an
+    unfinished last line waits for its LF."""
+    log = tmp_path / "server.log"
+    log.write_bytes(
+        "stream_start trace=a session=x\u2028y\x0cz\r\nstream_end trace=a\npart".encode()
+    )
+    assert serverlog.lines_since(log, 0) == [
+        "stream_start trace=a session=x\u2028y\x0cz",
+        "stream_end trace=a",
+    ]

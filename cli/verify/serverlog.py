@@ -41,8 +41,12 @@ def lines_since(path: Path, offset: int) -> list[str]:
             data = handle.read()
     except FileNotFoundError:
         return []
-    complete = data[: data.rfind(b"\n") + 1]
-    return complete.decode("utf-8", "replace").splitlines()
+    complete = data[: data.rfind(b"\n")]
+    if not complete:
+        return []
+    # Split at LF only: str.splitlines() would also cut a line at U+2028, U+0085 or a
+    # form feed inside a logged value, and judge one line as two.
+    return [line.removesuffix("\r") for line in complete.decode("utf-8", "replace").split("\n")]
 
 
 @dataclass(frozen=True, slots=True)
