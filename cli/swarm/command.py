@@ -12,6 +12,7 @@ from jarvis.exceptions import ConfigError
 
 from ..chatapi.resolve import ChatAPI, chat_api
 from ..console import err, fail, out
+from ..dialect_options import DialectOption, SessionInOption, TargetOption
 from ..durations import parse_duration
 from ..exit_codes import ExitCode
 from ..faults import EmbeddedFaultOption, embedded_faults
@@ -37,30 +38,9 @@ def swarm(
             show_default=False,
         ),
     ] = None,
-    dialect: Annotated[
-        str | None,
-        typer.Option(
-            help="The server's chat API: openai (/v1/chat/completions) or anthropic "
-            "(/v1/messages). Default: openai, or what --target describes.",
-            show_default=False,
-        ),
-    ] = None,
-    session_in: Annotated[
-        str | None,
-        typer.Option(
-            help="Where the session id travels: header:NAME, body:DOTTED.PATH, query:NAME "
-            "or cookie:NAME. Default: header:X-Session-Id, or the --target file's session.",
-            show_default=False,
-        ),
-    ] = None,
-    target: Annotated[
-        Path | None,
-        typer.Option(
-            help="A TOML file describing any other chat API (docs/swarm.md); --url, "
-            "--dialect and --session-in override what it says.",
-            show_default=False,
-        ),
-    ] = None,
+    dialect: DialectOption = None,
+    session_in: SessionInOption = None,
+    target: TargetOption = None,
     users: Annotated[int, typer.Option(help="Concurrent chat users (sessions).")] = 100,
     spawn_rate: Annotated[float, typer.Option(help="Users started per second.")] = 20.0,
     run_time: Annotated[str, typer.Option(help="How long the swarm runs: 30s, 2m, 1h.")] = "60s",

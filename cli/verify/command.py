@@ -14,6 +14,7 @@ from jarvis.exceptions import ConfigError
 
 from ..chatapi.resolve import chat_api
 from ..console import err, fail, out
+from ..dialect_options import DialectOption, HealthOption, SessionInOption, TargetOption
 from ..exit_codes import ExitCode
 from ..faults import EmbeddedFaultOption, embedded_faults
 from ..termination import until_terminated
@@ -34,39 +35,10 @@ def verify_hang(
             show_default=False,
         ),
     ] = None,
-    dialect: Annotated[
-        str | None,
-        typer.Option(
-            help="openai (POST /v1/chat/completions) or anthropic (POST /v1/messages, "
-            "Messages streaming). Any other API: --target.  [default: openai]",
-            show_default=False,
-        ),
-    ] = None,
-    session_in: Annotated[
-        str | None,
-        typer.Option(
-            help="Where the session id travels: header:NAME, body:DOTTED.PATH, query:NAME "
-            "or cookie:NAME.  [default: header:X-Session-Id]",
-            show_default=False,
-        ),
-    ] = None,
-    target: Annotated[
-        Path | None,
-        typer.Option(
-            help="A TOML file describing any other chat API (url, health, session, "
-            "[request] path and body, [stream] text and end); flags override it. "
-            "See docs/verify-hang.md.",
-            show_default=False,
-        ),
-    ] = None,
-    health: Annotated[
-        str | None,
-        typer.Option(
-            help="A cheap path to probe while the scenarios run (e.g. /health). "
-            "Default: /healthz, /health, then the models list.",
-            show_default=False,
-        ),
-    ] = None,
+    dialect: DialectOption = None,
+    session_in: SessionInOption = None,
+    target: TargetOption = None,
+    health: HealthOption = None,
     strict: Annotated[
         bool | None,
         typer.Option(
