@@ -70,13 +70,17 @@ class Dialect(ABC):
 
     name: str
     path: str
+    method: str = "POST"
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.path}>"
 
     @abstractmethod
-    def body(self, prompt: str, *, model: str, max_tokens: int | None) -> dict[str, Any]:
-        """The JSON body asking for a streamed answer to `prompt`."""
+    def body(
+        self, prompt: str, *, model: str, max_tokens: int | None, session: str | None = None
+    ) -> dict[str, Any]:
+        """The JSON body asking for a streamed answer to `prompt` (`session` only for a
+        body that names it itself, as a target file's may)."""
 
     @abstractmethod
     def read(self, event: SSEEvent) -> Piece | None:
@@ -95,7 +99,8 @@ class Dialect(ABC):
         max_tokens: int | None,
     ) -> ChatRequest:
         """The whole request, the session placed where this server reads it."""
-        request = ChatRequest(self.path, self.body(prompt, model=model, max_tokens=max_tokens))
+        body = self.body(prompt, model=model, max_tokens=max_tokens, session=session)
+        request = ChatRequest(self.path, body, method=self.method)
         request.headers.update(self.extra_headers())
         if session is not None:
             session_in.place(
@@ -120,7 +125,9 @@ class OpenAI(Dialect):
     name = "openai"
     path = "/v1/chat/completions"
 
-    def body(self, prompt: str, *, model: str, max_tokens: int | None) -> dict[str, Any]:
+    def body(
+        self, prompt: str, *, model: str, max_tokens: int | None, session: str | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": model,
             "messages": [{"role": "user", "content": prompt}],
@@ -164,7 +171,9 @@ class Anthropic(Dialect):
     name = "anthropic"
     path = "/v1/messages"
 
-    def body(self, prompt: str, *, model: str, max_tokens: int | None) -> dict[str, Any]:
+    def body(
+        self, prompt: str, *, model: str, max_tokens: int | None, session: str | None = None
+    ) -> dict[str, Any]:
         return {
             "model": model,
             "max_tokens": max_tokens or ANTHROPIC_DEFAULT_MAX_TOKENS,

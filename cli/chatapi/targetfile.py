@@ -90,29 +90,18 @@ class TemplateDialect(Dialect):
         self._finish = finish
         self._error = error
 
-    def body(self, prompt: str, *, model: str, max_tokens: int | None) -> dict[str, Any]:
-        values: dict[str, object] = {"prompt": prompt, "model": model, "max_tokens": max_tokens}
+    def body(
+        self, prompt: str, *, model: str, max_tokens: int | None, session: str | None = None
+    ) -> dict[str, Any]:
+        values: dict[str, object] = {
+            "prompt": prompt,
+            "model": model,
+            "max_tokens": max_tokens,
+            "session": session,
+        }
         filled = _fill(self._body, values)
         assert isinstance(filled, dict)
         return filled
-
-    def request(
-        self,
-        prompt: str,
-        *,
-        session: str | None,
-        session_in: SessionIn,
-        model: str,
-        max_tokens: int | None,
-    ) -> Any:
-        request = super().request(
-            prompt, session=session, session_in=session_in, model=model, max_tokens=max_tokens
-        )
-        request.method = self.method
-        filled = _fill(request.body, {"session": session})
-        assert isinstance(filled, dict)
-        request.body = filled
-        return request
 
     def extra_headers(self) -> dict[str, str]:
         return dict(self._headers)
@@ -142,7 +131,8 @@ class TemplateDialect(Dialect):
 
 
 def _fill(template: object, values: dict[str, object]) -> object:
-    """Substitute the placeholders named in `values`; others are left for a later pass."""
+    """Substitute the placeholders; a key whose value is exactly one that has no value
+    (no session, no max_tokens) is left out."""
     if isinstance(template, dict):
         out: dict[str, object] = {}
         for key, item in template.items():
