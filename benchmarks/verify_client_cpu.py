@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import signal
@@ -76,7 +77,11 @@ async def round_of(
 ) -> tuple[float, float, int]:
     """(client CPU seconds, wall seconds, events) for one round of one client kind."""
     limit = asyncio.Semaphore(concurrency)
-    client = ChatClient([f"http://127.0.0.1:{port}"], model="jarvis-synthetic", deadline=30)
+    url = f"http://127.0.0.1:{port}"
+    # Commits before 505f7ac took one URL; later ones a list (replicas): run_at_commit.sh
+    # can then compare the client of any commit with today's, side by side.
+    urls: object = [url] if "urls" in inspect.signature(ChatClient).parameters else url
+    client = ChatClient(urls, model="jarvis-synthetic", deadline=30)  # type: ignore[arg-type]
 
     async def one(i: int) -> int:
         async with limit:

@@ -19,7 +19,7 @@ from jarvis.exceptions import ConfigError
 
 from .request import ChatRequest
 from .session import SessionIn
-from .sse import SSEEvent
+from .sse import Event
 
 #: OpenAI `finish_reason`s that mean the model finished on its own.
 OPENAI_NATURAL = frozenset({"stop", "length"})
@@ -83,7 +83,7 @@ class Dialect(ABC):
         body that names it itself, as a target file's may)."""
 
     @abstractmethod
-    def read(self, event: SSEEvent) -> Piece | None:
+    def read(self, event: Event) -> Piece | None:
         """What `event` says; None for events that carry nothing (pings, block starts)."""
 
     def auth_headers(self, api_key: str | None) -> dict[str, str]:
@@ -137,7 +137,7 @@ class OpenAI(Dialect):
             body["max_tokens"] = max_tokens
         return body
 
-    def read(self, event: SSEEvent) -> Piece | None:
+    def read(self, event: Event) -> Piece | None:
         if event.data.strip() == "[DONE]":
             return Piece(done=True)
         value = _json(event.data)
@@ -187,7 +187,7 @@ class Anthropic(Dialect):
     def auth_headers(self, api_key: str | None) -> dict[str, str]:
         return {"x-api-key": api_key} if api_key else {}
 
-    def read(self, event: SSEEvent) -> Piece | None:  # noqa: PLR0911 - one per event type
+    def read(self, event: Event) -> Piece | None:  # noqa: PLR0911 - one per event type
         value = _json(event.data)
         if value is None:
             return Piece(malformed=True)

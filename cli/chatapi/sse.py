@@ -12,9 +12,23 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 #: The only line ends SSE knows.
 _EOL = re.compile(rb"\r\n|\r|\n")
+
+
+class Event(Protocol):
+    """What a dialect reads of an event: ours (`SSEEvent`) or httpx-sse's, as it comes."""
+
+    @property
+    def event(self) -> str: ...
+
+    @property
+    def data(self) -> str: ...
+
+    @property
+    def id(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from jarvis.exceptions import ConfigError
 
 from .dialect import Dialect, Piece
 from .session import SessionIn, get_path
-from .sse import SSEEvent
+from .sse import Event
 
 _PLACEHOLDER = re.compile(r"\{(prompt|session|max_tokens|model)\}")
 _TOP = {"url", "health", "session", "request", "stream"}
@@ -56,7 +56,7 @@ class Marker:
             raise ConfigError(f"{key} = {text!r}: write event:NAME or data:LITERAL")
         return cls(kind, value)
 
-    def matches(self, event: SSEEvent) -> bool:
+    def matches(self, event: Event) -> bool:
         if self.kind == "event":
             return event.event == self.value
         return event.data.strip() == self.value
@@ -110,7 +110,7 @@ class TemplateDialect(Dialect):
     def models_path(self) -> str | None:
         return None
 
-    def read(self, event: SSEEvent) -> Piece | None:
+    def read(self, event: Event) -> Piece | None:
         if self._end.matches(event):
             return Piece(done=True, natural=True)
         if self._error is not None and self._error.matches(event):

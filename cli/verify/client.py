@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource, SSEError
 
-from ..chatapi import ChatRequest, Dialect, Piece, SessionIn, SSEEvent
+from ..chatapi import ChatRequest, Dialect, Piece, SessionIn
 from ..chatapi.dialect import OpenAI
 from ..chatapi.session import DEFAULT_SESSION_IN
 
@@ -314,7 +314,7 @@ class ChatClient:
             async for sse in EventSource(response).aiter_sse():
                 if sse.event == "message" and not sse.data:
                     continue  # a blank dispatch (an id alone): says nothing
-                piece = read(SSEEvent(sse.event, sse.data, sse.id))
+                piece = read(sse)
                 if piece is not None:
                     t.absorb(piece, clock())
             t.closed = True
