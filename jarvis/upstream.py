@@ -60,7 +60,8 @@ class UpstreamModel:
                         status=response.status_code,
                     )
                 # httpx-sse splits lines at CR, LF and CRLF only, as SSE says: a token
-                # holding U+2028 or a form feed arrives whole (aiter_lines() would cut it).
+                # holding U+2028 or a form feed arrives whole (httpx's own line
+                # iterator would cut it).
                 async for event in EventSource(response).aiter_sse():
                     token = _delta(event.data)
                     if token is None:

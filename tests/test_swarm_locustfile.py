@@ -24,6 +24,19 @@ from .conftest import ServerProcess, free_port
 LOCUSTFILE = Path(__file__).parents[1] / "loadtests" / "locustfile.py"
 
 
+def single_user(host: str, **settings: str) -> tuple[list[list[str]], str]:
+    """Run the locustfile as one user (`run_single_user`) against `host`, bounded in time:
+    its printed SSE request rows (cells stripped) and all it wrote."""
+    env = {**os.environ, "LOCUST_HOST": host, **settings}
+    result = subprocess.run(
+        [sys.executable, str(LOCUSTFILE)],
+        env=env, capture_output=True, text=True, timeout=45, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [[cell.strip() for cell in line.split("\t")] for line in result.stdout.splitlines()]
+    return [row for row in rows if len(row) > 3 and row[1] == "SSE"], result.stdout + result.stderr
+
+
 @pytest.mark.e2e
 @pytest.mark.timeout(60)
 def test_run_single_user_streams_interrupts_and_reports_every_stream(
@@ -31,25 +44,17 @@ def test_run_single_user_streams_interrupts_and_reports_every_stream(
 ) -> None:
     """Three conversations, each interrupted: every stream is reported under SSE `stream`,
     the interrupting prompts under `interrupt-ttft`, and no stream failed."""
-    env = {
-        **os.environ,
-        "LOCUST_HOST": shared_server.url,
-        "LOCUST_CONVERSATIONS": "3",
-        "LOCUST_INTERRUPT_RATE": "1",
-        "LOCUST_THINK_TIME": "0.05",
-    }
-    result = subprocess.run(
-        [sys.executable, str(LOCUSTFILE)],
-        env=env, capture_output=True, text=True, timeout=45, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    lines = [line.split("\t") for line in result.stdout.splitlines()]
-    sse = [[cell.strip() for cell in line] for line in lines if len(line) > 3]
+    sse, output = single_user(
+        shared_server.url,
+        LOCUST_CONVERSATIONS="3",
+        LOCUST_INTERRUPT_RATE="1",
+        LOCUST_THINK_TIME="0.05",
+    )
     streams = [row for row in sse if row[1] == "SSE" and row[2] == "stream"]
     assert len(streams) == 6  # three first prompts, three interrupting ones
     assert sum(1 for row in sse if row[2] == "interrupt-ttft") >= 1
     for name in ("StaleChunk", "Hang", "WrongText", "HTTPError", "BrokenStream", "Traceback"):
-        assert name not in result.stdout + result.stderr
+        assert name not in output
 
 
 Message = MutableMapping[str, Any]
@@ -116,22 +121,14 @@ def test_the_locust_user_reads_crlf_streams_with_u2028_in_the_text(crlf_url: str
     """Against a server writing CRLF events with `event:` lines, comments and U+2028 in the
     content, split at awkward places: every stream is read to `[DONE]` and counted as
     completed (full-stream), with no BrokenStream and no failure at all."""
-    env = {
-        **os.environ,
-        "LOCUST_HOST": crlf_url,
-        "LOCUST_CONVERSATIONS": "3",
-        "LOCUST_INTERRUPT_RATE": "0",
-        "LOCUST_DISCONNECT_RATE": "0",
-        "LOCUST_THINK_TIME": "0.01",
-    }
-    result = subprocess.run(
-        [sys.executable, str(LOCUSTFILE)],
-        env=env, capture_output=True, text=True, timeout=45, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    rows = [[c.strip() for c in line.split("\t")] for line in result.stdout.splitlines()]
-    sse = [row for row in rows if len(row) > 3 and row[1] == "SSE"]
+    sse, output = single_user(
+        crlf_url,
+        LOCUST_CONVERSATIONS="3",
+        LOCUST_INTERRUPT_RATE="0",
+        LOCUST_DISCONNECT_RATE="0",
+        LOCUST_THINK_TIME="0.01",
+    )
     assert sum(1 for row in sse if row[2] == "stream") == 3
     assert sum(1 for row in sse if row[2] == "full-stream") == 3
     for name in ("BrokenStream", "StaleChunk", "Hang", "HTTPError", "Traceback"):
-        assert name not in result.stdout + result.stderr
+        assert name not in output
