@@ -76,7 +76,6 @@ def stream(
     if end != "close":
         absorb(t, "[DONE]", last)
     t.ended_at = last
-    t.closed = True
     return t
 
 

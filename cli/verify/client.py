@@ -61,8 +61,6 @@ class Transcript:
     #: When the dialect's end marker arrived (`[DONE]`, `message_stop`, a target's `end`).
     done_at: float | None = None
     ended_at: float | None = None
-    #: The body ended the ordinary way (whatever the last event was).
-    closed: bool = False
     #: A transport error (connection reset, body cut short), as text.
     error: str | None = None
     #: An error event the server sent in the stream, as text.
@@ -108,10 +106,6 @@ class Transcript:
     @property
     def first_chunk_at(self) -> float | None:
         return self.chunks[0].at if self.chunks else None
-
-    @property
-    def last_chunk_at(self) -> float | None:
-        return self.chunks[-1].at if self.chunks else None
 
     @property
     def foreign(self) -> list[Chunk]:
@@ -317,7 +311,6 @@ class ChatClient:
                 piece = read(sse)
                 if piece is not None:
                     t.absorb(piece, clock())
-            t.closed = True
 
     async def get_json(self, path: str, *, within: float = 2.0) -> tuple[int, Any]:
         """GET `path` on the first URL: (status, decoded JSON or None); (0, None) if no
