@@ -14,6 +14,7 @@ import pytest
 from jarvis_cli.chatapi import SSEEvent
 from jarvis_cli.chatapi.dialect import OpenAI
 from jarvis_cli.verify.client import ChatClient, Transcript
+from jarvis_cli.verify.natural import Natural
 from jarvis_cli.verify.plan import Expect, Plan
 from jarvis_cli.verify.results import Checks, Status
 from jarvis_cli.verify.scenarios.context import (
@@ -22,7 +23,6 @@ from jarvis_cli.verify.scenarios.context import (
     SHORT,
     SHORT_TOKENS,
     Context,
-    Natural,
 )
 from jarvis_cli.verify.scenarios.overlap import _judge_independent, _judge_supersede
 from jarvis_cli.verify.target import Target
@@ -43,8 +43,8 @@ def context(
     target = Target("http://unused", "jarvis-synthetic", True, True, True, "/healthz", None, True)
     ctx = Context(Plan(expect=expect, cancel_wait=0.5, strict=strict), target, client, "t1", 0.0)
     # What calibration in fresh sessions would have found (the synthetic model's answers).
-    ctx._known[(LONG, LONG_TOKENS)] = Natural(len(A_TEXT), 1.5, deterministic=True)
-    ctx._known[(SHORT, SHORT_TOKENS)] = Natural(len(B_TEXT), 0.1, deterministic=True)
+    ctx.naturals.know(LONG, LONG_TOKENS, Natural(len(A_TEXT), 1.5, deterministic=True))
+    ctx.naturals.know(SHORT, SHORT_TOKENS, Natural(len(B_TEXT), 0.1, deterministic=True))
     return ctx
 
 

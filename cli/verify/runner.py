@@ -173,7 +173,7 @@ async def _scenarios(
             prober.scenario = "idle"
             await asyncio.sleep(IDLE_PROBING_S)
     finally:
-        await ctx.stop_calibrating()
+        await ctx.naturals.stop()
         if prober is not None:
             await prober.stop()
         await probe_http.aclose()
@@ -192,7 +192,7 @@ def _calibrate(ctx: Context) -> None:
     """Learn the natural answers of the prompts the scenarios send, in fresh sessions,
     while the first scenarios run (once; later calls find them started)."""
     for prompt, tokens in ((LONG, LONG_TOKENS), (SHORT, SHORT_TOKENS), (BURST, BURST_TOKENS)):
-        ctx.calibrate(prompt, tokens)
+        ctx.naturals.calibrate(prompt, tokens)
 
 
 def _record(view: View, outcome: RunResult, result: ScenarioResult) -> None:

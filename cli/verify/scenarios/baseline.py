@@ -22,7 +22,7 @@ async def baseline(ctx: Context) -> ScenarioResult:
             text_is_right(checks, ctx, t)
         else:
             checks.expect(bool(t.text), f"{t.describe()}: answered, but with no text at all")
-            ctx.learnt(t)
+            ctx.naturals.learnt(t)
     if t.first_chunk_at is not None and t.ended_at is not None:
         gaps = t.content_gaps()
         ctx.baseline_gap = max(gaps, default=0.0)

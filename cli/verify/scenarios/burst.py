@@ -143,7 +143,7 @@ async def _whole(ctx: Context, t: Transcript) -> bool:
     length."""
     if ctx.plan.strict:
         return t.outcome == "completed"
-    natural = await ctx.natural(t.prompt, t.max_tokens)
+    natural = await ctx.naturals.get(t.prompt, t.max_tokens)
     if natural is None:
         return t.natural or t.end_reason == "completed"
     return len(t.text) >= natural.low

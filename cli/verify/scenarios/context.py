@@ -2,14 +2,13 @@
 
 A verdict rests on what can be observed on any server: bytes, timing, and
 each prompt's natural length, learnt during the run by streaming the same
-prompt in fresh sessions (`natural`). How a stream ends (a finish reason of
+prompt in fresh sessions (`..natural`). How a stream ends (a finish reason of
 any value, an end marker, an error event, a plain close) is reported, never
 judged, unless `--strict` asks for jarvis's own contract.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from jarvis.synthetic import expected_text
 
 from ..client import ChatClient, Transcript
+from ..natural import Naturals
 from ..plan import Plan
 from ..results import Checks
 from ..target import JARVIS_MODEL, Target
@@ -34,36 +34,8 @@ CANCEL_MARGIN_S = 0.5
 CLEANUP_BOUND_S = 1.0
 #: What an inter-chunk gap may exceed the baseline's by before it is a disturbance.
 _GAP_FALLBACK_S = 0.1
-#: A model whose two calibration answers differ may be this much shorter and still
-#: count as complete (and must be this much shorter to count as cut).
-NATURAL_MARGIN = 0.25
 #: Arrival stamps of two connections may disagree by this much (see `at_once`).
 CROSS_GRACE_S = 0.025
-#: Fresh sessions streamed per prompt to learn its natural length.
-CALIBRATION_RUNS = 2
-#: A natural answer may take this many --deadline to arrive (a slow model's long answer).
-CALIBRATION_DEADLINES = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Natural:
-    """A prompt's answer when nothing interrupts it: its length and how long it took."""
-
-    chars: int
-    seconds: float
-    #: Every calibration run gave the same text.
-    deterministic: bool
-
-    @property
-    def low(self) -> int:
-        """The fewest characters a complete answer has; fewer means it was cut short."""
-        if self.deterministic:
-            return self.chars
-        return int(self.chars * (1 - NATURAL_MARGIN))
-
-    def describe(self) -> str:
-        kind = "deterministic" if self.deterministic else f"varies, ±{NATURAL_MARGIN:.0%}"
-        return f"{self.chars} characters in {self.seconds * 1000:.0f} ms ({kind})"
 
 
 @dataclass(slots=True)
@@ -81,10 +53,15 @@ class Context:
     baseline_gap: float | None = None
     #: The server stopped answering: what is left to judge reads only the log.
     hung: bool = False
-    _calibrations: dict[tuple[str, int | None], asyncio.Task[Natural | None]] = field(
-        default_factory=dict
-    )
-    _known: dict[tuple[str, int | None], Natural] = field(default_factory=dict)
+    #: Each prompt's natural answer, learnt in fresh sessions (not under --strict).
+    naturals: Naturals = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.naturals = Naturals(
+            self.client,
+            deadline=self.plan.deadline,
+            session=lambda n, i: self.session("nat", n, i),
+        )
 
     @property
     def prefix(self) -> str:
@@ -114,63 +91,6 @@ class Context:
         self, prompt: str, *, session: str | None, label: str, max_tokens: int | None
     ) -> Transcript:
         return await self.client.stream(prompt, session=session, label=label, max_tokens=max_tokens)
-
-    def calibrate(self, prompt: str, max_tokens: int | None) -> asyncio.Task[Natural | None]:
-        """Start learning `prompt`'s natural answer (once per run; later calls share it).
-
-        Not needed under --strict, where the contract itself says how a stream ended."""
-        key = (prompt, max_tokens)
-        if key not in self._calibrations:
-            sessions = [
-                self.session("nat", len(self._calibrations), i) for i in range(CALIBRATION_RUNS)
-            ]
-            self._calibrations[key] = asyncio.create_task(
-                self._calibrate(prompt, max_tokens, sessions)
-            )
-        return self._calibrations[key]
-
-    async def natural(self, prompt: str, max_tokens: int | None) -> Natural | None:
-        """`prompt`'s natural answer; None when no fresh session got a complete one."""
-        known = self._known.get((prompt, max_tokens))
-        return known if known is not None else await self.calibrate(prompt, max_tokens)
-
-    def learnt(self, t: Transcript) -> None:
-        """Take an undisturbed stream (baseline's) as its prompt's natural answer."""
-        if t.answered and t.text and t.ended_at is not None:
-            seconds = t.ended_at - t.sent_at
-            self._known[(t.prompt, t.max_tokens)] = Natural(len(t.text), seconds, False)
-
-    async def stop_calibrating(self) -> None:
-        """Cancel what is still calibrating (a run cut short) and wait for it to go."""
-        running = [t for t in self._calibrations.values() if not t.done()]
-        for task in running:
-            task.cancel()
-        if running:
-            await asyncio.wait(running, timeout=1.0)
-
-    async def _calibrate(
-        self, prompt: str, max_tokens: int | None, sessions: list[str]
-    ) -> Natural | None:
-        runs = await asyncio.gather(
-            *(
-                self.client.stream(
-                    prompt,
-                    session=s,
-                    label=f"natural{i}",
-                    max_tokens=max_tokens,
-                    deadline=self.plan.deadline * CALIBRATION_DEADLINES,
-                )
-                for i, s in enumerate(sessions)
-            )
-        )
-        good = [t for t in runs if t.answered and t.text and t.ended_at is not None]
-        if not good:
-            return None
-        return Natural(
-            chars=min(len(t.text) for t in good),
-            seconds=max((t.ended_at or 0.0) - t.sent_at for t in good),
-            deterministic=len(good) == len(runs) and len({t.text for t in good}) == 1,
-        )
 
     async def live_streams(self, session: str | None = None) -> list[dict[str, object]] | None:
         """Live streams from `GET /v1/streams` (one session, or all of this run's); None if
@@ -229,7 +149,7 @@ async def ran_to_end(checks: Checks, ctx: Context, t: Transcript, *, what: str) 
         )
         text_is_right(checks, ctx, t)
         return ok
-    natural = await ctx.natural(t.prompt, t.max_tokens)
+    natural = await ctx.naturals.get(t.prompt, t.max_tokens)
     if natural is None:
         checks.skip(f"{what}: no fresh session got a complete answer to {t.prompt!r}")
         return True

@@ -64,7 +64,7 @@ async def overlap(ctx: Context) -> ScenarioResult:
         checks.skip("no pair overlapped: A always finished before B was sent")
     if supersede:
         endings_note(checks, [a for a, _ in exercised], "superseded streams")
-    natural = None if ctx.plan.strict else await ctx.natural(LONG, LONG_TOKENS)
+    natural = None if ctx.plan.strict else await ctx.naturals.get(LONG, LONG_TOKENS)
     a_end = [a.ended_at - b.sent_at for a, b in exercised if a.ended_at is not None]
     b_ttft = [b.first_chunk_at - b.sent_at for _, b in exercised if b.first_chunk_at is not None]
     metrics: dict[str, object] = {
@@ -159,7 +159,7 @@ async def _judge_supersede(checks: Checks, ctx: Context, a: Transcript, b: Trans
         )
         text_is_right(checks, ctx, a, whole=False)
         return
-    natural = await ctx.natural(a.prompt, a.max_tokens)
+    natural = await ctx.naturals.get(a.prompt, a.max_tokens)
     if natural is None:
         checks.skip(f"A was cut short: no fresh session got a complete answer to {LONG!r}")
         return
