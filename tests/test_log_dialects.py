@@ -321,3 +321,20 @@ def test_serverlog_splits_lines_at_lf_only(tmp_path: Path) -> None:
         "stream_start trace=a session=x\u2028y\x0cz",
         "stream_end trace=a",
     ]
+
+
+def test_serverlog_lines_since_a_mark_inside_a_line_start_at_the_next_one(tmp_path: Path) -> None:
+    """A mark taken while the server was writing a line falls inside it: the tail of that
+    line is not returned as a line (it would read as a split, unparseable one), and a
+    mark at a line's first byte keeps that line."""
+    log = tmp_path / "server.log"
+    first = b"ts=2026-11-30T00:00:00.014456Z level=info event=flush_on_end request_id=r size=30\n"
+    second = b"ts=2026-11-30T00:00:00.020000Z level=info event=flush_done request_id=r\n"
+    log.write_bytes(first + second + b"ts=2026-11-30T00:00")
+    assert serverlog.lines_since(log, 20) == [second.decode().rstrip("\n")]
+    assert serverlog.lines_since(log, len(first)) == [second.decode().rstrip("\n")]
+    assert serverlog.lines_since(log, 0) == [
+        first.decode().rstrip("\n"),
+        second.decode().rstrip("\n"),
+    ]
+    assert serverlog.lines_since(log, len(first) + len(second)) == []

@@ -34,19 +34,28 @@ def size(path: Path) -> int:
 
 
 def lines_since(path: Path, offset: int) -> list[str]:
-    """Every complete line written after byte `offset`."""
+    """Every complete line that starts at or after byte `offset`.
+
+    A mark taken while the server was writing can fall inside a line: that line belongs
+    before the mark, and its tail is no line of its own (it would read as a split one)."""
+    start = max(offset - 1, 0)
     try:
         with path.open("rb") as handle:
-            handle.seek(offset)
+            handle.seek(start)
             data = handle.read()
     except FileNotFoundError:
         return []
-    complete = data[: data.rfind(b"\n")]
-    if not complete:
+    if offset > 0 and not data.startswith(b"\n"):
+        data = data[data.find(b"\n") + 1 :] if b"\n" in data else b""
+    elif offset > 0:
+        data = data[1:]
+    end = data.rfind(b"\n")
+    if end < 0:
         return []
     # Split at LF only: str.splitlines() would also cut a line at U+2028, U+0085 or a
     # form feed inside a logged value, and judge one line as two.
-    return [line.removesuffix("\r") for line in complete.decode("utf-8", "replace").split("\n")]
+    text = data[:end].decode("utf-8", "replace")
+    return [line.removesuffix("\r") for line in text.split("\n")]
 
 
 @dataclass(frozen=True, slots=True)
