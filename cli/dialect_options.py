@@ -26,8 +26,9 @@ SessionInOption = Annotated[
 TargetOption = Annotated[
     Path | None,
     typer.Option(
-        help="A TOML file describing any other chat API (url, health, session, [request] "
-        "path and body, [stream] text and end; docs/verify-hang.md). Flags override it.",
+        metavar="FILE.toml",
+        help="A TOML file describing any other chat API (url, health, session, \\[request] "
+        "path and body, \\[stream] text and end; docs/verify-hang.md). Flags override it.",
         show_default=False,
     ),
 ]

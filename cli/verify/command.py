@@ -28,6 +28,7 @@ def verify_hang(
     url: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="URL",
             help="Test this server (base URL, with or without /v1). Repeat it for replicas "
             "behind a balancer: each session's prompts then go to the URLs in turn, which "
             "finds a registry that lives inside each process. Default: start the embedded "
