@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from jarvis.chat import parse_chat_request
-from jarvis.sse import DONE, ChunkEncoder
-from jarvis.stream import new_stream_id
+from jarvis import OpenAIChunks, StreamEnd
+from jarvis._stream import new_stream_id
+from jarvis.server.chat import parse_chat_request
 from jarvis.synthetic import expected_tokens
 from jarvis.vocabulary import EndReason
 
@@ -31,14 +31,14 @@ _HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 async def chat_completions(request: Request) -> Response:
     chat = parse_chat_request(await request.body())
     stream_id = new_stream_id()
-    encoder = ChunkEncoder(stream_id, chat.model, int(time.time()))
+    encoder = OpenAIChunks(chat.model, created=int(time.time()))(stream_id)
     tokens = expected_tokens(chat.prompt, chat.max_tokens)
 
     async def body() -> AsyncIterator[bytes]:
         for token in tokens:
             await asyncio.sleep(0)  # as the synthetic model does at --token-rate 0
             yield encoder.content(token)
-        yield encoder.finish("stop", EndReason.COMPLETED) + DONE
+        yield encoder.end(StreamEnd(EndReason.COMPLETED, len(tokens)))
 
     return StreamingResponse(
         body(),

@@ -1,32 +1,52 @@
-"""jarvis: a reference LLM streaming server that cannot hang on overlapping prompts.
+"""jarvis: one stream per chat session, with a lifecycle that cannot hang.
 
-The package is the server and the library it is built from: the stream
-registry, the token batcher, the log vocabulary and its encoders.
+`StreamGuard` is the fix as a library for any FastAPI or Starlette app: a
+new prompt cancels its session's live stream and waits (bounded) for its
+cleanup; tokens are batched without blocking the loop; every step is logged
+with the vocabulary in `EVENTS`. `jarvis serve` is the reference server
+built on it.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from ._encoders import AnthropicEvents, Encoder, Encoding, OpenAIChunks, PlainText, StreamEnd
+from ._guard import GuardedStream, StreamGuard
+from ._stdlog import LOGGER_NAME, LogfmtFormatter
 from .config import ServerConfig
 from .exceptions import (
     BadRequest,
     ConfigError,
     JarvisError,
     ServerStartError,
+    ToolError,
     UpstreamError,
 )
-from .vocabulary import EVENTS, Event, EventSpec
+from .vocabulary import EVENTS, CancelReason, EndReason, Event, EventSpec
 
 __all__ = [
     "EVENTS",
+    "LOGGER_NAME",
+    "AnthropicEvents",
     "BadRequest",
+    "CancelReason",
     "ConfigError",
+    "Encoder",
+    "Encoding",
+    "EndReason",
     "Event",
     "EventSpec",
+    "GuardedStream",
     "JarvisError",
+    "LogfmtFormatter",
+    "OpenAIChunks",
+    "PlainText",
     "ServerConfig",
     "ServerStartError",
+    "StreamEnd",
+    "StreamGuard",
+    "ToolError",
     "UpstreamError",
     "__version__",
 ]

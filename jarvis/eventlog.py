@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Literal, Protocol
 
+from ._sink import new_sink
 from .exceptions import ConfigError
-from .linesink import new_sink
 from .logfmt import format_json, format_logfmt, format_value
 from .vocabulary import EVENTS, Event
 

@@ -2,16 +2,26 @@
 
 Switched on with `jarvis serve --fault NAME`, off by default. Each one is a
 faithful reproduction of a real mistake, so that `verify-hang` and `diagnose`
-can be shown to catch it. This is the only module allowed to block the loop.
+can be shown to catch it. Each is a variant of one correct part (registry,
+batcher, lifecycle) that overrides one seam; `inject` swaps them into a
+guard. This is the only module allowed to block the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+
+from ._batcher import TokenBatcher, _Buffer
+from ._encoders import StreamEnd
+from ._guard import StreamGuard
+from ._lifecycle import StreamRun
+from ._registry import StreamRegistry
+from ._stream import StreamHandle
 
 
 class Fault(enum.StrEnum):
@@ -66,3 +76,105 @@ async def blocking_flush(delay_s: float, write: Callable[[], Awaitable[None]]) -
 def slow_cleanup_delay(cancel_wait: float) -> float:
     """How long `slow-cleanup` stalls the `finally`: well past the cancel wait."""
     return cancel_wait * 1.5 + 0.5
+
+
+# -- the variants: each overrides one seam of the correct part ---------------------
+
+
+class _NoCancelRegistry(StreamRegistry):
+    """no-cancel: a new prompt goes ahead without touching the session's older stream."""
+
+    async def _supersede(self, handle: StreamHandle, previous: list[StreamHandle]) -> None:
+        return None
+
+
+class _UnfencedRegistry(StreamRegistry):
+    """ignore-cancel's registry half: an overrunning stream is not fenced."""
+
+    def _fence(self, stream: StreamHandle, *, by: StreamHandle) -> None:
+        return None
+
+
+class _BlockingBatcher(TokenBatcher):
+    """blocking-flush: every batch goes through the seeds' lock and `time.sleep`."""
+
+    def adder(self, request_id: str) -> Callable[[str], Awaitable[None]]:
+        return functools.partial(self.add, request_id)
+
+    async def _write_one(self, request_id: str, buffer: _Buffer, token: str) -> None:
+        # Token by token too: only the producer flushes here, so no batch lock.
+        buffer.parts.append(token)
+        buffer.size += len(token.encode())
+        await self._write(request_id, buffer, "token")
+
+    async def _send(self, buffer: _Buffer, text: str, tokens: int) -> bool:
+        sent = False
+
+        async def write() -> None:
+            nonlocal sent
+            sent = await buffer.emit(text, tokens)
+
+        await blocking_flush(self._delay, write)
+        return sent
+
+
+class _IgnoreCancel(StreamRun):
+    """ignore-cancel: the producer never checks its cancel signal, and nobody waits on it."""
+
+    def _cancelled(self) -> bool:
+        return False
+
+    async def _await_producer(self, producer: asyncio.Task[None]) -> None:
+        await asyncio.wait({producer})
+
+
+class _SkipCleanup(StreamRun):
+    """skip-cleanup: the `finally` ends the response but leaves buffers and registry entry."""
+
+    async def _cleanup(self, end: StreamEnd) -> bool:
+        await self.emitter.finish(end)
+        return False
+
+
+class _SlowCleanup(StreamRun):
+    """slow-cleanup: the `finally` stalls past the cancel wait before cleaning up."""
+
+    async def _cleanup(self, end: StreamEnd) -> bool:
+        await asyncio.sleep(slow_cleanup_delay(self.parts.cancel_wait))
+        return await super()._cleanup(end)
+
+
+_RUNS: dict[Fault, type[StreamRun]] = {
+    Fault.IGNORE_CANCEL: _IgnoreCancel,
+    Fault.SKIP_CLEANUP: _SkipCleanup,
+    Fault.SLOW_CLEANUP: _SlowCleanup,
+}
+
+
+def inject(guard: StreamGuard, faults: Iterable[Fault]) -> StreamGuard:
+    """Switch deliberate bugs on in `guard`: the one place the server wires them in."""
+    chosen = frozenset(faults)
+    if not chosen:
+        return guard
+    parts = guard._parts
+    log, metrics = parts.log, parts.metrics
+    if Fault.NO_CANCEL in chosen or Fault.IGNORE_CANCEL in chosen:
+        bases = tuple(
+            kind
+            for fault, kind in (
+                (Fault.NO_CANCEL, _NoCancelRegistry),
+                (Fault.IGNORE_CANCEL, _UnfencedRegistry),
+            )
+            if fault in chosen
+        )
+        registry_class = type("FaultyRegistry", bases, {})
+        parts.registry = registry_class(log, cancel_wait=parts.cancel_wait, metrics=metrics)
+    if Fault.BLOCKING_FLUSH in chosen:
+        old = parts.batcher
+        parts.batcher = _BlockingBatcher(
+            log, flush_ms=old._delay_ms, flush_bytes=old._flush_bytes, metrics=metrics
+        )
+    runs = tuple(run for fault, run in _RUNS.items() if fault in chosen)
+    if runs:
+        guard._run_class = type("FaultyRun", runs, {})
+    return guard

@@ -19,8 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncGenerator, Callable, Iterator
-
-from .chat import ChatRequest
+from typing import Protocol
 
 # Part of the text contract: changing a word changes every expected completion.
 WORDS = (
@@ -293,6 +292,16 @@ def expected_text(prompt: str, max_tokens: int | None = None) -> str:
     return "".join(expected_tokens(prompt, max_tokens))
 
 
+class Prompt(Protocol):
+    """What the model reads of a request: the last user prompt and the token limit."""
+
+    @property
+    def prompt(self) -> str: ...
+
+    @property
+    def max_tokens(self) -> int | None: ...
+
+
 class SyntheticModel:
     """Streams `expected_tokens` with a first-token latency and a token rate.
 
@@ -313,7 +322,9 @@ class SyntheticModel:
         self._first = first_token_ms / 1000
         self._clock = clock
 
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[str, None]:
+    async def stream(
+        self, request: Prompt, on_model: Callable[[str], object] | None = None
+    ) -> AsyncGenerator[str, None]:
         if self._interval == 0 and self._first == 0:  # unthrottled: just yield each time
             for token in iter_tokens(request.prompt, request.max_tokens):
                 await asyncio.sleep(0)

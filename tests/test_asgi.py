@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from jarvis.app import create_app
 from jarvis.config import ServerConfig
-from jarvis.context import ServerContext
 from jarvis.eventlog import RecordingLog
+from jarvis.server.app import create_app
+from jarvis.server.context import ServerContext
 from jarvis.synthetic import expected_text
 from jarvis.vocabulary import Event
 
@@ -58,7 +58,7 @@ async def test_disconnect_before_the_body_starts_still_runs_the_whole_cleanup() 
     assert end["reason"] == "disconnected"
     assert end["cleanup_done"] is True
     assert end["tokens"] == 0
-    assert ctx.registry.live_count() == 0
+    assert ctx.guard.live_count() == 0
     assert log.names().count("stream_cancelled") == 1
 
 
@@ -139,12 +139,12 @@ async def test_an_unexpected_error_before_the_stream_is_a_500_json_and_a_log_lin
 ) -> None:
     """The direct path has no error middleware: a bug while validating must still answer
     an OpenAI-style 500, and the log must say what it was."""
-    import jarvis.app
+    import jarvis.server.app
 
     def broken(raw: bytes) -> None:
         raise RuntimeError("parser bug")
 
-    monkeypatch.setattr(jarvis.app, "parse_chat_request", broken)
+    monkeypatch.setattr(jarvis.server.app, "parse_chat_request", broken)
     app, log, ctx = make_app()
     received = [{"type": "http.request", "body": body("hi"), "more_body": False}]
 
@@ -162,4 +162,44 @@ async def test_an_unexpected_error_before_the_stream_is_a_500_json_and_a_log_lin
     (rejected,) = log.of(Event.REQUEST_REJECTED)
     assert rejected["status"] == 500
     assert rejected["message"] == "RuntimeError: parser bug"
-    assert ctx.registry.live_count() == 0
+    assert ctx.guard.live_count() == 0
+
+
+async def test_a_middleware_added_to_the_app_applies_to_the_chat_route() -> None:
+    """CORS, auth or anything a user adds later wraps the chat endpoint too: nothing
+    bypasses the middleware stack (here a pure ASGI middleware that stamps a header)."""
+    app, _, _ = make_app(token_rate=0)
+
+    class Stamp:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            async def stamped(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message["headers"], (b"x-stamped", b"yes")]
+                await send(message)
+
+            await self.inner(scope, receive, stamped)
+
+    app.add_middleware(Stamp)
+    messages = [{"type": "http.request", "body": body("What is 2+2?"), "more_body": False}]
+    finished = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop(0)
+        await finished.wait()
+        return {"type": "http.disconnect"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(app(scope_for("mw"), receive, send), 3)
+    finished.set()
+    start = sent[0]
+    assert start["status"] == 200
+    assert (b"x-stamped", b"yes") in start["headers"]
+    assert sent[-1]["body"].endswith(b"data: [DONE]\n\n")

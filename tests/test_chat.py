@@ -1,5 +1,6 @@
-"""`jarvis.chat`: what a chat-completions body and an `X-Session-Id` parse into, and how
-every invalid one is refused with an OpenAI-style 400 naming the offending `param`."""
+"""`jarvis.server.chat` and the guard's session check: what a chat-completions body and an
+`X-Session-Id` parse into, and how every invalid one is refused with an OpenAI-style 400
+naming the offending `param`."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ import json
 
 import pytest
 
-from jarvis.chat import (
+from jarvis._guard import check_session
+from jarvis.exceptions import BadRequest, JarvisError
+from jarvis.server.chat import (
     DEFAULT_MODEL,
     MAX_TOKENS_CAP,
     ChatRequest,
     parse_chat_request,
-    parse_session,
 )
-from jarvis.exceptions import BadRequest, JarvisError
 
 
 def encode(body: object) -> bytes:
@@ -331,7 +332,7 @@ def test_bad_request_is_a_jarvis_error() -> None:
 
 def test_absent_session_header_is_none() -> None:
     """No `X-Session-Id` header means no session (the server then makes an anonymous one)."""
-    assert parse_session(None) is None
+    assert check_session(None) is None
 
 
 @pytest.mark.parametrize(
@@ -349,7 +350,7 @@ def test_absent_session_header_is_none() -> None:
 )
 def test_valid_session_id_is_returned_unchanged(session: str) -> None:
     """Ids of 1..128 characters from `A-Za-z0-9._:-` are accepted as they are."""
-    assert parse_session(session) == session
+    assert check_session(session) == session
 
 
 @pytest.mark.parametrize(
@@ -382,7 +383,7 @@ def test_invalid_session_id_is_refused_with_400_on_the_header(session: str) -> N
     """Anything outside `^[A-Za-z0-9._:-]{1,128}$` (a trailing newline included, which a
     `$`-anchored regex would let through) is a 400 naming `X-Session-Id`."""
     with pytest.raises(BadRequest) as caught:
-        parse_session(session)
+        check_session(session)
     exc = caught.value
     assert exc.status == 400
     assert exc.param == "X-Session-Id"

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from jarvis._batcher import TokenBatcher
 from jarvis.eventlog import RecordingLog
-from jarvis.events import TokenBatcher
 from jarvis.vocabulary import Event
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from jarvis._sink import PURE_ENV, LineSink, Sink, new_sink
 from jarvis.eventlog import EventLog
-from jarvis.linesink import PURE_ENV, LineSink, Sink, new_sink
 from jarvis.vocabulary import Event
 
 HAVE_C = importlib.util.find_spec("jarvis._linesink") is not None

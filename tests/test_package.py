@@ -29,7 +29,7 @@ def test_public_names_are_unique_and_importable() -> None:
 def test_library_never_imports_the_cli_or_locust() -> None:
     """jarvis/ stands alone: importing it pulls in neither jarvis_cli nor locust."""
     code = (
-        "import sys, jarvis.app, jarvis.server; "
+        "import sys, jarvis.server.app, jarvis.server; "
         "print(any(m.startswith(('jarvis_cli', 'locust')) for m in sys.modules))"
     )
     probe = subprocess.run(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from jarvis import StreamGuard, faults
+from jarvis._registry import StreamRegistry
+from jarvis._stream import StreamHandle, StreamState
 from jarvis.eventlog import RecordingLog
-from jarvis.registry import StreamRegistry
-from jarvis.stream import StreamHandle, StreamState
 from jarvis.vocabulary import CancelReason, Event
 
 
@@ -150,9 +151,12 @@ async def test_sessions_are_independent() -> None:
 
 
 async def test_no_cancel_fault_registers_beside_the_old_stream() -> None:
-    """cancel_previous=False (fault no-cancel): two active streams, nobody told to stop."""
+    """The registry `faults.inject` swaps in for no-cancel: two active streams, nobody
+    told to stop (the correct registry above cancels A)."""
     log = RecordingLog()
-    registry = StreamRegistry(log, cancel_wait=1.0, cancel_previous=False)
+    guard = faults.inject(StreamGuard(log=log, cancel_wait=1.0), {faults.Fault.NO_CANCEL})  # type: ignore[arg-type]
+    registry = guard._parts.registry
+    assert type(registry) is not StreamRegistry
     a, b = StreamHandle(session="s1"), StreamHandle(session="s1")
     await registry.register(a)
     await registry.register(b)
@@ -177,7 +181,7 @@ async def test_handle_state_machine_rejects_illegal_moves_and_repr_shows_state()
     """ENDED is final, cancel after STOPPING is a no-op, and repr tells the state."""
     import pytest
 
-    from jarvis.stream import IllegalTransitionError
+    from jarvis._stream import IllegalTransitionError
 
     h = StreamHandle(session="s", stream_id="chatcmpl-x")
     assert "state=CREATED" in repr(h)

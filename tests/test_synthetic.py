@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from jarvis.chat import parse_chat_request
+from jarvis.server.chat import parse_chat_request
 from jarvis.synthetic import (
     LONG_TOKENS,
     SHORT_TOKENS,

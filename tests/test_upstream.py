@@ -8,9 +8,9 @@ import json
 import httpx
 import pytest
 
-from jarvis.chat import parse_chat_request
 from jarvis.exceptions import UpstreamError
-from jarvis.upstream import UpstreamModel
+from jarvis.server.chat import parse_chat_request
+from jarvis.server.upstream import UpstreamModel
 
 SSE = {"content-type": "text/event-stream"}
 #: Characters httpx's aiter_lines() would split a line at, but SSE does not.

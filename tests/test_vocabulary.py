@@ -34,7 +34,7 @@ def test_every_event_has_a_spec_and_the_seed_names_are_present() -> None:
 def test_every_emit_in_the_package_passes_exactly_the_vocabulary_fields() -> None:
     """Static check over jarvis/: each `.emit(Event.X, ...)` uses X's fields in order."""
     checked = 0
-    for path in (ROOT / "jarvis").glob("*.py"):
+    for path in (ROOT / "jarvis").rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             method = getattr(node.func, "attr", "") if isinstance(node, ast.Call) else ""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+from jarvis._watchdog import LoopWatchdog, format_stack
 from jarvis.eventlog import RecordingLog
 from jarvis.vocabulary import Event
-from jarvis.watchdog import LoopWatchdog, format_stack
 
 
 def test_blocked_loop_is_reported_once_with_its_stack_then_recovery() -> None:

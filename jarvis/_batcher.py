@@ -1,4 +1,4 @@
-"""Token batching: a non-blocking, per-request debounce (the seeds' `events.py`).
+"""Token batching: a non-blocking, per-request debounce (the seeds' `events.py` batcher).
 
 The first token of a batch schedules a flush task that sleeps `flush_ms`
 with `await` (never `time.sleep`), so the loop keeps serving. A buffer past
@@ -16,9 +16,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from . import faults
+from ._metrics import Metrics
 from .eventlog import EventSink
-from .metrics import Metrics
 from .vocabulary import Event
 
 #: Writes one chunk (text, token count); returns False when nothing reached the wire.
@@ -63,7 +62,6 @@ class TokenBatcher:
     """Per-request token buffers with a debounced, cancellable flush.
 
     `sleep` is injected so tests decide when a debounce window ends.
-    `blocking=True` is the `blocking-flush` fault: the seeds' broken flush.
     """
 
     def __init__(
@@ -74,7 +72,6 @@ class TokenBatcher:
         flush_bytes: int = 1024,
         metrics: Metrics | None = None,
         sleep: Sleep = asyncio.sleep,
-        blocking: bool = False,
     ) -> None:
         self._log = log
         self._delay = flush_ms / 1000
@@ -82,7 +79,6 @@ class TokenBatcher:
         self._flush_bytes = flush_bytes
         self._metrics = metrics
         self._sleep = sleep
-        self._blocking = blocking
         self._buffers: dict[str, _Buffer] = {}
         self._flush_counts: Counter[str] = metrics.flushes if metrics is not None else Counter()
 
@@ -113,22 +109,19 @@ class TokenBatcher:
         Token by token, it writes the token straight away (`_write_one`): at one
         chunk per token, every call layer skipped is CPU saved per token.
         """
-        if self._delay <= 0 and not self._blocking:
+        if self._delay <= 0:
             return functools.partial(self._write_one, request_id, self._buffers[request_id])
         return functools.partial(self.add, request_id)
 
     async def add(self, request_id: str, token: str) -> None:
         """Buffer one token; flush now if over the size limit or in token-by-token mode."""
         buffer = self._buffers[request_id]
-        if self._delay <= 0 and not self._blocking:
+        if self._delay <= 0:
             await self._write_one(request_id, buffer, token)
             return
         buffer.parts.append(token)
         buffer.size += len(token.encode())
-        if self._delay <= 0:
-            # The blocking fault, token by token: only the producer flushes here, no lock.
-            await self._write(request_id, buffer, "token")
-        elif buffer.size >= self._flush_bytes:
+        if buffer.size >= self._flush_bytes:
             self._log.emit(Event.FLUSH_IMMEDIATE, request_id=request_id, size=buffer.size)
             self._cancel_pending(request_id, buffer)
             await self._flush(request_id, buffer, "immediate")
@@ -217,16 +210,7 @@ class TokenBatcher:
         text, tokens = "".join(parts), len(parts)
         buffer.log_start(size)
         try:
-            if self._blocking:
-                sent = False
-
-                async def write() -> None:
-                    nonlocal sent
-                    sent = await buffer.emit(text, tokens)
-
-                await faults.blocking_flush(self._delay, write)
-            else:
-                sent = await buffer.emit(text, tokens)
+            sent = await self._send(buffer, text, tokens)
         except asyncio.CancelledError:
             # Cancelled while waiting to write (a paused transport): nothing reached
             # the wire, so the batch goes back and cleanup sends it, in order.
@@ -234,3 +218,7 @@ class TokenBatcher:
             raise
         buffer.log_done(tokens if sent else 0, size)
         self._flush_counts[trigger] += 1
+
+    async def _send(self, buffer: _Buffer, text: str, tokens: int) -> bool:
+        """Hand one batch to the stream's writer."""
+        return await buffer.emit(text, tokens)

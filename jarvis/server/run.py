@@ -17,12 +17,12 @@ from collections.abc import Callable
 
 import uvicorn
 
-from . import __version__
+from .. import __version__
+from ..config import ServerConfig
+from ..exceptions import ServerStartError
+from ..vocabulary import Event
 from .app import create_app
-from .config import ServerConfig
 from .context import ServerContext
-from .exceptions import ServerStartError
-from .vocabulary import Event
 
 
 class JarvisServer(uvicorn.Server):
@@ -77,7 +77,7 @@ class JarvisServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
             server.close()  # stop accepting first, so no stream starts during shutdown
-        remaining = await self.ctx.registry.shutdown(self.jarvis_config.shutdown_timeout / 2)
+        remaining = await self.ctx.guard.shutdown(self.jarvis_config.shutdown_timeout / 2)
         self.ctx.log.emit(Event.SERVER_STOP, open_streams=remaining)
         await super().shutdown(sockets)
 

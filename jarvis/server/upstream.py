@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import httpx
 from httpx_sse import EventSource, SSEError
 
+from ..exceptions import UpstreamError
 from .chat import ChatRequest
-from .exceptions import UpstreamError
 
 
 def chat_url(base: str) -> str:
@@ -47,7 +47,9 @@ class UpstreamModel:
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
         )
 
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[str, None]:
+    async def stream(
+        self, request: ChatRequest, on_model: Callable[[str], object] | None = None
+    ) -> AsyncGenerator[str, None]:
         body: dict[str, Any] = dict(request.raw)
         body["stream"] = True
         body.pop("stream_options", None)
@@ -62,7 +64,10 @@ class UpstreamModel:
                 # httpx-sse splits lines at CR, LF and CRLF only, as SSE says: a token
                 # holding U+2028 or a form feed arrives whole (httpx's own line
                 # iterator would cut it).
+                named = on_model is None
                 async for event in EventSource(response).aiter_sse():
+                    if not named:
+                        named = _tell_model(event.data, on_model)
                     token = _delta(event.data)
                     if token is None:
                         return
@@ -77,6 +82,18 @@ class UpstreamModel:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _tell_model(data: str, on_model: Callable[[str], object] | None) -> bool:
+    """Pass on the model a chunk names (chunks carry the upstream's name, not ours)."""
+    try:
+        model = json.loads(data).get("model")
+    except (ValueError, AttributeError):
+        return False
+    if isinstance(model, str) and model and on_model is not None:
+        on_model(model)
+        return True
+    return False
 
 
 def _delta(data: str) -> str | None:

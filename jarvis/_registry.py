@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._metrics import Metrics
+from ._stream import StreamHandle, StreamState
 from .eventlog import EventSink
-from .metrics import Metrics
-from .stream import StreamHandle, StreamState
 from .vocabulary import CancelReason, Event
 
 
@@ -30,11 +30,7 @@ class _Session:
 
 
 class StreamRegistry:
-    """Owns which stream of a session may emit.
-
-    `cancel_previous=False` and `fence=False` exist only for the faults
-    `no-cancel` and `ignore-cancel`; a correct server never turns them off.
-    """
+    """Owns which stream of a session may emit."""
 
     def __init__(
         self,
@@ -42,15 +38,11 @@ class StreamRegistry:
         *,
         cancel_wait: float = 2.0,
         metrics: Metrics | None = None,
-        cancel_previous: bool = True,
-        fence: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._log = log
         self._metrics = metrics
         self._cancel_wait = cancel_wait
-        self._cancel_previous = cancel_previous
-        self._fence = fence
         self._clock = clock
         self._sessions: dict[str, _Session] = {}
         # Kept as a plain int so other threads (the watchdog) can read it safely.
@@ -73,10 +65,8 @@ class StreamRegistry:
         self._live += 1
         handle.transition(StreamState.WAITING)
 
-        if previous and self._cancel_previous:
-            for prev in previous:
-                self.cancel(prev, CancelReason.REGISTRY_NEW_STREAM)
-            await self._wait_for_previous(handle, previous)
+        if previous:
+            await self._supersede(handle, previous)
 
         if handle.cancel_requested:
             return False
@@ -90,6 +80,12 @@ class StreamRegistry:
             generation=handle.generation,
         )
         return True
+
+    async def _supersede(self, handle: StreamHandle, previous: list[StreamHandle]) -> None:
+        """Cancel the session's older streams and wait (bounded) for their cleanup."""
+        for prev in previous:
+            self.cancel(prev, CancelReason.REGISTRY_NEW_STREAM)
+        await self._wait_for_previous(handle, previous)
 
     async def _wait_for_previous(self, handle: StreamHandle, previous: list[StreamHandle]) -> None:
         """Wait (bounded, never cancelling what it waits on) for older streams to end."""
@@ -133,17 +129,20 @@ class StreamRegistry:
         )
         if self._metrics is not None:
             self._metrics.cleanup_timeouts.inc()
-        if self._fence:
-            for prev in previous:
-                if not prev.done.done() and not prev.fenced:
-                    prev.fence()
-                    self._log.emit(
-                        Event.STREAM_FENCED,
-                        trace=prev.trace,
-                        session=prev.session,
-                        stream_id=prev.stream_id,
-                        by_trace=handle.trace,
-                    )
+        for prev in previous:
+            if not prev.done.done() and not prev.fenced:
+                self._fence(prev, by=handle)
+
+    def _fence(self, stream: StreamHandle, *, by: StreamHandle) -> None:
+        """`stream` overran the cancel wait: nothing it still writes may reach the wire."""
+        stream.fence()
+        self._log.emit(
+            Event.STREAM_FENCED,
+            trace=stream.trace,
+            session=stream.session,
+            stream_id=stream.stream_id,
+            by_trace=by.trace,
+        )
 
     def cancel(self, handle: StreamHandle, reason: CancelReason) -> bool:
         """Signal one stream to stop, logging `stream_cancelled` if it took effect."""

@@ -7,13 +7,11 @@ OpenAI-style 400 naming the offending `param`, never a 422 or a 500.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from .exceptions import BadRequest
+from ..exceptions import BadRequest
 
-SESSION_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 DEFAULT_MODEL = "jarvis-synthetic"
 MAX_TOKENS_CAP = 1_000_000
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -34,19 +32,6 @@ class ChatRequest:
     @property
     def prompt_tokens(self) -> int:
         return len(self.prompt.split())
-
-
-def parse_session(value: str | None) -> str | None:
-    """The `X-Session-Id` header, validated; None when absent."""
-    if value is None:
-        return None
-    if not SESSION_ID.fullmatch(value):
-        raise BadRequest(
-            "X-Session-Id must match ^[A-Za-z0-9._:-]{1,128}$",
-            param="X-Session-Id",
-            code="invalid_session_id",
-        )
-    return value
 
 
 def _encodable(text: str, param: str) -> str:

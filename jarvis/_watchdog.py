@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
+from ._metrics import Metrics
 from .eventlog import EventSink
-from .metrics import Metrics
 from .vocabulary import Event
 
 _STACK_DEPTH = 12

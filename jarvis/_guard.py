@@ -1,0 +1,493 @@
+"""`StreamGuard`: the fix as a library, for any FastAPI or Starlette app.
+
+One guard owns the stream registry, the token batcher, the send watch and
+the log of one process. `guard.response(session_id, tokens)` turns any
+async iterator of text into an SSE response that runs the whole lifecycle;
+`guard.stream(session_id, write)` gives the same lifecycle to a transport
+that is not SSE (a WebSocket, custom framing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Literal
+
+from prometheus_client import CollectorRegistry
+from starlette.responses import JSONResponse, Response
+
+from ._batcher import TokenBatcher
+from ._emitter import SSEEmitter
+from ._encoders import Encoding, OpenAIChunks, StreamEnd
+from ._lifecycle import StreamParts, StreamRun
+from ._metrics import Metrics
+from ._registry import StreamRegistry
+from ._sendwatch import SendWatch
+from ._stdlog import LOGGER_NAME, LoggerSink
+from ._stream import StreamHandle, new_stream_id, new_trace_id
+from ._types import Receive, Scope, Send
+from ._watchdog import LoopWatchdog
+from .eventlog import EventLog, EventSink
+from .exceptions import BadRequest, ConfigError
+from .vocabulary import CancelReason, EndReason, Event
+
+#: What a session id may be: anything else is refused, so no client value reaches a
+#: log line or a registry key unchecked.
+SESSION_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+#: Where a guard's log goes: a file path (the fast threaded writer), a stdlib logger,
+#: or None for the `jarvis.stream` logger.
+LogTarget = str | os.PathLike[str] | logging.Logger | None
+#: `guard.stream`'s writer: given each batch of text.
+Write = Callable[[str], Awaitable[object]]
+#: `guard.stream`'s end callback: given how the stream ended, before its session moves on.
+OnEnd = Callable[[StreamEnd], Awaitable[object]]
+
+
+def check_session(value: str | None) -> str | None:
+    """A session id as given by a client, validated; None when absent."""
+    if value is None:
+        return None
+    if not SESSION_ID.fullmatch(value):
+        raise BadRequest(
+            "the session id must match ^[A-Za-z0-9._:-]{1,128}$",
+            param="X-Session-Id",
+            code="invalid_session_id",
+        )
+    return value
+
+
+def _open_log(log: LogTarget | EventSink, fmt: str) -> tuple[EventSink, EventLog | None]:
+    """The sink for `log=`, and the file writer the guard owns (and closes), if any."""
+    if log is None:
+        return LoggerSink(logging.getLogger(LOGGER_NAME)), None
+    if isinstance(log, logging.Logger):
+        return LoggerSink(log), None
+    if isinstance(log, str | os.PathLike):
+        writer = EventLog(log, fmt=fmt)  # type: ignore[arg-type]
+        return writer, writer
+    return log, None  # an event sink of the package's own (the server's, a test's)
+
+
+class StreamGuard:
+    """One stream per session, for every streaming route of an app.
+
+    A new prompt in a session cancels the session's live stream, waits for
+    its cleanup (at most `cancel_wait` seconds, outside any lock), fences it if
+    it overran, and only then starts. Tokens are batched with a debounce of
+    `flush_ms` that never blocks the loop (a batch of `flush_bytes` goes at
+    once; `flush_ms=0` streams token by token). A write stuck for
+    `send_timeout` seconds ends its stream. Every step is logged with the
+    vocabulary of `jarvis.EVENTS`.
+    """
+
+    def __init__(
+        self,
+        *,
+        cancel_wait: float = 2.0,
+        flush_ms: float = 75.0,
+        flush_bytes: int = 1024,
+        send_timeout: float = 10.0,
+        shutdown_timeout: float = 5.0,
+        log: LogTarget = None,
+        log_format: Literal["logfmt", "json"] = "logfmt",
+        watchdog_ms: float = 250.0,
+        lag_report_s: float = 10.0,
+    ) -> None:
+        checks = [
+            (cancel_wait > 0, "cancel_wait must be > 0 seconds"),
+            (flush_ms >= 0, "flush_ms must be >= 0"),
+            (flush_bytes >= 1, "flush_bytes must be >= 1"),
+            (send_timeout > 0, "send_timeout must be > 0 seconds"),
+            (shutdown_timeout > 0, "shutdown_timeout must be > 0 seconds"),
+            (watchdog_ms >= 10, "watchdog_ms must be >= 10"),
+            (lag_report_s >= 0, "lag_report_s must be >= 0"),
+            (log_format in ("logfmt", "json"), "log_format must be logfmt or json"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        self.cancel_wait = cancel_wait
+        self.send_timeout = send_timeout
+        self.shutdown_timeout = shutdown_timeout
+        sink, self._owned_log = _open_log(log, log_format)
+        metrics = Metrics()
+        self._metrics = metrics
+        self._parts = StreamParts(
+            log=sink,
+            metrics=metrics,
+            registry=StreamRegistry(sink, cancel_wait=cancel_wait, metrics=metrics),
+            batcher=TokenBatcher(sink, flush_ms=flush_ms, flush_bytes=flush_bytes, metrics=metrics),
+            cancel_wait=cancel_wait,
+        )
+        self._send_watch = SendWatch(send_timeout)
+        #: The lifecycle class; `jarvis.faults` swaps it to reproduce the seeds' bugs.
+        self._run_class: type[StreamRun] = StreamRun
+        self._watchdog = LoopWatchdog(
+            sink,
+            threshold_s=watchdog_ms / 1000,
+            report_every_s=lag_report_s,
+            metrics=metrics,
+            active_streams=self.live_count,
+        )
+
+    def __repr__(self) -> str:
+        return f"<StreamGuard live={self.live_count()} cancel_wait={self.cancel_wait}s>"
+
+    # -- the two ways in ------------------------------------------------------------
+
+    def response(
+        self,
+        session_id: str | None,
+        tokens: AsyncIterator[str],
+        *,
+        encode: Encoding | None = None,
+        headers: Mapping[str, str] | None = None,
+        trace: str | None = None,
+        prompt: str | None = None,
+    ) -> Response:
+        """An ASGI response that streams `tokens` as the session's one stream.
+
+        `session_id` None gives the stream a session of its own; an invalid one
+        is refused with a 400 (an OpenAI-style error body), logged as
+        `request_rejected`. `encode` is the wire format, by default OpenAI
+        `chat.completion.chunk` (see `OpenAIChunks`, `PlainText`,
+        `AnthropicEvents`). `prompt` is used only for its length in the log.
+        """
+        trace = trace or new_trace_id()
+        try:
+            session = check_session(session_id)
+        except BadRequest as exc:
+            return self.reject(exc, trace=trace, session=session_id)
+        return _GuardedResponse(
+            self,
+            session,
+            tokens,
+            encode or OpenAIChunks(),
+            headers or {},
+            trace,
+            len(prompt) if prompt is not None else 0,
+        )
+
+    def stream(
+        self,
+        session_id: str | None,
+        write: Write,
+        *,
+        end: OnEnd | None = None,
+        trace: str | None = None,
+        model: str = "",
+        prompt: str | None = None,
+    ) -> GuardedStream:
+        """The lifecycle for a transport that is not SSE: `async with guard.stream(...) as s:`.
+
+        Entering registers the stream (cancelling and waiting for the session's
+        older one); `await s.send(token)` batches tokens and hands each batch
+        to `write`; `s.cancelled` turns true once a newer prompt, a disconnect
+        or shutdown stops the stream (check it every iteration); leaving runs
+        the whole cleanup, calling `end` with how the stream ended before the
+        session's next stream may start. Raises `BadRequest` for an invalid id.
+        """
+        return GuardedStream(
+            self,
+            check_session(session_id),
+            write,
+            end,
+            trace or new_trace_id(),
+            model,
+            len(prompt) if prompt is not None else 0,
+        )
+
+    # -- what an app wires in -------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object = None) -> AsyncIterator[None]:
+        """`FastAPI(lifespan=guard.lifespan)`: the loop watchdog while the app runs,
+        and on shutdown every live stream ended (`reason=shutdown`, bounded)."""
+        self._watchdog.start()
+        try:
+            yield
+        finally:
+            try:
+                await self.shutdown()
+            finally:
+                await self._watchdog.stop()
+                self.close()
+
+    async def shutdown(self, wait_s: float | None = None) -> int:
+        """End every live stream with `reason=shutdown`; wait (at most `wait_s`, by default
+        half the shutdown timeout); return how many are still open."""
+        wait = self.shutdown_timeout / 2 if wait_s is None else wait_s
+        return await self._parts.registry.shutdown(wait)
+
+    def close(self) -> None:
+        """Close the log file the guard opened for `log=<path>` (writing what is queued)."""
+        if self._owned_log is not None:
+            self._owned_log.close()
+
+    def reject(
+        self,
+        exc: BadRequest,
+        *,
+        trace: str | None = None,
+        session: str | None = None,
+        detail: str | None = None,
+    ) -> JSONResponse:
+        """The error response for a request refused before any stream exists.
+
+        Logged as `request_rejected`; `detail` replaces the message in the log
+        only (say, the exception behind a 500 the client sees as "internal error").
+        """
+        trace = trace or new_trace_id()
+        self._parts.log.emit(
+            Event.REQUEST_REJECTED,
+            trace=trace,
+            session=session,
+            status=exc.status,
+            code=exc.code,
+            message=exc.message if detail is None else detail,
+        )
+        return JSONResponse(exc.to_body(), status_code=exc.status, headers={"X-Trace-Id": trace})
+
+    # -- what an app may show -------------------------------------------------------
+
+    def live_count(self) -> int:
+        """Streams registered or waiting and not yet cleaned up (safe from any thread)."""
+        return self._parts.registry.live_count()
+
+    def snapshot(self) -> dict[str, list[dict[str, object]]]:
+        """Live streams by session: id, trace, state, generation, fenced, age."""
+        return self._parts.registry.snapshot()
+
+    @property
+    def prometheus(self) -> CollectorRegistry:
+        """The guard's Prometheus metrics (streams, cancels, waits, flushes)."""
+        return self._metrics.registry
+
+
+class _GuardedResponse(Response):
+    """The SSE response of one stream; its whole body runs inside the lifecycle's `finally`."""
+
+    def __init__(
+        self,
+        guard: StreamGuard,
+        session: str | None,
+        tokens: AsyncIterator[str],
+        encode: Encoding,
+        headers: Mapping[str, str],
+        trace: str,
+        prompt_chars: int,
+    ) -> None:
+        self.guard = guard
+        self.stream_id = new_stream_id()
+        self.session = session or f"anon-{self.stream_id}"
+        self.trace = trace
+        self.tokens = tokens
+        self.encode = encode
+        self.prompt_chars = prompt_chars
+        self.status_code = 200
+        self.background = None
+        # Response.headers (and set_cookie) edit raw_headers; they are sent at start.
+        self.raw_headers = [
+            (b"x-stream-id", self.stream_id.encode()),
+            (b"x-trace-id", self.trace.encode()),
+            (b"x-session-id", self.session.encode()),
+            *_latin1(headers.items()),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        guard = self.guard
+        parts = guard._parts
+        handle = StreamHandle(session=self.session, stream_id=self.stream_id, trace=self.trace)
+        encoder = self.encode(self.stream_id)
+        emitter = SSEEmitter(
+            send,
+            handle,
+            encoder,
+            send_timeout=guard.send_timeout,
+            on_send_timeout=lambda: parts.registry.cancel(handle, CancelReason.SEND_TIMEOUT),
+            headers=self.raw_headers,
+            watch=guard._send_watch,
+        )
+        model = getattr(self.encode, "model", "")
+        run = guard._run_class(
+            parts,
+            handle,
+            emitter,
+            model=model if isinstance(model, str) else "",
+            prompt_chars=self.prompt_chars,
+        )
+        listener = asyncio.create_task(_watch_disconnect(receive, parts.registry, handle))
+        try:
+            await run.run(self.tokens)
+        finally:
+            listener.cancel()
+            emitter.stop()
+        if self.background is not None:
+            await self.background()
+
+
+def _latin1(items: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in items]
+
+
+async def _watch_disconnect(
+    receive: Receive, registry: StreamRegistry, handle: StreamHandle
+) -> None:
+    """Turn the client going away (FIN or RST) into a cancel, at any point of the stream."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            registry.cancel(handle, CancelReason.CLIENT_DISCONNECTED)
+            return
+
+
+class _WriterEmitter:
+    """`guard.stream`'s emitter: batches go to the caller's `write`, each bounded."""
+
+    def __init__(
+        self,
+        write: Write,
+        on_end: OnEnd | None,
+        handle: StreamHandle,
+        registry: StreamRegistry,
+        send_timeout: float,
+    ) -> None:
+        self._write = write
+        self._on_end = on_end
+        self._handle = handle
+        self._registry = registry
+        self._send_timeout = send_timeout
+
+    async def start(self) -> None:
+        return None
+
+    async def token(self, text: str) -> bool:
+        return await self.tokens(text, 1)
+
+    async def tokens(self, text: str, count: int) -> bool:
+        if self._handle.fenced:
+            return False
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                await self._write(text)
+        except TimeoutError:
+            self._registry.cancel(self._handle, CancelReason.SEND_TIMEOUT)
+            return False
+        return True
+
+    async def finish(self, end: StreamEnd) -> None:
+        if self._on_end is None or self._handle.fenced:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._send_timeout):
+                await self._on_end(end)
+
+
+class GuardedStream:
+    """One stream of `guard.stream(...)`: `async with` it, `send` tokens, check `cancelled`."""
+
+    def __init__(
+        self,
+        guard: StreamGuard,
+        session: str | None,
+        write: Write,
+        on_end: OnEnd | None,
+        trace: str,
+        model: str,
+        prompt_chars: int,
+    ) -> None:
+        self.id = new_stream_id()
+        self.session = session or f"anon-{self.id}"
+        self.trace = trace
+        #: How the stream ended; set once the `async with` block has been left.
+        self.end: StreamEnd | None = None
+        self._guard = guard
+        self._write = write
+        self._on_end = on_end
+        self._model = model
+        self._prompt_chars = prompt_chars
+        self._handle: StreamHandle | None = None
+        self._run: StreamRun | None = None
+        self._add: Callable[[str], Awaitable[None]] | None = None
+
+    def __repr__(self) -> str:
+        return f"<GuardedStream {self.id} session={self.session!r} {self._handle!r}>"
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the stream may emit nothing more: superseded, disconnected, shut down."""
+        h = self._handle
+        return h is None or self._add is None or h.cancel_requested or h.fenced
+
+    @property
+    def fenced(self) -> bool:
+        """True when a newer stream went ahead without this one's cleanup (it overran)."""
+        return self._handle is not None and self._handle.fenced
+
+    async def send(self, text: str) -> bool:
+        """Queue one token for the batcher; False (and nothing sent) once `cancelled`."""
+        if self.cancelled:
+            return False
+        assert self._handle is not None
+        assert self._add is not None
+        self._handle.tokens += 1
+        await self._add(text)
+        return True
+
+    def disconnect(self) -> None:
+        """The client went away: stop the stream (`reason=disconnected`)."""
+        if self._handle is not None:
+            self._guard._parts.registry.cancel(self._handle, CancelReason.CLIENT_DISCONNECTED)
+
+    async def __aenter__(self) -> GuardedStream:
+        guard = self._guard
+        parts = guard._parts
+        handle = StreamHandle(session=self.session, stream_id=self.id, trace=self.trace)
+        emitter = _WriterEmitter(
+            self._write, self._on_end, handle, parts.registry, guard.send_timeout
+        )
+        run = guard._run_class(
+            parts, handle, emitter, model=self._model, prompt_chars=self._prompt_chars
+        )
+        self._handle, self._run = handle, run
+        try:
+            if await run.open():
+                self._add = parts.batcher.adder(self.id)
+        except BaseException:
+            await run.close(EndReason.SHUTDOWN)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        run, handle = self._run, self._handle
+        assert run is not None
+        assert handle is not None
+        if self._add is None or run._cancelled():
+            reason = run.cancelled_reason()
+        elif handle.fenced:
+            reason = EndReason.SUPERSEDED
+        elif isinstance(exc, asyncio.CancelledError):
+            reason = EndReason.SHUTDOWN
+        elif exc is not None:
+            run.error = f"{type(exc).__name__}: {exc}"
+            reason = EndReason.ERROR
+            log = run.parts.log
+            log.emit(Event.UPSTREAM_ERROR, trace=handle.trace, status=0, message=run.error)
+        else:
+            reason = EndReason.COMPLETED
+        try:
+            if reason in (EndReason.COMPLETED, EndReason.ERROR):
+                await self._guard._parts.batcher.flush_on_end(self.id)
+        finally:
+            await run.close(reason)
+            self.end = StreamEnd(reason, handle.tokens, run.error)

@@ -1,0 +1,209 @@
+"""One stream's life: register, produce, and a `finally` that always cleans up.
+
+This is the heart of the fix. The producer runs as its own task and checks
+cancellation every iteration; the stream waits for *either* the producer or
+its cancel signal, so a cancel takes effect even while the token source is
+slow. Cleanup order is fixed: buffers (flushing what is left), the terminal
+event, then the registry entry, so a successor's first byte always follows
+this stream's last one.
+
+The methods prefixed `_` below `run` are the seams `jarvis.faults` overrides
+to reproduce the seeds' bugs; this module holds the fix alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from ._batcher import TokenBatcher
+from ._encoders import StreamEnd
+from ._metrics import Metrics
+from ._registry import StreamRegistry
+from ._stream import StreamHandle, StreamState
+from ._types import Emitter
+from .eventlog import EventSink
+from .exceptions import UpstreamError
+from .vocabulary import EndReason, Event
+
+#: How long a cancelled producer task may take to unwind (it should take ~0).
+PRODUCER_STOP_S = 1.0
+
+
+@dataclass(slots=True)
+class StreamParts:
+    """What every stream of one guard shares: the log, the registry, the batcher."""
+
+    log: EventSink
+    metrics: Metrics
+    registry: StreamRegistry
+    batcher: TokenBatcher
+    cancel_wait: float
+
+
+class StreamRun:
+    """Runs one stream from `stream_start` to `stream_end`.
+
+    `run(tokens)` is the whole life for a response; `open` and `close` are its
+    two halves for a caller that sends tokens itself (`StreamGuard.stream`).
+    """
+
+    def __init__(
+        self,
+        parts: StreamParts,
+        handle: StreamHandle,
+        emitter: Emitter,
+        *,
+        model: str = "",
+        prompt_chars: int = 0,
+    ) -> None:
+        self.parts = parts
+        self.handle = handle
+        self.emitter = emitter
+        self.error: str | None = None
+        self._model = model
+        self._prompt_chars = prompt_chars
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.handle!r}>"
+
+    async def run(self, tokens: AsyncIterator[str]) -> EndReason:
+        reason = EndReason.ERROR
+        produced = False
+        try:
+            if await self.open():
+                produced = True
+                reason = await self._produce(tokens)
+            else:
+                reason = self.cancelled_reason()
+        except asyncio.CancelledError:
+            reason = EndReason.SHUTDOWN  # the server is force-closing its tasks
+            raise
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            reason = EndReason.ERROR
+        finally:
+            try:
+                if not produced:
+                    await _close_tokens(tokens)  # never started: close it, or it warns
+            finally:
+                await self.close(reason)
+        return reason
+
+    async def open(self) -> bool:
+        """`stream_start`, then register; False if the stream lost its session's race."""
+        h, parts = self.handle, self.parts
+        parts.log.emit(
+            Event.STREAM_START,
+            trace=h.trace,
+            session=h.session,
+            stream_id=h.stream_id,
+            model=self._model,
+            prompt_chars=self._prompt_chars,
+        )
+        parts.metrics.started.inc()
+        parts.metrics.active_streams.inc()
+        if not await parts.registry.register(h):
+            return False
+        await self.emitter.start()
+        parts.batcher.open(h.stream_id, self.emitter.tokens, self.emitter.token)
+        return True
+
+    def cancelled_reason(self) -> EndReason:
+        """The end reason of a stream that was told to stop (or lost its race)."""
+        cancel = self.handle.cancel_reason
+        return EndReason.SUPERSEDED if cancel is None else cancel.end_reason
+
+    async def _produce(self, tokens: AsyncIterator[str]) -> EndReason:
+        h = self.handle
+        producer = asyncio.create_task(self._pump(tokens), name=f"producer:{h.stream_id}")
+        try:
+            await self._await_producer(producer)
+        finally:
+            if not producer.done():
+                producer.cancel()
+                await asyncio.wait({producer}, timeout=PRODUCER_STOP_S)
+        if self._cancelled():
+            return self.cancelled_reason()
+        if h.fenced:
+            return EndReason.SUPERSEDED
+        exc = None if producer.cancelled() else producer.exception()
+        await self.parts.batcher.flush_on_end(h.stream_id)
+        if exc is None:
+            return EndReason.COMPLETED
+        self.error = str(exc) if isinstance(exc, UpstreamError) else f"{type(exc).__name__}: {exc}"
+        self.parts.log.emit(
+            Event.UPSTREAM_ERROR,
+            trace=h.trace,
+            status=getattr(exc, "status", None) or 0,
+            message=self.error,
+        )
+        return EndReason.ERROR
+
+    async def _pump(self, tokens: AsyncIterator[str]) -> None:
+        h, add, cancelled = (
+            self.handle,
+            self.parts.batcher.adder(self.handle.stream_id),
+            self._cancelled,
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            if hasattr(tokens, "aclose"):
+                stack.push_async_callback(tokens.aclose)
+            async for token in tokens:
+                if cancelled() or h.fenced:
+                    return
+                h.tokens += 1
+                await add(token)
+
+    def _cancelled(self) -> bool:
+        """Whether the stream was told to stop (checked before every token)."""
+        return self.handle.cancel_reason is not None
+
+    async def _await_producer(self, producer: asyncio.Task[None]) -> None:
+        """Wait for the producer to finish or the stream to be told to stop."""
+        either: set[asyncio.Future[Any]] = {producer, self.handle.cancelled}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+
+    async def close(self, reason: EndReason) -> bool:
+        """The `finally`: flush and drop buffers, the last bytes, registry pop, `stream_end`."""
+        h, parts = self.handle, self.parts
+        if h.state < StreamState.STOPPING:
+            h.transition(StreamState.STOPPING)
+        cleanup_done = False
+        try:
+            cleanup_done = await self._cleanup(StreamEnd(reason, h.tokens, self.error))
+        finally:
+            parts.log.emit(
+                Event.STREAM_END,
+                trace=h.trace,
+                session=h.session,
+                stream_id=h.stream_id,
+                duration_ms=h.elapsed_ms(),
+                reason=reason.value,
+                tokens=h.tokens,
+                cleanup_done=cleanup_done,
+            )
+            parts.metrics.active_streams.dec()
+            parts.metrics.ended.labels(reason.value).inc()
+        return cleanup_done
+
+    async def _cleanup(self, end: StreamEnd) -> bool:
+        """Buffers, the emitter's end, then the registry entry; True once all ran."""
+        h, parts = self.handle, self.parts
+        try:
+            await parts.batcher.cleanup_request_buffers(h.stream_id)
+            parts.log.emit(Event.EVENT_BUFFERS_CLEANED, trace=h.trace, request_id=h.stream_id)
+            await self.emitter.finish(end)
+        finally:
+            parts.registry.release(h)
+            h.finish()
+        return True
+
+
+async def _close_tokens(tokens: AsyncIterator[str]) -> None:
+    aclose = getattr(tokens, "aclose", None)
+    if aclose is not None:
+        await aclose()

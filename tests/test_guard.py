@@ -1,0 +1,319 @@
+"""`StreamGuard`, the public API: responses and raw streams driven with ASGI receive/send,
+the encoders' exact bytes, and the log through stdlib `logging`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import jarvis
+from jarvis import (
+    AnthropicEvents,
+    EndReason,
+    LogfmtFormatter,
+    OpenAIChunks,
+    PlainText,
+    StreamEnd,
+    StreamGuard,
+)
+from jarvis.eventlog import RecordingLog
+from jarvis.logfmt import format_logfmt, parse_logfmt
+from jarvis.vocabulary import Event
+
+pytestmark = pytest.mark.timeout(10)
+
+
+HTTP: dict[str, Any] = {"type": "http", "method": "POST", "path": "/chat", "headers": []}
+
+
+class Client:
+    """One ASGI connection: records what is sent, disconnects when told to."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.gone = asyncio.Event()
+        self.first_body = asyncio.Event()
+
+    async def receive(self) -> dict[str, Any]:
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+        if message["type"] == "http.response.body" and message.get("body"):
+            self.first_body.set()
+
+    @property
+    def status(self) -> int:
+        return int(self.messages[0]["status"])
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.messages[0]["headers"]}
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.messages[1:])
+
+
+async def words(*items: str, gate: asyncio.Event | None = None) -> AsyncIterator[str]:
+    for item in items:
+        if gate is not None:
+            await gate.wait()
+        await asyncio.sleep(0)
+        yield item
+
+
+async def until(condition: Any, within: float = 2.0) -> None:
+    """Wait (bounded) for a condition the code under test makes true; never sleep-and-hope."""
+    async with asyncio.timeout(within):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+def data_lines(body: bytes) -> list[str]:
+    return [line[6:] for line in body.decode().split("\n") if line.startswith("data: ")]
+
+
+def test_public_names_are_sorted_and_all_exist() -> None:
+    """`__all__` is the promise: sorted (constants, then classes, then the rest, as ruff's
+    RUF022 keeps it), and every name in it importable from `jarvis`."""
+    order = sorted(jarvis.__all__, key=lambda n: (not n.isupper(), not n[0].isupper(), n))
+    assert jarvis.__all__ == order
+    for name in jarvis.__all__:
+        assert getattr(jarvis, name) is not None
+
+
+async def test_response_streams_openai_chunks_then_the_terminal_chunk_and_done() -> None:
+    """Any async iterator of text becomes `chat.completion.chunk` events carrying the stream
+    id, then a `finish_reason` chunk and `[DONE]`; the headers name stream, trace, session."""
+    guard = StreamGuard(log=RecordingLog(), flush_ms=0)  # type: ignore[arg-type]
+    client = Client()
+    response = guard.response("s1", words("Hel", "lo"), encode=OpenAIChunks("m1"))
+    await response({"type": "http"}, client.receive, client.send)
+    assert client.status == 200
+    assert client.headers["content-type"].startswith("text/event-stream")
+    assert client.headers["x-session-id"] == "s1"
+    chunks = data_lines(client.body)
+    assert chunks[-1] == "[DONE]"
+    parsed = [json.loads(c) for c in chunks[:-1]]
+    assert {p["id"] for p in parsed} == {client.headers["x-stream-id"]}
+    assert "".join(p["choices"][0]["delta"].get("content", "") for p in parsed) == "Hello"
+    assert parsed[-1]["choices"][0]["finish_reason"] == "stop"
+    assert parsed[0]["model"] == "m1"
+
+
+async def test_a_new_prompt_supersedes_the_session_stream_before_it_starts() -> None:
+    """B in the same session cancels A, waits for A's cleanup, and only then writes:
+    A ends `cancelled`/superseded with [DONE], B completes, the log says so in order."""
+    log = RecordingLog()
+    guard = StreamGuard(log=log, flush_ms=0)  # type: ignore[arg-type]
+    a, b = Client(), Client()
+    gate = asyncio.Event()
+    first = asyncio.create_task(
+        guard.response("s", words("a1", "a2", "a3", gate=gate))(HTTP, a.receive, a.send)
+    )
+    await until(lambda: guard._parts.registry.active("s") is not None)
+    await guard.response("s", words("b1"))(HTTP, b.receive, b.send)
+    gate.set()
+    await asyncio.wait_for(first, 2)
+    assert json.loads(data_lines(a.body)[-2])["choices"][0]["finish_reason"] == "cancelled"
+    assert json.loads(data_lines(b.body)[0])["choices"][0]["delta"]["content"] == "b1"
+    names = log.names()
+    assert names.index("stream_cancelled") < names.index("prev_stream_finished_cleanly")
+    ends = {f["stream_id"]: f["reason"] for f in log.of(Event.STREAM_END)}
+    assert sorted(ends.values()) == ["completed", "superseded"]
+    assert guard.live_count() == 0
+
+
+async def test_an_invalid_session_id_is_a_clean_400_logged_as_request_rejected() -> None:
+    """A session id that could forge a log line is refused before any stream exists."""
+    log = RecordingLog()
+    guard = StreamGuard(log=log)  # type: ignore[arg-type]
+    client = Client()
+    await guard.response("a\nevent=stream_end", words("x"))(HTTP, client.receive, client.send)
+    assert client.status == 400
+    assert json.loads(client.body)["error"]["code"] == "invalid_session_id"
+    (rejected,) = log.of(Event.REQUEST_REJECTED)
+    assert rejected["status"] == 400
+    assert log.of(Event.STREAM_START) == []
+
+
+async def test_a_missing_session_id_gets_a_session_of_its_own() -> None:
+    """No session id: the stream is alone in an `anon-<stream id>` session."""
+    guard = StreamGuard(log=RecordingLog())  # type: ignore[arg-type]
+    client = Client()
+    await guard.response(None, words("x"))(HTTP, client.receive, client.send)
+    assert client.headers["x-session-id"] == "anon-" + client.headers["x-stream-id"]
+
+
+async def test_client_disconnect_cancels_the_stream_and_cleans_up() -> None:
+    """The client going away mid-stream ends it `disconnected`, with cleanup done."""
+    log = RecordingLog()
+    guard = StreamGuard(log=log, flush_ms=0)  # type: ignore[arg-type]
+    client = Client()
+    never = asyncio.Event()
+    task = asyncio.create_task(
+        guard.response("s", words("a", "b", gate=never))(HTTP, client.receive, client.send)
+    )
+    await until(lambda: guard._parts.registry.active("s") is not None)
+    client.gone.set()
+    await asyncio.wait_for(task, 2)
+    (end,) = log.of(Event.STREAM_END)
+    assert (end["reason"], end["cleanup_done"]) == ("disconnected", True)
+
+
+async def test_a_failing_source_ends_the_stream_with_error_in_the_terminal_chunk() -> None:
+    """The token source raising is `upstream_error` in the log and `error` on the wire."""
+    log = RecordingLog()
+    guard = StreamGuard(log=log, flush_ms=0)  # type: ignore[arg-type]
+
+    async def broken() -> AsyncIterator[str]:
+        yield "x"
+        raise RuntimeError("model fell over")
+
+    client = Client()
+    await guard.response("s", broken())(HTTP, client.receive, client.send)
+    last = json.loads(data_lines(client.body)[-2])
+    assert last["choices"][0]["finish_reason"] == "error"
+    assert "model fell over" in last["error"]["message"]
+    assert log.of(Event.UPSTREAM_ERROR)[0]["message"] == "RuntimeError: model fell over"
+
+
+def test_plain_text_encoder_bytes() -> None:
+    """Plain-text SSE: one event per batch, a line break splits data lines, `event: end`."""
+    enc = PlainText()("id1")
+    assert enc.content("a\nb") == b"data: a\ndata: b\n\n"
+    assert enc.end(StreamEnd(EndReason.SUPERSEDED, 3)) == b"event: end\ndata: superseded\n\n"
+
+
+def test_anthropic_encoder_bytes() -> None:
+    """Anthropic events: message_start + content_block_start, deltas, a stop or an error."""
+    enc = AnthropicEvents("claude-x", max_tokens=2)("chatcmpl-abc")
+    head = enc.head().decode()
+    assert head.startswith("event: message_start\ndata: ")
+    assert '"model":"claude-x"' in head and '"id":"msg_abc"' in head
+    assert "event: content_block_start" in head
+    delta = enc.content("hi").decode()
+    assert json.loads(delta.split("data: ")[1])["delta"] == {"type": "text_delta", "text": "hi"}
+    done = enc.end(StreamEnd(EndReason.COMPLETED, 2)).decode()
+    assert '"stop_reason":"max_tokens"' in done and done.endswith(
+        'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    )
+    cut = enc.end(StreamEnd(EndReason.SUPERSEDED, 1)).decode()
+    assert "event: error" in cut and '"type":"superseded"' in cut
+
+
+async def test_raw_stream_batches_to_write_and_tells_end_before_the_session_moves_on() -> None:
+    """`guard.stream`: sends are batched into `write`; a newer stream cancels the older,
+    whose `end` callback runs (superseded) before the newer one's first write."""
+    guard = StreamGuard(log=RecordingLog(), flush_ms=5)  # type: ignore[arg-type]
+    wire: list[str] = []
+
+    async def write(text: str) -> None:
+        wire.append(text)
+
+    async def end(e: StreamEnd) -> None:
+        wire.append(f"<end {e.reason.value}>")
+
+    entered = asyncio.Event()
+
+    async def older() -> jarvis.GuardedStream:
+        async with guard.stream("s", write, end=end) as s:
+            await s.send("a")
+            await s.send("b")
+            entered.set()
+            while not s.cancelled:
+                await asyncio.sleep(0.001)
+        return s
+
+    task = asyncio.create_task(older())
+    await entered.wait()
+    async with guard.stream("s", write, end=end) as newer:
+        assert await newer.send("c")
+    first = await asyncio.wait_for(task, 2)
+    assert first.end is not None and first.end.reason is EndReason.SUPERSEDED
+    assert newer.end == StreamEnd(EndReason.COMPLETED, 1)
+    assert wire == ["ab", "<end superseded>", "c", "<end completed>"]
+
+
+async def test_raw_stream_send_is_refused_once_cancelled() -> None:
+    """After a newer prompt took the session, `send` returns False and writes nothing."""
+    guard = StreamGuard(log=RecordingLog(), flush_ms=0)  # type: ignore[arg-type]
+    wire: list[str] = []
+
+    async def write(text: str) -> None:
+        wire.append(text)
+
+    async with guard.stream("s", write) as s:
+        guard._parts.registry.cancel(
+            guard._parts.registry.active("s"), jarvis.CancelReason.SHUTDOWN
+        )  # type: ignore[arg-type]
+        assert s.cancelled
+        assert await s.send("late") is False
+    assert wire == []
+    assert s.end is not None and s.end.reason is EndReason.SHUTDOWN
+
+
+async def test_without_log_the_events_go_to_the_jarvis_stream_logger(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No `log=`: every event is a record of `jarvis.stream`, its message the seeds'
+    `event key=value` line, its fields on the record for structured formatters."""
+    caplog.set_level(logging.INFO, logger="jarvis.stream")
+    guard = StreamGuard(flush_ms=0)
+    client = Client()
+    await guard.response("s1", words("x"))(HTTP, client.receive, client.send)
+    records = [r for r in caplog.records if r.name == "jarvis.stream"]
+    assert records[0].jarvis_event == "stream_start"  # type: ignore[attr-defined]
+    assert records[0].getMessage().startswith("stream_start trace=")
+    end = next(r for r in records if r.jarvis_event == "stream_end")  # type: ignore[attr-defined]
+    assert "reason=completed" in end.getMessage()
+
+
+def test_logfmt_formatter_writes_what_the_server_writes() -> None:
+    """`LogfmtFormatter` renders a guard record byte for byte as `jarvis serve` would, and
+    escapes a foreign record's message so it cannot split or forge a line."""
+    fields = {"trace": "t1", "session": "s 1", "stream_id": "c1", "model": "m", "prompt_chars": 3}
+    record = logging.LogRecord("jarvis.stream", logging.INFO, __file__, 1, "%s", ("x",), None)
+    record.jarvis_event = "stream_start"
+    record.jarvis_fields = fields
+    line = LogfmtFormatter().format(record)
+    ts = parse_logfmt(line)["ts"]
+    assert line == format_logfmt(ts, "info", "stream_start", fields)
+    forged = logging.LogRecord(
+        "app", logging.WARNING, __file__, 1, "user said %s", ("a\nevent=stream_end x=1",), None
+    )
+    out = LogfmtFormatter().format(forged)
+    assert "\n" not in out
+    assert parse_logfmt(out)["msg"] == "user said a\nevent=stream_end x=1"
+    assert "event" not in parse_logfmt(out)
+
+
+async def test_lifespan_ends_live_streams_on_shutdown() -> None:
+    """Leaving the lifespan cancels every live stream (`reason=shutdown`), bounded."""
+    log = RecordingLog()
+    guard = StreamGuard(log=log, flush_ms=0, shutdown_timeout=1.0)  # type: ignore[arg-type]
+    client = Client()
+    never = asyncio.Event()
+    async with guard.lifespan(None):
+        task = asyncio.create_task(
+            guard.response("s", words("a", gate=never))(HTTP, client.receive, client.send)
+        )
+        await until(lambda: guard.live_count() == 1)
+    await asyncio.wait_for(task, 2)
+    (end,) = log.of(Event.STREAM_END)
+    assert end["reason"] == "shutdown"
+
+
+def test_bad_settings_are_config_errors() -> None:
+    """A setting that cannot work is refused at construction with a message naming it."""
+    with pytest.raises(jarvis.ConfigError, match="cancel_wait"):
+        StreamGuard(cancel_wait=0)
+    with pytest.raises(jarvis.ConfigError, match="flush_ms"):
+        StreamGuard(flush_ms=-1)
