@@ -203,6 +203,35 @@ def _completion_body(stream: GuardedStream, chat: ChatRequest, text: str, model:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
+class _JarvisAPI(FastAPI):
+    """FastAPI, with a direct path for the chat stream while no middleware is added.
+
+    Starlette's stack wraps `send` three times (the error middleware, the
+    exception middleware, the route's exception wrapper): at one SSE chunk per
+    token that is about a tenth of the server's CPU (docs/benchmarks.md). So
+    while `user_middleware` is empty, `POST /v1/chat/completions` is served
+    directly: `accept_chat` cannot raise, and a stream handles its own errors.
+    Once any middleware is added (CORS, auth, `@app.middleware`), every
+    request, this one included, goes through the stack; a test holds it.
+    """
+
+    def __init__(self, ctx: ServerContext, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            not self.user_middleware
+            and scope["type"] == "http"
+            and scope["path"] == CHAT_PATH
+            and scope["method"] == "POST"
+        ):
+            response = await accept_chat(self._ctx, Request(scope, receive))
+            await response(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(config: ServerConfig | None = None, ctx: ServerContext | None = None) -> FastAPI:
     """Build the ASGI app for one server instance."""
     if ctx is None:
@@ -222,7 +251,8 @@ def create_app(config: ServerConfig | None = None, ctx: ServerContext | None = N
         finally:
             await ctx.aclose()
 
-    app = FastAPI(
+    app = _JarvisAPI(
+        ctx,
         title="jarvis",
         version=__version__,
         summary="OpenAI-compatible streaming server with a correct stream lifecycle.",
