@@ -1,8 +1,11 @@
 """The CPU baseline: a bare Starlette `StreamingResponse` emitting jarvis's exact SSE bytes.
 
 Same uvicorn settings as `jarvis serve` (uvloop/httptools auto, log level
-warning, no access log, keep-alive 5 s), same token text, same chunk
-encoder, one loop yield per token; nothing else: no registry, batcher, log.
+warning, no access log, keep-alive 5 s), same token text, the same bytes per
+chunk (its own encoder, built the way jarvis's is: the constant part once per
+stream), one loop yield per token; nothing else: no registry, batcher, log.
+It uses nothing of jarvis but the synthetic model's text, so the same
+baseline measures any commit (`run_at_commit.sh`).
 Run: `python benchmarks/_bare_server.py --port 8001`.
 """
 
@@ -10,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import secrets
 import time
 from collections.abc import AsyncIterator
 
@@ -19,26 +24,37 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from jarvis import OpenAIChunks, StreamEnd
-from jarvis._stream import new_stream_id
-from jarvis.server.chat import parse_chat_request
 from jarvis.synthetic import expected_tokens
-from jarvis.vocabulary import EndReason
 
 _HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
+def _dumps(data: object) -> str:
+    return json.dumps(data, separators=(",", ":"))
+
+
 async def chat_completions(request: Request) -> Response:
-    chat = parse_chat_request(await request.body())
-    stream_id = new_stream_id()
-    encoder = OpenAIChunks(chat.model, created=int(time.time()))(stream_id)
-    tokens = expected_tokens(chat.prompt, chat.max_tokens)
+    chat = json.loads(await request.body())
+    prompt = chat["messages"][-1]["content"]
+    model = chat.get("model", "jarvis-synthetic")
+    stream_id = "chatcmpl-" + secrets.token_hex(12)
+    tokens = expected_tokens(prompt, chat.get("max_tokens"))
+    head = _dumps({"id": stream_id, "object": "chat.completion.chunk", "created": int(time.time())})
+    head = head[:-1] + ',"model":' + _dumps(model)
+    first = "data: " + head + ',"choices":[{"index":0,"delta":{"role":"assistant","content":'
+    rest = ("data: " + head + ',"choices":[{"index":0,"delta":{"content":').encode()
+    tail = b'},"finish_reason":null}]}\n\n'
+    end = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    end["jarvis"] = {"end_reason": "completed"}  # type: ignore[assignment]
+    last = ("data: " + head + "," + _dumps(end)[1:] + "\n\ndata: [DONE]\n\n").encode()
 
     async def body() -> AsyncIterator[bytes]:
+        prefix = first.encode()
         for token in tokens:
             await asyncio.sleep(0)  # as the synthetic model does at --token-rate 0
-            yield encoder.content(token)
-        yield encoder.end(StreamEnd(EndReason.COMPLETED, len(tokens)))
+            yield prefix + json.dumps(token).encode() + tail
+            prefix = rest
+        yield last
 
     return StreamingResponse(
         body(),

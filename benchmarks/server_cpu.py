@@ -2,7 +2,10 @@
 
 Both servers run side by side and take turns (A B B A ...) under the same
 aiohttp client, prompts and token text, so machine noise hits both. Target:
-jarvis / bare <= 1.25. Run: `.venv/bin/python benchmarks/server_cpu.py [--quick] [--json PATH]`.
+jarvis / bare <= 1.25 token by token (`--flush-ms 0`, one chunk per token on both
+sides). `--flush-ms 75` measures the default mode, where jarvis batches tokens
+and the bare server still writes one chunk per token (a report, not a target).
+Run: `.venv/bin/python benchmarks/server_cpu.py [--quick] [--flush-ms MS] [--json PATH]`.
 """
 
 from __future__ import annotations
@@ -83,8 +86,8 @@ async def _stream_all(
                 )
             elif result.end_reason != "completed":
                 failures.append(f"{prompt!r}: end_reason={result.end_reason}")
-            else:
-                tokens += result.content_chunks
+            else:  # the text is exactly the expected tokens, however they were batched
+                tokens += len(expected_tokens(prompt))
 
     async with new_session(concurrency) as session, asyncio.timeout(deadline_s):
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -178,17 +181,18 @@ def summarise(measurements: list[Measurement], args: argparse.Namespace) -> dict
             "streams_per_round": args.streams,
             "tokens_per_stream": len(expected_tokens("Long essay number 0")),
             "concurrency": args.concurrency,
-            "jarvis_flags": JARVIS_FLAGS,
+            "jarvis_flags": jarvis_flags(args.flush_ms),
         },
         "servers": summary,
         "ratio": ratio,
         "round_ratios": [round(r, 3) for r in pair_ratios],
         "target_ratio": TARGET_RATIO,
-        "target_met": ratio <= TARGET_RATIO,
+        "target_met": ratio <= TARGET_RATIO if args.flush_ms == 0 else None,
     }
 
 
-JARVIS_FLAGS = ["--flush-ms", "0", "--token-rate", "0", "--first-token-ms", "0"]
+def jarvis_flags(flush_ms: float) -> list[str]:
+    return ["--flush-ms", f"{flush_ms:g}", "--token-rate", "0", "--first-token-ms", "0"]
 
 
 def main() -> int:
@@ -199,6 +203,9 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=60.0, help="bound on one round (s)")
     parser.add_argument("--budget", type=float, default=170.0, help="bound on the whole run (s)")
     parser.add_argument("--quick", action="store_true", help="2 rounds of 64 streams (< 30 s)")
+    parser.add_argument(
+        "--flush-ms", type=float, default=0.0, help="jarvis's debounce (0: the target's mode)"
+    )
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     args = parser.parse_args()
     if args.quick:
@@ -208,7 +215,11 @@ def main() -> int:
         workdir = Path(tmp)
         jarvis_port, bare_port = free_port(), free_port()
         specs = [
-            (JARVIS, jarvis_argv(jarvis_port, workdir / "jarvis.log", *JARVIS_FLAGS), jarvis_port),
+            (
+                JARVIS,
+                jarvis_argv(jarvis_port, workdir / "jarvis.log", *jarvis_flags(args.flush_ms)),
+                jarvis_port,
+            ),
             (BARE, bare_argv(bare_port), bare_port),
         ]
         with running(*specs, workdir=workdir) as started:
@@ -255,9 +266,12 @@ def main() -> int:
             rows,
         )
     )
-    verdict = "met" if results["target_met"] else "MISSED"
+    met = results["target_met"]
+    verdict = (
+        "report only (target is at --flush-ms 0)" if met is None else "met" if met else "MISSED"
+    )
     print(
-        f"\nratio jarvis/bare (medians) = {results['ratio']:.2f}  "
+        f"\nratio jarvis --flush-ms {args.flush_ms:g} / bare (medians) = {results['ratio']:.2f}  "
         f"(per round: {', '.join(f'{r:.2f}' for r in results['round_ratios'])})  "
         f"target <= {TARGET_RATIO}: {verdict}"
     )
