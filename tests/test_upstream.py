@@ -3,6 +3,7 @@ spec says, whatever characters they hold and whatever line ends the server write
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -54,3 +55,54 @@ async def test_an_upstream_that_is_not_an_event_stream_is_an_upstream_error() ->
     """A 200 with a JSON body (stream ignored upstream) is refused by name."""
     with pytest.raises(UpstreamError, match="event stream"):
         await tokens(b'{"choices": []}', headers={"content-type": "application/json"})
+
+
+async def test_fronting_an_upstream_the_chunks_carry_the_upstreams_model_name() -> None:
+    """A request naming no model is answered with the model the upstream names in its
+    chunks, in every chunk of a stream and in a whole completion, never jarvis-synthetic."""
+    from jarvis.config import ServerConfig
+    from jarvis.eventlog import RecordingLog
+    from jarvis.server.app import create_app
+    from jarvis.server.context import ServerContext
+
+    named = {"model": "llama-3-8b"}
+    body = (
+        "".join(
+            f"data: {json.dumps(named | {'choices': [{'delta': {'content': t}}]})}\n\n"
+            for t in ("Hel", "lo")
+        )
+        + "data: [DONE]\n\n"
+    )
+    transport = httpx.MockTransport(lambda r: httpx.Response(200, headers=SSE, content=body))
+    ctx = ServerContext.build(ServerConfig(log_file=None, upstream="http://up"), log=RecordingLog())
+    await ctx.source.aclose()
+    ctx.source = UpstreamModel("http://up", client=httpx.AsyncClient(transport=transport))
+    app = create_app(ctx=ctx)
+
+    async def ask(stream: bool) -> bytes:
+        request = {"messages": [{"role": "user", "content": "hi"}], "stream": stream}
+        inbox = [{"type": "http.request", "body": json.dumps(request).encode()}]
+        sent: list[dict[str, object]] = []
+
+        async def receive() -> dict[str, object]:
+            if inbox:
+                return inbox.pop()
+            await asyncio.Event().wait()  # the client stays until the response is done
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        headers = [(b"content-type", b"application/json")]
+        scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
+                 "headers": headers, "query_string": b""}  # fmt: skip
+        await app(scope, receive, send)
+        return b"".join(m.get("body", b"") for m in sent)  # type: ignore[misc]
+
+    streamed = [
+        line[6:] for line in (await ask(True)).decode().split("\n") if line.startswith("data: {")
+    ]
+    assert {json.loads(chunk)["model"] for chunk in streamed} == {"llama-3-8b"}
+    whole = json.loads(await ask(False))
+    assert (whole["model"], whole["choices"][0]["message"]["content"]) == ("llama-3-8b", "Hello")
+    await ctx.source.aclose()
