@@ -5,7 +5,7 @@ import sys
 import typer
 
 from jarvis import __version__
-from jarvis.exceptions import BadRequest, ConfigError, JarvisError, ServerStartError, UpstreamError
+from jarvis.exceptions import JarvisError
 
 from .console import fail, out
 from .diagnose.command import diagnose
@@ -34,15 +34,6 @@ def version() -> None:
     out.print(__version__)
 
 
-_EXIT_FOR: list[tuple[type[JarvisError], ExitCode]] = [
-    (ConfigError, ExitCode.USAGE),
-    (BadRequest, ExitCode.USAGE),
-    (ServerStartError, ExitCode.UNAVAILABLE),
-    (UpstreamError, ExitCode.UNAVAILABLE),
-    (JarvisError, ExitCode.FAILURE),
-]
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; expected failures never show a traceback."""
     try:
@@ -59,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         fail("interrupted")
         return ExitCode.INTERRUPTED
-    except JarvisError as exc:
+    except JarvisError as exc:  # every expected failure: each class carries its exit code
         fail(str(exc))
-        return next(code for kind, code in _EXIT_FOR if isinstance(exc, kind))
+        return exc.exit_code
     return int(result) if isinstance(result, int) else ExitCode.OK
 
 

@@ -24,6 +24,20 @@ def serve(
         str, typer.Option(help="Structured event log; '-' writes to stdout.")
     ] = "logs/system.log",
     log_format: Annotated[str, typer.Option(help="logfmt or json.")] = "logfmt",
+    log_max_mb: Annotated[
+        float,
+        typer.Option(
+            help="Rotate --log-file before a write would take it past this many MiB: "
+            "system.log becomes system.log.1, older files shift up (.1 to .2 ...) and the "
+            "oldest beyond --log-backups is deleted; lines never split across files. "
+            "`jarvis diagnose logs/system.log` reads the whole set, oldest first, as one "
+            "log. 0: never rotate.",
+        ),
+    ] = 0.0,
+    log_backups: Annotated[
+        int,
+        typer.Option(help="Rotated files kept with --log-max-mb (system.log.1 ... .N)."),
+    ] = 5,
     cancel_wait: Annotated[
         float, typer.Option(help="Seconds a new prompt waits for the old stream's cleanup.")
     ] = 2.0,
@@ -82,6 +96,8 @@ def serve(
         port=port,
         log_file=None if log_file == "-" else Path(log_file),
         log_format=log_format,
+        log_max_mb=log_max_mb,
+        log_backups=log_backups,
         cancel_wait=cancel_wait,
         flush_ms=flush_ms,
         flush_bytes=flush_bytes,

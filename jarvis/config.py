@@ -6,11 +6,15 @@ tests and the benchmarks build servers the same way.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .exceptions import ConfigError
 from .faults import Fault
+
+#: Bytes in the MB of `--log-max-mb` (what `ls -lh` calls M).
+MIB = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +25,10 @@ class ServerConfig:
     port: int = 8000
     log_file: Path | None = Path("logs/system.log")
     log_format: str = "logfmt"
+    #: Rotate the log before it would pass this many MiB; None or 0: never rotate.
+    log_max_mb: float | None = None
+    #: Rotated files kept beside the log (`system.log.1` … `.N`); the oldest is dropped.
+    log_backups: int = 5
     #: Seconds a new prompt waits for the previous stream's cleanup (the seeds' 2.0).
     cancel_wait: float = 2.0
     #: Debounce window of the token batcher; 0 streams token by token.
@@ -64,8 +72,28 @@ class ServerConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        self._check_rotation()
         if self.upstream is not None and not self.upstream.startswith(("http://", "https://")):
             raise ConfigError(f"--upstream must be an http(s) URL, not {self.upstream!r}")
+
+    def _check_rotation(self) -> None:
+        mb = self.log_max_mb
+        if mb is not None and not (math.isfinite(mb) and mb >= 0):
+            raise ConfigError(f"--log-max-mb must be a size >= 0 (0: never rotate), not {mb}")
+        if mb and int(mb * MIB) < 1:
+            raise ConfigError(f"--log-max-mb {mb} is under one byte; 0 means never rotate")
+        if mb and self.log_file is None:
+            raise ConfigError("--log-max-mb rotates a file; --log-file - writes to stdout")
+        if self.log_backups < 1:
+            raise ConfigError(
+                f"--log-backups must be >= 1 (rotation keeps at least one old file), "
+                f"not {self.log_backups}"
+            )
+
+    @property
+    def log_max_bytes(self) -> int | None:
+        """`--log-max-mb` in bytes, as `EventLog(max_bytes=...)` takes it; None: never."""
+        return int(self.log_max_mb * MIB) if self.log_max_mb else None
 
     def has(self, fault: Fault) -> bool:
         """Whether a deliberate bug is switched on."""

@@ -1,11 +1,12 @@
 """The structured event log: one line per event, written off the event loop.
 
 `emit()` formats the line on the caller's thread (cheap, no I/O) and appends
-it to a sink (`jarvis.linesink`: C where built); a writer thread wakes every
+it to a sink (`jarvis._sink`: C where built); a writer thread wakes every
 `flush_interval` (20 ms) and writes everything pending in one system call.
 Waking the writer per line cost a thread switch and a `write(2)` per event,
 which at token-by-token rates was most of the server's CPU; 20 ms is still
 immediate for `tail -f logs/system.log` and `jarvis diagnose --follow`.
+The file itself (rotation by size, reopen on SIGHUP) is `jarvis.logfile`'s.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import IO, Literal, Protocol
 
 from ._sink import new_sink
 from .exceptions import ConfigError
+from .logfile import RotatingFile
 from .logfmt import format_json, format_logfmt, format_value
 from .vocabulary import EVENTS, Event
 
@@ -72,7 +74,12 @@ class EventLog:
         strict: bool = False,
         wall_clock: Callable[[], float] = time.time,
         flush_interval: float = 0.02,
+        max_bytes: int | None = None,
+        backups: int = 5,
     ) -> None:
+        """`max_bytes` (None or 0: never) rotates the file by size, keeping `backups`
+        old ones (`system.log.1` newest … `system.log.<backups>`); the writer thread
+        rotates, between batches, so a line never spans two files."""
         if fmt not in ("logfmt", "json"):
             raise ConfigError(f"unknown log format {fmt!r}: use logfmt or json")
         self.path = None if path is None or str(path) == "-" else Path(path)
@@ -82,17 +89,15 @@ class EventLog:
         self._sink = new_sink(wall_clock)
         self._interval = flush_interval
         self._stop = threading.Event()
-        self._file: IO[bytes] | _TextOut
-        self._owned: IO[bytes] | None = None  # the file we opened, and so close
+        # Exactly one of the two: the file we opened (and so close), or stdout.
+        self._file: RotatingFile | None = None
+        self._stdout: IO[bytes] | _TextOut | None = None
         if self.path is None:
-            stdout = sys.stdout
-            self._file = getattr(stdout, "buffer", None) or _TextOut(stdout)
+            if max_bytes:
+                raise ConfigError("log rotation needs a log file, not stdout")
+            self._stdout = getattr(sys.stdout, "buffer", None) or _TextOut(sys.stdout)
         else:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self._owned = self.path.open("ab")
-            except OSError as exc:
-                raise ConfigError(f"cannot open log file {self.path}: {exc.strerror}") from exc
+            self._file = RotatingFile(self.path, max_bytes=max_bytes, backups=backups)
         self._writer = threading.Thread(target=self._drain, name="jarvis-log-writer", daemon=True)
         self._writer.start()
         self._closed = False
@@ -125,6 +130,14 @@ class EventLog:
         keys = [f" {key}=" for key in rest]
         return self._sink.bind((head + keys[0], *keys[1:], ""))
 
+    def reopen(self) -> None:
+        """Close and reopen the log file at the writer's next wake-up (logrotate moved it).
+
+        Only sets a flag: safe from a signal handler and any thread. No-op on stdout.
+        """
+        if self._file is not None:
+            self._file.request_reopen()
+
     def _drain(self) -> None:
         while not self._stop.wait(self._interval):
             self._write_pending()
@@ -132,12 +145,14 @@ class EventLog:
 
     def _write_pending(self) -> None:
         data = self._sink.take()
-        if data:
-            try:
-                self._file.write(data)
-                self._file.flush()
-            except (OSError, ValueError):
-                pass  # a full disk or closed stdout must not take the server down
+        try:
+            if self._file is not None:
+                self._file.write(data)  # even empty: a requested reopen happens now
+            elif data and self._stdout is not None:
+                self._stdout.write(data)
+                self._stdout.flush()
+        except (OSError, ValueError):
+            pass  # a full disk or closed stdout must not take the server down
 
     def close(self, timeout: float = 2.0) -> None:
         """Write what is queued, then close the file (bounded by `timeout`)."""
@@ -146,8 +161,8 @@ class EventLog:
         self._closed = True
         self._stop.set()
         self._writer.join(timeout)
-        if self._owned is not None:
-            self._owned.close()
+        if self._file is not None:
+            self._file.close()
 
 
 class RecordingLog:

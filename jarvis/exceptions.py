@@ -1,34 +1,45 @@
-"""The one exception tree of jarvis.
+"""The one exception tree of jarvis, with the exit code each error ends a command with.
 
-    JarvisError
-    ├── ConfigError        a setting that cannot work (bad flag value, unknown fault)
-    ├── BadRequest         client input the API refuses; carries the HTTP status
-    ├── UpstreamError      the fronted OpenAI-compatible server failed us
-    ├── ServerStartError   the server could not start (port taken, address invalid)
-    └── ToolError          a `jarvis` command cannot do its job; raised in jarvis_cli:
-        ├── InputError         diagnose: an input cannot be read (logs/sources.py)
-        ├── Unreachable        verify-hang, swarm: nothing answers at the URL (verify/target.py)
-        ├── LocustFailed       swarm: locust did not run to the end (swarm/runner.py)
-        └── ReportMissing      swarm: locust left no stats to judge (swarm/thresholds.py)
+    JarvisError [1]
+    ├── ConfigError [2]        a setting that cannot work (bad flag value, unknown fault)
+    ├── BadRequest [2]         client input the API refuses; carries the HTTP status
+    ├── UpstreamError [3]      the fronted OpenAI-compatible server failed us
+    ├── ServerStartError [3]   the server could not start (port taken, address invalid)
+    └── ToolError [1]          a `jarvis` command cannot do its job; raised in jarvis_cli:
+        ├── InputError [3]     diagnose: an input cannot be read (logs/sources.py)
+        ├── Unreachable [3]    verify-hang, swarm: nothing answers at the URL (verify/target.py)
+        ├── LocustFailed [3]   swarm: locust did not run to the end (swarm/runner.py)
+        └── ReportMissing [3]  swarm: locust left no stats to judge (swarm/thresholds.py)
 
-The CLI maps these to named exit codes (each command its own, `cli/main.py`
-for the rest); the HTTP layer maps `BadRequest` to an OpenAI-style error
-body. Nothing else is raised on purpose.
+[n] is the class's `exit_code`: 1 failure, 2 usage, 3 unavailable, named by
+`ExitCode` in cli/exit_codes.py (plain ints here: jarvis never imports the CLI).
+`cli/main.py` prints the message and exits with the code, in one place; the
+HTTP layer maps `BadRequest` to an OpenAI-style error body. Nothing else is
+raised on purpose.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class JarvisError(Exception):
     """Base of every error jarvis raises on purpose."""
 
+    #: The exit code of a `jarvis` command this error ends; subclasses say theirs.
+    exit_code: ClassVar[int] = 1  # failure
+
 
 class ConfigError(JarvisError):
     """A configuration value that cannot work."""
 
+    exit_code = 2  # usage
+
 
 class BadRequest(JarvisError):  # noqa: N818 - named for the HTTP status it maps to
     """Client input the API refuses, with the OpenAI error fields it maps to."""
+
+    exit_code = 2  # usage
 
     def __init__(
         self,
@@ -61,6 +72,8 @@ class BadRequest(JarvisError):  # noqa: N818 - named for the HTTP status it maps
 class UpstreamError(JarvisError):
     """The upstream OpenAI-compatible server failed, was unreachable, or spoke garbage."""
 
+    exit_code = 3  # unavailable
+
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -69,6 +82,8 @@ class UpstreamError(JarvisError):
 
 class ServerStartError(JarvisError):
     """The server could not start: the address is taken, invalid, or not ours to bind."""
+
+    exit_code = 3  # unavailable
 
 
 class ToolError(JarvisError):

@@ -9,13 +9,11 @@ import typer
 
 from jarvis.exceptions import ConfigError
 
-from ..console import err, out
+from ..console import out
 from ..durations import parse_duration
-from ..exit_codes import ExitCode
 from ..logs.findings import Severity
 from ..logs.patterns import parse_ts
 from ..logs.run import Window, analyze
-from ..logs.sources import InputError
 from .report import build_report, render, write_junit
 
 
@@ -97,11 +95,7 @@ def diagnose(
                 inputs, stale_after_s=stale_s, fail_on=threshold, session=session, trace=trace
             )
         )
-    try:
-        analyzer, sources = analyze(inputs, stale_after_s=stale_s, window=window)
-    except InputError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        return ExitCode.UNAVAILABLE
+    analyzer, sources = analyze(inputs, stale_after_s=stale_s, window=window)
     try:
         report = build_report(analyzer, fail_on=threshold, session=session, trace=trace)
         sources.resolve_findings(report.findings)

@@ -23,6 +23,7 @@ from typing import IO, Protocol
 
 from jarvis.exceptions import ToolError
 
+from ..exit_codes import ExitCode
 from .dialects import strip_ansi
 from .findings import Evidence, Finding
 
@@ -85,6 +86,8 @@ MAX_EVIDENCE_CHARS = 600
 
 class InputError(ToolError):
     """An input that cannot be read at all (missing, unreadable, a directory)."""
+
+    exit_code = ExitCode.UNAVAILABLE
 
 
 @dataclass(eq=False)

@@ -19,7 +19,7 @@ from ..faults import EmbeddedFaultOption, embedded_faults
 from ..termination import until_terminated
 from ..verify.embedded import start_embedded
 from ..verify.plan import EMBEDDED_CANCEL_WAIT_S
-from ..verify.target import Unreachable, normalise_url
+from ..verify.target import normalise_url
 from .report import SwarmReport, render
 from .runner import LocustFailed, LocustRun, Plan, locate_locustfile, require_locust, run_locust
 from .target import check_reachable, diagnose_log
@@ -165,12 +165,6 @@ def swarm(
     except asyncio.CancelledError:
         fail("terminated (SIGTERM): locust and the embedded server were stopped, no report")
         return ExitCode.INTERRUPTED
-    except Unreachable as exc:
-        fail(str(exc))
-        return ExitCode.UNAVAILABLE
-    except (LocustFailed, ReportMissing) as exc:
-        fail(str(exc))
-        return ExitCode.UNAVAILABLE
     render(report, out)
     return int(report.exit_code())
 

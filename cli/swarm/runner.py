@@ -22,6 +22,8 @@ from pathlib import Path
 
 from jarvis.exceptions import ConfigError, ToolError
 
+from ..exit_codes import ExitCode
+
 #: Where the locustfile lives: the repository's `loadtests/`, beside `cli/`.
 DEFAULT_LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtests" / "locustfile.py"
 #: Bound on locust's start (imports, workers connecting) and on its stop after the run time.
@@ -39,6 +41,8 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 class LocustFailed(ToolError):  # noqa: N818 - named for the condition
     """Locust ran but left no report to judge (a crash, a bad locustfile, workers missing)."""
+
+    exit_code = ExitCode.UNAVAILABLE
 
 
 @dataclass(frozen=True, slots=True)

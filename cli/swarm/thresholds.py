@@ -14,6 +14,8 @@ from pathlib import Path
 
 from jarvis.exceptions import ToolError
 
+from ..exit_codes import ExitCode
+
 SSE = "SSE"
 STREAM = "stream"
 TTFT = "ttft"
@@ -29,6 +31,8 @@ _KIND = re.compile(r"^(\w+)\(")
 
 class ReportMissing(ToolError):  # noqa: N818 - named for the condition
     """Locust wrote no stats CSV where it was told to."""
+
+    exit_code = ExitCode.UNAVAILABLE
 
 
 @dataclass(frozen=True, slots=True)

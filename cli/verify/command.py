@@ -21,7 +21,6 @@ from ..termination import until_terminated
 from .plan import EMBEDDED_CANCEL_WAIT_S, REMOTE_CANCEL_WAIT_S, SCENARIOS, Expect, Plan
 from .report import LineView, LiveView, QuietView, Report, render, write_junit
 from .runner import Spec, View, run
-from .target import Unreachable
 
 
 def verify_hang(
@@ -185,9 +184,6 @@ def verify_hang(
     try:
         with _view(plan, quiet=json_stdout) as view:
             result = asyncio.run(until_terminated(run(plan, spec, view)))
-    except Unreachable as exc:
-        fail(str(exc))
-        return ExitCode.UNAVAILABLE
     except asyncio.CancelledError:
         fail("terminated (SIGTERM): the embedded server was stopped, no report")
         return ExitCode.INTERRUPTED

@@ -14,6 +14,7 @@ from typing import Any
 from jarvis.exceptions import ToolError
 from jarvis.synthetic import SyntheticModel
 
+from ..exit_codes import ExitCode
 from .client import ChatClient
 
 #: The model id of jarvis's deterministic synthetic model.
@@ -24,6 +25,8 @@ DISCOVERY_TIMEOUT_S = 3.0
 
 class Unreachable(ToolError):  # noqa: N818 - named for the condition, like httpx's
     """Nothing answers at the target URL."""
+
+    exit_code = ExitCode.UNAVAILABLE
 
 
 #: Health paths tried, in order, when --health names none.
