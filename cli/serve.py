@@ -31,7 +31,8 @@ def serve(
             "system.log becomes system.log.1, older files shift up (.1 to .2 ...) and the "
             "oldest beyond --log-backups is deleted; lines never split across files. "
             "`jarvis diagnose logs/system.log` reads the whole set, oldest first, as one "
-            "log. 0: never rotate.",
+            "log. 0: never rotate. Rotating with logrotate instead: move the file, then "
+            "send SIGHUP; the server reopens --log-file.",
         ),
     ] = 0.0,
     log_backups: Annotated[

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from jarvis_cli.exit_codes import ExitCode
 from jarvis_cli.main import main
@@ -273,3 +274,46 @@ def test_diagnose_reads_a_set_this_rotation_wrote_as_one_log(
     assert code == ExitCode.OK
     assert report["coverage"]["sources"][-1] == str(path)
     assert len(report["coverage"]["sources"]) == len(rotated) + 1
+
+
+def _stream(url: str, session: str) -> bytes:
+    body = {"messages": [{"role": "user", "content": "Long essay"}], "stream": True}
+    headers = {"x-session-id": session}
+    with httpx.stream(
+        "POST", f"{url}/v1/chat/completions", json=body, headers=headers, timeout=10
+    ) as response:
+        return response.read()
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(30)
+def test_jarvis_serve_rotates_its_log_by_size(server_factory) -> None:  # type: ignore[no-untyped-def]
+    """The flags reach the server: with --log-max-mb it rotates while streaming and keeps
+    --log-backups old files."""
+    server = server_factory("--log-max-mb", "0.004", "--log-backups", "2", "--token-rate", "0")
+    for i in range(4):
+        assert _stream(server.url, f"rot{i}").endswith(b"data: [DONE]\n\n")
+    rotated = Path(f"{server.log_path}.1")
+    deadline = time.monotonic() + 5
+    while not rotated.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert rotated.exists()
+    assert not Path(f"{server.log_path}.3").exists()  # --log-backups 2
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(30)
+def test_jarvis_serve_reopens_its_log_on_sighup(server_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """logrotate's move-then-HUP: after SIGHUP the server writes to a new file at
+    --log-file (no rotation configured, so only the handler can create it)."""
+    server = server_factory("--token-rate", "0")
+    path = server.log_path
+    server.wait_for_event("server_start")
+    path.rename(tmp_path / "moved.log")
+    server.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while not path.exists() and time.monotonic() < deadline:
+        _stream(server.url, "after")  # anything that logs makes the writer wake and write
+    assert path.exists(), "no new log file after SIGHUP"
+    server.wait_for_event("stream_end", session="after")
+    assert server.proc.poll() is None, "SIGHUP must not stop the server"

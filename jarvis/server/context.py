@@ -45,7 +45,12 @@ class ServerContext:
     def build(cls, config: ServerConfig, log: EventSink | None = None) -> ServerContext:
         """Wire the parts together: the guard, with the faults switched on injected into it."""
         if log is None:
-            log = EventLog(config.log_file, fmt=config.log_format)  # type: ignore[arg-type]
+            log = EventLog(
+                config.log_file,
+                fmt=config.log_format,  # type: ignore[arg-type]
+                max_bytes=config.log_max_bytes,
+                backups=config.log_backups,
+            )
         guard = StreamGuard(
             cancel_wait=config.cancel_wait,
             flush_ms=config.flush_ms,

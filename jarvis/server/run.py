@@ -19,7 +19,9 @@ import uvicorn
 
 from .. import __version__
 from ..config import ServerConfig
+from ..eventlog import EventLog
 from ..exceptions import ServerStartError
+from ..logfile import install_sighup_reopen
 from ..vocabulary import Event
 from .app import create_app
 from .context import ServerContext
@@ -106,11 +108,14 @@ def serve(config: ServerConfig, on_ready: Callable[[int], None] | None = None) -
 
     SIGUSR1 dumps every thread's stack to stderr (faulthandler, from C, so it
     answers even when the event loop is dead-locked): `verify-hang` uses it to
-    show where a hung server is stuck without needing py-spy.
+    show where a hung server is stuck without needing py-spy. SIGHUP reopens
+    the log file, for logrotate's move-then-HUP.
     """
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     sock = bind_socket(config.host, config.port)
     server = JarvisServer(config)
+    if isinstance(server.ctx.log, EventLog):
+        install_sighup_reopen(server.ctx.log)
     server.on_ready = on_ready
     try:
         server.run(sockets=[sock])
