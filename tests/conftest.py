@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -50,7 +51,7 @@ class ServerProcess:
         """Every log line parsed as logfmt (after giving the writer thread a moment)."""
         time.sleep(0.05)
         lines = self.log_path.read_text(encoding="utf-8").splitlines()
-        return [parse_logfmt(line) for line in lines if line]
+        return [_parse_line(line) for line in lines if line]
 
     def lines(self) -> list[str]:
         time.sleep(0.05)
@@ -66,6 +67,24 @@ class ServerProcess:
             time.sleep(0.05)
         raise AssertionError(f"no {name} {match} in the log within {deadline_s}s")
 
+    def barrier(self, deadline_s: float = 5.0) -> None:
+        """Wait until everything the server logged before now is in the file.
+
+        The server writes its log in order, so once a line it logs after this call
+        is in the file, every earlier one is too: a test that asserts a line is
+        *absent* waits on this instead of sleeping and hoping. The barrier line is a
+        `request_rejected` (a body that is not JSON) in a session of its own.
+        """
+        session = f"barrier-{secrets.token_hex(6)}"
+        response = httpx.post(
+            f"{self.url}/v1/chat/completions",
+            content=b"not json",
+            headers={"x-session-id": session},
+            timeout=deadline_s,
+        )
+        assert response.status_code == 400, response.text
+        self.wait_for_event("request_rejected", deadline_s, session=session)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -75,6 +94,13 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         return int(self.proc.returncode)
+
+
+def _parse_line(line: str) -> dict[str, str]:
+    """One line of the server's log, logfmt or (`--log-format json`) JSON, as strings."""
+    if line.startswith("{"):
+        return {key: str(value) for key, value in json.loads(line).items()}
+    return parse_logfmt(line)
 
 
 def start_server(tmp_path: Path, *args: str, name: str = "server") -> ServerProcess:

@@ -197,7 +197,7 @@ def test_esc_in_session_header_is_refused_by_the_http_layer(shared_server: Serve
     if response is not None:
         assert response.status == 400
         assert "event-stream" not in response.headers.get("content-type", "")
-    time.sleep(0.1)
+    shared_server.barrier()
     assert marker.decode() not in shared_server.log_path.read_text(encoding="utf-8")
 
 

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -111,7 +110,8 @@ async def test_slow_cleanup_log_shows_cancel_timeouts_as_a_warning(server_factor
                             "--cancel-wait", "0.3")  # fmt: skip
     with contextlib.suppress(httpx.HTTPError):  # the fenced stream is cut, no terminator
         await overlap(server.url, "sc")
-    time.sleep(1.5)  # let the stalled cleanup finish and log its stream_end
+    # The stalled cleanup finishes late: wait for its stream_end, not for a guessed time.
+    server.wait_for_event("stream_end", deadline_s=5.0, session="sc", reason="superseded")
     server.stop()
     code, report = diagnose(server)
     assert ids(report) == {"cancel_timeouts"}

@@ -282,7 +282,7 @@ async def test_json_log_format_writes_one_object_per_line_with_the_same_keys(
     server = server_factory("--log-format", "json", "--token-rate", "400")
     async with httpx.AsyncClient(timeout=10) as client:
         await stream_chat(client, server.url, SHORT, session="js")
-    time.sleep(0.1)
+    server.barrier()
     records = [json.loads(line) for line in server.log_path.read_text().splitlines()]
     assert all(list(r)[:3] == ["ts", "level", "event"] for r in records)
     end = next(r for r in records if r["event"] == "stream_end")

@@ -110,7 +110,9 @@ async def test_racing_prompts_only_the_newest_survives_and_nothing_deadlocks() -
     registry = StreamRegistry(log, cancel_wait=1.0)
     handles = [StreamHandle(session="s1") for _ in range(5)]
     tasks = [asyncio.create_task(registry.register(h)) for h in handles]
-    await asyncio.sleep(0.01)
+    async with asyncio.timeout(1):  # until the last one has cancelled every older one
+        while handles[-1].state is not StreamState.WAITING:
+            await asyncio.sleep(0)
     assert all(h.cancel_reason is CancelReason.REGISTRY_NEW_STREAM for h in handles[:-1])
     assert handles[-1].cancel_reason is None
     for handle in handles[:-1]:  # each loser's finally runs
