@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -321,7 +322,8 @@ class _GuardedResponse(Response):
             model=model if isinstance(model, str) else "",
             prompt_chars=self.prompt_chars,
         )
-        listener = asyncio.create_task(_watch_disconnect(receive, parts.registry, handle))
+        gone = functools.partial(parts.registry.cancel, handle, CancelReason.CLIENT_DISCONNECTED)
+        listener = asyncio.create_task(watch_disconnect(receive, gone))
         try:
             await run.run(self.tokens)
         finally:
@@ -335,14 +337,12 @@ def _latin1(items: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in items]
 
 
-async def _watch_disconnect(
-    receive: Receive, registry: StreamRegistry, handle: StreamHandle
-) -> None:
-    """Turn the client going away (FIN or RST) into a cancel, at any point of the stream."""
+async def watch_disconnect(receive: Receive, on_gone: Callable[[], object]) -> None:
+    """Turn the client going away (FIN or RST) into `on_gone()`, at any point of a stream."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            registry.cancel(handle, CancelReason.CLIENT_DISCONNECTED)
+            on_gone()
             return
 
 

@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 
 from .. import __version__
 from .._encoders import OpenAIChunks, finish_reason_for
-from .._guard import GuardedStream, check_session
+from .._guard import GuardedStream, check_session, watch_disconnect
 from .._stream import new_trace_id
 from .._types import Receive, Scope, Send
 from ..config import ServerConfig
@@ -137,7 +137,7 @@ class CompletionResponse(Response):
         stream = ctx.guard.stream(
             self.session, write, trace=self.trace, model=chat.model, prompt=chat.prompt
         )
-        listener = asyncio.create_task(_watch_disconnect(receive, stream))
+        listener = asyncio.create_task(watch_disconnect(receive, stream.disconnect))
         try:
             # A source that fails is recorded by the stream (`reason=error`, the message
             # in the body); it is not a 500.
@@ -162,14 +162,6 @@ class CompletionResponse(Response):
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-
-async def _watch_disconnect(receive: Receive, stream: GuardedStream) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            stream.disconnect()
-            return
 
 
 def _completion_body(stream: GuardedStream, chat: ChatRequest, text: str, model: str) -> bytes:
