@@ -203,3 +203,19 @@ def test_public_names_are_sorted_and_importable() -> None:
     assert len(set(testing.__all__)) == len(testing.__all__)
     for name in testing.__all__:
         assert hasattr(testing, name)
+
+
+@pytest.mark.timeout(60)
+def test_the_guarded_example_passes_every_scenario(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """examples/guarded_app.py (the naive app plus StreamGuard) passes verify_hang, all
+    scenarios: the promise of docs/adopt.md, kept the way a user keeps it in their tests."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("APP_LOG_FILE", str(tmp_path_factory.mktemp("guarded") / "app.log"))
+        app = runpy.run_path(str(ROOT / "examples" / "guarded_app.py"))["app"]
+    report = verify_hang(app)
+    assert report.passed, report.explain()
+    passed = [r.name for r in report.results if r.status is Status.PASS]
+    assert {"overlap", "burst", "isolation", "disconnect"} <= set(passed), report.explain()
+    assert _app_threads() == []
