@@ -2,9 +2,9 @@
 
 A library must log where its user's logging config sends things, so a guard
 without `log=` emits every event as a record of the `jarvis.stream` logger.
-The message reads like the seeds' lines (`stream_start trace=... session=...`)
-and `jarvis diagnose` reads it under any common format; `LogfmtFormatter`
-writes the records exactly as `jarvis serve` writes its own log.
+The message is logfmt (`event=stream_start trace=... session=...`), which
+`jarvis diagnose` reads under any common format; `LogfmtFormatter` writes
+the whole record exactly as `jarvis serve` writes its own log.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ class _Message:
 
     def __str__(self) -> str:
         fv = format_value
-        return " ".join([self.event, *(f"{key}={fv(value)}" for key, value in self.fields.items())])
+        return " ".join(
+            ["event=" + self.event, *(f"{key}={fv(value)}" for key, value in self.fields.items())]
+        )
 
 
 class LoggerSink:

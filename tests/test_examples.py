@@ -140,7 +140,7 @@ def test_diagnose_reads_the_guarded_apps_own_log_and_finds_it_healthy(tmp_path: 
             second = client.post("/v1/chat/completions", json=short, headers=session)
             assert second.status_code == 200
     lines = log.read_text().splitlines()
-    assert any(" INFO jarvis.stream: stream_cancelled " in line for line in lines), lines[:5]
+    assert any(" INFO jarvis.stream: event=stream_cancelled " in line for line in lines), lines[:5]
     done = subprocess.run(
         [sys.executable, "-m", "jarvis_cli", "diagnose", str(log), "--json"],
         cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,

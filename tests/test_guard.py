@@ -263,15 +263,15 @@ async def test_raw_stream_send_is_refused_once_cancelled() -> None:
 async def test_without_log_the_events_go_to_the_jarvis_stream_logger(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """No `log=`: every event is a record of `jarvis.stream`, its message the seeds'
-    `event key=value` line, its fields on the record for structured formatters."""
+    """No `log=`: every event is a record of `jarvis.stream`, its message the event in
+    logfmt (`event=... key=value`), its fields on the record for structured formatters."""
     caplog.set_level(logging.INFO, logger="jarvis.stream")
     guard = StreamGuard(flush_ms=0)
     client = Client()
     await guard.response("s1", words("x"))(HTTP, client.receive, client.send)
     records = [r for r in caplog.records if r.name == "jarvis.stream"]
     assert records[0].jarvis_event == "stream_start"  # type: ignore[attr-defined]
-    assert records[0].getMessage().startswith("stream_start trace=")
+    assert records[0].getMessage().startswith("event=stream_start trace=")
     end = next(r for r in records if r.jarvis_event == "stream_end")  # type: ignore[attr-defined]
     assert "reason=completed" in end.getMessage()
 

@@ -276,7 +276,7 @@ def test_diagnose_reads_a_set_this_rotation_wrote_as_one_log(
     assert len(report["coverage"]["sources"]) == len(rotated) + 1
 
 
-def _stream(url: str, session: str) -> bytes:
+def _chat(url: str, session: str) -> bytes:
     body = {"messages": [{"role": "user", "content": "Long essay"}], "stream": True}
     headers = {"x-session-id": session}
     with httpx.stream(
@@ -292,7 +292,7 @@ def test_jarvis_serve_rotates_its_log_by_size(server_factory) -> None:  # type: 
     --log-backups old files."""
     server = server_factory("--log-max-mb", "0.004", "--log-backups", "2", "--token-rate", "0")
     for i in range(4):
-        assert _stream(server.url, f"rot{i}").endswith(b"data: [DONE]\n\n")
+        assert _chat(server.url, f"rot{i}").endswith(b"data: [DONE]\n\n")
     rotated = Path(f"{server.log_path}.1")
     deadline = time.monotonic() + 5
     while not rotated.exists() and time.monotonic() < deadline:
@@ -313,7 +313,7 @@ def test_jarvis_serve_reopens_its_log_on_sighup(server_factory, tmp_path: Path) 
     server.proc.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 5
     while not path.exists() and time.monotonic() < deadline:
-        _stream(server.url, "after")  # anything that logs makes the writer wake and write
+        _chat(server.url, "after")  # anything that logs makes the writer wake and write
     assert path.exists(), "no new log file after SIGHUP"
     server.wait_for_event("stream_end", session="after")
     assert server.proc.poll() is None, "SIGHUP must not stop the server"
