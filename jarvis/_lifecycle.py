@@ -152,6 +152,8 @@ class StreamRun:
         async with contextlib.AsyncExitStack() as stack:
             if hasattr(tokens, "aclose"):
                 stack.push_async_callback(tokens.aclose)
+            if cancelled() or h.fenced:
+                return  # told to stop before the first token: never start the source
             async for token in tokens:
                 if cancelled() or h.fenced:
                     return
@@ -172,10 +174,12 @@ class StreamRun:
         h, parts = self.handle, self.parts
         if h.state < StreamState.STOPPING:
             h.transition(StreamState.STOPPING)
-        cleanup_done = False
         try:
-            cleanup_done = await self._cleanup(StreamEnd(reason, h.tokens, self.error))
+            await self._cleanup(StreamEnd(reason, h.tokens, self.error))
         finally:
+            # Done means the registry entry is gone and `done` resolved (ENDED), even if
+            # the emitter's last write raised; a variant that skips cleanup stays STOPPING.
+            cleanup_done = h.state is StreamState.ENDED
             parts.log.emit(
                 Event.STREAM_END,
                 trace=h.trace,
@@ -190,8 +194,8 @@ class StreamRun:
             parts.metrics.ended.labels(reason.value).inc()
         return cleanup_done
 
-    async def _cleanup(self, end: StreamEnd) -> bool:
-        """Buffers, the emitter's end, then the registry entry; True once all ran."""
+    async def _cleanup(self, end: StreamEnd) -> None:
+        """Buffers, the emitter's end, then the registry entry (always, even if one raised)."""
         h, parts = self.handle, self.parts
         try:
             await parts.batcher.cleanup_request_buffers(h.stream_id)
@@ -200,7 +204,6 @@ class StreamRun:
         finally:
             parts.registry.release(h)
             h.finish()
-        return True
 
 
 async def _close_tokens(tokens: AsyncIterator[str]) -> None:

@@ -131,23 +131,24 @@ class _IgnoreCancel(StreamRun):
 class _SkipCleanup(StreamRun):
     """skip-cleanup: the `finally` ends the response but leaves buffers and registry entry."""
 
-    async def _cleanup(self, end: StreamEnd) -> bool:
+    async def _cleanup(self, end: StreamEnd) -> None:
         await self.emitter.finish(end)
-        return False
 
 
 class _SlowCleanup(StreamRun):
     """slow-cleanup: the `finally` stalls past the cancel wait before cleaning up."""
 
-    async def _cleanup(self, end: StreamEnd) -> bool:
+    async def _cleanup(self, end: StreamEnd) -> None:
         await asyncio.sleep(slow_cleanup_delay(self.parts.cancel_wait))
-        return await super()._cleanup(end)
+        await super()._cleanup(end)
 
 
+#: In method-resolution order: slow-cleanup stalls first, then hands on (to skip-cleanup
+#: when both are on, which then skips), as the bugs compose in a real `finally`.
 _RUNS: dict[Fault, type[StreamRun]] = {
     Fault.IGNORE_CANCEL: _IgnoreCancel,
-    Fault.SKIP_CLEANUP: _SkipCleanup,
     Fault.SLOW_CLEANUP: _SlowCleanup,
+    Fault.SKIP_CLEANUP: _SkipCleanup,
 }
 
 

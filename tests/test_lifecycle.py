@@ -158,3 +158,24 @@ async def test_the_ignore_cancel_variant_runs_past_its_cancel() -> None:
     gate.set()
     assert await asyncio.wait_for(run, 2) is EndReason.COMPLETED
     assert ("token", "b") in emitter.calls
+
+
+async def test_slow_and_skipped_cleanup_compose_as_in_a_real_finally() -> None:
+    """Both faults on: the `finally` first stalls past the cancel wait, then skips the
+    cleanup (the stream leaks), as the two bugs would compose in one `finally`."""
+    log = RecordingLog()
+    chosen = {faults.Fault.SLOW_CLEANUP, faults.Fault.SKIP_CLEANUP}
+    guard = faults.inject(StreamGuard(log=log, flush_ms=0, cancel_wait=0.01), chosen)  # type: ignore[arg-type]
+    parts = guard._parts
+    handle = StreamHandle(session="s")
+    emitter = FakeEmitter(parts.registry)
+
+    async def tokens() -> AsyncIterator[str]:
+        yield "a"
+
+    started = asyncio.get_running_loop().time()
+    await guard._run_class(parts, handle, emitter).run(tokens())
+    assert asyncio.get_running_loop().time() - started >= faults.slow_cleanup_delay(0.01)
+    (end,) = log.of(Event.STREAM_END)
+    assert end["cleanup_done"] is False
+    assert parts.registry.live_count() == 1  # leaked, as skip-cleanup does
