@@ -60,7 +60,9 @@ class StreamRegistry:
         session = self._sessions.setdefault(handle.session, _Session())
         session.generation += 1
         handle.generation = session.generation
-        previous = list(session.live)
+        # A fenced stream may write nothing more: waiting for it again would cost every
+        # later prompt of the session a full cancel wait behind one stuck cleanup.
+        previous = [p for p in session.live if not p.fenced]
         session.live.append(handle)
         self._live += 1
         handle.transition(StreamState.WAITING)

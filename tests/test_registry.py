@@ -196,3 +196,19 @@ async def test_handle_state_machine_rejects_illegal_moves_and_repr_shows_state()
     assert "state=ENDED" in repr(h)
     with pytest.raises(IllegalTransitionError):
         h.transition(StreamState.STOPPING)
+
+
+async def test_a_fenced_stream_is_not_waited_for_again() -> None:
+    """A stream stuck in its cleanup is fenced once; the session's next prompts register
+    at once instead of each waiting out the cancel wait behind it."""
+    log = RecordingLog()
+    registry = StreamRegistry(log, cancel_wait=0.05)
+    stuck = StreamHandle(session="s")
+    await registry.register(stuck)  # never ends: its cleanup is stuck
+    second = StreamHandle(session="s")
+    await asyncio.wait_for(registry.register(second), 1)
+    assert stuck.fenced
+    end(registry, second)
+    third = StreamHandle(session="s")
+    assert await asyncio.wait_for(registry.register(third), 0.04)  # under one cancel wait
+    assert len(log.of(Event.PREV_STREAM_TIMEOUT_ON_CANCEL)) == 1
