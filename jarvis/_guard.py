@@ -10,6 +10,7 @@ that is not SSE (a WebSocket, custom framing).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import functools
 import logging
@@ -17,7 +18,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry
 from starlette.responses import JSONResponse, Response
@@ -30,7 +31,7 @@ from ._metrics import Metrics
 from ._registry import StreamRegistry
 from ._sendwatch import SendWatch
 from ._stdlog import LOGGER_NAME, LoggerSink
-from ._stream import StreamHandle, new_stream_id, new_trace_id
+from ._stream import StreamHandle, StreamState, new_stream_id, new_trace_id
 from ._types import Receive, Scope, Send
 from ._watchdog import LoopWatchdog
 from .eventlog import EventLog, EventSink
@@ -68,10 +69,30 @@ def _open_log(log: LogTarget | EventSink, fmt: str) -> tuple[EventSink, EventLog
         return LoggerSink(logging.getLogger(LOGGER_NAME)), None
     if isinstance(log, logging.Logger):
         return LoggerSink(log), None
+    if isinstance(log, logging.LoggerAdapter):
+        # An adapter's process() replaces `extra`, which carries the event's fields.
+        return LoggerSink(log.logger), None
     if isinstance(log, str | os.PathLike):
         writer = EventLog(log, fmt=fmt)  # type: ignore[arg-type]
+        # The file outlives any one lifespan (tests enter it many times); what is queued
+        # is written when the process exits, or at guard.close().
+        atexit.register(writer.close)
         return writer, writer
-    return log, None  # an event sink of the package's own (the server's, a test's)
+    if callable(getattr(log, "emit", None)) and callable(getattr(log, "bind", None)):
+        return log, None  # an event sink of the package's own (the server's, a test's)
+    raise ConfigError(
+        f"log= takes a file path, a logging.Logger or None (the {LOGGER_NAME!r} logger), "
+        f"not {type(log).__name__}"
+    )
+
+
+def _check_trace(trace: str | None) -> str:
+    """A caller's trace id goes into headers and log lines: it must be a plain token."""
+    if trace is None:
+        return new_trace_id()
+    if not SESSION_ID.fullmatch(trace):
+        raise ConfigError("trace must match ^[A-Za-z0-9._:-]{1,128}$")
+    return trace
 
 
 class StreamGuard:
@@ -159,7 +180,7 @@ class StreamGuard:
         `chat.completion.chunk` (see `OpenAIChunks`, `PlainText`,
         `AnthropicEvents`). `prompt` is used only for its length in the log.
         """
-        trace = trace or new_trace_id()
+        trace = _check_trace(trace)
         try:
             session = check_session(session_id)
         except BadRequest as exc:
@@ -198,7 +219,7 @@ class StreamGuard:
             check_session(session_id),
             write,
             end,
-            trace or new_trace_id(),
+            _check_trace(trace),
             model,
             len(prompt) if prompt is not None else 0,
         )
@@ -217,7 +238,6 @@ class StreamGuard:
                 await self.shutdown()
             finally:
                 await self._watchdog.stop()
-                self.close()
 
     async def shutdown(self, wait_s: float | None = None) -> int:
         """End every live stream with `reason=shutdown`; wait (at most `wait_s`, by default
@@ -226,7 +246,8 @@ class StreamGuard:
         return await self._parts.registry.shutdown(wait)
 
     def close(self) -> None:
-        """Close the log file the guard opened for `log=<path>` (writing what is queued)."""
+        """Close the log file the guard opened for `log=<path>`, writing what is queued
+        (done at exit anyway; a lifespan leaves it open, as the guard may serve again)."""
         if self._owned_log is not None:
             self._owned_log.close()
 
@@ -315,6 +336,8 @@ class _GuardedResponse(Response):
             watch=guard._send_watch,
         )
         model = getattr(self.encode, "model", "")
+        if callable(model):
+            model = model()
         run = guard._run_class(
             parts,
             handle,
@@ -347,7 +370,12 @@ async def watch_disconnect(receive: Receive, on_gone: Callable[[], object]) -> N
 
 
 class _WriterEmitter:
-    """`guard.stream`'s emitter: batches go to the caller's `write`, each bounded."""
+    """`guard.stream`'s emitter: batches go to the caller's `write`, each bounded.
+
+    A write that times out or raises (the transport is gone) ends the stream:
+    the stream is cancelled, the batch dropped, and nothing is written after it,
+    not even `end`, so a dead transport costs one bounded wait, not three.
+    """
 
     def __init__(
         self,
@@ -362,6 +390,7 @@ class _WriterEmitter:
         self._handle = handle
         self._registry = registry
         self._send_timeout = send_timeout
+        self.closed = False
 
     async def start(self) -> None:
         return None
@@ -370,22 +399,28 @@ class _WriterEmitter:
         return await self.tokens(text, 1)
 
     async def tokens(self, text: str, count: int) -> bool:
-        if self._handle.fenced:
+        if self.closed or self._handle.fenced:
             return False
-        try:
-            async with asyncio.timeout(self._send_timeout):
-                await self._write(text)
-        except TimeoutError:
-            self._registry.cancel(self._handle, CancelReason.SEND_TIMEOUT)
-            return False
-        return True
+        return await self._call(self._write, text)
 
     async def finish(self, end: StreamEnd) -> None:
-        if self._on_end is None or self._handle.fenced:
+        if self._on_end is None or self.closed or self._handle.fenced:
             return
-        with contextlib.suppress(TimeoutError):
+        await self._call(self._on_end, end)
+
+    async def _call(self, write: Callable[[Any], Awaitable[object]], value: object) -> bool:
+        try:
             async with asyncio.timeout(self._send_timeout):
-                await self._on_end(end)
+                await write(value)
+        except TimeoutError:
+            reason = CancelReason.SEND_TIMEOUT
+        except Exception:  # the transport failed: the client is gone
+            reason = CancelReason.CLIENT_DISCONNECTED
+        else:
+            return True
+        self.closed = True
+        self._registry.cancel(self._handle, reason)
+        return False
 
 
 class GuardedStream:
@@ -420,9 +455,12 @@ class GuardedStream:
 
     @property
     def cancelled(self) -> bool:
-        """True once the stream may emit nothing more: superseded, disconnected, shut down."""
-        h = self._handle
-        return h is None or self._add is None or h.cancel_requested or h.fenced
+        """True once the stream may emit nothing more: superseded, disconnected, shut down,
+        or its block has been left."""
+        h, run = self._handle, self._run
+        if h is None or run is None or self._add is None:
+            return True
+        return run._cancelled() or h.fenced or h.state >= StreamState.STOPPING
 
     @property
     def fenced(self) -> bool:
@@ -472,7 +510,9 @@ class GuardedStream:
         run, handle = self._run, self._handle
         assert run is not None
         assert handle is not None
-        if self._add is None or run._cancelled():
+        won = self._add is not None
+        self._add = None  # from here on `send` is refused: the block is over
+        if not won or run._cancelled():
             reason = run.cancelled_reason()
         elif handle.fenced:
             reason = EndReason.SUPERSEDED

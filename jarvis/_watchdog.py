@@ -119,6 +119,7 @@ class LoopWatchdog:
     def start(self) -> None:
         """Start the heartbeat on the running loop and the watching thread."""
         self._loop_thread_id = threading.get_ident()
+        self._stop = threading.Event()  # a fresh one: the same watchdog may run again
         self.beat()
         self._heartbeat = asyncio.get_running_loop().create_task(self._pulse())
         self._thread = threading.Thread(target=self._watch, name="jarvis-watchdog", daemon=True)

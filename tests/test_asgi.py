@@ -203,3 +203,26 @@ async def test_a_middleware_added_to_the_app_applies_to_the_chat_route() -> None
     assert start["status"] == 200
     assert (b"x-stamped", b"yes") in start["headers"]
     assert sent[-1]["body"].endswith(b"data: [DONE]\n\n")
+
+
+async def test_stream_start_logs_the_requested_model() -> None:
+    """`stream_start model=` is the request's model on the streaming path too (a client
+    value: the hostile-input checks rely on it reaching the log, escaped)."""
+    app, log, _ = make_app(token_rate=0)
+    request = {"model": "m x\\n", "messages": [{"role": "user", "content": "hi?"}], "stream": True}
+    messages = [{"type": "http.request", "body": json.dumps(request).encode(), "more_body": False}]
+    finished = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop(0)
+        await finished.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    await asyncio.wait_for(app(scope_for("model"), receive, send), 3)
+    finished.set()
+    (start,) = log.of(Event.STREAM_START)
+    assert start["model"] == request["model"]

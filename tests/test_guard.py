@@ -317,3 +317,93 @@ def test_bad_settings_are_config_errors() -> None:
         StreamGuard(cancel_wait=0)
     with pytest.raises(jarvis.ConfigError, match="flush_ms"):
         StreamGuard(flush_ms=-1)
+
+
+async def test_an_end_callback_that_raises_still_counts_as_cleaned_up() -> None:
+    """The transport dies at the very end (the end message cannot be sent): the registry
+    entry is gone, so `stream_end` says cleanup_done=True and nothing escapes the block."""
+    log = RecordingLog()
+    guard = StreamGuard(log=log, flush_ms=0)  # type: ignore[arg-type]
+
+    async def write(text: str) -> None:
+        return None
+
+    async def end(e: StreamEnd) -> None:
+        raise ConnectionResetError("socket closed")
+
+    async with guard.stream("s", write, end=end) as s:
+        await s.send("x")
+    (stream_end,) = log.of(Event.STREAM_END)
+    assert stream_end["cleanup_done"] is True
+    assert guard.live_count() == 0
+
+
+async def test_a_write_that_raises_in_a_debounce_flush_ends_the_stream_as_disconnected() -> None:
+    """`write` failing inside a timer flush (the client went away) cancels the stream
+    (`disconnected`), drops nothing into an unretrieved task exception, and writes no more."""
+    log = RecordingLog()
+    guard = StreamGuard(log=log, flush_ms=1)  # type: ignore[arg-type]
+    calls: list[str] = []
+
+    async def write(text: str) -> None:
+        calls.append(text)
+        raise ConnectionResetError("gone")
+
+    async with guard.stream("s", write) as s:
+        await s.send("a")
+        await until(lambda: s.cancelled)
+        assert await s.send("b") is False
+    assert calls == ["a"]
+    assert s.end is not None and s.end.reason is EndReason.DISCONNECTED
+    (cancelled,) = log.of(Event.STREAM_CANCELLED)
+    assert cancelled["reason"] == "client_disconnected"
+
+
+async def test_send_after_the_block_is_refused() -> None:
+    """Once the `async with` is left the session may belong to a successor: a late
+    `send` returns False and reaches nothing."""
+    guard = StreamGuard(log=RecordingLog(), flush_ms=0)  # type: ignore[arg-type]
+    wire: list[str] = []
+
+    async def write(text: str) -> None:
+        wire.append(text)
+
+    async with guard.stream("s", write) as s:
+        assert await s.send("in")
+    assert s.cancelled
+    assert await s.send("late") is False
+    assert wire == ["in"]
+
+
+async def test_a_guard_serves_several_lifespans_with_its_watchdog_and_log_file(
+    tmp_path: Any,
+) -> None:
+    """One module-level guard, entered by several test clients in turn: the watchdog runs
+    again on the second entry and the log file is still written after the first exit."""
+    path = tmp_path / "guard.log"
+    guard = StreamGuard(log=str(path), flush_ms=0)
+    for session in ("one", "two"):
+        async with guard.lifespan(None):
+            assert guard._watchdog._thread is not None and guard._watchdog._thread.is_alive()
+            client = Client()
+            await guard.response(session, words("x"))(HTTP, client.receive, client.send)
+    guard.close()
+    ends = [parse_logfmt(line) for line in path.read_text().splitlines() if "stream_end" in line]
+    assert [e["session"] for e in ends] == ["one", "two"]
+
+
+def test_log_takes_a_logger_adapter_and_refuses_what_cannot_log() -> None:
+    """A `LoggerAdapter` logs through its logger (its `extra` would drop the fields); a
+    value that is no log target is a ConfigError naming what is accepted."""
+    adapter = logging.LoggerAdapter(logging.getLogger("app.chat"), {"app": "x"})
+    guard = StreamGuard(log=adapter)  # type: ignore[arg-type]
+    assert guard._parts.log.logger is adapter.logger  # type: ignore[attr-defined]
+    with pytest.raises(jarvis.ConfigError, match=r"file path, a logging\.Logger or None"):
+        StreamGuard(log=42)  # type: ignore[arg-type]
+
+
+def test_a_trace_id_that_could_split_a_header_or_a_line_is_refused() -> None:
+    """`trace=` is the caller's, but it lands in headers and log lines: only plain tokens."""
+    guard = StreamGuard(log=RecordingLog())  # type: ignore[arg-type]
+    with pytest.raises(jarvis.ConfigError, match="trace"):
+        guard.response("s", words("x"), trace="a\r\nX-Evil: 1")

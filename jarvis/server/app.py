@@ -144,9 +144,10 @@ class CompletionResponse(Response):
             with contextlib.suppress(Exception):
                 source = contextlib.aclosing(ctx.source.stream(chat, self.model.seen))
                 async with stream, source as tokens:
-                    async for token in tokens:
-                        if not await stream.send(token):
-                            break
+                    if not stream.cancelled:  # lost the session's race: never start the source
+                        async for token in tokens:
+                            if not await stream.send(token):
+                                break
         finally:
             listener.cancel()
         if stream.fenced or stream.end is None:
