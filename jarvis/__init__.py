@@ -14,7 +14,6 @@ __version__ = "0.1.0"
 from ._encoders import AnthropicEvents, Encoder, Encoding, OpenAIChunks, PlainText, StreamEnd
 from ._guard import GuardedStream, StreamGuard
 from ._stdlog import LOGGER_NAME, LogfmtFormatter
-from .config import ServerConfig
 from .exceptions import (
     BadRequest,
     ConfigError,
@@ -42,7 +41,6 @@ __all__ = [
     "LogfmtFormatter",
     "OpenAIChunks",
     "PlainText",
-    "ServerConfig",
     "ServerStartError",
     "StreamEnd",
     "StreamGuard",

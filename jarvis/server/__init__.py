@@ -6,8 +6,9 @@ server), plus the OpenAI endpoints, health, streams and metrics.
 
 from __future__ import annotations
 
+from ..config import ServerConfig
 from .app import create_app
 from .context import ServerContext
 from .run import JarvisServer, serve
 
-__all__ = ["JarvisServer", "ServerContext", "create_app", "serve"]
+__all__ = ["JarvisServer", "ServerConfig", "ServerContext", "create_app", "serve"]
