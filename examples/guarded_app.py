@@ -4,20 +4,26 @@ With StreamGuard: a new prompt cancels the session's last stream first (docs/ado
 """
 
 import asyncio
+import atexit
 import logging
 import os
+import queue
 from collections.abc import AsyncIterator
+from logging.handlers import QueueHandler, QueueListener
 
 import uvicorn
 from fastapi import FastAPI, Request
 
 from jarvis import OpenAIChunks, StreamGuard
 
-logging.basicConfig(
-    filename=os.environ.get("APP_LOG_FILE", "logs/app.log"),
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-)
+# Log off the event loop: records go through a queue to a thread that writes the file.
+records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+to_file = logging.FileHandler(os.environ.get("APP_LOG_FILE", "logs/app.log"))
+to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+writer = QueueListener(records, to_file)
+writer.start()
+atexit.register(writer.stop)
+logging.basicConfig(level=logging.INFO, handlers=[QueueHandler(records)], format="%(message)s")
 log = logging.getLogger("chat")
 guard = StreamGuard(cancel_wait=2.0, flush_ms=75)
 app = FastAPI(lifespan=guard.lifespan)

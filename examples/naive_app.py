@@ -4,21 +4,27 @@ Nothing ties a stream to its session: a new prompt streams beside the last (docs
 """
 
 import asyncio
+import atexit
 import json
 import logging
 import os
+import queue
 import uuid
 from collections.abc import AsyncIterator
+from logging.handlers import QueueHandler, QueueListener
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-logging.basicConfig(
-    filename=os.environ.get("APP_LOG_FILE", "logs/app.log"),
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-)
+# Log off the event loop: records go through a queue to a thread that writes the file.
+records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+to_file = logging.FileHandler(os.environ.get("APP_LOG_FILE", "logs/app.log"))
+to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+writer = QueueListener(records, to_file)
+writer.start()
+atexit.register(writer.stop)
+logging.basicConfig(level=logging.INFO, handlers=[QueueHandler(records)], format="%(message)s")
 log = logging.getLogger("chat")
 app = FastAPI()
 WORDS = ["the", "answer", "streams", "one", "word", "at", "a", "time"]

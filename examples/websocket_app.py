@@ -42,6 +42,8 @@ async def answer(ws: WebSocket, session: str, prompt: str, live: set[GuardedStre
     live.add(s)
     try:
         async with s:
+            if s.cancelled:  # a newer prompt came first: never start the model
+                return
             async for token in generate(prompt):
                 if not await s.send(token):  # superseded or gone: stop pulling tokens
                     break
