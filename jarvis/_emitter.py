@@ -56,13 +56,13 @@ class SSEEmitter:
         self.started = True
         self._owner = asyncio.current_task()
         content_type = (b"content-type", self._encoder.media_type.encode("latin-1"))
-        await self._send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [content_type, *_SSE_HEADERS, *self._headers],
-            }
-        )
+        start = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [content_type, *_SSE_HEADERS, *self._headers],
+        }
+        if not await self._bounded(start):
+            return
         self._watch.add(self)
         head = self._encoder.head()
         if head:
@@ -134,17 +134,21 @@ class SSEEmitter:
         if self.closed:
             return
         if not self.started:
-            await self.start()
-        if self._handle.fenced:
+            await self.start()  # may fail (and close): then nothing more is sent
+        if self.closed or self._handle.fenced:
             self.closed = True
-            return  # not one more byte: the connection is dropped without a terminator
+            return  # fenced: not one more byte, the connection is dropped without a terminator
         if await self._write(self._encoder.end(end), more=False):
             self.closed = True
 
     async def _write(self, body: bytes, *, more: bool = True) -> bool:
+        return await self._bounded({"type": "http.response.body", "body": body, "more_body": more})
+
+    async def _bounded(self, message: dict[str, object]) -> bool:
+        """One send from the request task, bounded by `send_timeout`; False if it failed."""
         try:
             async with asyncio.timeout(self._send_timeout):
-                await self._send({"type": "http.response.body", "body": body, "more_body": more})
+                await self._send(message)
         except TimeoutError:
             self.closed = True
             self._on_send_timeout()
