@@ -38,6 +38,29 @@ def body(prompt: str) -> bytes:
     return json.dumps({"messages": [{"role": "user", "content": prompt}], "stream": True}).encode()
 
 
+async def exchange(call: Any, session: str, request: bytes) -> list[dict[str, Any]]:
+    """One request through `call` with raw receive/send: the client stays connected until
+    the last body message, as a real one reading to the end does; returns what was sent."""
+    received = [{"type": "http.request", "body": request, "more_body": False}]
+    finished = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if received:
+            return received.pop(0)
+        await finished.wait()
+        return {"type": "http.disconnect"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            finished.set()
+
+    await asyncio.wait_for(call(scope_for(session), receive, send), 3)
+    return sent
+
+
 async def test_disconnect_before_the_body_starts_still_runs_the_whole_cleanup() -> None:
     """The client is gone before the first body byte (sse-starlette #156): the stream still
     logs stream_end reason=disconnected cleanup_done=True and leaves no registry entry."""
@@ -69,23 +92,7 @@ async def test_sse_bytes_on_the_wire_are_complete_and_in_order(path: str) -> Non
     stream writes to the server's send directly or through FastAPI's route."""
     app, log, _ = make_app(token_rate=0, first_token_ms=0)
     call = app if path == "direct" else functools.partial(FastAPI.__call__, app)
-    received = [{"type": "http.request", "body": body("What is 2+2?"), "more_body": False}]
-    finished = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        if received:
-            return received.pop(0)
-        await finished.wait()
-        return {"type": "http.disconnect"}
-
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-        if message["type"] == "http.response.body" and not message.get("more_body"):
-            finished.set()
-
-    await asyncio.wait_for(call(scope_for("wire"), receive, send), 3)
+    sent = await exchange(call, "wire", body("What is 2+2?"))
     assert sent[0]["type"] == "http.response.start"
     headers = dict(sent[0]["headers"])
     assert headers[b"content-type"].startswith(b"text/event-stream")
@@ -183,22 +190,7 @@ async def test_a_middleware_added_to_the_app_applies_to_the_chat_route() -> None
             await self.inner(scope, receive, stamped)
 
     app.add_middleware(Stamp)
-    messages = [{"type": "http.request", "body": body("What is 2+2?"), "more_body": False}]
-    finished = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        if messages:
-            return messages.pop(0)
-        await finished.wait()
-        return {"type": "http.disconnect"}
-
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await asyncio.wait_for(app(scope_for("mw"), receive, send), 3)
-    finished.set()
+    sent = await exchange(app, "mw", body("What is 2+2?"))
     start = sent[0]
     assert start["status"] == 200
     assert (b"x-stamped", b"yes") in start["headers"]
@@ -210,19 +202,6 @@ async def test_stream_start_logs_the_requested_model() -> None:
     value: the hostile-input checks rely on it reaching the log, escaped)."""
     app, log, _ = make_app(token_rate=0)
     request = {"model": "m x\\n", "messages": [{"role": "user", "content": "hi?"}], "stream": True}
-    messages = [{"type": "http.request", "body": json.dumps(request).encode(), "more_body": False}]
-    finished = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        if messages:
-            return messages.pop(0)
-        await finished.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        return None
-
-    await asyncio.wait_for(app(scope_for("model"), receive, send), 3)
-    finished.set()
+    await exchange(app, "model", json.dumps(request).encode())
     (start,) = log.of(Event.STREAM_START)
     assert start["model"] == request["model"]
