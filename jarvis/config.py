@@ -53,6 +53,13 @@ class ServerConfig:
     #: Interval of the periodic `loop_lag` line, in seconds (0 = never).
     lag_report_s: float = 10.0
     faults: frozenset[Fault] = field(default_factory=frozenset)
+    #: The shared registry: None keeps it in this process; `redis://host:port/db` shares
+    #: one stream per session across workers and hosts.
+    registry: str | None = None
+    #: Worker processes behind the one listening socket (more than 1 needs `registry`).
+    workers: int = 1
+    #: This process's number among the workers (0 when alone); set by the supervisor.
+    worker: int = 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -73,8 +80,30 @@ class ServerConfig:
             if not ok:
                 raise ConfigError(message)
         self._check_rotation()
+        self._check_fleet()
         if self.upstream is not None and not self.upstream.startswith(("http://", "https://")):
             raise ConfigError(f"--upstream must be an http(s) URL, not {self.upstream!r}")
+
+    def _check_fleet(self) -> None:
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be >= 1, not {self.workers}")
+        if self.registry is not None and not self.registry.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ConfigError(
+                f"--registry must be a redis://, rediss:// or unix:// URL, not {self.registry!r}"
+            )
+        if self.workers > 1 and self.registry is None:
+            raise ConfigError(
+                f"--workers {self.workers} needs --registry redis://HOST:PORT/DB: the default "
+                "registry lives inside one process, so a second prompt landing on another "
+                "worker would stream beside the first. Start redis-server and pass its URL."
+            )
+        if self.workers > 1 and self.log_max_mb:
+            raise ConfigError(
+                "--log-max-mb rotates one process's file; with --workers each worker writes "
+                "its own file: rotate them with logrotate (SIGHUP reopens)"
+            )
 
     def _check_rotation(self) -> None:
         mb = self.log_max_mb

@@ -40,6 +40,8 @@ class Event(enum.StrEnum):
     LOOP_BLOCKED = "loop_blocked"
     LOOP_RECOVERED = "loop_recovered"
     LOOP_LAG = "loop_lag"
+    REGISTRY_UNAVAILABLE = "registry_unavailable"
+    REGISTRY_RECOVERED = "registry_recovered"
 
 
 class EndReason(enum.StrEnum):
@@ -97,8 +99,11 @@ EVENTS: dict[Event, EventSpec] = {
         _spec(
             Event.SERVER_START,
             _I,
-            "version host port pid source log_format cancel_wait_ms flush_ms flush_bytes faults",
-            "The server is listening. `faults` lists the deliberate bugs switched on.",
+            "version host port pid source log_format cancel_wait_ms flush_ms flush_bytes faults "
+            "registry worker",
+            "The server is listening. `faults` lists the deliberate bugs switched on; "
+            "`registry` is `memory` or the shared registry's `redis://host:port/db`; `worker` "
+            "numbers the process among `--workers` (0 when alone).",
         ),
         _spec(
             Event.SERVER_STOP,
@@ -230,6 +235,21 @@ EVENTS: dict[Event, EventSpec] = {
         ),
         _spec(
             Event.LOOP_RECOVERED, _W, "blocked_ms", "The loop answers again after a `loop_blocked`."
+        ),
+        _spec(
+            Event.REGISTRY_UNAVAILABLE,
+            _E,
+            "op session message",
+            "The shared registry (Redis) did not answer during `op` (`register`, `release`, "
+            "`renew`, `listen`): a new prompt is refused with a 503 until it is back; streams "
+            "already running finish. `session` is empty when the failure is not one prompt's.",
+        ),
+        _spec(
+            Event.REGISTRY_RECOVERED,
+            _W,
+            "down_ms",
+            "The shared registry answers again after `registry_unavailable`; `down_ms` is how "
+            "long this process saw it down.",
         ),
         _spec(
             Event.LOOP_LAG,

@@ -72,6 +72,8 @@ class JarvisServer(uvicorn.Server):
             flush_ms=cfg.flush_ms,
             flush_bytes=cfg.flush_bytes,
             faults=",".join(sorted(f.value for f in cfg.faults)) or "none",
+            registry=cfg.registry or "memory",
+            worker=cfg.worker,
         )
         if self.on_ready is not None and self.bound_port is not None:
             self.on_ready(self.bound_port)
