@@ -28,6 +28,7 @@ from ._emitter import SSEEmitter
 from ._encoders import Encoding, OpenAIChunks, StreamEnd
 from ._lifecycle import StreamParts, StreamRun
 from ._metrics import Metrics
+from ._redis_registry import RedisRegistry
 from ._registry import StreamRegistry
 from ._sendwatch import SendWatch
 from ._stdlog import LOGGER_NAME, LoggerSink
@@ -35,7 +36,7 @@ from ._stream import StreamHandle, StreamState, new_stream_id, new_trace_id
 from ._types import Receive, Scope, Send
 from ._watchdog import LoopWatchdog
 from .eventlog import EventLog, EventSink
-from .exceptions import BadRequest, ConfigError
+from .exceptions import BadRequest, ConfigError, RegistryUnavailable
 from .vocabulary import CancelReason, EndReason, Event
 
 #: What a session id may be: anything else is refused, so no client value reaches a
@@ -48,6 +49,15 @@ LogTarget = str | os.PathLike[str] | logging.Logger | None
 Write = Callable[[str], Awaitable[object]]
 #: `guard.stream`'s end callback: given how the stream ended, before its session moves on.
 OnEnd = Callable[[StreamEnd], Awaitable[object]]
+
+
+#: The answer to a prompt while the shared registry is down: retry later, nothing started.
+REGISTRY_DOWN = BadRequest(
+    "the stream registry is unavailable; retry shortly",
+    status=503,
+    code="registry_unavailable",
+    error_type="server_error",
+)
 
 
 def check_session(value: str | None) -> str | None:
@@ -119,6 +129,7 @@ class StreamGuard:
         log_format: Literal["logfmt", "json"] = "logfmt",
         watchdog_ms: float = 250.0,
         lag_report_s: float = 10.0,
+        registry: str | None = None,
     ) -> None:
         checks = [
             (cancel_wait > 0, "cancel_wait must be > 0 seconds"),
@@ -129,6 +140,10 @@ class StreamGuard:
             (watchdog_ms >= 10, "watchdog_ms must be >= 10"),
             (lag_report_s >= 0, "lag_report_s must be >= 0"),
             (log_format in ("logfmt", "json"), "log_format must be logfmt or json"),
+            (
+                registry is None or registry.startswith(("redis://", "rediss://", "unix://")),
+                "registry must be None (this process) or a redis://, rediss:// or unix:// URL",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -139,10 +154,15 @@ class StreamGuard:
         sink, self._owned_log = _open_log(log, log_format)
         metrics = Metrics()
         self._metrics = metrics
+        shared: StreamRegistry
+        if registry is None:
+            shared = StreamRegistry(sink, cancel_wait=cancel_wait, metrics=metrics)
+        else:
+            shared = RedisRegistry(sink, registry, cancel_wait=cancel_wait, metrics=metrics)
         self._parts = StreamParts(
             log=sink,
             metrics=metrics,
-            registry=StreamRegistry(sink, cancel_wait=cancel_wait, metrics=metrics),
+            registry=shared,
             batcher=TokenBatcher(sink, flush_ms=flush_ms, flush_bytes=flush_bytes, metrics=metrics),
             cancel_wait=cancel_wait,
         )
@@ -185,6 +205,8 @@ class StreamGuard:
             session = check_session(session_id)
         except BadRequest as exc:
             return self.reject(exc, trace=trace, session=session_id)
+        if self._parts.registry.unavailable():
+            return self.reject(REGISTRY_DOWN, trace=trace, session=session_id)
         return _GuardedResponse(
             self,
             session,
@@ -230,6 +252,7 @@ class StreamGuard:
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
         """`FastAPI(lifespan=guard.lifespan)`: the loop watchdog while the app runs,
         and on shutdown every live stream ended (`reason=shutdown`, bounded)."""
+        await self._parts.registry.start()
         self._watchdog.start()
         try:
             yield
@@ -238,6 +261,7 @@ class StreamGuard:
                 await self.shutdown()
             finally:
                 await self._watchdog.stop()
+                await self._parts.registry.stop()
 
     async def shutdown(self, wait_s: float | None = None) -> int:
         """End every live stream with `reason=shutdown`; wait (at most `wait_s`, by default
@@ -485,6 +509,8 @@ class GuardedStream:
     async def __aenter__(self) -> GuardedStream:
         guard = self._guard
         parts = guard._parts
+        if parts.registry.unavailable():
+            raise RegistryUnavailable("the stream registry is unavailable; retry shortly")
         handle = StreamHandle(session=self.session, stream_id=self.id, trace=self.trace)
         emitter = _WriterEmitter(
             self._write, self._on_end, handle, parts.registry, guard.send_timeout

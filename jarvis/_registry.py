@@ -146,6 +146,16 @@ class StreamRegistry:
             by_trace=by.trace,
         )
 
+    async def start(self) -> None:
+        """Nothing to connect to: a shared registry (`RedisRegistry`) connects here."""
+
+    async def stop(self) -> None:
+        """Nothing to disconnect."""
+
+    def unavailable(self) -> bool:
+        """Whether new streams must be refused; an in-process registry never is."""
+        return False
+
     def cancel(self, handle: StreamHandle, reason: CancelReason) -> bool:
         """Signal one stream to stop, logging `stream_cancelled` if it took effect."""
         if not handle.cancel(reason):

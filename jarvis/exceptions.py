@@ -5,6 +5,7 @@
     ├── BadRequest [2]         client input the API refuses; carries the HTTP status
     ├── UpstreamError [3]      the fronted OpenAI-compatible server failed us
     ├── ServerStartError [3]   the server could not start (port taken, address invalid)
+    ├── RegistryUnavailable [3] the shared registry (Redis) does not answer
     └── ToolError [1]          a `jarvis` command cannot do its job; raised in jarvis_cli:
         ├── InputError [3]     diagnose: an input cannot be read (logs/sources.py)
         ├── Unreachable [3]    verify-hang, swarm: nothing answers at the URL (verify/target.py)
@@ -82,6 +83,12 @@ class UpstreamError(JarvisError):
 
 class ServerStartError(JarvisError):
     """The server could not start: the address is taken, invalid, or not ours to bind."""
+
+    exit_code = 3  # unavailable
+
+
+class RegistryUnavailable(JarvisError):  # noqa: N818 - named for what the caller sees
+    """The shared registry (Redis) does not answer: no new stream can be registered."""
 
     exit_code = 3  # unavailable
 

@@ -22,6 +22,7 @@ from ._guard import StreamGuard
 from ._lifecycle import StreamRun
 from ._registry import StreamRegistry
 from ._stream import StreamHandle
+from .exceptions import ConfigError
 
 
 class Fault(enum.StrEnum):
@@ -160,6 +161,11 @@ def inject(guard: StreamGuard, faults: Iterable[Fault]) -> StreamGuard:
     parts = guard._parts
     log, metrics = parts.log, parts.metrics
     if Fault.NO_CANCEL in chosen or Fault.IGNORE_CANCEL in chosen:
+        if type(parts.registry) is not StreamRegistry:
+            raise ConfigError(
+                "--fault no-cancel and ignore-cancel are variants of the in-process registry; "
+                "drop --registry to reproduce them"
+            )
         bases = tuple(
             kind
             for fault, kind in (

@@ -179,3 +179,12 @@ def content_of(events: list[object]) -> str:
 
 def chat_body(prompt: str, *, stream: bool = True, **extra: object) -> dict[str, object]:
     return {"messages": [{"role": "user", "content": prompt}], "stream": stream, **extra}
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[object]:
+    """A real redis-server on a free loopback port, killed when the test ends."""
+    from .redis_server import running_redis
+
+    with running_redis(tmp_path) as server:
+        yield server

@@ -61,6 +61,7 @@ class ServerContext:
             log_format=config.log_format,  # type: ignore[arg-type]
             watchdog_ms=config.watchdog_ms,
             lag_report_s=config.lag_report_s,
+            registry=config.registry,
         )
         faults.inject(guard, config.faults)
         source: TokenSource

@@ -1,0 +1,413 @@
+"""One stream per session across processes and hosts: the registry on Redis.
+
+The same semantics as the in-process registry, with Redis as the one place
+that decides. Per session it keeps a generation counter (`INCR`, the fencing
+token) and an owner key (`<gen>|<worker>|<stream_id>|<trace>`, with a lease
+renewed by heartbeat). One pub/sub channel carries three signals:
+
+    cancel <session> <gen>   every process cancels its streams of the session older than gen
+    fence  <session> <gen>   the process running that stream fences it (it overran the wait)
+    done   <session> <gen>   that stream released the session (compare-and-delete)
+
+A prompt: `INCR`, `GET` owner; if an older stream owns the session, `PUBLISH
+cancel` and wait (bounded by `cancel_wait`, holding nothing) for its `done`;
+then claim with a script that never overwrites a newer owner. Release is a
+compare-and-delete script that publishes `done`. About six operations per
+stream and none per token: tokens never touch Redis. A worker killed mid-stream
+leaves an owner whose lease runs out; a newer prompt waits at most
+`cancel_wait` for it, then claims: no session is ever wedged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ._metrics import Metrics
+from ._registry import StreamRegistry, _Session
+from ._stream import StreamHandle, StreamState
+from .eventlog import EventSink
+from .exceptions import RegistryUnavailable
+from .vocabulary import CancelReason, Event
+
+#: Take the session: "1" done; "0" a newer generation owns it; else the value of an older
+#: owner that must be superseded first (ARGV[4] names the one we may overwrite: it overran).
+_CLAIM = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local g = tonumber(string.match(cur, '^(%d+)|'))
+  if g and g > tonumber(ARGV[1]) then return '0' end
+  if g and g < tonumber(ARGV[1]) and g ~= tonumber(ARGV[4]) then return cur end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return '1'
+"""
+#: Compare-and-delete: only the owner's own generation releases; then say so.
+_RELEASE = """
+local cur = redis.call('GET', KEYS[1])
+if cur and string.match(cur, '^(%d+)|') == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"""
+#: Extend the lease of an owner that is still this generation.
+_RENEW = """
+local cur = redis.call('GET', KEYS[1])
+if cur and string.match(cur, '^(%d+)|') == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+def _text(value: object) -> str | None:
+    """A Redis reply as text (the client decodes, but its types say bytes too)."""
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _gen_of(owner: str | None) -> int:
+    if not owner:
+        return 0
+    head = owner.split("|", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def _trace_of(owner: str) -> str:
+    parts = owner.split("|")
+    return parts[3] if len(parts) > 3 else ""
+
+
+def worker_name() -> str:
+    """This process, as other processes' logs name it: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class RedisRegistry(StreamRegistry):
+    """The registry of one process of a fleet; Redis decides which stream owns a session.
+
+    `active()`, `live_count()` and `snapshot()` are this process's view (its own
+    streams). `start()` connects and subscribes (`RegistryUnavailable` if Redis does
+    not answer); the guard's lifespan calls it, or the first prompt does.
+    """
+
+    def __init__(
+        self,
+        log: EventSink,
+        url: str,
+        *,
+        cancel_wait: float = 2.0,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        lease_ms: int = 5000,
+        prefix: str = "jarvis:",
+        op_timeout: float = 1.0,
+    ) -> None:
+        super().__init__(log, cancel_wait=cancel_wait, metrics=metrics, clock=clock)
+        self.url = url
+        self._redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=op_timeout,
+            socket_connect_timeout=op_timeout,
+        )
+        self._lease_ms = lease_ms
+        self._prefix = prefix
+        self._channel = prefix + "signals"
+        self._worker = worker_name()
+        self._claim = self._redis.register_script(_CLAIM)
+        self._release = self._redis.register_script(_RELEASE)
+        self._renew = self._redis.register_script(_RENEW)
+        self._owned: set[StreamHandle] = set()
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._listener: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        self._down_since: float | None = None
+        self._started = False
+
+    def __repr__(self) -> str:
+        state = "down" if self._down_since is not None else "up"
+        return f"<RedisRegistry {self.url} {state} live={self.live_count()}>"
+
+    # -- life of the connection --------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, subscribe and start the lease heartbeat; raise if Redis does not answer."""
+        if self._started:
+            return
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(f"cannot reach the registry at {self.url}: {exc}") from exc
+        ready = asyncio.get_running_loop().create_future()
+        self._listener = asyncio.create_task(self._listen(ready), name="registry-listener")
+        self._renewer = asyncio.create_task(self._heartbeat(), name="registry-renewer")
+        await asyncio.wait({ready, self._listener}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            await self.stop()
+            raise RegistryUnavailable(f"cannot subscribe to the registry at {self.url}")
+        self._started = True
+
+    async def stop(self) -> None:
+        """Stop listening and renewing; wait (bounded) for releases in flight; disconnect."""
+        for task in (self._listener, self._renewer):
+            if task is not None:
+                task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2)
+        tasks = [t for t in (self._listener, self._renewer) if t is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
+        self._listener = self._renewer = None
+        self._started = False
+        await self._redis.aclose()
+
+    def unavailable(self) -> bool:
+        """True while this process sees Redis down: new prompts are refused (503)."""
+        return self._down_since is not None
+
+    def _went_down(self, op: str, session: str, exc: BaseException) -> None:
+        if self._down_since is None:
+            self._down_since = self._clock()
+        self._log.emit(
+            Event.REGISTRY_UNAVAILABLE,
+            op=op,
+            session=session,
+            message=f"{type(exc).__name__}: {exc}",
+        )
+
+    def _came_back(self) -> None:
+        if self._down_since is None:
+            return
+        down_ms = int((self._clock() - self._down_since) * 1000)
+        self._down_since = None
+        self._log.emit(Event.REGISTRY_RECOVERED, down_ms=down_ms)
+
+    # -- registering ---------------------------------------------------------------------
+
+    def _key(self, kind: str, session: str) -> str:
+        return f"{self._prefix}{kind}:{session}"
+
+    async def register(self, handle: StreamHandle) -> bool:
+        if not self._started:
+            await self.start()
+        name = handle.session
+        slot = self._sessions.setdefault(name, _Session())
+        slot.live.append(handle)
+        self._live += 1
+        handle.transition(StreamState.WAITING)
+        owner_key = self._key("owner", name)
+        waiter = self._arm(name)
+        overran: str | None = None
+        try:
+            handle.generation = int(await self._redis.incr(self._key("gen", name)))
+            value = f"{handle.generation}|{self._worker}|{handle.stream_id}|{handle.trace}"
+            previous = _text(await self._redis.get(owner_key))
+            while True:
+                if previous and _gen_of(previous) < handle.generation:
+                    if await self._supersede_remote(handle, previous, waiter):
+                        overran = previous
+                    waiter = self._arm(name)
+                if handle.cancel_requested:
+                    return False
+                claimed = _text(
+                    await self._claim(
+                        keys=[owner_key],
+                        args=[handle.generation, value, self._lease_ms, _gen_of(overran)],
+                    )
+                )
+                if claimed in ("0", "1"):
+                    break
+                previous = claimed  # an older stream took the session meanwhile: supersede it
+            if overran is not None and claimed == "1":
+                await self._fence_remote(handle, overran)
+        except (RedisError, OSError) as exc:
+            self._went_down("register", name, exc)
+            raise RegistryUnavailable(f"the registry at {self.url} did not answer") from exc
+        finally:
+            self._disarm(name)
+        if claimed == "0":
+            self.cancel(handle, CancelReason.REGISTRY_NEW_STREAM)  # a newer prompt owns it
+            return False
+        self._owned.add(handle)
+        slot.active = handle
+        handle.transition(StreamState.ACTIVE)
+        self._log.emit(
+            Event.STREAM_REGISTERED,
+            trace=handle.trace,
+            session=name,
+            stream_id=handle.stream_id,
+            generation=handle.generation,
+        )
+        return True
+
+    async def _supersede_remote(
+        self, handle: StreamHandle, previous: str, waiter: asyncio.Future[None]
+    ) -> bool:
+        """Tell every process to cancel the session's older streams; wait (bounded) for
+        the owner to release. True if the wait timed out."""
+        name, prev_gen = handle.session, _gen_of(previous)
+        owner_key = self._key("owner", name)
+        await self._redis.publish(self._channel, f"cancel {name} {handle.generation}")
+        loop = asyncio.get_running_loop()
+        started = self._clock()
+        deadline = loop.time() + self._cancel_wait
+        current: str | None = previous
+        while _gen_of(current) == prev_gen and not handle.cancel_requested:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            either: set[asyncio.Future[Any]] = {waiter, handle.cancelled}
+            await asyncio.wait(either, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            if waiter.done():
+                waiter = self._arm(name)  # re-armed before reading, so no signal is missed
+            current = _text(await self._redis.get(owner_key))
+        if handle.cancel_requested:
+            return False
+        waited_ms = int((self._clock() - started) * 1000)
+        if self._metrics is not None:
+            self._metrics.cancel_wait.observe(waited_ms / 1000)
+        finished = _gen_of(current) != prev_gen
+        self._log.emit(
+            Event.PREV_STREAM_FINISHED_CLEANLY if finished else Event.PREV_STREAM_TIMEOUT_ON_CANCEL,
+            session=name,
+            trace=handle.trace,
+            prev_trace=_trace_of(previous),
+            waited_ms=waited_ms,
+        )
+        if not finished and self._metrics is not None:
+            self._metrics.cleanup_timeouts.inc()
+        return not finished
+
+    async def _fence_remote(self, handle: StreamHandle, previous: str) -> None:
+        """The owner overran the wait: whichever process runs it fences it."""
+        message = f"fence {handle.session} {_gen_of(previous)} {handle.trace}"
+        await self._redis.publish(self._channel, message)
+
+    def _arm(self, session: str) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(session, set()).add(future)
+        return future
+
+    def _disarm(self, session: str) -> None:
+        waiters = self._waiters.get(session)
+        if waiters is not None:
+            for future in [f for f in waiters if f.done()]:
+                waiters.discard(future)
+            if not waiters:
+                del self._waiters[session]
+
+    # -- releasing -----------------------------------------------------------------------
+
+    def release(self, handle: StreamHandle) -> None:
+        super().release(handle)
+        if handle in self._owned:
+            self._owned.discard(handle)
+            task = asyncio.get_running_loop().create_task(self._release_remote(handle))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _release_remote(self, handle: StreamHandle) -> None:
+        gen, name = handle.generation, handle.session
+        try:
+            await self._release(
+                keys=[self._key("owner", name)],
+                args=[gen, self._channel, f"done {name} {gen}"],
+            )
+        except (RedisError, OSError) as exc:
+            self._went_down("release", name, exc)  # the lease runs out instead
+
+    # -- signals from every process ------------------------------------------------------
+
+    async def _listen(self, ready: asyncio.Future[None]) -> None:
+        """Read the signal channel; on a lost connection, log it, retry, and say when back."""
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._channel)
+                if not ready.done():
+                    ready.set_result(None)
+                self._came_back()
+                await self._reassert()
+                while True:
+                    message = await pubsub.get_message(timeout=None)
+                    if message is not None:
+                        self._on_signal(str(message["data"]))
+            except (RedisError, OSError) as exc:
+                if not ready.done():
+                    ready.set_exception(RegistryUnavailable(str(exc)))
+                    return
+                if self._down_since is None:
+                    self._went_down("listen", "", exc)
+                await asyncio.sleep(0.5)  # the connection is down: retry twice a second
+            finally:
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    await asyncio.wait_for(pubsub.aclose(), 1)  # type: ignore[no-untyped-call]
+
+    def _on_signal(self, data: str) -> None:
+        kind, _, rest = data.partition(" ")
+        name, _, rest = rest.partition(" ")
+        gen_text, _, by_trace = rest.partition(" ")
+        if not gen_text.isdigit():
+            return
+        gen = int(gen_text)
+        slot = self._sessions.get(name)
+        if kind == "done":
+            for future in self._waiters.get(name, ()):
+                if not future.done():
+                    future.set_result(None)
+        elif kind == "cancel" and slot is not None:
+            for handle in list(slot.live):
+                if 0 < handle.generation < gen:
+                    self.cancel(handle, CancelReason.REGISTRY_NEW_STREAM)
+        elif kind == "fence" and slot is not None:
+            for handle in list(slot.live):
+                if handle.generation == gen and not handle.done.done() and not handle.fenced:
+                    handle.fence()
+                    self._log.emit(
+                        Event.STREAM_FENCED,
+                        trace=handle.trace,
+                        session=name,
+                        stream_id=handle.stream_id,
+                        by_trace=by_trace,
+                    )
+
+    # -- leases --------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        """Renew the leases of this process's owned sessions, a third of a lease apart."""
+        while True:
+            await asyncio.sleep(self._lease_ms / 3000)
+            owned = list(self._owned)
+            if not owned or self._down_since is not None:
+                continue
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for handle in owned:
+                        await self._renew(
+                            keys=[self._key("owner", handle.session)],
+                            args=[handle.generation, self._lease_ms],
+                            client=pipe,
+                        )
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                self._went_down("renew", "", exc)
+
+    async def _reassert(self) -> None:
+        """Back after an outage: claim again what this process still runs (its lease may
+        have run out while Redis was away), never over a newer owner."""
+        for handle in list(self._owned):
+            value = f"{handle.generation}|{self._worker}|{handle.stream_id}|{handle.trace}"
+            await self._claim(
+                keys=[self._key("owner", handle.session)],
+                args=[handle.generation, value, self._lease_ms, 0],
+            )
