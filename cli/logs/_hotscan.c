@@ -152,7 +152,7 @@ match_hot(const char *b, Py_ssize_t n, Py_ssize_t q, Py_ssize_t *r0, Py_ssize_t 
 }
 
 /* The second branch of LOGFMT at q, in the regex's order of alternatives:
- *   ((?:stream|flush|cleanup|loop|prev_stream|server)_[a-z_]+
+ *   ((?:stream|flush|cleanup|loop|prev_stream|server|registry)_[a-z_]+
  *    |event_buffers_cleaned|upstream_error|request_rejected)\b
  * [a-z_]+ is greedy and a shorter run always ends between two word characters,
  * so only the longest run can meet \b. Returns the end of the name, or -1. */
@@ -164,7 +164,7 @@ match_name(const char *b, Py_ssize_t n, Py_ssize_t q)
         const char *text;
         Py_ssize_t len;
     } families[] = {LIT("stream_"), LIT("flush_"), LIT("cleanup_"),
-                    LIT("loop_"), LIT("prev_stream_"), LIT("server_")},
+                    LIT("loop_"), LIT("prev_stream_"), LIT("server_"), LIT("registry_")},
       names[] = {LIT("event_buffers_cleaned"), LIT("upstream_error"), LIT("request_rejected")};
 #undef LIT
     size_t k;

@@ -14,11 +14,12 @@ _NAMES = rb"|".join(
 )
 # The hot flush events come first and capture only what the analyzer needs, so the
 # regex engine (C) does the field extraction. Other events match by family prefix
-# (cheaper for the engine than 24 literals) and capture nothing else: the few the
+# (cheaper for the engine than 26 literals) and capture nothing else: the few the
 # analyzer handles slice their line afterwards.
 LOGFMT = re.compile(
     rb"event=(?:(flush_done|flush_start|flush_scheduled) request_id=([^ \n]+)"
-    rb"(?: tokens_sent=(\d+))?|((?:stream|flush|cleanup|loop|prev_stream|server)_[a-z_]+"
+    rb"(?: tokens_sent=(\d+))?"
+    rb"|((?:stream|flush|cleanup|loop|prev_stream|server|registry)_[a-z_]+"
     rb"|event_buffers_cleaned|upstream_error|request_rejected)\b)"
 )
 EVENT_NAMES = frozenset(e.value.encode() for e in Event)
