@@ -79,6 +79,24 @@ def serve(
         float, typer.Option(help="Seconds between loop_lag lines (0 = never).")
     ] = 10.0,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 1 << 20,
+    registry: Annotated[
+        str | None,
+        typer.Option(
+            envvar="JARVIS_REGISTRY",
+            metavar="redis://HOST:PORT/DB",
+            help="Share one stream per session with every process using this Redis: "
+            "--workers on this host, and servers on other hosts. The default keeps the "
+            "registry inside this process. Must answer at start (else exit 3).",
+        ),
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Worker processes behind the one port; above 1 needs --registry. Each "
+            "writes its own log (system.w1.log ...): `jarvis diagnose logs/system.w*.log` "
+            "merges them.",
+        ),
+    ] = 1,
 ) -> int:
     """Run the reference OpenAI-compatible streaming server.
 
@@ -112,17 +130,23 @@ def serve(
         lag_report_s=lag_report,
         max_body_bytes=max_body_bytes,
         faults=faults,
+        registry=registry,
+        workers=workers,
     )
 
     def ready(bound: int) -> None:
         source = upstream or "synthetic model"
         active = ", ".join(sorted(f.value for f in faults)) or "none"
+        fleet = f"{workers} workers, registry {registry}; " if workers > 1 else ""
+        shared = f"registry {registry}; " if registry and workers == 1 else ""
         err.print(
             f"[bold green]jarvis[/] serving on http://{host}:{bound} "
-            f"([dim]{source}; log {log_file}; faults {active}[/])",
+            f"([dim]{fleet}{shared}{source}; log {log_file}; faults {active}[/])",
             highlight=False,
             soft_wrap=True,
         )
 
     server = run_server(config, on_ready=ready)
+    if isinstance(server, int):  # a fleet: its exit code
+        return server
     return ExitCode.OK if server.started or server.should_exit else ExitCode.UNAVAILABLE

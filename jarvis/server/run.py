@@ -105,16 +105,42 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(config: ServerConfig, on_ready: Callable[[int], None] | None = None) -> JarvisServer:
-    """Bind, run until SIGINT/SIGTERM, and return the server for its exit state.
+def check_registry(url: str, timeout_s: float = 2.0) -> None:
+    """Before serving: the shared registry must answer, or the server does not start."""
+    import redis
+    from redis.exceptions import RedisError
+
+    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        client.ping()
+    except (RedisError, OSError) as exc:
+        raise ServerStartError(f"cannot reach --registry {url}: {exc}") from exc
+    finally:
+        client.close()
+
+
+def serve(
+    config: ServerConfig, on_ready: Callable[[int], None] | None = None
+) -> JarvisServer | int:
+    """Bind, run until SIGINT/SIGTERM, and return the server (or, with `--workers`, the
+    fleet's exit code).
 
     SIGUSR1 dumps every thread's stack to stderr (faulthandler, from C, so it
     answers even when the event loop is dead-locked): `verify-hang` uses it to
     show where a hung server is stuck without needing py-spy. SIGHUP reopens
     the log file, for logrotate's move-then-HUP.
     """
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    if config.registry is not None:
+        check_registry(config.registry)
     sock = bind_socket(config.host, config.port)
+    if config.workers > 1:
+        from .fleet import run_fleet
+
+        try:
+            return run_fleet(config, sock, on_ready)
+        finally:
+            sock.close()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     server = JarvisServer(config)
     if isinstance(server.ctx.log, EventLog):
         install_sighup_reopen(server.ctx.log)

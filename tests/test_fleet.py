@@ -1,0 +1,173 @@
+"""`jarvis serve` as a fleet on a real redis-server: several processes, one stream per
+session. verify-hang is the judge, as for any server: it passes two processes sharing
+Redis and a `--workers` fleet, and fails two processes that each keep their registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from jarvis_cli.exit_codes import ExitCode
+from jarvis_cli.main import main
+
+from .conftest import ServerProcess, free_port
+from .redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ["--scenario", "overlap", "--scenario", "burst", "--scenario", "isolation"]
+
+
+def verify(urls: list[str], tmp_path: Path, *extra: str) -> tuple[int, dict[str, str]]:
+    """Run verify-hang against `urls` (one session's prompts spread over them)."""
+    report = tmp_path / f"verify-{len(list(tmp_path.iterdir()))}.json"
+    argv = [sys.executable, "-m", "jarvis_cli", "verify-hang", "--json", str(report), *extra]
+    for url in urls:
+        argv += ["--url", url]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=90, check=False)
+    assert report.exists(), done.stdout[-1500:] + done.stderr[-1500:]
+    statuses = {s["name"]: s["status"] for s in json.loads(report.read_text())["scenarios"]}
+    return done.returncode, statuses
+
+
+@pytest.mark.timeout(10)
+def test_workers_without_a_shared_registry_are_refused_with_exit_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--workers 2` alone would run two registries: refused at start, saying what to use."""
+    assert main(["serve", "--port", "0", "--workers", "2"]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "--registry redis://" in err and "another worker" in err
+
+
+@pytest.mark.timeout(15)
+def test_an_unreachable_registry_at_start_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing answers at --registry: the server does not start (exit 3), naming the URL."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    assert main(["serve", "--port", "0", "--registry", url]) == ExitCode.UNAVAILABLE
+    assert f"cannot reach --registry {url}" in capsys.readouterr().err.replace("\n", "")
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_two_servers_sharing_redis_pass_and_two_alone_fail(
+    server_factory: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Two `jarvis serve` processes: with one Redis, a session's prompts spread over both
+    still get one stream at a time (pass); each with its own registry, two streams of a
+    session emit at once (overlap fails)."""
+    shared = [server_factory("--registry", redis_server.url, name=f"shared{i}") for i in range(2)]
+    code, statuses = verify([s.url for s in shared], tmp_path)
+    assert code == 0, statuses
+    assert set(statuses.values()) == {"pass"}
+    alone = [server_factory(name=f"alone{i}") for i in range(2)]
+    code, statuses = verify([s.url for s in alone], tmp_path)
+    assert code == 1
+    assert statuses["overlap"] == "fail", statuses
+
+
+def start_fleet(tmp_path: Path, redis_url: str, workers: int, *args: str) -> ServerProcess:
+    port = free_port()
+    log = tmp_path / "fleet" / "system.log"
+    argv = [sys.executable, "-m", "jarvis_cli", "serve", "--host", "127.0.0.1",
+            "--port", str(port), "--log-file", str(log), "--workers", str(workers),
+            "--registry", redis_url, *args]  # fmt: skip
+    stderr = tmp_path / "fleet.stderr"
+    with stderr.open("wb") as err:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ))
+    server = ServerProcess(proc, port, log.with_name("system.w1.log"), stderr, argv)
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"fleet exited {proc.returncode}: {stderr.read_text()}")
+        try:
+            if httpx.get(f"{server.url}/healthz", timeout=0.5).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("the fleet did not answer")
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_a_workers_fleet_passes_and_stops_cleanly(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """`--workers 3 --registry redis://...`: verify-hang passes; SIGTERM stops every worker
+    gracefully (exit 0), each with its own whole log ending in server_stop."""
+    fleet = start_fleet(tmp_path, redis_server.url, 3)
+    try:
+        code, statuses = verify([fleet.url], tmp_path)
+        assert code == 0, statuses
+    finally:
+        assert fleet.stop(signal.SIGTERM, timeout=20) == 0
+    logs = sorted((tmp_path / "fleet").glob("system.w*.log"))
+    assert [p.name for p in logs] == ["system.w1.log", "system.w2.log", "system.w3.log"]
+    for path in logs:
+        lines = path.read_text().splitlines()
+        assert "event=server_start" in lines[0] and "registry=redis:" in lines[0]
+        assert "event=server_stop" in lines[-1]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(60)
+def test_a_killed_worker_costs_only_its_streams_and_its_session_comes_back(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """kill -9 the worker running a session's stream: that stream breaks, the fleet starts
+    the worker again, and the session's next prompt streams within the cancel wait."""
+    fleet = start_fleet(tmp_path, redis_server.url, 2, "--cancel-wait", "1", "--token-rate", "50")
+    body = {"messages": [{"role": "user", "content": "Long essay"}], "stream": True}
+    try:
+        with httpx.Client(base_url=fleet.url, timeout=10) as client:
+            with client.stream("POST", "/v1/chat/completions", json=body,
+                               headers={"x-session-id": "doomed"}) as first:  # fmt: skip
+                stream_id = first.headers["x-stream-id"]
+                chunks = first.iter_bytes()
+                next(chunks)
+                victim = _worker_running(tmp_path / "fleet", stream_id)
+                os.kill(victim, signal.SIGKILL)
+                with pytest.raises(httpx.HTTPError):  # the connection breaks mid-stream
+                    b"".join(chunks)
+            started = time.monotonic()
+            short = body | {"messages": [{"role": "user", "content": "What is 2+2?"}]}
+            again = client.post(
+                "/v1/chat/completions", json=short, headers={"x-session-id": "doomed"}
+            )
+            assert again.status_code == 200
+            assert '"end_reason":"completed"' in again.text
+            assert time.monotonic() - started < 1 + 1.5
+        end = time.monotonic() + 10
+        while time.monotonic() < end and len(_worker_pids(tmp_path / "fleet")) < 3:
+            time.sleep(0.1)
+        assert len(_worker_pids(tmp_path / "fleet")) == 3, "the killed worker was started again"
+    finally:
+        fleet.stop(signal.SIGTERM, timeout=20)
+
+
+def _worker_pids(folder: Path) -> list[int]:
+    pids = []
+    for path in folder.glob("system.w*.log"):
+        for line in path.read_text().splitlines():
+            if "event=server_start" in line:
+                pids.append(int(line.split(" pid=")[1].split()[0]))
+    return pids
+
+
+def _worker_running(folder: Path, stream_id: str) -> int:
+    end = time.monotonic() + 5
+    while time.monotonic() < end:
+        for path in folder.glob("system.w*.log"):
+            text = path.read_text()
+            if f"stream_id={stream_id}" in text:
+                return int(text.split(" pid=")[1].split()[0])
+        time.sleep(0.05)
+    raise AssertionError(f"no worker logged {stream_id}")
