@@ -171,3 +171,47 @@ def _worker_running(folder: Path, stream_id: str) -> int:
                 return int(text.split(" pid=")[1].split()[0])
         time.sleep(0.05)
     raise AssertionError(f"no worker logged {stream_id}")
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(60)
+def test_redis_restarting_under_a_fleet_never_hangs_and_the_fleet_recovers(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Redis goes away under a 2-worker fleet: prompts get a quick answer (a 503, or the
+    stream that found Redis gone ends with an error), never a hang; the workers log
+    registry_unavailable; Redis back on its port, prompts stream again."""
+    fleet = start_fleet(tmp_path, redis_server.url, 2)
+    short = {"messages": [{"role": "user", "content": "What is 2+2?"}], "stream": True}
+    try:
+        with httpx.Client(base_url=fleet.url, timeout=5) as client:
+
+            def ask(session: str) -> httpx.Response:
+                headers = {"x-session-id": session}
+                return client.post("/v1/chat/completions", json=short, headers=headers)
+
+            assert '"end_reason":"completed"' in ask("before").text
+            redis_server.stop()
+            outcomes = []
+            for i in range(6):  # each one bounded by the client's 5 s timeout: no hang
+                started = time.monotonic()
+                response = ask(f"down{i}")
+                outcomes.append(response.status_code)
+                assert time.monotonic() - started < 3
+                if response.status_code == 200:
+                    assert '"end_reason":"error"' in response.text
+            assert 503 in outcomes, outcomes
+            redis_server.start()
+            end = time.monotonic() + 15
+            while time.monotonic() < end:
+                response = ask("after")
+                if response.status_code == 200 and '"end_reason":"completed"' in response.text:
+                    break
+                time.sleep(0.2)
+            else:
+                raise AssertionError(f"the fleet did not recover: {response.status_code}")
+    finally:
+        fleet.stop(signal.SIGTERM, timeout=20)
+    logs = "".join(p.read_text() for p in (tmp_path / "fleet").glob("system.w*.log"))
+    assert "event=registry_unavailable" in logs
+    assert "event=registry_recovered" in logs
