@@ -215,3 +215,30 @@ def test_redis_restarting_under_a_fleet_never_hangs_and_the_fleet_recovers(
     logs = "".join(p.read_text() for p in (tmp_path / "fleet").glob("system.w*.log"))
     assert "event=registry_unavailable" in logs
     assert "event=registry_recovered" in logs
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(60)
+def test_sighup_to_the_fleet_reopens_every_workers_log(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """logrotate moves the workers' files and signals the parent: every worker reopens its
+    --log-file name (the parent passes SIGHUP on), so new lines land in new files."""
+    fleet = start_fleet(tmp_path, redis_server.url, 2)
+    folder = tmp_path / "fleet"
+    try:
+        for path in folder.glob("system.w*.log"):
+            path.rename(path.with_suffix(".log.moved"))
+        fleet.proc.send_signal(signal.SIGHUP)
+        short = {"messages": [{"role": "user", "content": "What is 2+2?"}], "stream": True}
+        end = time.monotonic() + 10
+        with httpx.Client(base_url=fleet.url, timeout=5) as client:
+            while time.monotonic() < end and len(list(folder.glob("system.w*.log"))) < 2:
+                client.post("/v1/chat/completions", json=short)
+        assert sorted(p.name for p in folder.glob("system.w*.log")) == [
+            "system.w1.log",
+            "system.w2.log",
+        ]
+        assert fleet.proc.poll() is None, "SIGHUP must not stop the fleet"
+    finally:
+        fleet.stop(signal.SIGTERM, timeout=20)

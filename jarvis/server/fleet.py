@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import faulthandler
 import multiprocessing
+import os
 import signal
 import socket
 import sys
@@ -38,10 +39,17 @@ def worker_log_path(path: Path | None, worker: int) -> Path | None:
 
 def _worker_main(config: ServerConfig, sock: socket.socket) -> None:
     """One worker: the single-process server on the inherited socket."""
+    from ..eventlog import EventLog
+    from ..logfile import install_sighup_reopen
     from .run import JarvisServer
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     server = JarvisServer(config)
+    if isinstance(server.ctx.log, EventLog):
+        install_sighup_reopen(server.ctx.log)
+    # Started with SIGHUP blocked (see Fleet.start): one sent meanwhile is delivered now,
+    # to the handler, instead of killing a worker that had no handler yet.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     try:
         server.run(sockets=[sock])
     finally:
@@ -71,7 +79,13 @@ class Fleet:
         process = self._spawn.Process(
             target=_worker_main, args=(config, self.sock), name=f"jarvis-worker-{worker}"
         )
-        process.start()
+        # A SIGHUP the parent passes on must not reach a worker still starting (SIGHUP's
+        # default action ends the process): it starts with the signal blocked.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         self.workers[worker] = process
         self._started_at[worker] = time.monotonic()
 
@@ -92,6 +106,12 @@ class Fleet:
                     return
                 sys.stderr.write(f"jarvis: worker {worker} died ({process.exitcode}); restarting\n")
                 self.start(worker)
+
+    def forward(self, sig: int) -> None:
+        """Pass a signal on to every live worker (SIGHUP: reopen your log files)."""
+        for process in self.workers.values():
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, sig)
 
     def stop(self) -> None:
         """SIGTERM every worker (each ends its streams), wait (bounded), then SIGKILL."""
@@ -116,6 +136,7 @@ def run_fleet(
         sig: signal.signal(sig, lambda *_: fleet.stopping.set())
         for sig in (signal.SIGINT, signal.SIGTERM)
     }
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: fleet.forward(signal.SIGHUP))
     try:
         for worker in range(1, config.workers + 1):
             fleet.start(worker)
