@@ -99,6 +99,12 @@ class ServerConfig:
                 "registry lives inside one process, so a second prompt landing on another "
                 "worker would stream beside the first. Start redis-server and pass its URL."
             )
+        registry_faults = {Fault.NO_CANCEL, Fault.IGNORE_CANCEL} & self.faults
+        if self.registry is not None and registry_faults:
+            names = ", ".join(sorted(f.value for f in registry_faults))
+            raise ConfigError(
+                f"--fault {names} reproduces bugs of the in-process registry; drop --registry"
+            )
         if self.workers > 1 and self.log_max_mb:
             raise ConfigError(
                 "--log-max-mb rotates one process's file; with --workers each worker writes "
