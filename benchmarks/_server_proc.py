@@ -38,11 +38,43 @@ def free_port() -> int:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process, all threads, from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        # The command name may contain spaces; the fields after it start at "state".
-        after_name = stat.read().rpartition(")")[2].split()
+    after_name = _stat_fields(pid)  # they start at "state"
     utime, stime = int(after_name[11]), int(after_name[12])
     return (utime + stime) / _CLK_TCK
+
+
+def _stat_fields(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (which may contain spaces)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        return stat.read().rpartition(")")[2].split()
+
+
+def tree_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds of a process and of each of its descendants alive now, by pid.
+
+    A fleet's parent only supervises; its workers, spawned children, do the work.
+    (One pass over /proc: the kernel here has no /proc/PID/task/*/children.)
+    """
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = _stat_fields(entry.name)
+        except OSError:
+            continue  # it exited meanwhile
+        child = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(child)
+        cpu[child] = (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    found: dict[int, float] = {}
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        if current in cpu:
+            found[current] = cpu[current]
+            pending += children.get(current, [])
+    return found
 
 
 def rss_kib(pid: int) -> int:
@@ -111,6 +143,10 @@ class ServerProcess:
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pid)
+
+    def tree_cpu_seconds(self) -> dict[int, float]:
+        """CPU seconds of this server and each of its live descendants (workers), by pid."""
+        return tree_cpu_seconds(self.pid)
 
     def rss_kib(self) -> int:
         return rss_kib(self.pid)

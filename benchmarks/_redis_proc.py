@@ -1,0 +1,201 @@
+"""A private redis-server for the fleet benchmarks: start on a free loopback port, count, stop.
+
+No persistence, loopback only, killed with the benchmark (PDEATHSIG). Command
+counts come from `INFO commandstats`; `Monitor` reads `MONITOR` in a thread to
+tell the commands a client sent from those a Lua script ran, and which script.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import redis
+from _server_proc import (
+    HOST,
+    STARTUP_DEADLINE_S,
+    STOP_DEADLINE_S,
+    _die_with_parent,
+    cpu_seconds,
+    free_port,
+)
+
+_MONITOR_LINE = re.compile(r"^\+[0-9.]+ \[\d+ ([^\]]+)\] (.*)$")
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+@dataclass
+class RedisServer:
+    """One running redis-server on a loopback port."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://{HOST}:{self.port}/{db}"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host=HOST, port=self.port, socket_timeout=5, decode_responses=True)
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def command_calls(self) -> dict[str, int]:
+        """Calls per command since start or the last reset, from `INFO commandstats`
+        (commands run inside Lua scripts included: Redis counts them too)."""
+        with contextlib.closing(self.client()) as client:
+            stats = client.info("commandstats")
+        return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+    def reset_stats(self) -> None:
+        with contextlib.closing(self.client()) as client:
+            client.config_resetstat()
+
+    def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(STOP_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(STOP_DEADLINE_S)
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def running_redis(workdir: Path) -> Iterator[RedisServer]:
+    """A redis-server on a free loopback port for the duration of the block.
+
+    SIGTERM to the benchmark becomes SystemExit, so the server is stopped then too.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    argv = [
+        binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
+        "--dir", str(workdir), "--logfile", str(workdir / "redis.log"),
+    ]  # fmt: skip
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=workdir,
+        preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads yet; see _server_proc.spawn
+    )
+    server = RedisServer(proc, port)
+    try:
+        _wait_ready(server)
+        yield server
+    finally:
+        server.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _wait_ready(server: RedisServer) -> None:
+    end = time.monotonic() + STARTUP_DEADLINE_S
+    while time.monotonic() < end:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {server.proc.returncode}")
+        with (
+            contextlib.suppress(redis.RedisError, OSError),
+            contextlib.closing(server.client()) as c,
+        ):
+            if c.ping():
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"redis-server did not answer PING within {STARTUP_DEADLINE_S:.0f}s")
+
+
+def script_sha(source: str) -> str:
+    """The SHA1 Redis names a script by (EVALSHA's first argument)."""
+    return hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis's name, not security
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One command as MONITOR saw it: who ran it (`lua` or a client), its name, its args."""
+
+    origin: str
+    command: str
+    args: tuple[str, ...]
+
+    def arg(self, i: int) -> str:
+        return self.args[i] if i < len(self.args) else ""
+
+    @property
+    def from_lua(self) -> bool:
+        return self.origin == "lua"
+
+
+class Monitor:
+    """`MONITOR` read in a thread: every command Redis ran while it was on, in order.
+
+    MONITOR slows Redis down, so it is for counting runs, never for timed ones.
+    """
+
+    def __init__(self, server: RedisServer) -> None:
+        self._server = server
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.ops: list[Op] = []
+        self.error: str | None = None
+
+    def __enter__(self) -> Monitor:
+        self._sock = socket.create_connection((HOST, self._server.port), timeout=5)
+        self._sock.sendall(b"MONITOR\r\n")
+        reply = self._sock.recv(5)
+        if not reply.startswith(b"+OK"):
+            raise RuntimeError(f"MONITOR refused: {reply!r}")
+        self._sock.settimeout(0.2)
+        self._thread = threading.Thread(target=self._read, name="redis-monitor", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._sock.close()
+
+    def _read(self) -> None:
+        pending = b""
+        while not self._stop.is_set():
+            try:
+                data = self._sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                self.error = str(exc)
+                return
+            if not data:
+                return
+            pending += data
+            *lines, pending = pending.split(b"\r\n")
+            for line in lines:
+                match = _MONITOR_LINE.match(line.decode("utf-8", "replace"))
+                if match is not None:
+                    words = _QUOTED.findall(match.group(2))
+                    if words:
+                        command, *args = words
+                        self.ops.append(Op(match.group(1), command.lower(), tuple(args[:4])))
