@@ -4,6 +4,8 @@ Every input ends up as a buffer we can scan in C and re-read for evidence:
 plain files are mmap'd; `.gz` and stdin are spooled to a temporary file
 first (memory stays flat, disk holds the copy). A reference to a line is an
 integer: the source index in the high bits, the byte offset in the low bits.
+Each source belongs to an *input*: one path of the command line with its rotated
+set, one process's time-ordered log (several inputs are merged by time, `merge.py`).
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ class Source:
     index: int
     buffer: Buffer
     _keep: list[object] = field(default_factory=list)
+    #: Which input (a path of the command line, with its rotated set) this file is part of.
+    input: int = 0
     _checkpoint_offsets: list[int] = field(default_factory=lambda: [0])
     _checkpoint_lines: list[int] = field(default_factory=lambda: [1])
 
@@ -177,10 +181,23 @@ class Sources:
     def __iter__(self) -> Iterator[Source]:
         return iter(self.items)
 
-    def add(self, name: str, buffer: Buffer, keep: Iterable[object] = ()) -> Source:
-        source = Source(name, len(self.items), buffer, list(keep))
+    def add(
+        self, name: str, buffer: Buffer, keep: Iterable[object] = (), *, input: int = 0
+    ) -> Source:
+        source = Source(name, len(self.items), buffer, list(keep), input=input)
         self.items.append(source)
         return source
+
+    def inputs(self) -> list[list[Source]]:
+        """The sources of each input, inputs in command-line order, each oldest file first."""
+        grouped: dict[int, list[Source]] = {}
+        for source in self.items:
+            grouped.setdefault(source.input, []).append(source)
+        return list(grouped.values())
+
+    def input_of(self, ref: int) -> int:
+        """The input a line reference belongs to."""
+        return self.items[ref >> OFFSET_BITS].input
 
     def resolve(self, ref: int) -> Evidence:
         return self.items[ref >> OFFSET_BITS].evidence(ref & OFFSET_MASK)
@@ -203,12 +220,14 @@ class Sources:
 _ROTATED = re.compile(r"^(?P<base>.+?)\.(?P<n>\d+)(?P<gz>\.gz)?$")
 
 
-def expand_rotated(paths: list[str]) -> list[str]:
-    """`system.log` also means its rotated set, oldest first: `.3.gz`, `.2`, `.1`, then itself."""
-    result: list[str] = []
+def expand_inputs(paths: list[str]) -> list[list[str]]:
+    """Each path with its rotated set, oldest first (`.3.gz`, `.2`, `.1`, then itself):
+    one list per input. A file named twice, or given itself, is read once."""
+    inputs: list[list[str]] = []
+    seen: set[str] = set()
     for path in paths:
         if path == "-":
-            result.append(path)
+            inputs.append([path])
             continue
         p = Path(path)
         siblings: list[tuple[int, str]] = []
@@ -217,12 +236,18 @@ def expand_rotated(paths: list[str]) -> list[str]:
                 match = _ROTATED.match(candidate.name)
                 if match and match["base"] == p.name:
                     siblings.append((int(match["n"]), str(candidate)))
-        for _, sibling in sorted(siblings, reverse=True):
-            if sibling not in result and sibling not in paths:
-                result.append(sibling)
-        if path not in result:
-            result.append(path)
-    return result
+        files = [s for _, s in sorted(siblings, reverse=True) if s not in seen and s not in paths]
+        if path not in seen:
+            files.append(path)
+        seen.update(files)
+        if files:
+            inputs.append(files)
+    return inputs
+
+
+def expand_rotated(paths: list[str]) -> list[str]:
+    """`system.log` also means its rotated set, oldest first: `.3.gz`, `.2`, `.1`, then itself."""
+    return [path for files in expand_inputs(paths) for path in files]
 
 
 def _spool(reader: IO[bytes]) -> tuple[mmap.mmap | bytes, IO[bytes]]:
@@ -238,29 +263,33 @@ def open_inputs(paths: list[str], *, rotated: bool = True) -> Sources:
     """Open every input; raise `InputError` naming the first that cannot be read."""
     sources = Sources()
     try:
-        for path in expand_rotated(paths) if rotated else paths:
-            if path == "-":
-                buffer, spool = _spool(sys.stdin.buffer)
-                sources.add("<stdin>", buffer, [spool])
-                continue
-            if os.path.isdir(path):
-                raise InputError(f"{path} is a directory, not a log file")
-            try:
-                if path.endswith(".gz"):
-                    with gzip.open(path, "rb") as reader:
-                        buffer, spool = _spool(reader)  # type: ignore[arg-type]
-                    sources.add(path, buffer, [spool])
-                    continue
-                handle = open(path, "rb")  # noqa: SIM115 - kept open with the mmap
-            except (OSError, EOFError, gzip.BadGzipFile) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                raise InputError(f"cannot read {path}: {reason}") from exc
-            size = os.fstat(handle.fileno()).st_size
-            if size == 0:
-                sources.add(path, b"", [handle])
-            else:
-                sources.add(path, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ), [handle])
+        inputs = expand_inputs(paths) if rotated else [[path] for path in paths]
+        for number, files in enumerate(inputs):
+            for path in files:
+                _open_one(sources, path, number)
     except BaseException:
         sources.close()
         raise
     return sources
+
+
+def _open_one(sources: Sources, path: str, number: int) -> None:
+    if path == "-":
+        buffer, spool = _spool(sys.stdin.buffer)
+        sources.add("<stdin>", buffer, [spool], input=number)
+        return
+    if os.path.isdir(path):
+        raise InputError(f"{path} is a directory, not a log file")
+    try:
+        if path.endswith(".gz"):
+            with gzip.open(path, "rb") as reader:
+                buffer, spool = _spool(reader)  # type: ignore[arg-type]
+            sources.add(path, buffer, [spool], input=number)
+            return
+        handle = open(path, "rb")  # noqa: SIM115 - kept open with the mmap
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise InputError(f"cannot read {path}: {reason}") from exc
+    size = os.fstat(handle.fileno()).st_size
+    mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    sources.add(path, mapped, [handle], input=number)
