@@ -36,6 +36,8 @@ class _Followed:
     """One followed path: the file currently open under that name, and where we are."""
 
     path: str
+    #: Its input number: a restart or a blocked loop in one file is that process's alone.
+    number: int = 0
     source: Source | None = None
     inode: int | None = None
     pos: int = 0
@@ -52,7 +54,8 @@ class Follower:
         self.analyzer = analyzer
         self.sources = sources
         self.scanner = Scanner(analyzer)
-        self.files = [_Followed(p) for p in paths]
+        self.files = [_Followed(p, number) for number, p in enumerate(paths)]
+        analyzer.input_of = sources.input_of
 
     def poll(self) -> int:
         """Read and scan all new complete lines; return how many bytes were consumed."""
@@ -63,7 +66,7 @@ class Follower:
             fd = os.open(followed.path, os.O_RDONLY)
         except OSError:
             return False  # not there yet (or between rename and create): try next poll
-        followed.source = self.sources.add(followed.path, FileView(fd))
+        followed.source = self.sources.add(followed.path, FileView(fd), input=followed.number)
         followed.inode = os.fstat(fd).st_ino
         followed.pos, followed.line, followed.partial, followed.dialect = 0, 1, b"", None
         self.analyzer.coverage.sources.append(followed.path)

@@ -15,7 +15,7 @@ from rich.tree import Tree
 
 from ..exit_codes import ExitCode
 from ..logs.analysis import Analyzer
-from ..logs.findings import Finding, Severity
+from ..logs.findings import Evidence, Finding, Severity
 from .tree import Node, Status, build_tree, diagnosis_path, evaluate, leaves
 
 SCHEMA = "jarvis.diagnose/1"
@@ -105,6 +105,26 @@ def _coverage_line(a: Analyzer) -> Text:
     )
 
 
+def _where(file: str, labels: dict[str, str]) -> str:
+    """A file as a merged report names it: with the process that wrote it, if known."""
+    label = labels.get(file)
+    return f"{file} ({label})" if label else file
+
+
+def _line_where(evidence: Evidence, labels: dict[str, str]) -> str:
+    """`file:line`, and the process that wrote the file when the report merged several."""
+    label = labels.get(evidence.file)
+    where = f"{evidence.file}:{evidence.line}"
+    return f"{where} ({label})" if label else where
+
+
+def _inputs_line(a: Analyzer) -> Text:
+    """Which files were merged by time, each with its process (a fleet's log)."""
+    c = a.coverage
+    inputs = "; ".join(", ".join(_where(f, c.labels) for f in files) for files in c.inputs)
+    return Text.assemble(("inputs ", "bold"), f"{len(c.inputs)} merged by time: {inputs}")
+
+
 def _tree(node: Node, verbose: bool, branch: Tree | None = None) -> Tree:
     icon, style = _ICON[node.status]
     label = Text.assemble((f"{icon} ", style), (node.question, style if node.children else ""))
@@ -138,7 +158,7 @@ def _stats_table(a: Analyzer) -> Table:
     return table
 
 
-def _finding_block(finding: Finding, verbose: bool) -> Group:
+def _finding_block(finding: Finding, verbose: bool, labels: dict[str, str]) -> Group:
     style = "red" if finding.severity >= Severity.ERROR else "yellow"
     lines: list[Text | str] = [
         Text.assemble(
@@ -150,7 +170,7 @@ def _finding_block(finding: Finding, verbose: bool) -> Group:
     shown = finding.evidence if verbose else finding.evidence[:4]
     for evidence in shown:
         lines.append(
-            Text(f"    {evidence.file}:{evidence.line}: ", style="dim")
+            Text(f"    {_line_where(evidence, labels)}: ", style="dim")
             + Text(evidence.text[:200] if not verbose else evidence.text)
         )
     if len(shown) < len(finding.evidence):
@@ -163,6 +183,10 @@ def render(report: Report, console: Console, *, verbose: bool = False) -> None:
     """The human report: coverage first, the tree, the diagnosis, findings, summary."""
     a = report.analyzer
     console.print(_coverage_line(a))
+    # One input keeps the report as it always was; merged inputs say who wrote each line.
+    labels = a.coverage.labels if a.coverage.merged else {}
+    if a.coverage.merged:
+        console.print(_inputs_line(a))
     if not report.usable:
         console.print(
             "[bold red]unusable:[/] no lifecycle event recognised; this log proves nothing "
@@ -176,7 +200,7 @@ def render(report: Report, console: Console, *, verbose: bool = False) -> None:
         console.print(Text("diagnosis: ", style="bold") + Text(" → ".join(path[1:])))
     limit = None if verbose else 10
     for finding in report.findings[:limit]:
-        console.print(_finding_block(finding, verbose))
+        console.print(_finding_block(finding, verbose, labels))
     hidden = len(report.findings) - len(report.findings[:limit])
     suppressed = sum(a.suppressed.values())
     if hidden or suppressed:
@@ -197,6 +221,8 @@ def render(report: Report, console: Console, *, verbose: bool = False) -> None:
 def write_junit(report: Report, path: Path) -> None:
     """One testcase per invariant (tree leaf); a failure carries its findings."""
     suite = ET.Element("testsuite", name="jarvis.diagnose")
+    coverage = report.analyzer.coverage
+    labels = coverage.labels if coverage.merged else {}
     cases = leaves(report.tree)
     failures = 0
     for leaf in cases:
@@ -210,7 +236,9 @@ def write_junit(report: Report, path: Path) -> None:
             failures += 1
             failure = ET.SubElement(case, "failure", message=leaf.findings[0].message)
             failure.text = "\n\n".join(
-                f.message + "\n" + "\n".join(f"{e.file}:{e.line}: {e.text}" for e in f.evidence)
+                f.message
+                + "\n"
+                + "\n".join(f"{_line_where(e, labels)}: {e.text}" for e in f.evidence)
                 for f in leaf.findings
             )
     suite.set("tests", str(len(cases)))

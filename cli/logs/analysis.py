@@ -10,6 +10,11 @@ not by the size of the log. References to lines are integers (`ref`),
 resolved to file:line and text only for what is reported, in one sorted
 sweep (`Sources.resolve_findings`).
 
+Several inputs (one per worker or host) arrive merged by time (`merge.py`): the
+analyzer learns which input a line came from (`input_of`) where a process's own
+lifecycle matters (a restart ends only that process's streams, a blocked loop is
+one process's) and to say when two streams of a session ran in different processes.
+
 It judges with what the log has. Flush lines find their stream by the id its
 `stream_start` carried: `stream_id`, else `request_id`, else `trace` (in the
 seeds' vocabulary a flush's `request_id` is the trace). A check that needs a field the
@@ -20,11 +25,12 @@ rather than failed; it fails only streams that lack what others record.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .engine import C_FEED_LOGFMT, ENGINES, default_engine
 from .findings import Finding, FindingId
+from .origins import Origin
 from .patterns import EVENT_NAMES, LOGFMT, count_value, line_ts
 from .stats import Percentiles
 
@@ -40,6 +46,10 @@ Handler = Callable[[dict[str, str], int, float | None], None]
 #: How long a cancelled stream may take to end once its successor started, when the log
 #: does not say (jarvis's `server_start cancel_wait_ms`): the seeds' 2 s.
 DEFAULT_CANCEL_WAIT_S = 2.0
+#: server_start lines whose process is remembered for the report's labels.
+MAX_ORIGINS = 1000
+#: What a server_start says of an in-process registry (no shared registry).
+MEMORY_REGISTRY = "memory"
 
 
 @dataclass(slots=True, eq=False)
@@ -51,6 +61,8 @@ class StreamRecord:
     session: str | None
     start: int | None = None
     start_ts: float | None = None
+    #: Which stream_start this was, in the order read (several inputs: merged by time).
+    seq: int = 0
     #: The id flush lines name this stream by: stream_id, else request_id, else trace.
     keys: tuple[bytes, ...] = ()
     #: The first newer stream of the session to start while this one was open.
@@ -59,6 +71,9 @@ class StreamRecord:
     cancelled: int | None = None
     cancel_ts: float | None = None
     fenced: bool = False
+    #: The newer stream's registry wait saw it finish (a `prev_stream_finished_cleanly`
+    #: naming it): done, whatever the time of its stream_end in another process's log.
+    released: bool = False
     cleaned: bool = False
     first_emit: int | None = None
     post_cancel_flushes: int = 0
@@ -79,6 +94,15 @@ class Coverage:
     sources: list[str] = field(default_factory=list)
     #: Which loop read logfmt: "c" or "python".
     engine: str = "python"
+    #: The files of each input (a path and its rotated set); several were merged by time.
+    inputs: list[list[str]] = field(default_factory=list)
+    #: File -> the process that wrote it, from its server_start: "worker 2, pid 1234".
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def merged(self) -> bool:
+        """Whether several inputs were read as one log, merged by time."""
+        return len(self.inputs) > 1
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -90,6 +114,8 @@ class Coverage:
             "seconds": round(self.seconds, 3),
             "sources": self.sources,
             "engine": self.engine,
+            "inputs": self.inputs,
+            "source_labels": self.labels,
         }
 
 
@@ -153,6 +179,10 @@ def _no_time(ref: int) -> float | None:
     return None
 
 
+def _one_input(ref: int) -> int:
+    return 0
+
+
 def _label(record: StreamRecord) -> str:
     return f"stream {record.trace} (session {record.session})"
 
@@ -201,7 +231,12 @@ class Analyzer:
         self._emitted: set[bytes] = set()
         self._watch_cancel: dict[bytes, StreamRecord] = {}
         self._timeouts: list[int] = []
-        self._loop_stuck = False  # a loop_blocked with no loop_recovered after it
+        #: Inputs whose last watchdog line is a loop_blocked (no loop_recovered after it).
+        self._loop_stuck: set[int] = set()
+        #: Per input, the registry its last server_start named (`memory`, `redis://…`).
+        self._registry: dict[int, str] = {}
+        #: (ref, process) of each server_start: the report labels files with them.
+        self.origins: list[tuple[int, Origin]] = []
         self._unproven: list[_Unproven] = []
         self._unproven_dropped = 0
         #: Lines only a jarvis server writes (server_start, fences, watchdog).
@@ -211,6 +246,11 @@ class Analyzer:
         #: The timestamp of the line at a ref, for the few checks that need one that
         #: was not parsed on the way (the runner sets it to read the sources).
         self.ts_at: Callable[[int], float | None] = _no_time
+        #: The input (a process's file and its rotated set) of the line at a ref; the
+        #: runner sets it when it reads several.
+        self.input_of: Callable[[int], int] = _one_input
+        #: How a finding lists its lines: file order, or (several inputs) merged by time.
+        self.order_refs: Callable[[Iterable[int]], list[int]] = sorted
         #: name -> handler(fields, ref, ts) for every stream-level event acted on.
         self.handlers: dict[str, Handler] = {
             name: getattr(self, "_on_" + name) for name in self.HANDLED
@@ -363,6 +403,7 @@ class Analyzer:
             trace, stream_id, fields.get("session"), start=ref, start_ts=ts, keys=keys
         )
         self.stats.streams += 1
+        record.seq = self.stats.streams
         self._by_trace[trace] = record
         if keys:
             self._by_rid[keys[0]] = record
@@ -421,6 +462,14 @@ class Analyzer:
         self, fields: dict[str, str], ref: int, ts: float | None
     ) -> None:
         self._cancel_wait(fields)
+        # In a fleet the two streams are in two processes' logs, whose clocks may disagree
+        # by more than the debounce: merged by time, the old stream's cancel and end can
+        # come after the new one's first flush. The registry's word that it waited for
+        # the old stream to finish (naming it) is the proof that they did not overlap.
+        for trace in (fields.get("prev_trace") or "").split(","):
+            record = self._by_trace.get(trace) if trace else None
+            if record is not None:
+                record.released = True
 
     def _on_prev_stream_timeout_on_cancel(
         self, fields: dict[str, str], ref: int, ts: float | None
@@ -433,7 +482,7 @@ class Analyzer:
     def _on_loop_blocked(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         self.stats.loop_blocked += 1
         self.stats.watchdog_lines += 1
-        self._loop_stuck = True
+        self._loop_stuck.add(self.input_of(ref))
         lag = fields.get("lag_ms", "?")
         self._report(
             FindingId.LOOP_BLOCKED,
@@ -444,7 +493,7 @@ class Analyzer:
 
     def _on_loop_recovered(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         self.stats.watchdog_lines += 1
-        self._loop_stuck = False
+        self._loop_stuck.discard(self.input_of(ref))
 
     def _on_server_start(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         self.stats.watchdog_lines += 1  # a jarvis server: its watchdog is running
@@ -452,8 +501,18 @@ class Analyzer:
         wait_ms = _int(fields.get("cancel_wait_ms"))
         if wait_ms > 0:
             self.cancel_wait_s = wait_ms / 1000
-        # A restart ends whatever was open: judge those streams now, not against later ones.
+        here = self.input_of(ref)
+        registry = fields.get("registry")
+        if registry:
+            self._registry[here] = registry
+        origin = Origin.of(fields)
+        if origin is not None and len(self.origins) < MAX_ORIGINS:
+            self.origins.append((ref, origin))
+        # A restart ends whatever that process had open (another worker's streams run on):
+        # judge those streams now, not against later ones.
         for record in list(self._by_trace.values()):
+            if record.start is not None and self.input_of(record.start) != here:
+                continue
             self._report(
                 FindingId.STREAM_NOT_ENDED,
                 f"stream {record.trace} (session {record.session}) never ended before the "
@@ -462,8 +521,9 @@ class Analyzer:
                 record,
             )
             self._close(record)
-        self._pending_start.clear()
-        self._pending_sched.clear()
+        for pending in (self._pending_start, self._pending_sched):
+            for rid in [rid for rid, at in pending.items() if self.input_of(at) == here]:
+                del pending[rid]
 
     def _on_loop_lag(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         self.stats.watchdog_lines += 1
@@ -562,7 +622,7 @@ class Analyzer:
         successor's start (or no timestamps to say otherwise), or fenced off.
         """
         newer = record.newer_start
-        if newer is None or record.fenced or record.overlap_reported:
+        if newer is None or record.fenced or record.released or record.overlap_reported:
             return
         if record.first_emit is not None or newer.first_emit is not None:
             return
@@ -581,6 +641,7 @@ class Analyzer:
             detail = f"was never cancelled and ran on after the newer stream {newer.trace} started"
             if overlap is not None:
                 detail += f" ({overlap:.1f} s side by side)"
+            detail += self._across(record.start, newer.start)
         self._report(
             FindingId.CONCURRENT_STREAMS,
             f"session {record.session}: stream {record.trace} {detail}",
@@ -594,18 +655,38 @@ class Analyzer:
             return
         record.first_emit = ref
         for other in self._open_by_session.get(record.session, ()):
-            if other is record or other.fenced or other.start is None or record.start is None:
+            if other is record or other.fenced or other.released:
                 continue
-            if other.start < record.start:
-                other.overlap_reported = True
-                self._report(
-                    FindingId.CONCURRENT_STREAMS,
-                    f"session {record.session}: stream {record.trace} emitted while the "
-                    f"older stream {other.trace} was still open and not fenced",
-                    [other.start, other.first_emit, record.start, ref],
-                    record,
-                )
-                return
+            if other.seq > record.seq:
+                continue
+            other.overlap_reported = True
+            self._report(
+                FindingId.CONCURRENT_STREAMS,
+                f"session {record.session}: stream {record.trace} emitted while the "
+                f"older stream {other.trace} was still open and not fenced"
+                + self._across(other.start, record.start),
+                [other.start, other.first_emit, record.start, ref],
+                record,
+            )
+            return
+
+    def _across(self, older: int | None, newer: int | None) -> str:
+        """What it means that two streams of a session ran in different processes."""
+        if older is None or newer is None:
+            return ""
+        a, b = self.input_of(older), self.input_of(newer)
+        if a == b:
+            return ""
+        registries = {self._registry.get(a), self._registry.get(b)}
+        if MEMORY_REGISTRY in registries:
+            return (
+                "; they ran in two processes (two log inputs), one at least with its registry "
+                "in memory, so neither knew of the other's stream: a fleet needs one shared "
+                "registry (--registry redis://…)"
+            )
+        if len(registries) == 1 and None not in registries:
+            return f"; they ran in two processes sharing the registry {registries.pop()}"
+        return "; they ran in two processes (two log inputs)"
 
     def _close(self, record: StreamRecord) -> None:
         if self._by_trace.get(record.trace) is record:
@@ -635,7 +716,7 @@ class Analyzer:
             message,
             session=record.session if record else None,
             trace=record.trace if record else None,
-            refs=sorted({r for r in refs if r is not None}),
+            refs=self.order_refs({r for r in refs if r is not None}),
         )
 
     def _report(
@@ -688,7 +769,7 @@ class Analyzer:
         for rid, ref in self._pending_start.items():
             started = ts_of(ref)
             old = now is None or started is None or now - started >= FLUSH_STUCK_AFTER_S
-            if old or self._loop_stuck:
+            if old or self.input_of(ref) in self._loop_stuck:
                 judged.append(
                     self._finding(
                         FindingId.FLUSH_STUCK,

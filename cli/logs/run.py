@@ -1,12 +1,15 @@
-"""One analysis over a set of inputs: open, bound by time, scan, judge."""
+"""One analysis over a set of inputs: open, bound by time, scan (merged by time when
+several processes wrote them), judge."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .analysis import Analyzer
+from .merge import Part, merge_scan, time_order
+from .origins import label_sources
 from .scan import Scanner, last_ts, offset_at_time, ts_resolver
-from .sources import Sources, open_inputs
+from .sources import Source, Sources, open_inputs
 
 
 @dataclass(slots=True)
@@ -17,6 +20,15 @@ class Window:
     until: float | None = None
 
 
+def _bounds(source: Source, window: Window | None) -> tuple[int, int]:
+    start, end = 0, len(source)
+    if window is not None and window.since is not None:
+        start = offset_at_time(source, window.since)
+    if window is not None and window.until is not None:
+        end = offset_at_time(source, window.until)
+    return start, end
+
+
 def analyze(
     paths: list[str],
     *,
@@ -24,32 +36,49 @@ def analyze(
     window: Window | None = None,
     engine: str | None = None,
 ) -> tuple[Analyzer, Sources]:
-    """Scan every input in order and return the judged analyzer (caller closes sources).
+    """Scan every input and return the judged analyzer (caller closes sources).
 
+    One input (a file, or one file's rotated set) is read in order, at full speed.
+    Several (one per worker or host) are merged by timestamp, so that a session whose
+    streams hop between processes is rebuilt in the order things happened.
     `engine` picks the logfmt hot loop ("c" or "python"); by default, the C one if built.
     """
     sources = open_inputs(paths)
     try:
         analyzer = Analyzer(stale_after_s=stale_after_s, engine=engine)
         analyzer.ts_at = ts_resolver(sources.items)
+        analyzer.input_of = sources.input_of
         scanner = Scanner(analyzer)
         end_ts: float | None = None
-        for source in sources:
-            start, end = 0, len(source)
-            if window is not None and window.since is not None:
-                start = offset_at_time(source, window.since)
-            if window is not None and window.until is not None:
-                end = offset_at_time(source, window.until)
-            if start < end:
-                scanner.scan(source, start, end)
-            else:
-                analyzer.coverage.sources.append(source.name)
-            tail = last_ts(source)
-            if tail is not None and window is not None and window.until is not None:
-                tail = min(tail, window.until)
-            if tail is not None:
-                end_ts = tail if end_ts is None else max(end_ts, tail)
+        inputs: list[list[Part]] = []
+        for files in sources.inputs():
+            parts: list[Part] = []
+            for source in files:
+                start, end = _bounds(source, window)
+                if start < end:
+                    parts.append((source, start, end))
+                tail = last_ts(source)
+                if tail is not None and window is not None and window.until is not None:
+                    tail = min(tail, window.until)
+                if tail is not None:
+                    end_ts = tail if end_ts is None else max(end_ts, tail)
+            inputs.append(parts)
+        if sum(1 for parts in inputs if parts) > 1:
+            analyzer.order_refs = time_order(sources, analyzer.ts_at)
+            analyzer.coverage.sources.extend(source.name for source in sources)
+            merge_scan(scanner, inputs)
+        else:
+            bounds = {
+                source.index: (start, end) for parts in inputs for source, start, end in parts
+            }
+            for source in sources:
+                if source.index in bounds:
+                    scanner.scan(source, *bounds[source.index])
+                else:
+                    analyzer.coverage.sources.append(source.name)
         analyzer.finish(end_ts, ts_resolver(sources.items))
+        analyzer.coverage.inputs = [[source.name for source in files] for files in sources.inputs()]
+        analyzer.coverage.labels = label_sources(sources, analyzer.origins)
     except BaseException:
         sources.close()
         raise
