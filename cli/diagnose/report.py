@@ -87,7 +87,7 @@ def build_report(
     findings.sort(key=lambda f: (-f.severity, f.id.value))
     for finding in findings:
         finding.jarvis_log = analyzer.jarvis_log
-    tree = build_tree()
+    tree = build_tree(fleet=analyzer.shared_registry)
     evaluate(tree, analyzer, findings)
     return Report(analyzer, findings, tree, fail_on)
 
@@ -155,6 +155,10 @@ def _stats_table(a: Analyzer) -> Table:
                   f"{s.tokens:,} tokens")  # fmt: skip
     if s.loop_blocked or s.max_loop_lag_ms:
         table.add_row("event loop", f"{s.loop_blocked} blocked, max lag {s.max_loop_lag_ms} ms")
+    if a.shared_registry:
+        table.add_row("registry", f"{s.registry_failures:,} failed operation(s), "
+                      f"{s.registry_outages:,} outage(s) recovered, "
+                      f"{s.registry_refused:,} prompt(s) refused with 503")  # fmt: skip
     return table
 
 

@@ -46,8 +46,40 @@ def _saw_flushes(a: Analyzer) -> bool:
     return a.stats.flushes > 0 or a.stats.scheduled > 0
 
 
-def build_tree() -> Node:
-    """The seeds' troubleshooting questions, in their order."""
+def _registry_question() -> Node:
+    """A fleet's one stream per session rests on the shared registry: is it reachable?"""
+    return Node(
+        "Does the shared registry answer (no registry_unavailable)?",
+        FindingId.REGISTRY_UNAVAILABLE,
+        lambda a: a.shared_registry,
+        "no server_start names a shared registry (registry=redis://…)",
+    )
+
+
+def build_tree(*, fleet: bool = False) -> Node:
+    """The seeds' troubleshooting questions, in their order. A fleet's log (its servers
+    share a registry) adds the registry's question, first under "One stream per
+    session?": while the registry is down no prompt gets a stream at all."""
+    per_session = [
+        Node(
+            "No two streams of a session emitting at once?",
+            FindingId.CONCURRENT_STREAMS,
+            lambda a: a.stats.sessioned_streams > 0,
+            "no stream_start names its session: log session=… in stream_start",
+        ),
+        Node(
+            "Do cancelled streams stop?",
+            FindingId.CANCEL_IGNORED,
+            lambda a: a.stats.cancels > 0,
+        ),
+        Node(
+            "Does the previous stream clean up within the cancel wait?",
+            FindingId.CANCEL_TIMEOUTS,
+            lambda a: a.stats.cancel_waits > 0,
+        ),
+    ]
+    if fleet:
+        per_session.insert(0, _registry_question())
     return Node(
         "Is the streaming lifecycle healthy?",
         children=[
@@ -71,27 +103,7 @@ def build_tree() -> Node:
                     ),
                 ],
             ),
-            Node(
-                "One stream per session?",
-                children=[
-                    Node(
-                        "No two streams of a session emitting at once?",
-                        FindingId.CONCURRENT_STREAMS,
-                        lambda a: a.stats.sessioned_streams > 0,
-                        "no stream_start names its session: log session=… in stream_start",
-                    ),
-                    Node(
-                        "Do cancelled streams stop?",
-                        FindingId.CANCEL_IGNORED,
-                        lambda a: a.stats.cancels > 0,
-                    ),
-                    Node(
-                        "Does the previous stream clean up within the cancel wait?",
-                        FindingId.CANCEL_TIMEOUTS,
-                        lambda a: a.stats.cancel_waits > 0,
-                    ),
-                ],
-            ),
+            Node("One stream per session?", children=per_session),
             Node(
                 "Cleanup working?",
                 children=[

@@ -144,6 +144,11 @@ class Stats:
     #: cleanup check applies only to logs that record cleanup at all.
     cleanup_recorded: int = 0
     buffers_cleaned: int = 0
+    #: registry_unavailable lines, outages that ended (registry_recovered), and prompts
+    #: refused with a 503 because the registry was down.
+    registry_failures: int = 0
+    registry_outages: int = 0
+    registry_refused: int = 0
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -161,6 +166,9 @@ class Stats:
             "max_loop_lag_ms": self.max_loop_lag_ms,
             "rejected_requests": self.rejected,
             "cleanup_recorded": self.cleanup_recorded,
+            "registry_failures": self.registry_failures,
+            "registry_outages": self.registry_outages,
+            "registry_refused": self.registry_refused,
         }
 
 
@@ -173,6 +181,26 @@ class _Unproven:
     refs: list[int | None]
     missing_done: bool
     missing_cleaned: bool
+
+
+@dataclass(slots=True)
+class _Outage:
+    """One process's view of the shared registry being down, from its first
+    `registry_unavailable` on (each process logs its own)."""
+
+    first: int
+    last: int
+    failures: int = 0
+    ops: Counter[str] = field(default_factory=Counter)
+    refused: int = 0
+    first_refused: int | None = None
+
+    def summary(self) -> str:
+        ops = ", ".join(f"{op} {n}" for op, n in self.ops.most_common())
+        return (
+            f"{self.failures} failed registry operation(s) ({ops}); "
+            f"{self.refused} prompt(s) refused with 503"
+        )
 
 
 def _no_time(ref: int) -> float | None:
@@ -204,6 +232,7 @@ class Analyzer:
             "flush_on_cleanup", "flush_on_end", "flush_cancelled",
             "prev_stream_finished_cleanly", "prev_stream_timeout_on_cancel", "loop_blocked",
             "server_start", "loop_lag", "loop_recovered", "request_rejected", "stream_end",
+            "registry_unavailable", "registry_recovered",
         }
     )  # fmt: skip
     #: Events whose timestamp every line needs (stream age, cancel age). Others look
@@ -233,8 +262,12 @@ class Analyzer:
         self._timeouts: list[int] = []
         #: Inputs whose last watchdog line is a loop_blocked (no loop_recovered after it).
         self._loop_stuck: set[int] = set()
+        #: Per input, the registry outage going on (registry_unavailable, not recovered).
+        self._outages: dict[int, _Outage] = {}
         #: Per input, the registry its last server_start named (`memory`, `redis://…`).
         self._registry: dict[int, str] = {}
+        #: Whether the log shows a registry shared by processes (a fleet).
+        self.shared_registry = False
         #: (ref, process) of each server_start: the report labels files with them.
         self.origins: list[tuple[int, Origin]] = []
         self._unproven: list[_Unproven] = []
@@ -505,6 +538,7 @@ class Analyzer:
         registry = fields.get("registry")
         if registry:
             self._registry[here] = registry
+            self.shared_registry |= registry != MEMORY_REGISTRY
         origin = Origin.of(fields)
         if origin is not None and len(self.origins) < MAX_ORIGINS:
             self.origins.append((ref, origin))
@@ -524,6 +558,14 @@ class Analyzer:
         for pending in (self._pending_start, self._pending_sched):
             for rid in [rid for rid, at in pending.items() if self.input_of(at) == here]:
                 del pending[rid]
+        outage = self._outages.pop(here, None)  # a new process: its own registry state
+        if outage is not None:
+            self._report(
+                FindingId.REGISTRY_UNAVAILABLE,
+                f"{self._registry_name(here)} stopped answering and had not recovered when "
+                f"the process restarted: {outage.summary()}",
+                [outage.first, outage.first_refused, outage.last, ref],
+            )
 
     def _on_loop_lag(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         self.stats.watchdog_lines += 1
@@ -531,6 +573,46 @@ class Analyzer:
 
     def _on_request_rejected(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         self.stats.rejected += 1
+        outage = self._outages.get(self.input_of(ref))
+        if outage is not None and (
+            fields.get("code") == "registry_unavailable" or fields.get("status") == "503"
+        ):
+            self.stats.registry_refused += 1
+            outage.refused += 1
+            if outage.first_refused is None:
+                outage.first_refused = ref
+
+    def _on_registry_unavailable(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        self._jarvis_lines += 1
+        self.shared_registry = True
+        self.stats.registry_failures += 1
+        outage = self._outages.setdefault(self.input_of(ref), _Outage(ref, ref))
+        outage.last = ref
+        outage.failures += 1
+        outage.ops[fields.get("op") or "?"] += 1
+
+    def _on_registry_recovered(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        self._jarvis_lines += 1
+        self.shared_registry = True
+        self.stats.registry_outages += 1
+        here = self.input_of(ref)
+        outage = self._outages.pop(here, None)
+        down = fields.get("down_ms")
+        length = f" for {down} ms" if down else ""
+        what = f"{self._registry_name(here)} was unreachable{length}, then recovered"
+        if outage is None:  # the log began during the outage
+            what += " (down since before the log)"
+            self._report(FindingId.REGISTRY_UNAVAILABLE, what, [ref])
+            return
+        self._report(
+            FindingId.REGISTRY_UNAVAILABLE,
+            f"{what}: {outage.summary()}",
+            [outage.first, outage.first_refused, outage.last, ref],
+        )
+
+    def _registry_name(self, here: int) -> str:
+        name = self._registry.get(here)
+        return "the shared registry" + (f" {name}" if name and name != MEMORY_REGISTRY else "")
 
     def _on_stream_end(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         # One per stream: messages are formatted only when something is reported.
@@ -778,6 +860,17 @@ class Analyzer:
                         self._by_rid.get(rid),
                     )
                 )
+        for here, outage in self._outages.items():
+            since = self.ts_at(outage.first)
+            length = "" if now is None or since is None else f", {now - since:.1f} s after"
+            judged.append(
+                self._finding(
+                    FindingId.REGISTRY_UNAVAILABLE,
+                    f"{self._registry_name(here)} stopped answering and had not recovered by "
+                    f"the end of the log (no registry_recovered{length}): {outage.summary()}",
+                    [outage.first, outage.first_refused, outage.last],
+                )
+            )
         return judged
 
     def judge_totals(self) -> list[Finding]:

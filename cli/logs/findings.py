@@ -28,6 +28,7 @@ class FindingId(enum.StrEnum):
     CLEANUP_INCOMPLETE = "cleanup_incomplete"
     FLUSH_TASK_LEAK = "flush_task_leak"
     NO_BATCHING = "no_batching"
+    REGISTRY_UNAVAILABLE = "registry_unavailable"
 
 
 SEVERITY: dict[FindingId, Severity] = {
@@ -40,6 +41,7 @@ SEVERITY: dict[FindingId, Severity] = {
     FindingId.CLEANUP_INCOMPLETE: Severity.ERROR,
     FindingId.FLUSH_TASK_LEAK: Severity.ERROR,
     FindingId.NO_BATCHING: Severity.WARNING,
+    FindingId.REGISTRY_UNAVAILABLE: Severity.ERROR,
 }
 
 REMEDY: dict[FindingId, str] = {
@@ -85,6 +87,13 @@ REMEDY: dict[FindingId, str] = {
     FindingId.NO_BATCHING: (
         "Tokens flow one per flush and no flush is ever scheduled: batching is off or "
         "broken. Debounce (75 ms) so the first token of a batch schedules the flush."
+    ),
+    FindingId.REGISTRY_UNAVAILABLE: (
+        "The shared registry (Redis) was unreachable: prompts were refused with 503 during "
+        "that time (streams already running finished). Check Redis: is it up and reachable "
+        "from every worker (address, network, auth, maxclients), and what stalled it (its "
+        "log, SLOWLOG, memory, persistence)? Each worker logs its own outage: the evidence "
+        "names the file, hence the worker, that saw it."
     ),
 }
 
