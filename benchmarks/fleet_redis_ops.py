@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import sys
 import tempfile
 import time
@@ -30,6 +31,7 @@ from _server_proc import ServerProcess, free_port, jarvis_argv, running
 from _sse_client import StreamResult, new_session, run, stream_chat
 
 from jarvis._redis_registry import _CLAIM, _RELEASE, _RENEW
+from jarvis.logfmt import parse_logfmt
 from jarvis.synthetic import expected_text
 
 TARGET_OPS_PER_STREAM = 10
@@ -213,6 +215,21 @@ async def benchmark(
     return phases
 
 
+def registry_trouble(log_files: list[Path]) -> dict[str, Any]:
+    """The workers' registry_unavailable / registry_recovered / 503 lines: a Redis
+    operation that failed marks the worker's registry down until it sees Redis again."""
+    counts: Counter[str] = Counter()
+    first: list[str] = []
+    for path in log_files:
+        with path.open(encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                if "event=registry_" in line or "event=request_rejected" in line:
+                    counts[f"{path.name} {parse_logfmt(line).get('event')}"] += 1
+                    if len(first) < 3 and "registry_unavailable" in line:
+                        first.append(line.strip())
+    return {"events": dict(counts), "first_unavailable": first}
+
+
 def summarise(phases: list[Phase], args: argparse.Namespace) -> dict[str, Any]:
     analysed = [analyse(p) for p in phases]
     worst = max(
@@ -330,6 +347,7 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=60.0, help="bound on one phase (s)")
     parser.add_argument("--quick", action="store_true", help="40 sessions, T=20 and T=200")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--keep-logs", metavar="DIR", help="copy the workers' logs here")
     args = parser.parse_args()
     if args.quick:
         args.sessions, args.tokens = 40, [20, 200]
@@ -347,9 +365,18 @@ def main() -> int:
                     flush=True,
                 )
                 phases = run(lambda: benchmark(server, redis, args))
+        trouble = registry_trouble(sorted(workdir.glob("fleet.w*.log")))
+        if args.keep_logs:
+            keep = Path(args.keep_logs)
+            keep.mkdir(parents=True, exist_ok=True)
+            for path in [*workdir.glob("fleet*.log"), *workdir.glob("*.stderr")]:
+                shutil.copy(path, keep / path.name)
 
     results = summarise(phases, args)
+    results["registry_trouble"] = trouble
     report(results)
+    if trouble["events"]:
+        print(f"registry trouble in the workers' logs: {trouble}")
     write_json(args.json, "fleet_redis_ops", results)
     failures = [f for p in phases for f in p.failures]
     for failure in failures[:5]:
