@@ -7,11 +7,19 @@ diagnose` uses (`cli/logs/dialects.py`), so a server that logs with stdlib
 on every line. The full lifecycle reconstruction lives in `cli/logs` (the
 `leaks` scenario uses it); this module only slices lines and links a session's
 streams.
+
+A log path also names the files of a fleet: `jarvis serve --workers N --log-file
+system.log` writes `system.w1.log` ... `system.wN.log` and no `system.log`. Every
+reader here reads all of them (`files`), their lines merged by time, and a mark
+(`size`) says where each file stood.
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,16 +33,93 @@ MAX_LINE = 600
 LINK_FIELDS = ("trace", "stream_id", "request_id")
 
 
-def size(path: Path) -> int:
-    """Bytes in the log now (0 if it does not exist yet): a mark to read from later."""
+def worker_files(path: Path) -> list[Path]:
+    """The files a fleet's workers write for the log `path` (`system.w2.log` for
+    `system.log`: jarvis.server.fleet.worker_log_path), in worker order."""
+    pattern = re.compile(rf"{re.escape(path.stem)}\.w([0-9]+){re.escape(path.suffix)}")
     try:
-        return os.stat(path).st_size
-    except FileNotFoundError:
-        return 0
+        names = os.listdir(path.parent)
+    except OSError:
+        return []
+    found = [(int(m[1]), name) for name in names if (m := pattern.fullmatch(name))]
+    return [path.parent / name for _, name in sorted(found)]
+
+
+def files(path: Path) -> list[Path]:
+    """The files of the log `path`: itself, and every worker's file when a fleet wrote
+    it (then `path` itself counts only if it exists: a fleet's parent writes none)."""
+    workers = worker_files(path)
+    if not workers:
+        return [path]
+    return [path, *workers] if path.exists() else workers
+
+
+class Mark(int):
+    """Where a log stood (`size`): as an int, its bytes, so it reads as before; per file
+    in `offsets`, so lines written since are read from each file of a fleet's log, and
+    from the start of a worker's file that appeared after the mark."""
+
+    offsets: dict[Path, int]
+
+    def __new__(cls, offsets: dict[Path, int]) -> Mark:
+        mark = super().__new__(cls, sum(offsets.values()))
+        mark.offsets = offsets
+        return mark
+
+    def __repr__(self) -> str:
+        where = ", ".join(f"{path.name}:{offset}" for path, offset in self.offsets.items())
+        return f"<Mark {int(self)} {where}>"
+
+
+def size(path: Path) -> Mark:
+    """Bytes in the log now (0 if it does not exist yet): a mark to read from later."""
+    offsets: dict[Path, int] = {}
+    for file in files(path):
+        try:
+            offsets[file] = os.stat(file).st_size
+        except FileNotFoundError:
+            offsets[file] = 0
+    return Mark(offsets)
 
 
 def lines_since(path: Path, offset: int) -> list[str]:
-    """Every complete line that starts at or after byte `offset`.
+    """Every complete line that starts at or after the mark `offset` (a `Mark` from `size`,
+    or a byte offset in `path` itself), in every file of the log. Several files (a
+    fleet's) are merged by each line's time; a line without one stays after the line
+    before it in its file."""
+    parts = [(file, _offset_in(file, path, offset)) for file in files(path)]
+    if len(parts) == 1:
+        return _file_lines_since(*parts[0])
+    return _merged([_file_lines_since(file, start) for file, start in parts])
+
+
+def _offset_in(file: Path, path: Path, offset: int) -> int:
+    if isinstance(offset, Mark):
+        return offset.offsets.get(file, 0)
+    return offset if file == path else 0
+
+
+def _merged(per_file: list[list[str]]) -> list[str]:
+    """Each file's lines are in time order already: merge them, stable per file."""
+    if sum(1 for lines in per_file if lines) < 2:
+        return [text for lines in per_file for text in lines]
+
+    def keyed(number: int, lines: list[str]) -> list[tuple[float, int, int, str]]:
+        last = -math.inf
+        out: list[tuple[float, int, int, str]] = []
+        for index, text in enumerate(lines):
+            record = parse_line(text) if text else None
+            if record is not None and record.ts is not None:
+                last = record.ts
+            out.append((last, number, index, text))
+        return out
+
+    streams = [keyed(number, lines) for number, lines in enumerate(per_file)]
+    return [text for *_, text in heapq.merge(*streams)]
+
+
+def _file_lines_since(path: Path, offset: int) -> list[str]:
+    """Every complete line of one file that starts at or after byte `offset`.
 
     A mark taken while the server was writing can fall inside a line: that line belongs
     before the mark, and its tail is no line of its own (it would read as a split one)."""
@@ -93,7 +178,7 @@ def parse(text: str) -> LogLine:
 
 
 def event_lines(path: Path, event: Event, offset: int = 0) -> list[str]:
-    """The lines of one event written after byte `offset`."""
+    """The lines of one event written since the mark `offset` (see `lines_since`)."""
     return [
         text
         for text in lines_since(path, offset)
@@ -102,7 +187,8 @@ def event_lines(path: Path, event: Event, offset: int = 0) -> list[str]:
 
 
 def session_starts(path: Path, mark: int, session: str) -> list[dict[str, str]]:
-    """The fields of `session`'s stream_start lines written after byte `mark`, in log order."""
+    """The fields of `session`'s stream_start lines written since `mark`, in log order
+    (by time across a fleet's files)."""
     starts: list[dict[str, str]] = []
     for text in lines_since(path, mark):
         if Event.STREAM_START in text:
@@ -113,7 +199,7 @@ def session_starts(path: Path, mark: int, session: str) -> list[dict[str, str]]:
 
 
 def session_ended(path: Path, mark: int, session: str) -> bool:
-    """Whether a stream of `session` started after byte `mark` has logged its stream_end.
+    """Whether a stream of `session` started since `mark` has logged its stream_end.
 
     A stream_end belongs to it by the ids its stream_start carried (trace, stream_id,
     request_id: many servers log the session only at the start), or by its own session
