@@ -18,6 +18,7 @@ from ..dialect_options import DialectOption, HealthOption, SessionInOption, Targ
 from ..exit_codes import ExitCode
 from ..faults import EmbeddedFaultOption, embedded_faults
 from ..termination import until_terminated
+from .embedded import check_fleet
 from .plan import EMBEDDED_CANCEL_WAIT_S, REMOTE_CANCEL_WAIT_S, SCENARIOS, Expect, Plan
 from .report import LineView, LiveView, QuietView, Report, render, write_junit
 from .runner import Spec, View, run
@@ -85,6 +86,23 @@ def verify_hang(
         ),
     ] = None,
     fault: EmbeddedFaultOption = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Embedded server only: run it as this many worker processes behind its one "
+            "port (jarvis serve --workers N); above 1 needs --registry. Every scenario that "
+            "reads its log reads each worker's file.",
+        ),
+    ] = 1,
+    registry: Annotated[
+        str | None,
+        typer.Option(
+            metavar="redis://HOST:PORT/DB",
+            help="Embedded server only: its shared registry (jarvis serve --registry): "
+            "one stream per session across --workers. Must answer at start (else exit 3).",
+            show_default=False,
+        ),
+    ] = None,
     cancel_wait: Annotated[
         float | None,
         typer.Option(
@@ -139,7 +157,9 @@ def verify_hang(
     cannot support (no /v1/streams, no log) are SKIPPED, never passed.
 
     Without --url it starts the embedded reference server (a subprocess on a
-    free loopback port), tests it, stops it, and checks its log too.
+    free loopback port), tests it, stops it, and checks its log too. With
+    --workers N --registry redis://... that server is a fleet: N processes
+    behind one port sharing one stream per session through Redis.
 
     Exit codes: 0 every scenario that ran passed, 1 a stability failure (a
     hang, a leak, an overlap), 2 usage error, 3 server unreachable, failed to
@@ -153,12 +173,15 @@ def verify_hang(
         jarvis verify-hang --url http://127.0.0.1:9000 --dialect anthropic --health /health
         jarvis verify-hang --target my-api.toml
         jarvis verify-hang --url http://127.0.0.1:8001 --url http://127.0.0.1:8002
+        jarvis verify-hang --workers 2 --registry redis://127.0.0.1:6379/0
         jarvis verify-hang --scenario overlap --sessions 32 --rounds 5
         jarvis verify-hang --json report.json --junit verify.xml
     """
     chat = chat_api(url or [], dialect=dialect, session_in=session_in, target=target, health=health)
     if target is not None and not chat.urls:
         raise ConfigError(f"--target {target}: the file names no url; pass --url")
+    faults = embedded_faults(fault, chat.urls[0] if chat.urls else None)
+    check_fleet(workers, registry, faults=faults, url=chat.urls[0] if chat.urls else None)
     plan = Plan(
         strict=strict if strict is not None else not chat.urls,
         sessions=sessions,
@@ -173,7 +196,9 @@ def verify_hang(
     spec = Spec(
         urls=chat.urls,
         log_file=log_file,
-        faults=embedded_faults(fault, chat.urls[0] if chat.urls else None),
+        faults=faults,
+        workers=workers,
+        registry=registry,
         model=model,
         api_key=api_key,
         dialect=chat.dialect,

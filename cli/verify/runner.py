@@ -6,11 +6,15 @@ not heard from the server for a second either, the server is hung: its
 stacks are captured (embedded server only), the scenarios not yet run are
 reported as not run, and only `leaks` still reads the log. A hung server
 thus costs one deadline, not one per scenario.
+
+The embedded server may be a fleet (`Spec.workers`): one URL, several
+processes, one log file per worker; every scenario reads them all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +27,7 @@ import httpx
 from ..chatapi import Dialect, SessionIn
 from ..chatapi.dialect import OpenAI
 from ..chatapi.session import DEFAULT_SESSION_IN
+from . import serverlog
 from .client import ChatClient
 from .embedded import EmbeddedServer, start_embedded
 from .plan import Plan
@@ -64,6 +69,9 @@ class Spec:
     urls: tuple[str, ...] = ()
     log_file: Path | None = None
     faults: tuple[str, ...] = ()
+    #: The embedded server's worker processes (above 1: a fleet sharing `registry`).
+    workers: int = 1
+    registry: str | None = None
     model: str | None = None
     api_key: str | None = None
     dialect: Dialect = field(default_factory=OpenAI)
@@ -97,7 +105,11 @@ async def run(
     server = None
     if not spec.urls:
         server = await start_embedded(
-            log_path=spec.log_file, cancel_wait=plan.cancel_wait, faults=list(spec.faults)
+            log_path=spec.log_file,
+            cancel_wait=plan.cancel_wait,
+            faults=list(spec.faults),
+            workers=spec.workers,
+            registry=spec.registry,
         )
     urls = [server.url] if server is not None else [normalise_url(u) for u in spec.urls]
     client = ChatClient(
@@ -206,15 +218,50 @@ async def _run_one(ctx: Context, name: str, view: View) -> ScenarioResult:
     view.started(name)
     began = ctx.clock()
     budget = ctx.plan.budget()
+    scenario = _leaks_per_file if name == "leaks" else RUNNABLE[name]
     try:
         async with asyncio.timeout(budget):
-            result = await RUNNABLE[name](ctx)
+            result = await scenario(ctx)
     except TimeoutError:
         result = ScenarioResult(
             name, Status.FAIL, f"hang: the scenario did not finish within {budget:g} s", hung=True
         )
     result.seconds = ctx.clock() - began
     return result
+
+
+async def _leaks_per_file(ctx: Context) -> ScenarioResult:
+    """`leaks` judges one log file. A fleet's log is one file per worker, and each holds
+    whole lifecycles (a stream starts and ends in the worker that runs it), so each file
+    is judged in turn, and a leak in any fails the scenario."""
+    target = ctx.target
+    log_files = await asyncio.to_thread(serverlog.files, target.log_path) if target.log_path else []
+    if len(log_files) < 2:
+        return await RUNNABLE["leaks"](ctx)
+    parts: list[tuple[Path, ScenarioResult]] = []
+    try:
+        for path in log_files:
+            ctx.target = dataclasses.replace(target, log_path=path)
+            parts.append((path, await RUNNABLE["leaks"](ctx)))
+    finally:
+        ctx.target = target
+    return _joined("leaks", parts)
+
+
+def _joined(name: str, parts: list[tuple[Path, ScenarioResult]]) -> ScenarioResult:
+    """One verdict from a scenario run once per log file: FAIL if any failed, PASS if any
+    passed, else SKIP; every summary, metric and evidence line names its file."""
+    statuses = {result.status for _, result in parts}
+    status = next(s for s in (Status.FAIL, Status.PASS, Status.SKIP) if s in statuses)
+    shown = [(p, r) for p, r in parts if r.status is status]
+    return ScenarioResult(
+        name,
+        status,
+        "; ".join(f"{path.name}: {result.summary}" for path, result in shown),
+        metrics={path.name: result.metrics for path, result in parts},
+        evidence=[f"{path.name}: {line}" for path, result in parts for line in result.evidence],
+        hung=any(result.hung for _, result in parts),
+    )
 
 
 def _not_run(name: str, hung_during: str) -> ScenarioResult:
@@ -256,11 +303,26 @@ async def _stacks(server: EmbeddedServer | None) -> list[str]:
 
 
 def _server_info(server: EmbeddedServer, spec: Spec, code: int | None) -> dict[str, object]:
-    return {
+    info: dict[str, object] = {
         "pid": server.pid,
-        "log_file": str(server.log_path),
+        "log_file": str(_log_name(server)),
         "stderr_file": str(server.stderr_path),
         "faults": list(spec.faults),
         "argv": server.argv,
         "exit_code": code,
     }
+    if spec.workers > 1:
+        info.update(
+            workers=spec.workers,
+            registry=spec.registry,
+            log_files=[str(path) for path in server.log_files],
+        )
+    return info
+
+
+def _log_name(server: EmbeddedServer) -> Path:
+    """The log, as `jarvis diagnose` takes it: a fleet's is its workers' files (a glob)."""
+    if server.workers < 2:
+        return server.log_path
+    path = server.log_path
+    return path.with_name(f"{path.stem}.w*{path.suffix}")
