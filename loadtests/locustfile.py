@@ -6,11 +6,14 @@ session while the answer is still streaming (from a second greenlet, on a second
 connection), or drops the connection mid-stream (`--disconnect-rate`). The server is
 spoken to through `jarvis_cli.chatapi`: `--dialect openai|anthropic` or `--target
 FILE.toml`, so every verdict reads the wire as that API defines it, not jarvis's extensions.
+With `--urls A,B` (several servers sharing one registry, e.g. a fleet's hosts) a user's
+prompts take turns over them, so one session's overlapping prompts land on different servers.
 
     locust -f loadtests/locustfile.py --host http://127.0.0.1:8000        # web UI
     locust -f loadtests/locustfile.py --host http://127.0.0.1:8000 --headless -u 50 -r 10 -t 60s
     locust -f loadtests/locustfile.py --host ... --headless -u 50 -t 2m --shape spike
     locust -f loadtests/locustfile.py --host http://127.0.0.1:9999 --dialect anthropic
+    locust -f loadtests/locustfile.py --urls http://127.0.0.1:8001,http://127.0.0.1:8002
     LOCUST_HOST=http://127.0.0.1:8000 LOCUST_CONVERSATIONS=5 python loadtests/locustfile.py
 
 The last line runs one user with `run_single_user` (for a debugger) and prints
@@ -48,7 +51,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     from jarvis.synthetic import expected_text
 import sse_reader  # beside this file: locust puts the locustfile's folder on sys.path
 from jarvis_cli.chatapi import Dialect, Piece, SessionIn, SSEEvent
-from jarvis_cli.chatapi.resolve import chat_api
+from jarvis_cli.chatapi.resolve import ChatAPI, chat_api
 
 from jarvis.exceptions import ConfigError
 
@@ -179,6 +182,13 @@ def _arguments(parser: LocustArgumentParser) -> None:
         "--dialect and --session-in override what it says.",
     )
     parser.add_argument(
+        "--urls",
+        default=None,
+        env_var="LOCUST_URLS",
+        help="Several servers (base URLs, comma-separated) sharing one session registry: "
+        "each user's prompts take turns over them. Default: --host alone.",
+    )
+    parser.add_argument(
         "--think-time",
         type=float,
         default=0.5,
@@ -212,13 +222,13 @@ def _arguments(parser: LocustArgumentParser) -> None:
 
 @functools.cache
 def speaker(
-    target: str | None, dialect: str | None, session_in: str | None
-) -> tuple[Dialect, SessionIn]:
-    """How to speak to the server, resolved once per process by the one implementation
-    `jarvis swarm` uses (flags over the target file over the defaults); a bad value
-    raises ConfigError naming the key."""
-    chosen = chat_api(target=target, dialect=dialect, session_in=session_in)
-    return chosen.dialect, chosen.session_in
+    target: str | None, dialect: str | None, session_in: str | None, urls: str | None = None
+) -> ChatAPI:
+    """Where and how to speak to the server, resolved once per process by the one
+    implementation `jarvis swarm` and verify-hang use (flags over the target file over
+    the defaults); a bad value raises ConfigError naming the key."""
+    listed = [u for u in (urls or "").replace(",", " ").split() if u]
+    return chat_api(listed, target=target, dialect=dialect, session_in=session_in)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,15 +245,17 @@ class Settings:
     shape: str = "steady"
     conversations: int = 0
     run_time: float = DEFAULT_RUN_TIME_S
-    dialect: Dialect = field(default_factory=lambda: speaker(None, None, None)[0])
-    session_in: SessionIn = field(default_factory=lambda: speaker(None, None, None)[1])
+    dialect: Dialect = field(default_factory=lambda: speaker(None, None, None).dialect)
+    session_in: SessionIn = field(default_factory=lambda: speaker(None, None, None).session_in)
+    #: `--urls`: the servers a user's prompts take turns over; () is --host alone.
+    urls: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, environment: Environment) -> Settings:
         o = environment.parsed_options
         if o is None:
             return cls()
-        dialect, session_in = speaker(o.target, o.dialect, o.session_in)
+        chosen = speaker(o.target, o.dialect, o.session_in, o.urls)
         return cls(
             interrupt_rate=o.interrupt_rate,
             disconnect_rate=o.disconnect_rate,
@@ -255,8 +267,10 @@ class Settings:
             shape=o.shape,
             conversations=o.conversations,
             run_time=float(getattr(o, "run_time", None) or DEFAULT_RUN_TIME_S),
-            dialect=dialect,
-            session_in=session_in,
+            dialect=chosen.dialect,
+            session_in=chosen.session_in,
+            # Only --urls spreads the prompts: a target file's url stands for --host.
+            urls=tuple(u.rstrip("/") for u in chosen.urls) if o.urls else (),
         )
 
 
@@ -334,10 +348,22 @@ class Session:
     next_seq: int = 0
     #: (seq, when its first content arrived), in arrival order.
     firsts: list[tuple[int, float]] = field(default_factory=list)
+    #: Prompts sent: with several URLs, the next one goes to `urls[turn % len(urls)]`.
+    turn: int = 0
 
     def new_stream(self, prompt: str) -> Stream:
         self.next_seq += 1
         return Stream(prompt, self.next_seq)
+
+    def url_for(self, urls: tuple[str, ...]) -> str:
+        """The base URL of this session's next prompt: with several, they take turns
+        prompt by prompt (as verify-hang's sessions do), so an interrupting prompt lands
+        on another server than the stream it interrupts. "" with none: locust's --host."""
+        if not urls:
+            return ""
+        url = urls[self.turn % len(urls)]
+        self.turn += 1
+        return url
 
     def successor_first_at(self, stream: Stream) -> float | None:
         """When a newer stream of this session first answered, if one has."""
@@ -374,8 +400,14 @@ class ChatUser(FastHttpUser):
         self.settings = Settings.of(environment)
         # Request + headers bound; every body read is bound again by the same deadline.
         self.network_timeout = self.connection_timeout = self.settings.hang_deadline
+        if self.host is None and self.settings.urls:
+            self.host = self.settings.urls[0]  # --urls alone: the model probe asks the first
         super().__init__(environment)
-        self.session = Session(f"swarm-{uuid.uuid4().hex[:16]}")
+        # Sessions start their turns at different URLs, so the first prompts spread too.
+        urls = self.settings.urls
+        self.session = Session(
+            f"swarm-{uuid.uuid4().hex[:16]}", turn=random.randrange(len(urls)) if urls else 0
+        )
         self.conversations = 0
 
     def wait_time(self) -> float:
@@ -461,8 +493,9 @@ class ChatUser(FastHttpUser):
         headers = request.all_headers()
         headers.update({"Accept": "text/event-stream", "Content-Type": "application/json"})
         stream.sent_at = time.monotonic()
+        base = self.session.url_for(s.urls)  # absolute with --urls; else relative to --host
         response = self.client.request(
-            request.method, request.target, data=request.payload(), headers=headers,
+            request.method, base + request.target, data=request.payload(), headers=headers,
             stream=True, name=request.path,
         )  # fmt: skip
         failure: StreamFailure | None = None

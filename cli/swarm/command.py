@@ -31,10 +31,13 @@ _OVERLAPS = ("supersede", "independent")
 
 def swarm(
     url: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
-            help="Swarm this server (base URL, with or without /v1). Default: the --target "
-            "file's url, else start the embedded reference server.",
+            metavar="URL",
+            help="Swarm this server (base URL, with or without /v1). Repeat it for servers "
+            "sharing one registry (a fleet's hosts, replicas behind a balancer): each user's "
+            "prompts then go to the URLs in turn. Default: the --target file's url, else "
+            "start the embedded reference server.",
             show_default=False,
         ),
     ] = None,
@@ -115,6 +118,7 @@ def swarm(
 
     Without --url it starts the embedded reference server, swarms it, stops
     it, and runs `jarvis diagnose` on its log: an unhealthy verdict fails too.
+    With several --url, each user's prompts take turns over the servers.
 
     Exit codes: 0 every threshold held, 1 a threshold was crossed (named in
     the summary), 2 usage error, 3 server unreachable or locust left no report.
@@ -122,6 +126,7 @@ def swarm(
         jarvis swarm --users 20 --run-time 30s
         jarvis swarm --fault no-cancel --users 20 --run-time 15s    # watch it fail
         jarvis swarm --url http://127.0.0.1:8000 --users 200 --workers 2
+        jarvis swarm --url http://127.0.0.1:8001 --url http://127.0.0.1:8002 --users 50
         jarvis swarm --url http://127.0.0.1:9999 --dialect anthropic --overlap independent
         jarvis swarm --target chat.toml --session-in body:metadata.session
         jarvis swarm --shape spike --run-time 2m --max-p99-ttft-ms 500
@@ -136,14 +141,16 @@ def swarm(
     _check(hang_deadline > 0, "--hang-deadline must be above 0")
     _check(shape in _SHAPES, f"--shape takes one of {', '.join(_SHAPES)}, not {shape!r}")
     _check(overlap in _OVERLAPS, f"--overlap takes {' or '.join(_OVERLAPS)}, not {overlap!r}")
-    speaker = chat_api(target=target, dialect=dialect, session_in=session_in)
-    url = url or (speaker.urls[0] if speaker.urls else None)
+    speaker = chat_api(url or [], target=target, dialect=dialect, session_in=session_in)
+    urls = tuple(normalise_url(u) for u in speaker.urls)
     seconds = parse_duration(run_time, "--run-time")
     _check(seconds >= 1, "--run-time must be at least 1s")
-    faults = list(embedded_faults(fault, url))
+    first = urls[0] if urls else None
+    faults = list(embedded_faults(fault, first))
     require_locust()
     plan = Plan(
-        url=normalise_url(url) if url else "",
+        url=first or "",
+        urls=urls if len(urls) > 1 else (),
         users=users,
         spawn_rate=spawn_rate,
         run_time_s=seconds,
@@ -173,7 +180,8 @@ async def _swarm(
     plan: Plan, limits: Thresholds, faults: list[str], speaker: ChatAPI
 ) -> SwarmReport:
     if plan.url:
-        await check_reachable(plan.url, speaker.probe_path)
+        for url in plan.servers:
+            await check_reachable(url, speaker.probe_path)
         return _judge(plan, limits, await run_locust(plan))
     plan.report_dir.mkdir(parents=True, exist_ok=True)
     log_path = (plan.report_dir / "server.log").resolve()

@@ -123,10 +123,11 @@ def _generator_lines(run: LocustRun) -> list[Text]:
 def render(report: SwarmReport, console: Console) -> None:
     plan, figures, run = report.plan, report.figures, report.run
     mode = f"{plan.workers} worker process(es)" if plan.workers else "one locust process"
+    servers = " + ".join(plan.servers)
     console.print(
         Text.assemble(
             ("swarm ", "bold"),
-            f"{report.target or plan.url}: {plan.users} users "
+            f"{report.target or servers}: {plan.users} users "
             f"({plan.shape}), {plan.run_time_s:g} s, interrupt rate "
             f"{plan.interrupt_rate:g}, {mode}",
         )

@@ -49,6 +49,7 @@ class LocustFailed(ToolError):  # noqa: N818 - named for the condition
 class Plan:
     """One swarm: what to run, against what, and where its reports go."""
 
+    #: Locust's --host: the server (the first of several --url).
     url: str
     users: int
     spawn_rate: float
@@ -64,6 +65,14 @@ class Plan:
     dialect: str | None = None
     session_in: str | None = None
     target: Path | None = None
+    #: Several --url (servers sharing one registry): each user's prompts take turns over
+    #: them. Empty with one: `url` alone, as locust's --host.
+    urls: tuple[str, ...] = ()
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        """Every server the users speak to."""
+        return self.urls or ((self.url,) if self.url else ())
 
     @property
     def csv_prefix(self) -> Path:
@@ -87,6 +96,8 @@ class Plan:
             args += ["--session-in", self.session_in]
         if self.target is not None:
             args += ["--target", str(self.target)]
+        if len(self.urls) > 1:
+            args += ["--urls", ",".join(self.urls)]
         return args
 
     def master_argv(self, master_port: int | None = None) -> list[str]:

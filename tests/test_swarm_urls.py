@@ -1,0 +1,147 @@
+"""`jarvis swarm` over several servers (`--url A --url B`).
+
+Two `jarvis serve --registry` processes share one real redis-server, as two hosts of a
+fleet behind a balancer would. Locust is never imported here (it monkey-patches with
+gevent): the swarm and the locustfile run in subprocesses, bounded, on 127.0.0.1 only,
+and what a run leaves behind is killed by pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from jarvis_cli.exit_codes import ExitCode
+from jarvis_cli.swarm.runner import Plan
+from jarvis_cli.verify import serverlog
+
+from .conftest import ServerProcess, start_server
+from .redis_server import running_redis
+
+LOCUSTFILE = Path(__file__).parents[1] / "loadtests" / "locustfile.py"
+RUN_TIMEOUT_S = 60.0
+#: A short swarm (the brief's 5 users for 6 s) that still interrupts itself.
+SHORT = ("--users", "5", "--spawn-rate", "5", "--run-time", "6s", "--interrupt-rate", "0.5")
+FAILURE_KINDS = ("StaleChunk", "Hang", "WrongText", "HTTPError", "BrokenStream", "Traceback")
+
+
+@dataclass
+class Swarm:
+    code: int
+    output: str
+    report_dir: Path
+
+
+def kill_leftovers(folder: Path) -> None:
+    """SIGKILL any process whose command line names `folder` (a run's locust or server)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if str(folder) in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+def swarm(folder: Path, *args: str) -> Swarm:
+    """`jarvis swarm --report-dir <folder>/reports ...` in a subprocess, bounded."""
+    report_dir = folder / "reports"
+    argv = [sys.executable, "-m", "jarvis_cli", "swarm", "--report-dir", str(report_dir), *args]
+    env = {**os.environ, "COLUMNS": "200"}  # rich wraps at 80 columns without a terminal
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, env=env, timeout=RUN_TIMEOUT_S, check=False
+        )
+    finally:
+        kill_leftovers(folder)
+    return Swarm(done.returncode, done.stdout + done.stderr, report_dir)
+
+
+def sessions_started(server: ServerProcess, mark: int) -> list[str]:
+    """The session of every stream_start the server logged since `mark`, in log order."""
+    lines = [serverlog.parse(t) for t in serverlog.lines_since(server.log_path, mark)]
+    return [line.fields.get("session", "") for line in lines if line.event == "stream_start"]
+
+
+@pytest.fixture(scope="module")
+def two_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProcess]]:
+    """Two `jarvis serve --registry` processes on free loopback ports sharing one Redis
+    (the embedded pace: 200 tokens/s, first token after 10 ms); killed at the end."""
+    folder = tmp_path_factory.mktemp("two-servers")
+    with running_redis(folder) as redis:
+        servers: list[ServerProcess] = []
+        try:
+            pace = ("--token-rate", "200", "--first-token-ms", "10")
+            for name in ("a", "b"):
+                servers.append(start_server(folder, "--registry", redis.url, *pace, name=name))
+            yield servers
+        finally:
+            for server in servers:
+                server.stop(signal.SIGKILL)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_swarm_over_two_servers_sharing_redis_passes_with_no_failure(
+    two_servers: list[ServerProcess], tmp_path: Path
+) -> None:
+    """`--url A --url B` (B written with /v1): the gate holds with 0 stream failures of any
+    kind, the summary names both servers, and each user's prompts went to both: the two
+    logs hold streams of the same sessions."""
+    marks = [serverlog.size(server.log_path) for server in two_servers]
+    a, b = two_servers
+    run = swarm(tmp_path, "--url", a.url, "--url", f"{b.url}/v1", *SHORT, "--max-fail-ratio", "0")
+    assert run.code == ExitCode.OK, run.output
+    assert "stream failures 0" in run.output
+    assert "failures by kind: none" in run.output
+    assert f"{a.url} + {b.url}:" in run.output
+    on_a, on_b = (set(sessions_started(s, m)) for s, m in zip(two_servers, marks, strict=True))
+    assert on_a and on_b
+    assert on_a & on_b, "a session's prompts must take turns over both servers"
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_the_locustfile_sends_each_prompt_of_a_session_to_the_next_url(
+    two_servers: list[ServerProcess],
+) -> None:
+    """`LOCUST_URLS=A,B python loadtests/locustfile.py` (one user, no --host): 3 interrupted
+    conversations are 6 prompts of one session, 3 on each server, in turn, so every
+    interrupting prompt lands on the other server than the stream it interrupts; the
+    registry both share keeps every stream clean."""
+    marks = [serverlog.size(server.log_path) for server in two_servers]
+    env = {k: v for k, v in os.environ.items() if k != "LOCUST_HOST"}
+    env.update(LOCUST_URLS=",".join(s.url for s in two_servers), LOCUST_CONVERSATIONS="3",
+               LOCUST_INTERRUPT_RATE="1", LOCUST_THINK_TIME="0.05")  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(LOCUSTFILE)], env=env, capture_output=True, text=True, timeout=45,
+        check=False,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    for kind in FAILURE_KINDS:
+        assert kind not in output
+    on_a, on_b = (sessions_started(s, m) for s, m in zip(two_servers, marks, strict=True))
+    assert len(on_a) == len(on_b) == 3, (on_a, on_b)
+    assert len(set(on_a + on_b)) == 1, "one user, one session"
+
+
+def test_one_url_runs_locust_as_before_and_several_pass_the_list() -> None:
+    """One --url is locust's --host alone, exactly as before; several are also passed to
+    every locust process (master and workers) as the locustfile's --urls."""
+    one = Plan(url="http://a:1", users=5, spawn_rate=5, run_time_s=6, interrupt_rate=0.3,
+               workers=1, locustfile=Path("/x/locustfile.py"), report_dir=Path("/r"))  # fmt: skip
+    assert "--urls" not in one.master_argv(5557) + one.worker_argv(5557)
+    assert one.servers == ("http://a:1",)
+    several = dataclasses.replace(one, urls=("http://a:1", "http://b:2"))
+    for argv in (several.master_argv(), several.master_argv(5557), several.worker_argv(5557)):
+        assert argv[argv.index("--urls") + 1] == "http://a:1,http://b:2"
+    master = several.master_argv()
+    assert master[master.index("--host") + 1] == "http://a:1"
