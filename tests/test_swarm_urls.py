@@ -1,4 +1,5 @@
-"""`jarvis swarm` over several servers (`--url A --url B`).
+"""`jarvis swarm` over several servers (`--url A --url B`) and against an embedded fleet
+(`--server-workers N --registry redis://...`).
 
 Two `jarvis serve --registry` processes share one real redis-server, as two hosts of a
 fleet behind a balancer would. Locust is never imported here (it monkey-patches with
@@ -20,11 +21,12 @@ from pathlib import Path
 
 import pytest
 from jarvis_cli.exit_codes import ExitCode
+from jarvis_cli.main import main
 from jarvis_cli.swarm.runner import Plan
 from jarvis_cli.verify import serverlog
 
 from .conftest import ServerProcess, start_server
-from .redis_server import running_redis
+from .redis_server import RedisServer, running_redis
 
 LOCUSTFILE = Path(__file__).parents[1] / "loadtests" / "locustfile.py"
 RUN_TIMEOUT_S = 60.0
@@ -145,3 +147,55 @@ def test_one_url_runs_locust_as_before_and_several_pass_the_list() -> None:
         assert argv[argv.index("--urls") + 1] == "http://a:1,http://b:2"
     master = several.master_argv()
     assert master[master.index("--host") + 1] == "http://a:1"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--server-workers", "2"), "--server-workers 2 needs --registry redis://"),
+        (("--server-workers", "0"), "--server-workers must be at least 1"),
+        (("--registry", "http://127.0.0.1:6379"), "--registry must be a redis://"),
+        (("--url", "http://127.0.0.1:9", "--server-workers", "2", "--registry", "redis://x"),
+         "with --url"),
+        (("--registry", "redis://x", "--fault", "no-cancel"), "drop --registry"),
+    ],
+)  # fmt: skip
+def test_bad_embedded_fleet_flags_are_usage_errors_before_anything_starts(
+    args: tuple[str, ...], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each bad --server-workers/--registry exits 2 naming the problem; no report folder
+    is made, because nothing started."""
+    code = main(["swarm", "--report-dir", str(tmp_path / "r"), *args])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == ExitCode.USAGE
+    assert message in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.timeout(30)
+def test_help_tells_the_servers_workers_from_locusts(capsys: pytest.CaptureFixture[str]) -> None:
+    """--help lists --server-workers and --registry and says which --workers is locust's."""
+    assert main(["swarm", "--help"]) == ExitCode.OK
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())  # rich's boxes
+    assert "--server-workers" in text and "--registry" in text
+    assert "not locust's --workers" in text
+    assert "Locust's workers" in text
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_swarm_against_an_embedded_fleet_passes_and_diagnoses_every_workers_log(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """`--server-workers 2 --registry URL`: the embedded server is a 2-worker fleet, the
+    gate holds with 0 failures, and diagnose judged both workers' logs healthy."""
+    run = swarm(tmp_path, *SHORT, "--server-workers", "2", "--registry", redis_server.url)
+    assert run.code == ExitCode.OK, run.output
+    assert "failures by kind: none" in run.output
+    assert f"embedded server --workers 2 --registry {redis_server.url}" in run.output
+    logs = [run.report_dir / "server.w1.log", run.report_dir / "server.w2.log"]
+    diagnosed = next(line for line in run.output.splitlines() if "diagnose (server log)" in line)
+    assert "healthy" in diagnosed
+    assert all(str(path) in run.output for path in logs)
+    assert all("event=stream_start" in path.read_text() for path in logs)

@@ -17,7 +17,7 @@ from ..durations import parse_duration
 from ..exit_codes import ExitCode
 from ..faults import EmbeddedFaultOption, embedded_faults
 from ..termination import until_terminated
-from ..verify.embedded import start_embedded
+from ..verify.embedded import check_fleet, start_embedded
 from ..verify.plan import EMBEDDED_CANCEL_WAIT_S
 from ..verify.target import normalise_url
 from .report import SwarmReport, render
@@ -68,8 +68,9 @@ def swarm(
     workers: Annotated[
         int,
         typer.Option(
-            help="Run locust distributed on this machine: a master and N worker processes "
-            "(0: one process). Other machines: docs/swarm.md."
+            help="Locust's workers: run locust distributed on this machine, a master and N "
+            "worker processes (0: one process). Other machines: docs/swarm.md. The "
+            "embedded server's workers are --server-workers."
         ),
     ] = 0,
     max_p99_ttft_ms: Annotated[
@@ -98,6 +99,23 @@ def swarm(
         ),
     ] = None,
     fault: EmbeddedFaultOption = None,
+    server_workers: Annotated[
+        int,
+        typer.Option(
+            help="Embedded server only: run it as this many worker processes behind its one "
+            "port (jarvis serve --workers N; not locust's --workers); above 1 needs "
+            "--registry. diagnose then reads every worker's log.",
+        ),
+    ] = 1,
+    registry: Annotated[
+        str | None,
+        typer.Option(
+            metavar="redis://HOST:PORT/DB",
+            help="Embedded server only: its shared registry (jarvis serve --registry), one "
+            "stream per session across --server-workers. Must answer at start (else exit 3).",
+            show_default=False,
+        ),
+    ] = None,
     locustfile: Annotated[
         Path | None,
         typer.Option(
@@ -118,7 +136,8 @@ def swarm(
 
     Without --url it starts the embedded reference server, swarms it, stops
     it, and runs `jarvis diagnose` on its log: an unhealthy verdict fails too.
-    With several --url, each user's prompts take turns over the servers.
+    With --server-workers N --registry redis://... that server is a fleet. With
+    several --url, each user's prompts take turns over the servers.
 
     Exit codes: 0 every threshold held, 1 a threshold was crossed (named in
     the summary), 2 usage error, 3 server unreachable or locust left no report.
@@ -127,6 +146,7 @@ def swarm(
         jarvis swarm --fault no-cancel --users 20 --run-time 15s    # watch it fail
         jarvis swarm --url http://127.0.0.1:8000 --users 200 --workers 2
         jarvis swarm --url http://127.0.0.1:8001 --url http://127.0.0.1:8002 --users 50
+        jarvis swarm --server-workers 2 --registry redis://127.0.0.1:6379/0
         jarvis swarm --url http://127.0.0.1:9999 --dialect anthropic --overlap independent
         jarvis swarm --target chat.toml --session-in body:metadata.session
         jarvis swarm --shape spike --run-time 2m --max-p99-ttft-ms 500
@@ -147,6 +167,7 @@ def swarm(
     _check(seconds >= 1, "--run-time must be at least 1s")
     first = urls[0] if urls else None
     faults = list(embedded_faults(fault, first))
+    check_fleet(server_workers, registry, faults=faults, url=first, workers_flag="--server-workers")
     require_locust()
     plan = Plan(
         url=first or "",
@@ -166,9 +187,10 @@ def swarm(
         target=target.resolve() if target else None,
     )
     limits = Thresholds(max_p99_ttft_ms, max_p99_interrupt_ms, max_fail_ratio)
+    server = _Embedded(faults, server_workers, registry)
     err.print(f"swarming for {seconds:g} s; reports in {plan.report_dir}", highlight=False)
     try:
-        report = asyncio.run(until_terminated(_swarm(plan, limits, faults, speaker)))
+        report = asyncio.run(until_terminated(_swarm(plan, limits, server, speaker)))
     except asyncio.CancelledError:
         fail("terminated (SIGTERM): locust and the embedded server were stopped, no report")
         return ExitCode.INTERRUPTED
@@ -176,8 +198,23 @@ def swarm(
     return int(report.exit_code())
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Embedded:
+    """How to start the embedded server, when there is no --url."""
+
+    faults: list[str]
+    workers: int = 1
+    registry: str | None = None
+
+    def describe(self) -> str:
+        fleet = f" --workers {self.workers}" if self.workers > 1 else ""
+        shared = f" --registry {self.registry}" if self.registry else ""
+        faults = " --fault " + " ".join(self.faults) if self.faults else ""
+        return f"embedded server{fleet}{shared}{faults}"
+
+
 async def _swarm(
-    plan: Plan, limits: Thresholds, faults: list[str], speaker: ChatAPI
+    plan: Plan, limits: Thresholds, embedded: _Embedded, speaker: ChatAPI
 ) -> SwarmReport:
     if plan.url:
         for url in plan.servers:
@@ -186,16 +223,20 @@ async def _swarm(
     plan.report_dir.mkdir(parents=True, exist_ok=True)
     log_path = (plan.report_dir / "server.log").resolve()
     server = await start_embedded(
-        log_path=log_path, cancel_wait=EMBEDDED_CANCEL_WAIT_S, faults=faults
+        log_path=log_path,
+        cancel_wait=EMBEDDED_CANCEL_WAIT_S,
+        faults=embedded.faults,
+        workers=embedded.workers,
+        registry=embedded.registry,
     )
     try:
-        embedded = dataclasses.replace(plan, url=server.url)
-        run = await run_locust(embedded)
+        started = dataclasses.replace(plan, url=server.url)
+        run = await run_locust(started)
     finally:
         await server.stop()
-    report = _judge(embedded, limits, run)
-    report.target = f"embedded server{' --fault ' + ' '.join(faults) if faults else ''}"
-    report.diagnosis = await asyncio.to_thread(diagnose_log, str(log_path))
+    report = _judge(started, limits, run)
+    report.target = embedded.describe()
+    report.diagnosis = await asyncio.to_thread(diagnose_log, log_path)
     return report
 
 

@@ -39,6 +39,8 @@ class Diagnosis:
     verdict: str
     findings: list[str] = field(default_factory=list)
     log_path: Path | None = None
+    #: The files read: the log itself, or each worker's of a fleet.
+    log_files: tuple[Path, ...] = ()
 
     @property
     def healthy(self) -> bool:
@@ -157,8 +159,10 @@ def render(report: SwarmReport, console: Console) -> None:
     if report.diagnosis is not None:
         d = report.diagnosis
         style = "green" if d.healthy else "bold red"
+        files = d.log_files or ((d.log_path,) if d.log_path else ())
+        where = "  " + " ".join(str(path) for path in files) if files else ""
         console.print(Text("diagnose (server log): ", style="bold") + Text(d.verdict, style=style)
-                      + Text(f"  {d.log_path}" if d.log_path else "", style="dim"))  # fmt: skip
+                      + Text(where, style="dim"))  # fmt: skip
         for finding in d.findings[:5]:
             console.print(f"  {finding}", highlight=False)
     cpu = _generator_lines(run)

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 
 from ..diagnose.report import build_report
 from ..logs.run import analyze
 from ..logs.sources import InputError
+from ..verify import serverlog
 from ..verify.target import Unreachable
 from .report import Diagnosis
 
@@ -25,18 +28,18 @@ async def check_reachable(url: str, path: str = "/v1/models") -> None:
         raise Unreachable(f"nothing answers at {url} ({type(exc).__name__}: {exc})") from exc
 
 
-def diagnose_log(path: str) -> Diagnosis:
-    """`jarvis diagnose` over the whole log: its verdict and the failing findings."""
-    from pathlib import Path
-
+def diagnose_log(path: Path) -> Diagnosis:
+    """`jarvis diagnose` over the whole log (every worker's file of a fleet, as
+    `jarvis diagnose system.w*.log` reads them): its verdict and the failing findings."""
+    names = [str(file) for file in serverlog.files(path)]
     try:
-        analyzer, sources = analyze([path])
+        analyzer, sources = analyze(names)
     except InputError as exc:
-        return Diagnosis("unusable", [str(exc)], Path(path))
+        return Diagnosis("unusable", [str(exc)], path)
     try:
         report = build_report(analyzer)
         sources.resolve_findings(report.findings)
     finally:
         sources.close()
     findings = [f"{f.severity.label.upper()} {f.id.value}: {f.message}" for f in report.failing]
-    return Diagnosis(report.verdict, findings, Path(path))
+    return Diagnosis(report.verdict, findings, path, tuple(Path(name) for name in names))
