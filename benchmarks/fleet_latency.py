@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sys
 import tempfile
@@ -313,6 +314,8 @@ def summarise(
             "probe_pairs_per_s": args.probe_rate,
             "probe_rounds": args.probe_rounds,
             "jarvis_flags": jarvis_flags(args, "redis://127.0.0.1:PORT/0"),
+            "registry_lease_ms": args.lease_ms or 5000,
+            "lease_overridden": args.lease_ms is not None,
             "a_streams_on": "server 1",
             "b_to": {CROSS: "server 2", SAME: "server 1"},
         },
@@ -405,10 +408,22 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="200 sessions, 2 rounds (< 30 s)")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--keep-logs", metavar="DIR", help="copy the servers' logs here")
+    parser.add_argument(
+        "--lease-ms",
+        type=int,
+        help="diagnostic: the servers' registry lease (default 5000; the heartbeat renews "
+        "every owned session each lease/3), set through _lease_override/sitecustomize.py",
+    )
     args = parser.parse_args()
     if args.quick:
         args.sessions, args.probe_rounds = 200, 2
     raise_fd_limit(args.sessions * 6 + 1024)  # inherited by the server subprocesses
+    if args.lease_ms is not None:  # inherited by the server subprocesses too
+        hook = str(Path(__file__).resolve().parent / "_lease_override")
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (os.environ.get("PYTHONPATH"), hook) if p
+        )
+        os.environ["JARVIS_BENCH_LEASE_MS"] = str(args.lease_ms)
 
     with tempfile.TemporaryDirectory(prefix="jarvis-bench-") as tmp:
         workdir = Path(tmp)
@@ -421,12 +436,13 @@ def main() -> int:
                 ("server 2", jarvis_argv(port2, log2, *flags), port2),
             ]
             with running(*specs, workdir=workdir) as (server1, server2):
+                lease = f", registry lease {args.lease_ms} ms (overridden)" if args.lease_ms else ""
                 print(
                     f"fleet_latency: {args.sessions} busy sessions on server 1 (token rate "
                     f"{args.token_rate:g}/s, default flush), {args.probe_rounds} x "
                     f"{args.sessions} probe pairs at {args.probe_rate:g} pairs/s, half to "
                     f"server 2 (cross-process), half to server 1; pids {server1.pid}, "
-                    f"{server2.pid}, redis {redis.pid}",
+                    f"{server2.pid}, redis {redis.pid}{lease}",
                     flush=True,
                 )
                 result = run(lambda: benchmark(server1, server2, redis, args))
