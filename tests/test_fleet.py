@@ -101,16 +101,16 @@ def start_fleet(tmp_path: Path, redis_url: str, workers: int, *args: str) -> Ser
 def test_a_workers_fleet_passes_and_stops_cleanly(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    """`--workers 3 --registry redis://...`: verify-hang passes; SIGTERM stops every worker
+    """`--workers 4 --registry redis://...`: verify-hang passes; SIGTERM stops every worker
     gracefully (exit 0), each with its own whole log ending in server_stop."""
-    fleet = start_fleet(tmp_path, redis_server.url, 3)
+    fleet = start_fleet(tmp_path, redis_server.url, 4)
     try:
         code, statuses = verify([fleet.url], tmp_path)
         assert code == 0, statuses
     finally:
         assert fleet.stop(signal.SIGTERM, timeout=20) == 0
     logs = sorted((tmp_path / "fleet").glob("system.w*.log"))
-    assert [p.name for p in logs] == ["system.w1.log", "system.w2.log", "system.w3.log"]
+    assert [p.name for p in logs] == [f"system.w{n}.log" for n in range(1, 5)]
     for path in logs:
         lines = path.read_text().splitlines()
         assert "event=server_start" in lines[0] and "registry=redis:" in lines[0]
