@@ -57,14 +57,22 @@ if cur and string.match(cur, '^(%d+)|') == ARGV[1] then redis.call('DEL', KEYS[1
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 """
-#: Extend the lease of an owner that is still this generation.
+#: Extend the leases of many owners at once (KEYS[i] still at generation ARGV[i]); the last
+#: argument is the lease. One call per batch, not one command per session.
 _RENEW = """
-local cur = redis.call('GET', KEYS[1])
-if cur and string.match(cur, '^(%d+)|') == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local lease = ARGV[#ARGV]
+local renewed = 0
+for i, key in ipairs(KEYS) do
+  local cur = redis.call('GET', key)
+  if cur and string.match(cur, '^(%d+)|') == ARGV[i] then
+    redis.call('PEXPIRE', key, lease)
+    renewed = renewed + 1
+  end
 end
-return 0
+return renewed
 """
+#: Sessions renewed per script call; the loop yields between calls.
+_RENEW_BATCH = 200
 
 
 def _text(value: object) -> str | None:
@@ -110,15 +118,21 @@ class RedisRegistry(StreamRegistry):
         lease_ms: int = 5000,
         prefix: str = "jarvis:",
         op_timeout: float = 1.0,
+        max_connections: int = 256,
     ) -> None:
         super().__init__(log, cancel_wait=cancel_wait, metrics=metrics, clock=clock)
         self.url = url
-        self._redis = aioredis.Redis.from_url(
+        # A blocking pool: a burst of prompts beyond the pool waits (bounded) for a
+        # connection instead of failing as if Redis were down.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=op_timeout,
             decode_responses=True,
             socket_timeout=op_timeout,
             socket_connect_timeout=op_timeout,
         )
+        self._redis = aioredis.Redis.from_pool(pool)
         self._lease_ms = lease_ms
         self._prefix = prefix
         self._channel = prefix + "signals"
@@ -336,8 +350,9 @@ class RedisRegistry(StreamRegistry):
                 await pubsub.subscribe(self._channel)
                 if not ready.done():
                     ready.set_result(None)
-                self._came_back()
-                await self._reassert()
+                if self._down_since is not None:
+                    self._came_back()
+                    await self._reassert()
                 while True:
                     message = await pubsub.get_message(timeout=None)
                     if message is not None:
@@ -384,21 +399,28 @@ class RedisRegistry(StreamRegistry):
     # -- leases --------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
-        """Renew the leases of this process's owned sessions, a third of a lease apart."""
+        """Renew the leases of this process's owned sessions, a third of a lease apart, in
+        batches (one script call each). While Redis is down, ask it twice a second whether
+        it is back, so a process recovers even if its subscription never dropped."""
         while True:
+            if self._down_since is not None:
+                await asyncio.sleep(0.5)
+                try:
+                    await self._redis.ping()
+                    self._came_back()
+                    await self._reassert()
+                except (RedisError, OSError):
+                    pass
+                continue
             await asyncio.sleep(self._lease_ms / 3000)
             owned = list(self._owned)
-            if not owned or self._down_since is not None:
-                continue
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for handle in owned:
-                        await self._renew(
-                            keys=[self._key("owner", handle.session)],
-                            args=[handle.generation, self._lease_ms],
-                            client=pipe,
-                        )
-                    await pipe.execute()
+                for start in range(0, len(owned), _RENEW_BATCH):
+                    batch = owned[start : start + _RENEW_BATCH]
+                    keys = [self._key("owner", h.session) for h in batch]
+                    await self._renew(
+                        keys=keys, args=[*(h.generation for h in batch), self._lease_ms]
+                    )
             except (RedisError, OSError) as exc:
                 self._went_down("renew", "", exc)
 

@@ -201,3 +201,40 @@ async def test_an_unreachable_registry_at_start_is_a_clear_error() -> None:
         async with guard.lifespan(None):
             pass
     assert isinstance(guard._parts.registry, RedisRegistry)
+
+
+async def test_a_burst_beyond_the_connection_pool_waits_instead_of_failing(
+    redis_server: RedisServer,
+) -> None:
+    """300 prompts at once into one process (more than its pool of connections): they
+    wait for a connection, all stream, and the registry is never taken for down."""
+    guard, log = make(redis_server.url)
+    async with guard.lifespan(None):
+        wires = [Wire() for _ in range(300)]
+
+        async def prompt(n: int) -> None:
+            async with guard.stream(f"burst-{n}", wires[n].write, end=wires[n].on_end) as s:
+                await s.send("x")
+
+        await asyncio.wait_for(asyncio.gather(*(prompt(n) for n in range(300))), 15)
+    assert all(w.end is not None and w.end.reason is EndReason.COMPLETED for w in wires)
+    assert log.of(Event.REGISTRY_UNAVAILABLE) == []
+
+
+async def test_a_failed_operation_recovers_without_a_dropped_subscription(
+    redis_server: RedisServer,
+) -> None:
+    """A register that fails while the subscription stays up (here: a pause longer than
+    the operation timeout) marks the registry down; the heartbeat sees Redis answer again
+    and clears it, so the process does not refuse prompts for good."""
+    guard, log = make(redis_server.url)
+    async with guard.lifespan(None):
+        registry = guard._parts.registry
+        assert isinstance(registry, RedisRegistry)
+        registry._went_down("register", "s", TimeoutError("slow"))
+        assert registry.unavailable()
+        await until(lambda: not registry.unavailable(), within=3)
+        wire = Wire()
+        async with guard.stream("s", wire.write, end=wire.on_end) as s:
+            assert await s.send("ok")
+    assert len(log.of(Event.REGISTRY_RECOVERED)) == 1
