@@ -4,6 +4,7 @@ Redis and a `--workers` fleet, and fails two processes that each keep their regi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -240,5 +241,61 @@ def test_sighup_to_the_fleet_reopens_every_workers_log(
             "system.w2.log",
         ]
         assert fleet.proc.poll() is None, "SIGHUP must not stop the fleet"
+    finally:
+        fleet.stop(signal.SIGTERM, timeout=20)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(60)
+async def test_killing_one_worker_leaves_the_other_workers_streams_whole(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Streams run on both workers; kill -9 one worker: exactly its streams break, every
+    stream on the other worker ends with its terminal chunk and [DONE]."""
+    import asyncio
+
+    fleet = start_fleet(tmp_path, redis_server.url, 2, "--token-rate", "50")
+    folder = tmp_path / "fleet"
+    body = {"messages": [{"role": "user", "content": "Long essay"}], "stream": True,
+            "max_tokens": 120}  # fmt: skip
+    try:
+        async with httpx.AsyncClient(base_url=fleet.url, timeout=15) as client:
+            opened: list[tuple[Any, Any, int]] = []  # (context, response, worker pid)
+
+            async def open_one(n: int) -> None:
+                context = client.stream("POST", "/v1/chat/completions", json=body,
+                                        headers={"x-session-id": f"many{n}"})  # fmt: skip
+                response = await context.__aenter__()
+                chunks = response.aiter_bytes()
+                await chunks.__anext__()
+                pid = await asyncio.to_thread(
+                    _worker_running, folder, response.headers["x-stream-id"]
+                )
+                opened.append((context, chunks, pid))
+
+            n = 0
+            while len({pid for _, _, pid in opened}) < 2 and n < 24:
+                await open_one(n)
+                n += 1
+            pids = {pid for _, _, pid in opened}
+            assert len(pids) == 2, "streams landed on one worker only"
+            victim = opened[0][2]
+            os.kill(victim, signal.SIGKILL)
+
+            async def finish(chunks: Any) -> bytes | None:
+                try:
+                    return b"".join([c async for c in chunks])
+                except httpx.HTTPError:
+                    return None  # broke mid-stream
+
+            results = await asyncio.gather(*(finish(chunks) for _, chunks, _ in opened))
+            for context, _, _ in opened:
+                with contextlib.suppress(httpx.HTTPError):
+                    await context.__aexit__(None, None, None)
+        for (_, _, pid), result in zip(opened, results, strict=True):
+            if pid == victim:
+                assert result is None or b"[DONE]" not in result
+            else:
+                assert result is not None and result.endswith(b"data: [DONE]\n\n")
     finally:
         fleet.stop(signal.SIGTERM, timeout=20)
