@@ -8,12 +8,6 @@ outlives it (embedded server, locust) is killed by pid, found by the run's own f
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,50 +15,12 @@ from jarvis_cli.exit_codes import ExitCode
 from jarvis_cli.main import main
 
 from .conftest import free_port
+from .swarms import swarm
 
-RUN_TIMEOUT_S = 60.0
 #: A short swarm that still interrupts: 10 users for 8 s, half the conversations interrupted.
 SHORT = ("--users", "10", "--spawn-rate", "10", "--run-time", "8s", "--interrupt-rate", "0.5")
 #: What CI gates on: a healthy embedded server is ~5x inside these (TTFT p99 ~100 ms).
 GATE = ("--max-p99-ttft-ms", "500", "--max-p99-interrupt-ms", "1000", "--max-fail-ratio", "0.01")
-
-
-@dataclass
-class Swarm:
-    code: int
-    stdout: str
-    stderr: str
-    report_dir: Path
-
-
-def kill_leftovers(folder: Path) -> None:
-    """SIGKILL any process whose command line names `folder` (this run's server or locust)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if str(folder) in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                os.kill(int(entry.name), signal.SIGKILL)
-
-
-def swarm(tmp_path: Path, *args: str) -> Swarm:
-    report_dir = tmp_path / "reports"
-    argv = [sys.executable, "-m", "jarvis_cli", "swarm", "--report-dir", str(report_dir), *args]
-    env = {**os.environ, "COLUMNS": "200"}  # rich wraps at 80 columns without a terminal
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)  # fmt: skip
-    try:
-        stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.terminate()  # SIGTERM: swarm stops locust and its server on the way out
-        stdout, stderr = proc.communicate(timeout=15)
-        raise AssertionError(f"jarvis swarm itself hung: {stderr}") from None
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-        kill_leftovers(tmp_path)
-    return Swarm(proc.returncode, stdout, stderr, report_dir)
 
 
 @pytest.mark.e2e

@@ -9,14 +9,12 @@ and what a run leaves behind is killed by pid.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,43 +25,12 @@ from jarvis_cli.verify import serverlog
 
 from .conftest import ServerProcess, start_server
 from .redis_server import RedisServer, running_redis
+from .swarms import swarm
 
 LOCUSTFILE = Path(__file__).parents[1] / "loadtests" / "locustfile.py"
-RUN_TIMEOUT_S = 60.0
 #: A short swarm (the brief's 5 users for 6 s) that still interrupts itself.
 SHORT = ("--users", "5", "--spawn-rate", "5", "--run-time", "6s", "--interrupt-rate", "0.5")
 FAILURE_KINDS = ("StaleChunk", "Hang", "WrongText", "HTTPError", "BrokenStream", "Traceback")
-
-
-@dataclass
-class Swarm:
-    code: int
-    output: str
-    report_dir: Path
-
-
-def kill_leftovers(folder: Path) -> None:
-    """SIGKILL any process whose command line names `folder` (a run's locust or server)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if str(folder) in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                os.kill(int(entry.name), signal.SIGKILL)
-
-
-def swarm(folder: Path, *args: str) -> Swarm:
-    """`jarvis swarm --report-dir <folder>/reports ...` in a subprocess, bounded."""
-    report_dir = folder / "reports"
-    argv = [sys.executable, "-m", "jarvis_cli", "swarm", "--report-dir", str(report_dir), *args]
-    env = {**os.environ, "COLUMNS": "200"}  # rich wraps at 80 columns without a terminal
-    try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, env=env, timeout=RUN_TIMEOUT_S, check=False
-        )
-    finally:
-        kill_leftovers(folder)
-    return Swarm(done.returncode, done.stdout + done.stderr, report_dir)
 
 
 def sessions_started(server: ServerProcess, mark: int) -> list[str]:

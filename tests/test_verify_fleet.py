@@ -25,8 +25,7 @@ from jarvis_cli.main import main
 from jarvis.logfmt import parse_logfmt
 
 from .redis_server import RedisServer
-
-RUN_TIMEOUT_S = 60.0
+from .swarms import RUN_TIMEOUT_S, kill_leftovers
 
 
 def worker_pids(folder: Path) -> list[int]:
@@ -49,14 +48,9 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-def kill_leftovers(folder: Path) -> None:
+def kill_fleet(folder: Path) -> None:
     """SIGKILL the fleet's parent (its command line names `folder`) and its workers."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if str(folder) in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                os.kill(int(entry.name), signal.SIGKILL)
+    kill_leftovers(folder)
     for pid in worker_pids(folder):
         with contextlib.suppress(OSError):
             if "multiprocessing" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
@@ -73,7 +67,7 @@ def verify(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
             argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False
         )
     finally:
-        kill_leftovers(tmp_path)
+        kill_fleet(tmp_path)
     document = json.loads(report.read_text()) if report.exists() else {}
     return done.returncode, document, done.stdout + done.stderr
 
