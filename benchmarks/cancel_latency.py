@@ -21,7 +21,22 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from _report import percentile, table, write_json
+from _latency import (
+    BUSY,
+    IDLE,
+    PROMPT_B,
+    Background,
+    a_stream_tokens,
+    active_streams,
+    first_token_stats,
+    paired_extra,
+    probe_failure,
+    ramp,
+    send_b,
+    server_log_summary,
+    wait_until_no_streams,
+)
+from _report import table, write_json
 from _server_proc import (
     ServerProcess,
     free_port,
@@ -31,15 +46,11 @@ from _server_proc import (
     raise_fd_limit,
     running,
 )
-from _sse_client import StreamResult, new_session, run, stream_chat
+from _sse_client import new_session, run
 
-from jarvis.logfmt import parse_logfmt
 from jarvis.synthetic import expected_text
 
 TARGET_EXTRA_P99_MS = 5.0
-PROMPT_B = "What is 2+2?"
-BUSY = "busy session"
-IDLE = "idle session"
 
 
 @dataclass
@@ -61,72 +72,6 @@ class Run:
     other_cpu_share: float = 0.0
 
 
-async def active_streams(session: aiohttp.ClientSession, url: str) -> int:
-    async with asyncio.timeout(10), session.get(f"{url}/healthz") as response:
-        return int((await response.json())["active_streams"])
-
-
-class Background:
-    """The long A streams, one per session, kept streaming until the probes are done."""
-
-    def __init__(
-        self, session: aiohttp.ClientSession, url: str, deadline_s: float, max_tokens: int
-    ) -> None:
-        self._session = session
-        self._url = url
-        self._deadline_s = deadline_s
-        self._max_tokens = max_tokens
-        self._count = 0
-        self.tasks: set[asyncio.Task[StreamResult]] = set()
-        self.results: list[StreamResult] = []
-        #: Set once the session's latest A stream has sent its first token.
-        self.streaming: dict[str, asyncio.Event] = {}
-        #: Streams still running when the probes were done; the client walks away from them.
-        self.abandoned = 0
-
-    def start(self, session_id: str) -> asyncio.Event:
-        """Start a long stream in `session_id`; the event is set at its first token."""
-        self._count += 1
-        started = self.streaming[session_id] = asyncio.Event()
-        task = asyncio.create_task(
-            stream_chat(
-                self._session,
-                self._url,
-                f"Long essay number {self._count}",
-                session_id=session_id,
-                max_tokens=self._max_tokens,
-                deadline_s=self._deadline_s,
-                first_content=started,
-                keep_text=False,
-            )
-        )
-        self.tasks.add(task)
-        task.add_done_callback(self._collect)
-        return started
-
-    def _collect(self, task: asyncio.Task[StreamResult]) -> None:
-        self.tasks.discard(task)
-        if task.cancelled():
-            self.abandoned += 1
-        else:
-            self.results.append(task.result())
-
-    async def stop(self) -> None:
-        """Cancel what still streams (the client leaves) and wait for it, bounded."""
-        for task in self.tasks:
-            task.cancel()
-        if self.tasks:
-            await asyncio.wait(set(self.tasks), timeout=10)
-
-
-async def ramp(background: Background, sessions: list[str], batch: int, deadline_s: float) -> None:
-    """Open one A stream per session, `batch` at a time, each batch streaming before the next."""
-    for i in range(0, len(sessions), batch):
-        events = [background.start(s) for s in sessions[i : i + batch]]
-        async with asyncio.timeout(deadline_s):
-            await asyncio.gather(*(e.wait() for e in events))
-
-
 @dataclass
 class Prober:
     """Sends the B prompts on schedule and records their time to first token."""
@@ -139,26 +84,10 @@ class Prober:
 
     async def probe(self, kind: str, session_id: str, at: float, key: tuple[int, int]) -> None:
         """Send B at loop time `at`; record time from send to B's first content chunk."""
-        await asyncio.sleep(max(0.0, at - asyncio.get_running_loop().time()))
-        if kind == BUSY:
-            # A refilled session must be streaming again before it is probed again.
-            async with asyncio.timeout(10):
-                await self.background.streaming[session_id].wait()
-        result = await stream_chat(
-            self.probes, self.url, PROMPT_B, session_id=session_id, deadline_s=30
-        )
-        if (
-            result.error
-            or result.status != 200
-            or not result.done
-            or result.text != self.want
-            or result.end_reason != "completed"
-            or result.first_content_ms is None
-        ):
-            self.result.failures.append(
-                f"{kind} {session_id}: status={result.status} done={result.done} "
-                f"end={result.end_reason} error={result.error}"
-            )
+        result = await send_b(self.probes, self.url, self.background, kind, session_id, at)
+        failure = probe_failure(result, self.want)
+        if failure or result.first_content_ms is None:
+            self.result.failures.append(f"{kind} {session_id}: {failure}")
             return
         self.result.latencies[kind].append(result.first_content_ms)
         self.result.pairs.setdefault(key, {})[kind] = result.first_content_ms
@@ -174,10 +103,9 @@ async def benchmark(server: ServerProcess, args: argparse.Namespace) -> Run:
         new_session(args.sessions * 3) as streams,
         new_session(args.sessions * 2, fresh_connections=True) as probes,
     ):
-        # Long enough to outlive the run (B or the client's exit ends it), and no
-        # longer: the synthetic model builds the whole token list before token one.
-        planned_s = args.probe_rounds * args.sessions / args.probe_rate + 60
-        max_tokens = max(400, int(args.token_rate * planned_s))
+        max_tokens = a_stream_tokens(
+            args.token_rate, args.probe_rounds, args.sessions, args.probe_rate
+        )
         background = Background(streams, url, args.deadline, max_tokens)
         prober = Prober(probes, url, background, result)
         try:
@@ -213,64 +141,14 @@ async def benchmark(server: ServerProcess, args: argparse.Namespace) -> Run:
                 result.active_at_probe_end = await active_streams(streams, url)
         finally:
             await background.stop()
-        result.background_end_reasons.update(
-            r.end_reason or (r.error or "no terminal chunk").split(":")[0]
-            for r in background.results
-        )
-        if background.abandoned:
-            result.background_end_reasons["still streaming at the end"] = background.abandoned
+        result.background_end_reasons.update(background.end_reasons())
         # The clients left: every stream must end server-side (a leak check, bounded).
-        async with asyncio.timeout(15):
-            result.left_open = await active_streams(probes, url)
-            while result.left_open:
-                await asyncio.sleep(0.1)
-                result.left_open = await active_streams(probes, url)
+        result.left_open = await wait_until_no_streams(probes, url)
     return result
 
 
-def server_log_summary(log_file: Path) -> dict[str, Any]:
-    """What the server itself logged: its waits for cancelled streams, and its loop lag."""
-    waited: list[float] = []
-    timeouts = blocked = 0
-    max_lag = 0.0
-    with log_file.open(encoding="utf-8") as lines:
-        for line in lines:
-            if "event=prev_stream_" not in line and "event=loop_" not in line:
-                continue
-            fields = parse_logfmt(line)
-            event = fields.get("event")
-            if event == "prev_stream_finished_cleanly":
-                waited.append(float(fields["waited_ms"]))
-            elif event == "prev_stream_timeout_on_cancel":
-                timeouts += 1
-            elif event == "loop_lag":
-                max_lag = max(max_lag, float(fields["max_lag_ms"]))
-            elif event == "loop_blocked":
-                blocked += 1
-    return {
-        "cancel_waits": len(waited),
-        "waited_ms_p50": percentile(waited, 50),
-        "waited_ms_p99": percentile(waited, 99),
-        "waited_ms_max": max(waited, default=float("nan")),
-        "timeouts_on_cancel": timeouts,
-        "loop_lag_max_ms": max_lag,
-        "loop_blocked": blocked,
-    }
-
-
 def summarise(result: Run, log: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    stats = {
-        kind: {
-            "n": len(values),
-            "p50_ms": percentile(values, 50),
-            "p90_ms": percentile(values, 90),
-            "p99_ms": percentile(values, 99),
-            "max_ms": max(values, default=float("nan")),
-        }
-        for kind, values in result.latencies.items()
-    }
-    # Each busy probe minus the idle probe sent 1/(2*rate) s from it: both see the same stalls.
-    paired = [p[BUSY] - p[IDLE] for p in result.pairs.values() if len(p) == 2]
+    stats = {kind: first_token_stats(values) for kind, values in result.latencies.items()}
     extra_p99 = stats[BUSY]["p99_ms"] - stats[IDLE]["p99_ms"]
     return {
         "settings": {
@@ -283,10 +161,8 @@ def summarise(result: Run, log: dict[str, Any], args: argparse.Namespace) -> dic
         "first_token_ms": stats,
         "p50_extra_ms": stats[BUSY]["p50_ms"] - stats[IDLE]["p50_ms"],
         "p99_extra_ms": extra_p99,
-        "paired_extra_ms": {
-            "p50": percentile(paired, 50),
-            "p99": percentile(paired, 99),
-        },
+        # Each busy probe minus the idle probe sent 1/(2*rate) s from it.
+        "paired_extra_ms": paired_extra(result.pairs),
         "target_p99_extra_ms": TARGET_EXTRA_P99_MS,
         "target_met": extra_p99 <= TARGET_EXTRA_P99_MS and not result.failures,
         "active_streams_at_probe_start": result.active_at_probe_start,

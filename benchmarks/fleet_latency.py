@@ -28,6 +28,21 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from _latency import (
+    BUSY,
+    IDLE,
+    PROMPT_B,
+    Background,
+    a_stream_tokens,
+    active_streams,
+    first_token_stats,
+    paired_extra,
+    probe_failure,
+    ramp,
+    send_b,
+    server_log_summary,
+    wait_until_no_streams,
+)
 from _redis_proc import RedisServer, running_redis
 from _report import percentile, table, write_json
 from _server_proc import (
@@ -39,16 +54,7 @@ from _server_proc import (
     raise_fd_limit,
     running,
 )
-from _sse_client import new_session, run, stream_chat
-from cancel_latency import (
-    BUSY,
-    IDLE,
-    PROMPT_B,
-    Background,
-    active_streams,
-    ramp,
-    server_log_summary,
-)
+from _sse_client import new_session, run
 
 from jarvis.logfmt import parse_logfmt
 from jarvis.synthetic import expected_text
@@ -104,26 +110,10 @@ class Prober:
         self, mode: str, kind: str, session_id: str, at: float, key: tuple[int, int]
     ) -> None:
         """Send B at loop time `at` to the mode's server; record send to first content."""
-        await asyncio.sleep(max(0.0, at - asyncio.get_running_loop().time()))
-        if kind == BUSY:
-            # A refilled session must be streaming again before it is probed again.
-            async with asyncio.timeout(10):
-                await self.background.streaming[session_id].wait()
-        result = await stream_chat(
-            self.probes, self.urls[mode], PROMPT_B, session_id=session_id, deadline_s=30
-        )
-        if (
-            result.error
-            or result.status != 200
-            or not result.done
-            or result.text != self.want
-            or result.end_reason != "completed"
-            or result.first_content_ms is None
-        ):
-            self.result.failures.append(
-                f"{mode} {kind} {session_id}: status={result.status} done={result.done} "
-                f"end={result.end_reason} error={result.error}"
-            )
+        result = await send_b(self.probes, self.urls[mode], self.background, kind, session_id, at)
+        failure = probe_failure(result, self.want)
+        if failure or result.first_content_ms is None:
+            self.result.failures.append(f"{mode} {kind} {session_id}: {failure}")
             return
         self.result.latencies[(mode, kind)].append(result.first_content_ms)
         self.result.pairs[mode].setdefault(key, {})[kind] = result.first_content_ms
@@ -161,9 +151,9 @@ async def benchmark(
         new_session(args.sessions * 3) as streams,
         new_session(args.sessions * 2, fresh_connections=True) as probes,
     ):
-        # Long enough to outlive the run (B or the client's exit ends it), and no longer.
-        planned_s = args.probe_rounds * args.sessions / args.probe_rate + 60
-        max_tokens = max(400, int(args.token_rate * planned_s))
+        max_tokens = a_stream_tokens(
+            args.token_rate, args.probe_rounds, args.sessions, args.probe_rate
+        )
         background = Background(streams, server1.url, args.deadline, max_tokens)
         prober = Prober(probes, {CROSS: server2.url, SAME: server1.url}, background, result)
         try:
@@ -199,19 +189,11 @@ async def benchmark(
                 result.active_at_probe_end = await active_streams(streams, server1.url)
         finally:
             await background.stop()
-        result.background_end_reasons.update(
-            r.end_reason or (r.error or "no terminal chunk").split(":")[0]
-            for r in background.results
-        )
-        if background.abandoned:
-            result.background_end_reasons["still streaming at the end"] = background.abandoned
+        result.background_end_reasons.update(background.end_reasons())
         # The clients left: every stream must end server-side on both servers (bounded).
         async with asyncio.timeout(15):
             for name, server in (("server 1", server1), ("server 2", server2)):
-                result.left_open[name] = await active_streams(probes, server.url)
-                while result.left_open[name]:
-                    await asyncio.sleep(0.1)
-                    result.left_open[name] = await active_streams(probes, server.url)
+                result.left_open[name] = await wait_until_no_streams(probes, server.url)
     return result
 
 
@@ -288,23 +270,12 @@ def summarise(
 ) -> dict[str, Any]:
     modes: dict[str, Any] = {}
     for mode in MODES:
-        stats = {
-            kind: {
-                "n": len(values),
-                "p50_ms": percentile(values, 50),
-                "p90_ms": percentile(values, 90),
-                "p99_ms": percentile(values, 99),
-                "max_ms": max(values, default=float("nan")),
-            }
-            for kind in (BUSY, IDLE)
-            for values in [result.latencies[(mode, kind)]]
-        }
-        paired = [p[BUSY] - p[IDLE] for p in result.pairs[mode].values() if len(p) == 2]
+        stats = {kind: first_token_stats(result.latencies[(mode, kind)]) for kind in (BUSY, IDLE)}
         modes[mode] = {
             "first_token_ms": stats,
             "p50_extra_ms": stats[BUSY]["p50_ms"] - stats[IDLE]["p50_ms"],
             "p99_extra_ms": stats[BUSY]["p99_ms"] - stats[IDLE]["p99_ms"],
-            "paired_extra_ms": {"p50": percentile(paired, 50), "p99": percentile(paired, 99)},
+            "paired_extra_ms": paired_extra(result.pairs[mode]),
         }
     cross_extra = modes[CROSS]["p99_extra_ms"]
     return {
