@@ -31,7 +31,8 @@ from _server_proc import (
     own_cpu_seconds,
     running,
 )
-from _sse_client import new_session, run, stream_chat
+from _sse_client import run
+from _throughput import stream_all
 
 from jarvis.synthetic import expected_text, expected_tokens
 
@@ -61,37 +62,6 @@ class Measurement:
         return self.tokens / self.wall_s
 
 
-async def _stream_all(
-    url: str, prompts: list[tuple[str, str]], concurrency: int, deadline_s: float
-) -> tuple[int, list[str]]:
-    """Stream every (session, prompt), `concurrency` at a time; return (tokens, failures)."""
-    queue = list(reversed(prompts))
-    failures: list[str] = []
-    tokens = 0
-
-    async def worker() -> None:
-        nonlocal tokens
-        while queue:
-            session_id, prompt = queue.pop()
-            result = await stream_chat(
-                session, url, prompt, session_id=session_id, deadline_s=deadline_s
-            )
-            want = expected_text(prompt)
-            if result.error or result.status != 200 or not result.done or result.text != want:
-                failures.append(
-                    f"{session_id}: status={result.status} done={result.done} "
-                    f"chars={len(result.text)}/{len(want)} error={result.error}"
-                )
-            elif result.end_reason != "completed":
-                failures.append(f"{session_id}: end_reason={result.end_reason}")
-            else:
-                tokens += len(expected_tokens(prompt))
-
-    async with new_session(concurrency) as session, asyncio.timeout(deadline_s):
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return tokens, failures
-
-
 def _is_worker(pid: int) -> bool:
     """A fleet worker (spawned by multiprocessing), not its resource tracker."""
     try:
@@ -119,7 +89,9 @@ async def measure(
     tree_before, redis_before = server.tree_cpu_seconds(), redis.cpu_seconds()
     client_before, machine_before = own_cpu_seconds(), machine_busy_seconds()
     started = time.monotonic()
-    tokens, failures = await _stream_all(server.url, prompts, args.concurrency, args.deadline)
+    tokens, failures = await stream_all(
+        server.url, prompts, expected_text, args.concurrency, args.deadline
+    )
     wall = time.monotonic() - started
     client_cpu = own_cpu_seconds() - client_before
     tree_after, redis_cpu = server.tree_cpu_seconds(), redis.cpu_seconds() - redis_before

@@ -29,7 +29,8 @@ from _server_proc import (
     own_cpu_seconds,
     running,
 )
-from _sse_client import new_session, run, stream_chat
+from _sse_client import run
+from _throughput import stream_all
 
 from jarvis.synthetic import expected_text, expected_tokens
 
@@ -65,35 +66,6 @@ class Measurement:
         return self.server_writes / self.tokens
 
 
-async def _stream_all(
-    url: str, prompts: list[str], expected: dict[str, str], concurrency: int, deadline_s: float
-) -> tuple[int, list[str]]:
-    """Stream every prompt with `concurrency` workers; return (verified tokens, failures)."""
-    queue = list(reversed(prompts))
-    failures: list[str] = []
-    tokens = 0
-
-    async def worker() -> None:
-        nonlocal tokens
-        while queue:
-            prompt = queue.pop()
-            result = await stream_chat(session, url, prompt, deadline_s=deadline_s)
-            want = expected[prompt]
-            if result.error or result.status != 200 or not result.done or result.text != want:
-                failures.append(
-                    f"{prompt!r}: status={result.status} done={result.done} "
-                    f"chars={len(result.text)}/{len(want)} error={result.error}"
-                )
-            elif result.end_reason != "completed":
-                failures.append(f"{prompt!r}: end_reason={result.end_reason}")
-            else:  # the text is exactly the expected tokens, however they were batched
-                tokens += len(expected_tokens(prompt))
-
-    async with new_session(concurrency) as session, asyncio.timeout(deadline_s):
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return tokens, failures
-
-
 async def measure(
     server: ServerProcess,
     prompts: list[str],
@@ -104,8 +76,11 @@ async def measure(
     """Run the workload once and take the server's and our own CPU around it."""
     writes_before, machine_before = server.write_syscalls(), machine_busy_seconds()
     server_before, client_before = server.cpu_seconds(), own_cpu_seconds()
+    jobs = [(None, p) for p in prompts]
     started = time.monotonic()
-    tokens, failures = await _stream_all(server.url, prompts, expected, concurrency, deadline_s)
+    tokens, failures = await stream_all(
+        server.url, jobs, expected.__getitem__, concurrency, deadline_s
+    )
     wall = time.monotonic() - started
     server_cpu = server.cpu_seconds() - server_before
     client_cpu = own_cpu_seconds() - client_before
