@@ -25,10 +25,10 @@ import redis
 from _server_proc import (
     HOST,
     STARTUP_DEADLINE_S,
-    STOP_DEADLINE_S,
     _die_with_parent,
     cpu_seconds,
     free_port,
+    terminate,
 )
 
 _MONITOR_LINE = re.compile(r"^\+[0-9.]+ \[\d+ ([^\]]+)\] (.*)$")
@@ -67,14 +67,7 @@ class RedisServer:
             client.config_resetstat()
 
     def stop(self) -> None:
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(STOP_DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(STOP_DEADLINE_S)
+        terminate(self.proc)
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:

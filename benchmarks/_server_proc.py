@@ -123,6 +123,18 @@ def raise_fd_limit(wanted: int) -> int:
     return soft
 
 
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within the deadline."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(STOP_DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(STOP_DEADLINE_S)
+
+
 @dataclass
 class ServerProcess:
     """One running server subprocess on a loopback port."""
@@ -186,14 +198,7 @@ class ServerProcess:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it has not exited within the deadline."""
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(STOP_DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(STOP_DEADLINE_S)
+        terminate(self.proc)
 
 
 def _die_with_parent() -> None:
