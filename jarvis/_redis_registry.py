@@ -220,7 +220,8 @@ class RedisRegistry(StreamRegistry):
         self._live += 1
         handle.transition(StreamState.WAITING)
         owner_key = self._key("owner", name)
-        waiter = self._arm(name)
+        armed: list[asyncio.Future[None]] = []
+        waiter = self._arm(name, armed)
         overran: str | None = None
         try:
             handle.generation = int(await self._redis.incr(self._key("gen", name)))
@@ -228,9 +229,9 @@ class RedisRegistry(StreamRegistry):
             previous = _text(await self._redis.get(owner_key))
             while True:
                 if previous and _gen_of(previous) < handle.generation:
-                    if await self._supersede_remote(handle, previous, waiter):
+                    if await self._supersede_remote(handle, previous, waiter, armed):
                         overran = previous
-                    waiter = self._arm(name)
+                    waiter = self._arm(name, armed)
                 if handle.cancel_requested:
                     return False
                 claimed = _text(
@@ -248,7 +249,7 @@ class RedisRegistry(StreamRegistry):
             self._went_down("register", name, exc)
             raise RegistryUnavailable(f"the registry at {self.url} did not answer") from exc
         finally:
-            self._disarm(name)
+            self._disarm(name, armed)
         if claimed == "0":
             self.cancel(handle, CancelReason.REGISTRY_NEW_STREAM)  # a newer prompt owns it
             return False
@@ -265,7 +266,11 @@ class RedisRegistry(StreamRegistry):
         return True
 
     async def _supersede_remote(
-        self, handle: StreamHandle, previous: str, waiter: asyncio.Future[None]
+        self,
+        handle: StreamHandle,
+        previous: str,
+        waiter: asyncio.Future[None],
+        armed: list[asyncio.Future[None]],
     ) -> bool:
         """Tell every process to cancel the session's older streams; wait (bounded) for
         the owner to release. True if the wait timed out."""
@@ -283,7 +288,7 @@ class RedisRegistry(StreamRegistry):
             either: set[asyncio.Future[Any]] = {waiter, handle.cancelled}
             await asyncio.wait(either, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
             if waiter.done():
-                waiter = self._arm(name)  # re-armed before reading, so no signal is missed
+                waiter = self._arm(name, armed)  # re-armed before reading: no signal is missed
             current = _text(await self._redis.get(owner_key))
         if handle.cancel_requested:
             return False
@@ -307,18 +312,21 @@ class RedisRegistry(StreamRegistry):
         message = f"fence {handle.session} {_gen_of(previous)} {handle.trace}"
         await self._redis.publish(self._channel, message)
 
-    def _arm(self, session: str) -> asyncio.Future[None]:
+    def _arm(self, session: str, armed: list[asyncio.Future[None]]) -> asyncio.Future[None]:
+        """A future the next `done` of `session` resolves; `armed` collects them for _disarm."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(session, set()).add(future)
+        armed.append(future)
         return future
 
-    def _disarm(self, session: str) -> None:
+    def _disarm(self, session: str, armed: list[asyncio.Future[None]]) -> None:
+        """Forget the futures one registration armed (resolved or not: nothing may pile up)."""
         waiters = self._waiters.get(session)
-        if waiters is not None:
-            for future in [f for f in waiters if f.done()]:
-                waiters.discard(future)
-            if not waiters:
-                del self._waiters[session]
+        if waiters is None:
+            return
+        waiters.difference_update(armed)
+        if not waiters:
+            del self._waiters[session]
 
     # -- releasing -----------------------------------------------------------------------
 

@@ -238,3 +238,16 @@ async def test_a_failed_operation_recovers_without_a_dropped_subscription(
         async with guard.stream("s", wire.write, end=wire.on_end) as s:
             assert await s.send("ok")
     assert len(log.of(Event.REGISTRY_RECOVERED)) == 1
+
+
+async def test_registrations_leave_no_waiters_behind(redis_server: RedisServer) -> None:
+    """Each prompt arms a waiter for its session's `done`; whether or not one came, none is
+    left once the prompt is registered (a session used once must not cost memory for good)."""
+    guard, _ = make(redis_server.url)
+    async with guard.lifespan(None):
+        for n in range(50):
+            async with guard.stream(f"once-{n}", Wire().write) as s:
+                await s.send("x")
+        registry = guard._parts.registry
+        assert isinstance(registry, RedisRegistry)
+        assert registry._waiters == {}
