@@ -21,7 +21,7 @@ import pytest
 from jarvis_cli.exit_codes import ExitCode
 
 from .conftest import free_port
-from .test_swarm import Swarm, swarm
+from .swarms import Swarm, swarm
 
 FAKELLM = Path(sys.executable).parent / "fakellm"
 STARTUP_DEADLINE_S = 15.0
