@@ -93,15 +93,7 @@ class _Cursor:
         pos, end = self.pos, self.end
         if pos >= end:
             return False
-        block = source.read(pos, min(end, pos + BLOCK))
-        if pos + len(block) < end:
-            cut = block.rfind(b"\n") + 1
-            if cut == 0:  # one line longer than a block: read on to its end
-                newline = source.buffer.find(b"\n", pos + len(block))
-                cut = (end if newline < 0 or newline >= end else newline + 1) - pos
-                block = source.read(pos, pos + cut)
-            elif cut < len(block):
-                block = block[:cut]
+        block = source.read_lines(pos, end, BLOCK)
         self.block, self.off = block, 0
         return bool(block)
 

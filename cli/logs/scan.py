@@ -90,17 +90,7 @@ class Scanner:
         line = first_line
         pos = start
         while pos < end:
-            # Chunks end on a line boundary found in what was read: touching the mmap
-            # here would fault in a readahead window per chunk and grow RSS with the file.
-            chunk = source.read(pos, min(end, pos + CHUNK))
-            if pos + len(chunk) < end:
-                cut = chunk.rfind(b"\n") + 1
-                if cut == 0:  # one line longer than a chunk: read on to its end
-                    newline = source.buffer.find(b"\n", pos + len(chunk))
-                    cut = (end if newline < 0 or newline >= end else newline + 1) - pos
-                    chunk = source.read(pos, pos + cut)
-                elif cut < len(chunk):
-                    chunk = chunk[:cut]
+            chunk = source.read_lines(pos, end, CHUNK)
             self.scan_chunk(source, dialect, chunk, pos)
             line = self.checkpoints(source, chunk, pos, line)
             pos += len(chunk)

@@ -116,6 +116,20 @@ class Source:
             return self.buffer[start:stop]
         return os.pread(fd, stop - start, start)
 
+    def read_lines(self, start: int, end: int, size: int) -> bytes:
+        """About `size` bytes from `start`, cut at the last line end before `end`: whole
+        lines only (a line longer than `size` is read to its end). The line end is found
+        in what was read: touching the mmap would fault in a readahead window per call."""
+        block = self.read(start, min(end, start + size))
+        if start + len(block) >= end:
+            return block
+        cut = block.rfind(b"\n") + 1
+        if cut == 0:  # one line longer than `size`: read on to its end
+            newline = self.buffer.find(b"\n", start + len(block))
+            cut = (end if newline < 0 or newline >= end else newline + 1) - start
+            return self.read(start, start + cut)
+        return block[:cut]
+
     def _fd(self) -> int | None:
         if isinstance(self.buffer, FileView):
             return self.buffer.fd
