@@ -9,11 +9,13 @@ import typer
 
 from jarvis.exceptions import ConfigError
 
-from ..console import out
+from ..console import err, out
 from ..durations import parse_duration
 from ..logs.findings import Severity
 from ..logs.patterns import parse_ts
 from ..logs.run import Window, analyze
+from ..timeline.html import write as write_html
+from ..timeline.record import Recorder
 from .report import build_report, render, write_junit
 
 
@@ -62,6 +64,14 @@ def diagnose(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="All findings and all their evidence.")
     ] = False,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write a timeline: one self-contained HTML page (lanes per session, "
+            "a bar per stream, markers, findings with their evidence); opens offline.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> int:
     """Find the root cause of hangs and stream leaks in a jarvis log.
 
@@ -77,7 +87,10 @@ def diagnose(
         jarvis diagnose logs/system.log
         jarvis diagnose logs/system.log --session s1 -v
         jarvis diagnose --follow logs/system.log
+        jarvis diagnose logs/system.w*.log --html timeline.html
         zcat old.log.gz | jarvis diagnose - --json
+
+    --html never changes the exit code: the page draws what the report judged.
     """
     if fail_on not in ("error", "warning"):
         raise ConfigError(f"--fail-on takes error or warning, not {fail_on!r}")
@@ -85,6 +98,8 @@ def diagnose(
     stale_s = parse_duration(stale_after, "--stale-after")
     window = Window(parse_time(since, "--since"), parse_time(until, "--until"))
     inputs = paths or ["logs/system.log"]
+    if follow and html is not None:
+        raise ConfigError("--html draws a whole read of the logs; it does not go with --follow")
     if follow:
         from .follow import follow_logs
 
@@ -95,12 +110,27 @@ def diagnose(
                 inputs, stale_after_s=stale_s, fail_on=threshold, session=session, trace=trace
             )
         )
-    analyzer, sources = analyze(inputs, stale_after_s=stale_s, window=window)
+    recorder = Recorder() if html is not None else None
+    analyzer, sources = analyze(
+        inputs,
+        stale_after_s=stale_s,
+        window=window,
+        attach=recorder.attach if recorder is not None else None,
+    )
     try:
         report = build_report(analyzer, fail_on=threshold, session=session, trace=trace)
         sources.resolve_findings(report.findings)
     finally:
         sources.close()
+    if html is not None and recorder is not None:
+        size = write_html(
+            recorder.timeline,
+            report,
+            html,
+            title="jarvis diagnose " + " ".join(inputs),
+            context={"search": session or trace or ""},
+        )
+        err.print(f"timeline: {html} ({size / 1e6:.2f} MB)", highlight=False, soft_wrap=True)
     if junit is not None:
         write_junit(report, junit)
     if as_json:

@@ -3,6 +3,7 @@ several processes wrote them), judge."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .analysis import Analyzer
@@ -35,6 +36,7 @@ def analyze(
     stale_after_s: float = 30.0,
     window: Window | None = None,
     engine: str | None = None,
+    attach: Callable[[Analyzer], None] | None = None,
 ) -> tuple[Analyzer, Sources]:
     """Scan every input and return the judged analyzer (caller closes sources).
 
@@ -42,12 +44,15 @@ def analyze(
     Several (one per worker or host) are merged by timestamp, so that a session whose
     streams hop between processes is rebuilt in the order things happened.
     `engine` picks the logfmt hot loop ("c" or "python"); by default, the C one if built.
+    `attach` is called with the analyzer before the scan (the timeline's recorder).
     """
     sources = open_inputs(paths)
     try:
         analyzer = Analyzer(stale_after_s=stale_after_s, engine=engine)
         analyzer.ts_at = ts_resolver(sources.items)
         analyzer.input_of = sources.input_of
+        if attach is not None:
+            attach(analyzer)
         scanner = Scanner(analyzer)
         end_ts: float | None = None
         inputs: list[list[Part]] = []

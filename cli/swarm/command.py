@@ -236,7 +236,9 @@ async def _swarm(
         await server.stop()
     report = _judge(started, limits, run)
     report.target = embedded.describe()
-    report.diagnosis = await asyncio.to_thread(diagnose_log, log_path)
+    report.diagnosis = await asyncio.to_thread(
+        diagnose_log, log_path, plan.report_dir / "timeline.html"
+    )
     return report
 
 

@@ -41,6 +41,8 @@ class Diagnosis:
     log_path: Path | None = None
     #: The files read: the log itself, or each worker's of a fleet.
     log_files: tuple[Path, ...] = ()
+    #: The timeline page of the same read (next to locust's report), if drawn.
+    timeline: Path | None = None
 
     @property
     def healthy(self) -> bool:
@@ -165,6 +167,8 @@ def render(report: SwarmReport, console: Console) -> None:
                       + Text(where, style="dim"))  # fmt: skip
         for finding in d.findings[:5]:
             console.print(f"  {finding}", highlight=False)
+        if d.timeline is not None:
+            console.print(Text(f"timeline: {d.timeline}", style="dim"))
     cpu = _generator_lines(run)
     if cpu:
         console.print(Text("load generator", style="bold"))

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import httpx
 
-from ..diagnose.report import build_report
+from ..diagnose.report import Report, build_report
 from ..logs.run import analyze
 from ..logs.sources import InputError
+from ..timeline.draw import draw_logs
 from ..verify import serverlog
 from ..verify.target import Unreachable
 from .report import Diagnosis
@@ -28,18 +29,27 @@ async def check_reachable(url: str, path: str = "/v1/models") -> None:
         raise Unreachable(f"nothing answers at {url} ({type(exc).__name__}: {exc})") from exc
 
 
-def diagnose_log(path: Path) -> Diagnosis:
+def diagnose_log(path: Path, timeline: Path | None = None) -> Diagnosis:
     """`jarvis diagnose` over the whole log (every worker's file of a fleet, as
-    `jarvis diagnose system.w*.log` reads them): its verdict and the failing findings."""
+    `jarvis diagnose system.w*.log` reads them): its verdict and the failing findings.
+    With `timeline`, the same read is drawn there too (`jarvis diagnose --html`)."""
     names = [str(file) for file in serverlog.files(path)]
     try:
-        analyzer, sources = analyze(names)
+        if timeline is None:
+            report = _report(names)
+        else:
+            report, _ = draw_logs(names, timeline, title=f"jarvis swarm: {path.parent.name}")
     except InputError as exc:
         return Diagnosis("unusable", [str(exc)], path)
+    findings = [f"{f.severity.label.upper()} {f.id.value}: {f.message}" for f in report.failing]
+    return Diagnosis(report.verdict, findings, path, tuple(Path(name) for name in names), timeline)
+
+
+def _report(names: list[str]) -> Report:
+    analyzer, sources = analyze(names)
     try:
         report = build_report(analyzer)
         sources.resolve_findings(report.findings)
     finally:
         sources.close()
-    findings = [f"{f.severity.label.upper()} {f.id.value}: {f.message}" for f in report.failing]
-    return Diagnosis(report.verdict, findings, path, tuple(Path(name) for name in names))
+    return report

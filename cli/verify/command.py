@@ -17,11 +17,18 @@ from ..console import err, fail, out
 from ..dialect_options import DialectOption, HealthOption, SessionInOption, TargetOption
 from ..exit_codes import ExitCode
 from ..faults import EmbeddedFaultOption, embedded_faults
+from ..logs.sources import InputError
 from ..termination import until_terminated
+from ..timeline.draw import draw_logs
+from . import serverlog
 from .embedded import check_fleet
 from .plan import EMBEDDED_CANCEL_WAIT_S, REMOTE_CANCEL_WAIT_S, SCENARIOS, Expect, Plan
 from .report import LineView, LiveView, QuietView, Report, render, write_junit
-from .runner import Spec, View, run
+from .runner import RunResult, Spec, View, run
+
+#: How far before the run's start (wall clock) the timeline reads a server's log: the
+#: server's first lines of the run may carry a slightly earlier time.
+RUN_START_SLACK_S = 1.0
 
 
 def verify_hang(
@@ -138,6 +145,14 @@ def verify_hang(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show all evidence, passing scenarios too.")
     ] = False,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also draw the server side of the run from its log: the timeline page "
+            "`jarvis diagnose --html` writes (embedded server, or --url with --log-file).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> int:
     """Prove a streaming chat server neither hangs nor runs two streams of a session at once.
 
@@ -176,12 +191,18 @@ def verify_hang(
         jarvis verify-hang --workers 2 --registry redis://127.0.0.1:6379/0
         jarvis verify-hang --scenario overlap --sessions 32 --rounds 5
         jarvis verify-hang --json report.json --junit verify.xml
+        jarvis verify-hang --fault no-cancel --html timeline.html
     """
     chat = chat_api(url or [], dialect=dialect, session_in=session_in, target=target, health=health)
     if target is not None and not chat.urls:
         raise ConfigError(f"--target {target}: the file names no url; pass --url")
     faults = embedded_faults(fault, chat.urls[0] if chat.urls else None)
     check_fleet(workers, registry, faults=faults, url=chat.urls[0] if chat.urls else None)
+    if html is not None and chat.urls and log_file is None:
+        raise ConfigError(
+            "--html draws the server's side of the run from its log: with --url, pass the "
+            "server's log as --log-file too"
+        )
     plan = Plan(
         strict=strict if strict is not None else not chat.urls,
         sessions=sessions,
@@ -215,6 +236,8 @@ def verify_hang(
     report = Report(plan, result)
     if junit is not None:
         write_junit(report, junit)
+    if html is not None:
+        _draw(result, html)
     document = json.dumps(report.to_json(), indent=2) + "\n"
     if json_stdout:
         sys.stdout.write(document)
@@ -223,6 +246,27 @@ def verify_hang(
             _write(Path(json_path), document)
         render(report, out, verbose=verbose)
     return int(report.exit_code())
+
+
+def _draw(result: RunResult, path: Path) -> None:
+    """The server-side timeline of the run: its log from the run's start on (a log
+    given with --url may hold earlier runs)."""
+    log_path = result.target.log_path
+    if log_path is None:
+        err.print("no timeline: the server's log is unknown", highlight=False)
+        return
+    names = [str(file) for file in serverlog.files(log_path)]
+    try:
+        _, size = draw_logs(
+            names,
+            path,
+            title=f"jarvis verify-hang: {result.target.base_url}",
+            since=result.started_wall - RUN_START_SLACK_S,
+        )
+    except InputError as exc:
+        err.print(f"no timeline: {exc}", highlight=False, soft_wrap=True)
+        return
+    err.print(f"timeline: {path} ({size / 1e6:.2f} MB)", highlight=False, soft_wrap=True)
 
 
 def _write(path: Path, text: str) -> None:

@@ -1,0 +1,393 @@
+"""What a timeline draws, collected while `diagnose` scans: lanes, bars, markers, density.
+
+The recorder rides on the analyzer rather than reading the log a second time: it wraps
+the handlers of the stream-level events (one call per stream, per cancel, per cleanup)
+and, for the flush lines the hot loop reads in C, counts each chunk's `flush_done`
+lines per stream with one regex sweep after the loop has read the chunk. Timestamps of
+flushes are taken per block of the chunk (`DENSITY_BLOCK` bytes), not per line: density
+is drawn in bins far wider than a block, and parsing a timestamp per flush would cost
+more than the whole scan.
+
+Memory and the page's size are bounded whatever the log's size: at most `MAX_LANES`
+sessions get a lane of their own (the first seen), at most `MAX_BARS` streams a bar and
+`MAX_MARKERS` markers; everything past a limit is counted, drawn as density in the
+"other sessions" lane, and the page says what was left out. Density bins widen (and
+merge) when there are too many of them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from ..logs.analysis import Analyzer, Handler
+from ..logs.patterns import line_ts
+
+#: Sessions drawn in lanes of their own; later sessions go to the "other sessions" lane.
+MAX_LANES = 10_000
+#: Streams drawn as bars; later ones are counted (their flushes still feed density).
+MAX_BARS = 25_000
+#: Markers drawn (cancel, fence, cleanup, the new stream's wait for the old one).
+MAX_MARKERS = 50_000
+#: loop_blocked spans drawn.
+MAX_LOOP_SPANS = 2_000
+#: Bytes of a chunk that share one timestamp for flush density.
+DENSITY_BLOCK = 64 << 10
+#: Density bins kept before they are widened (each widening halves them).
+MAX_DENSITY_BINS = 200_000
+#: The first width of a density bin, in seconds.
+FIRST_BIN_S = 0.05
+#: Sessions counted past MAX_LANES (to say how many the page leaves out), at most.
+MAX_COUNTED_SESSIONS = 200_000
+#: Lane index of the aggregate lane: sessions past MAX_LANES and sessionless streams
+#: past the bar limit.
+OTHER = -1
+#: Lane of streams whose lines name no session.
+NO_SESSION = "(no session)"
+
+_FLUSH_DONE = re.compile(rb"event=flush_done request_id=([^ \n]+)")
+
+
+class Mark(StrEnum):
+    """The markers a lane shows (part of the page's data contract)."""
+
+    CANCEL = "cancel"
+    FENCE = "fence"
+    CLEANUP = "cleanup"
+    PREV_FINISHED = "prev_finished"
+    PREV_TIMEOUT = "prev_timeout"
+    REJECTED = "rejected"
+
+
+#: Events whose line is a cleanup step of one stream.
+_CLEANUP_EVENTS = ("event_buffers_cleaned", "cleanup_flush_task", "cleanup_buffer")
+
+
+@dataclass(slots=True)
+class Bar:
+    """One stream: from its stream_start to its stream_end (None: never ended)."""
+
+    lane: int
+    start: float
+    trace: str
+    stream_id: str
+    end: float | None = None
+    reason: str | None = None
+    cancelled: bool = False
+    fenced: bool = False
+    cleanup_done: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Open:
+    """An open stream: its bar (-1: none) and every id its lines may name it by."""
+
+    bar: int
+    keys: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Limits:
+    """What the page leaves out, so that it can say so."""
+
+    #: Sessions seen (counted exactly up to MAX_COUNTED_SESSIONS).
+    sessions: int = 0
+    #: Streams of sessions past MAX_LANES (drawn only as density in "other sessions").
+    streams_other: int = 0
+    streams: int = 0
+    streams_unbarred: int = 0
+    markers_dropped: int = 0
+    loop_spans_dropped: int = 0
+    untimed: int = 0
+
+
+@dataclass(slots=True)
+class Timeline:
+    """The drawable facts of a log: built by `Recorder`, written by `html.write`."""
+
+    lanes: list[str] = field(default_factory=list)
+    bars: list[Bar] = field(default_factory=list)
+    #: (lane, time, kind, bar index or -1)
+    markers: list[tuple[int, float, Mark, int]] = field(default_factory=list)
+    #: (start, end, lag ms, input)
+    loop_spans: list[tuple[float, float, int, int]] = field(default_factory=list)
+    #: (lane, bin) -> flushes; a bin is `floor(ts / bin_s)`.
+    density: Counter[tuple[int, int]] = field(default_factory=Counter)
+    bin_s: float = FIRST_BIN_S
+    limits: Limits = field(default_factory=Limits)
+    first_ts: float | None = None
+    last_ts: float | None = None
+
+    def seen(self, ts: float) -> None:
+        if self.first_ts is None or ts < self.first_ts:
+            self.first_ts = ts
+        if self.last_ts is None or ts > self.last_ts:
+            self.last_ts = ts
+
+
+class Recorder:
+    """Attach to an `Analyzer` before its scan; `timeline` holds what it saw."""
+
+    def __init__(self) -> None:
+        self.timeline = Timeline()
+        self._lane_of: dict[str, int] = {}
+        self._unlaned: set[str] = set()
+        #: trace / stream id / request id of an open stream -> its bar (or -1: no bar).
+        self._open: dict[str, _Open] = {}
+        #: request id (bytes) -> lane, for flush density; kept until the chunk is read.
+        self._flush_lane: dict[bytes, int] = {}
+        self._retired: list[bytes] = []
+        self._in_chunk = False
+        #: The chunk the hot loop is reading, and the ref of its first byte.
+        self._chunk = b""
+        self._base = 0
+        self._blocked_at: dict[int, tuple[float, int]] = {}
+        self._analyzer: Analyzer | None = None
+
+    # -- wiring ----------------------------------------------------------------
+
+    def attach(self, analyzer: Analyzer) -> None:
+        """Wrap the analyzer's handlers and hot entry points (before a Scanner is made)."""
+        self._analyzer = analyzer
+        ours: dict[str, Handler] = {
+            "stream_start": self._stream_start,
+            "stream_end": self._stream_end,
+            "stream_cancelled": self._mark(Mark.CANCEL),
+            "stream_fenced": self._mark(Mark.FENCE),
+            "prev_stream_finished_cleanly": self._mark(Mark.PREV_FINISHED),
+            "prev_stream_timeout_on_cancel": self._mark(Mark.PREV_TIMEOUT),
+            "request_rejected": self._mark(Mark.REJECTED),
+            "loop_blocked": self._loop_blocked,
+            "loop_recovered": self._loop_recovered,
+            **{name: self._mark(Mark.CLEANUP) for name in _CLEANUP_EVENTS},
+        }
+        for name, ours_handler in ours.items():
+            theirs = analyzer.handlers.get(name)
+            analyzer.handlers[name] = _chain(ours_handler, theirs)
+        feed, flush_done = analyzer.feed_logfmt, analyzer.flush_done
+
+        def feed_logfmt(
+            chunk: bytes,
+            base: int,
+            handlers: dict[bytes, Handler],
+            timed: frozenset[bytes],
+            parse_fields: Callable[[bytes], dict[str, str]],
+        ) -> tuple[int, int]:
+            self._in_chunk = True
+            self._chunk, self._base = chunk, base
+            try:
+                counts = feed(chunk, base, handlers, timed, parse_fields)
+                self._count_flushes(chunk)
+            finally:
+                self._in_chunk = False
+                self._chunk = b""
+                self._retire()
+            return counts
+
+        def on_flush_done(rid: bytes, tokens: int, ref: int) -> None:
+            flush_done(rid, tokens, ref)
+            if analyzer.last_ts is not None:
+                self._flush(rid, analyzer.last_ts)
+
+        analyzer.feed_logfmt = feed_logfmt  # type: ignore[method-assign]
+        analyzer.flush_done = on_flush_done  # type: ignore[method-assign]
+
+    def _ts(self, ref: int, ts: float | None) -> float | None:
+        """The time of the line at `ref`: given, else read from the chunk being scanned
+        (the bytes at hand; reading the source again would page the whole file in)."""
+        if ts is None:
+            chunk, at = self._chunk, ref - self._base
+            if 0 <= at < len(chunk):
+                ts = line_ts(chunk, chunk.rfind(b"\n", 0, at) + 1)
+            elif self._analyzer is not None:
+                ts = self._analyzer.ts_at(ref)
+        if ts is None:
+            self.timeline.limits.untimed += 1
+        else:
+            self.timeline.seen(ts)
+        return ts
+
+    def _lane(self, session: str | None) -> int:
+        name = session if session is not None else NO_SESSION
+        lane = self._lane_of.get(name)
+        if lane is not None:
+            return lane
+        lanes, limits = self.timeline.lanes, self.timeline.limits
+        if len(lanes) < MAX_LANES:
+            limits.sessions += 1
+            lane = self._lane_of[name] = len(lanes)
+            lanes.append(name)
+            return lane
+        if name not in self._unlaned and len(self._unlaned) < MAX_COUNTED_SESSIONS:
+            self._unlaned.add(name)
+            limits.sessions += 1
+        return OTHER
+
+    # -- stream-level events -------------------------------------------------
+
+    def _stream_start(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        timeline = self.timeline
+        timeline.limits.streams += 1
+        when = self._ts(ref, ts)
+        trace = fields.get("trace") or ""
+        stream_id = fields.get("stream_id") or ""
+        link = stream_id or fields.get("request_id") or trace
+        lane = self._lane(fields.get("session"))
+        if lane == OTHER:
+            timeline.limits.streams_other += 1
+        index = -1
+        if when is not None and lane != OTHER and len(timeline.bars) < MAX_BARS:
+            index = len(timeline.bars)
+            timeline.bars.append(Bar(lane, when, trace or link, stream_id))
+        else:
+            timeline.limits.streams_unbarred += 1
+        keys = tuple({trace, stream_id, link} - {""})
+        entry = _Open(index, keys)
+        for key in keys:
+            self._open[key] = entry
+        if link:
+            self._flush_lane[link.encode()] = lane
+
+    def _entry(self, fields: dict[str, str]) -> _Open | None:
+        for key in ("trace", "stream_id", "request_id"):
+            value = fields.get(key)
+            if value and value in self._open:
+                return self._open[value]
+        return None
+
+    def _bar_of(self, fields: dict[str, str]) -> int:
+        entry = self._entry(fields)
+        return -1 if entry is None else entry.bar
+
+    def _stream_end(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        entry = self._entry(fields)
+        if entry is None:
+            return  # the log began after this stream started
+        if entry.bar >= 0:
+            bar = self.timeline.bars[entry.bar]
+            bar.end = self._ts(ref, ts)
+            bar.reason = fields.get("reason") or "unknown"
+            bar.cleanup_done = fields.get("cleanup_done")
+        for key in entry.keys:
+            if self._open.get(key) is entry:
+                del self._open[key]
+            self._retired.append(key.encode())
+        if not self._in_chunk:
+            self._retire()
+
+    def _mark(self, kind: Mark) -> Handler:
+        def handler(fields: dict[str, str], ref: int, ts: float | None) -> None:
+            timeline = self.timeline
+            if len(timeline.markers) >= MAX_MARKERS:
+                timeline.limits.markers_dropped += 1
+                return
+            index = self._bar_of(fields)
+            if index >= 0:
+                bar = timeline.bars[index]
+                lane = bar.lane
+                bar.cancelled |= kind is Mark.CANCEL
+                bar.fenced |= kind is Mark.FENCE
+            elif "session" in fields:
+                lane = self._lane(fields["session"])
+            else:
+                return  # a line about a stream without a bar: nowhere to draw it
+            when = self._ts(ref, ts)
+            if when is not None and lane != OTHER:
+                timeline.markers.append((lane, when, kind, index))
+
+        return handler
+
+    def _loop_blocked(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        when = self._ts(ref, ts)
+        if when is None or self._analyzer is None:
+            return
+        lag_ms = _int(fields.get("lag_ms"))
+        here = self._analyzer.input_of(ref)
+        if here not in self._blocked_at:
+            self._blocked_at[here] = (when - lag_ms / 1000, lag_ms)
+        self._close_span(here, when, still_open=True)
+
+    def _loop_recovered(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        when = self._ts(ref, ts)
+        if when is None or self._analyzer is None:
+            return
+        here = self._analyzer.input_of(ref)
+        if here in self._blocked_at:
+            self._close_span(here, when, still_open=False)
+
+    def _close_span(self, here: int, when: float, *, still_open: bool) -> None:
+        """Draw (or stretch) the blocked span of input `here` up to `when`."""
+        start, lag_ms = self._blocked_at[here]
+        spans = self.timeline.loop_spans
+        if spans and spans[-1][3] == here and spans[-1][0] == start:
+            spans[-1] = (start, when, max(lag_ms, round((when - start) * 1000)), here)
+        elif len(spans) < MAX_LOOP_SPANS:
+            spans.append((start, when, max(lag_ms, round((when - start) * 1000)), here))
+        else:
+            self.timeline.limits.loop_spans_dropped += 1
+        if not still_open:
+            del self._blocked_at[here]
+
+    # -- flush density ---------------------------------------------------------
+
+    def _count_flushes(self, chunk: bytes) -> None:
+        """Count a chunk's flush_done lines per lane, one timestamp per block."""
+        lane_of = self._flush_lane
+        find_all = _FLUSH_DONE.findall
+        pos = 0
+        size = len(chunk)
+        while pos < size:
+            stop = chunk.find(b"\n", min(size, pos + DENSITY_BLOCK))
+            stop = size if stop < 0 else stop + 1
+            rids = find_all(chunk, pos, stop)
+            if rids:
+                when = line_ts(chunk, pos)
+                if when is not None:
+                    for rid in rids:
+                        self._flush(rid, when, lane_of.get(rid, OTHER))
+            pos = stop
+
+    def _flush(self, rid: bytes, when: float, lane: int | None = None) -> None:
+        timeline = self.timeline
+        if lane is None:
+            lane = self._flush_lane.get(rid, OTHER)
+        density = timeline.density
+        density[lane, int(when / timeline.bin_s)] += 1
+        if len(density) > MAX_DENSITY_BINS:
+            self._widen()
+
+    def _widen(self) -> None:
+        """Halve the number of density bins: each new bin is two old ones."""
+        timeline = self.timeline
+        wider: Counter[tuple[int, int]] = Counter()
+        for (lane, number), count in timeline.density.items():
+            wider[lane, number // 2] += count
+        timeline.density = wider
+        timeline.bin_s *= 2
+
+    def _retire(self) -> None:
+        for rid in self._retired:
+            self._flush_lane.pop(rid, None)
+        self._retired.clear()
+
+
+def _chain(first: Handler, then: Handler | None) -> Handler:
+    """A handler that runs the analyzer's own (if any) and then the recorder's."""
+    if then is None:
+        return first
+
+    def both(fields: dict[str, str], ref: int, ts: float | None) -> None:
+        then(fields, ref, ts)
+        first(fields, ref, ts)
+
+    return both
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0

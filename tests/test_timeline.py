@@ -1,0 +1,269 @@
+"""The timeline page (`diagnose --html`, `verify-hang --html`, swarm's report folder):
+what it draws, what it leaves out and says so, what it never loads, and its exit codes.
+
+The page's behaviour in a real browser (zoom, search, findings) is in test_browser.py;
+here, the file and its data."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jarvis_cli.diagnose.report import build_report
+from jarvis_cli.exit_codes import ExitCode
+from jarvis_cli.logs.engine import ENGINES, PURE_ENV
+from jarvis_cli.logs.run import analyze
+from jarvis_cli.timeline import record
+from jarvis_cli.timeline.html import page_data
+
+from .logfixtures import LogBuilder, healthy_supersede, random_log
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def diagnose(path: Path, *args: str, env_pure: bool = False) -> subprocess.CompletedProcess[str]:
+    env = None
+    if env_pure:
+        import os
+
+        env = {**os.environ, PURE_ENV: "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "jarvis_cli", "diagnose", str(path), *args],
+        capture_output=True, text=True, timeout=60, check=False, env=env,
+    )  # fmt: skip
+
+
+def page(path: Path) -> dict[str, Any]:
+    """The data a written page draws (its one JSON script element)."""
+    text = path.read_text(encoding="utf-8")
+    match = re.search(
+        r'<script type="application/json" id="timeline-data">(.*?)</script>', text, re.S
+    )
+    assert match is not None, "no data element in the page"
+    return json.loads(match.group(1))
+
+
+def drawn(text: str, tmp_path: Path, engine: str = "c") -> dict[str, Any]:
+    """The page data of a log, built in process (the recorder on the analyzer)."""
+    path = tmp_path / "system.log"
+    path.write_text(text, encoding="utf-8")
+    recorder = record.Recorder()
+    analyzer, sources = analyze([str(path)], engine=engine, attach=recorder.attach)
+    try:
+        report = build_report(analyzer)
+        sources.resolve_findings(report.findings)
+    finally:
+        sources.close()
+    return page_data(recorder.timeline, report, title="t")
+
+
+def bars(data: dict[str, Any]) -> list[dict[str, Any]]:
+    columns = data["bars"]
+    return [
+        {k: columns[k][i] for k in columns} | {"reason": data["reasons"][columns["reason"][i]]}
+        for i in range(len(columns["lane"]))
+    ]
+
+
+def markers(data: dict[str, Any], lane: int) -> list[str]:
+    m = data["markers"]
+    return [data["kinds"][m["kind"][i]] for i in range(len(m["lane"])) if m["lane"][i] == lane]
+
+
+def test_a_supersede_is_two_bars_in_one_lane_with_its_markers(tmp_path: Path, engine: str) -> None:
+    """A superseded by B: one lane, A's bar ends (superseded) where B's began, and the
+    lane shows the cancel, the cleanup steps and B's wait for A."""
+    data = drawn(healthy_supersede().text(), tmp_path, engine)
+    assert data["lanes"] == ["s1"]
+    a, b = bars(data)
+    assert (a["trace"], a["reason"], b["trace"], b["reason"]) == (
+        "t1", "superseded", "t2", "completed",
+    )  # fmt: skip
+    assert a["start"] == 0 and a["start"] < b["start"] < a["end"] < b["end"]
+    assert a["flags"] & 1 and not b["flags"] & 1  # A was cancelled
+    kinds = markers(data, 0)
+    assert kinds.count("cancel") == 1
+    assert kinds.count("prev_finished") == 1
+    assert kinds.count("cleanup") >= 4  # cleanup_flush_task, cleanup_buffer x2, buffers cleaned
+    assert data["verdict"] == "healthy" and data["findings"] == []
+
+
+def test_flush_density_counts_every_flush_in_both_engines(tmp_path: Path, engine: str) -> None:
+    """Density is per lane and adds up to the flushes the report counts, whether the C
+    loop or the Python one read them, and sessions are lanes in order of appearance."""
+    text = random_log(__import__("random").Random(7), steps=1500).text()
+    data = drawn(text, tmp_path, engine)
+    total = sum(data["density"]["n"])
+    # Flushes of streams whose start is not in the log (after a restart) still count.
+    assert total == text.count("event=flush_done")
+    assert data["stats"]["flushes"] == total
+    assert set(data["lanes"]) == {f"s{i}" for i in range(6)}
+
+
+def test_density_from_json_logs_too(tmp_path: Path) -> None:
+    """Another dialect (JSON lines, read by the line reader): same bars, same density."""
+    log = healthy_supersede()
+    path = tmp_path / "system.jsonl"
+    path.write_text(log.json_text(), encoding="utf-8")
+    out = tmp_path / "page.html"
+    proc = diagnose(path, "--html", str(out))
+    assert proc.returncode == ExitCode.OK, proc.stderr
+    data = page(out)
+    assert [b["reason"] for b in bars(data)] == ["superseded", "completed"]
+    assert sum(data["density"]["n"]) == log.text().count("event=flush_done")
+
+
+def test_a_never_ended_stream_and_a_blocked_loop_are_drawn(tmp_path: Path) -> None:
+    """An unended stream is an open bar (end -1) with its finding; loop_blocked is a
+    span from lag_ms before its line to loop_recovered."""
+    log = LogBuilder().emit("server_start", version="0", pid=1, cancel_wait_ms=2000)
+    log.start(1, "s1").flush(1)
+    log.at(1.0).emit("loop_blocked", level="error", lag_ms=500, stack="x.py:1:f")
+    log.at(0.25).emit("loop_recovered", blocked_ms=750)
+    log.at(40).emit("loop_lag", lag_ms=1, max_lag_ms=2, active_streams=1)
+    data = drawn(log.text(), tmp_path)
+    (bar,) = bars(data)
+    assert bar["end"] == -1 and bar["reason"] == "open"
+    ((start, end, lag, _),) = data["loop"]
+    blocked_line = next(i for i, line in enumerate(log.lines) if "loop_blocked" in line)
+    assert end - start == pytest.approx(750 + 1, abs=2)  # from lag_ms before, to recovered
+    assert lag >= 500 and blocked_line > 0
+    found = {f["id"]: f for f in data["findings"]}
+    assert {"stream_not_ended", "loop_blocked"} <= set(found)
+    assert found["stream_not_ended"]["bars"] == [0]
+    assert all(ev["t"] is not None for ev in found["loop_blocked"]["evidence"])
+
+
+def test_an_overlap_finding_points_at_both_streams(tmp_path: Path) -> None:
+    """Two streams of a session emitting at once: the finding names both bars, so a
+    click on it highlights the pair, and its evidence lines carry their times."""
+    log = LogBuilder().emit("server_start", version="0", pid=1, cancel_wait_ms=2000)
+    log.start(1, "s1").flush(1).start(2, "s1").flush(2).flush(1)
+    log.cleanup(1, "s1").cleanup(2, "s1")
+    data = drawn(log.text(), tmp_path)
+    (finding,) = [f for f in data["findings"] if f["id"] == "concurrent_streams"]
+    assert finding["bars"] == [0, 1]
+    assert finding["lane"] == 0
+    assert len(finding["evidence"]) >= 2
+    assert all(isinstance(ev["t"], int) for ev in finding["evidence"])
+
+
+def test_past_the_limits_it_aggregates_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More sessions than lanes, more streams than bars: the rest is counted, drawn as
+    density in one lane, said on the page; a finding's session still gets a lane."""
+    monkeypatch.setattr(record, "MAX_LANES", 5)
+    monkeypatch.setattr(record, "MAX_BARS", 4)
+    monkeypatch.setattr("jarvis_cli.timeline.html.MAX_LANES", 5)
+    log = LogBuilder().emit("server_start", version="0", pid=1, cancel_wait_ms=2000)
+    for n in range(12):
+        log.start(n, f"s{n}").flush(n).cleanup(n, f"s{n}")
+    log.start(99, "s11").flush(99).start(98, "s11").flush(98).flush(99)  # an overlap in s11
+    log.cleanup(99, "s11").cleanup(98, "s11")
+    data = drawn(log.text(), tmp_path)
+    assert data["lanes"][:5] == ["s0", "s1", "s2", "s3", "s4"]
+    assert "(other sessions)" in data["lanes"]
+    assert len(data["bars"]["lane"]) == 4
+    other = data["lanes"].index("(other sessions)")
+    lanes = data["density"]["lane"]
+    assert sum(n for lane, n in zip(lanes, data["density"]["n"], strict=True) if lane == other) > 0
+    assert sum(data["density"]["n"]) == log.text().count("event=flush_done")
+    (finding,) = [f for f in data["findings"] if f["id"] == "concurrent_streams"]
+    assert data["lanes"][finding["lane"]] == "s11"
+    notes = " ".join(data["notes"])
+    assert "12 sessions: the first 5 seen have a lane each" in notes
+    assert "1 session(s) named by findings" in notes
+    assert "streams have no bar" in notes
+
+
+def test_the_page_is_self_contained_and_the_exit_code_unchanged(tmp_path: Path) -> None:
+    """Offline: no URL to load, a CSP that forbids any; the same exit code and the same
+    stdout as without --html (healthy 0, unhealthy 1)."""
+    healthy = tmp_path / "healthy.log"
+    healthy.write_text(healthy_supersede().text(), encoding="utf-8")
+    sick = tmp_path / "sick.log"
+    log = LogBuilder().emit("server_start", version="0", pid=1, cancel_wait_ms=2000)
+    sick.write_text(log.start(1, "s1").flush(1).start(2, "s1").flush(2).flush(1).text())
+    for path, code in ((healthy, ExitCode.OK), (sick, ExitCode.FAILURE)):
+        out = tmp_path / f"{path.stem}.html"
+        plain = diagnose(path, "--json")
+        with_html = diagnose(path, "--json", "--html", str(out))
+        assert plain.returncode == with_html.returncode == code
+        assert json.loads(plain.stdout)["findings"] == json.loads(with_html.stdout)["findings"]
+        assert f"timeline: {out}" in with_html.stderr
+        html = out.read_text(encoding="utf-8")
+        assert "default-src 'none'" in html
+        assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", html)
+        assert not re.search(r"@import|url\(|fetch\(|XMLHttpRequest|WebSocket", html)
+        assert html.count("<script") == 2 and html.count("</script>") == 2
+
+
+def test_hostile_session_ids_cannot_break_out_of_the_page(tmp_path: Path) -> None:
+    """Session ids come from clients: one that closes the script element or opens a tag
+    stays data (escaped in the JSON, written with textContent by the script)."""
+    evil = "</script><script>alert(1)</script><img src=x onerror=alert(2)>"
+    log = LogBuilder().emit("server_start", version="0", pid=1, cancel_wait_ms=2000)
+    log.start(1, evil).flush(1).cleanup(1, evil)
+    path = tmp_path / "evil.log"
+    path.write_text(log.text(), encoding="utf-8")
+    out = tmp_path / "evil.html"
+    proc = diagnose(path, "--html", str(out), "--session", evil)
+    assert proc.returncode == ExitCode.OK, proc.stderr
+    html = out.read_text(encoding="utf-8")
+    assert html.count("<script") == 2 and "<img" not in html
+    data = page(out)
+    assert evil in data["lanes"]
+    assert data["context"]["search"] == evil  # --session preselects the lane
+
+
+def test_bad_html_uses_are_usage_errors(tmp_path: Path) -> None:
+    log = tmp_path / "system.log"
+    log.write_text(healthy_supersede().text(), encoding="utf-8")
+    proc = diagnose(log, "--follow", "--html", str(tmp_path / "x.html"))
+    assert proc.returncode == ExitCode.USAGE
+    assert "--follow" in proc.stderr and "Traceback" not in proc.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = diagnose(log, "--html", str(blocker / "x.html"))
+    assert proc.returncode == ExitCode.USAGE
+    assert "cannot write --html" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_verify_hang_html_needs_the_log_of_a_url(tmp_path: Path) -> None:
+    """With --url, the server's log is the user's to give: refused at once, not after
+    a whole run."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "jarvis_cli", "verify-hang", "--url", "http://127.0.0.1:9",
+         "--html", str(tmp_path / "t.html")],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert proc.returncode == ExitCode.USAGE
+    assert "--log-file" in proc.stderr and not (tmp_path / "t.html").exists()
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(90)
+def test_verify_hang_draws_the_embedded_servers_run(tmp_path: Path) -> None:
+    """verify-hang --html against the embedded server with no-cancel: the run fails, and
+    the page holds the run's streams with the overlap finding on them."""
+    out = tmp_path / "run.html"
+    proc = subprocess.run(
+        [sys.executable, "-m", "jarvis_cli", "verify-hang", "--fault", "no-cancel",
+         "--scenario", "overlap", "--html", str(out)],
+        capture_output=True, text=True, timeout=80, check=False,
+    )  # fmt: skip
+    assert proc.returncode == ExitCode.FAILURE, proc.stdout + proc.stderr
+    data = page(out)
+    assert any(lane.endswith("-ov-0") for lane in data["lanes"])
+    assert data["verdict"] == "unhealthy"
+    overlap = [f for f in data["findings"] if f["id"] == "concurrent_streams"]
+    assert overlap and all(len(f["bars"]) == 2 for f in overlap)
