@@ -8,6 +8,7 @@ outlives it (embedded server, locust) is killed by pid, found by the run's own f
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,8 @@ def test_healthy_embedded_server_passes_the_gate_with_reports_and_diagnose(
     tmp_path: Path,
 ) -> None:
     """No fault: exit 0, every threshold held, no failure of any kind, diagnose healthy,
-    and locust's CSV and HTML reports plus the server's log are in --report-dir."""
+    and locust's CSV and HTML reports, the server's log and its timeline page (the same
+    read as diagnose's verdict) are in --report-dir."""
     run = swarm(tmp_path, *SHORT, *GATE)
     assert run.code == ExitCode.OK, run.stdout + run.stderr
     assert "PASS every threshold held" in run.stdout
@@ -38,6 +40,11 @@ def test_healthy_embedded_server_passes_the_gate_with_reports_and_diagnose(
     assert "interrupt → first token" in run.stdout
     for name in ("locust_stats.csv", "locust_failures.csv", "locust.html", "server.log"):
         assert (run.report_dir / name).is_file(), name
+    page = (run.report_dir / "timeline.html").read_text(encoding="utf-8")
+    assert f"timeline: {run.report_dir / 'timeline.html'}" in run.stdout
+    data = page.split('id="timeline-data">', 1)[1].split("</script>", 1)[0]
+    shown = json.loads(data)
+    assert shown["verdict"] == "healthy" and shown["bars"]["lane"], "no stream drawn"
 
 
 @pytest.mark.e2e

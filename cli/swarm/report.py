@@ -168,7 +168,7 @@ def render(report: SwarmReport, console: Console) -> None:
         for finding in d.findings[:5]:
             console.print(f"  {finding}", highlight=False)
         if d.timeline is not None:
-            console.print(Text(f"timeline: {d.timeline}", style="dim"))
+            console.print(Text(f"timeline: {d.timeline}", style="dim"), soft_wrap=True)
     cpu = _generator_lines(run)
     if cpu:
         console.print(Text("load generator", style="bold"))
