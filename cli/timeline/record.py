@@ -346,16 +346,16 @@ class Recorder:
             if rids:
                 when = line_ts(chunk, pos)
                 if when is not None:
-                    for rid in rids:
-                        self._flush(rid, when, lane_of.get(rid, OTHER))
+                    for rid, count in Counter(rids).items():
+                        self._flush(rid, when, lane_of.get(rid, OTHER), count)
             pos = stop
 
-    def _flush(self, rid: bytes, when: float, lane: int | None = None) -> None:
+    def _flush(self, rid: bytes, when: float, lane: int | None = None, count: int = 1) -> None:
         timeline = self.timeline
         if lane is None:
             lane = self._flush_lane.get(rid, OTHER)
         density = timeline.density
-        density[lane, int(when / timeline.bin_s)] += 1
+        density[lane, int(when / timeline.bin_s)] += count
         if len(density) > MAX_DENSITY_BINS:
             self._widen()
 
