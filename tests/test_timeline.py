@@ -267,3 +267,19 @@ def test_verify_hang_draws_the_embedded_servers_run(tmp_path: Path) -> None:
     assert data["verdict"] == "unhealthy"
     overlap = [f for f in data["findings"] if f["id"] == "concurrent_streams"]
     assert overlap and all(len(f["bars"]) == 2 for f in overlap)
+
+
+def test_a_fleets_split_brain_shows_which_process_ran_each_stream(tmp_path: Path) -> None:
+    """Two workers' logs merged by time: the overlap finding's two streams are on one
+    lane, and each bar names the process (its input, labelled by its server_start)."""
+    fleet = Path(__file__).parent / "logs" / "fleet" / "split_brain_two_workers"
+    out = tmp_path / "fleet.html"
+    proc = diagnose(fleet / "system.w1.log", str(fleet / "system.w2.log"), "--html", str(out))
+    assert proc.returncode == ExitCode.FAILURE, proc.stdout + proc.stderr
+    data = page(out)
+    (finding,) = [f for f in data["findings"] if f["id"] == "concurrent_streams"]
+    first, second = (bars(data)[i] for i in finding["bars"])
+    assert first["lane"] == second["lane"]
+    processes = {data["inputs"][first["input"]], data["inputs"][second["input"]]}
+    assert len(processes) == 2
+    assert all("worker" in name for name in processes), processes

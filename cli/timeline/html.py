@@ -59,7 +59,7 @@ def page_data(
     reasons: list[str] = []
     reason_index: dict[str, int] = {}
     columns: dict[str, list[Any]] = {
-        k: [] for k in ("lane", "start", "end", "reason", "trace", "sid", "flags")
+        k: [] for k in ("lane", "start", "end", "reason", "trace", "sid", "flags", "input")
     }
     for bar in bars:
         reason = bar.reason or "open"
@@ -75,6 +75,7 @@ def page_data(
         flags = (1 if bar.cancelled else 0) | (2 if bar.fenced else 0)
         flags |= 4 if bar.cleanup_done not in (None, "True") else 0
         columns["flags"].append(flags)
+        columns["input"].append(bar.input)
     kinds = [mark.value for mark in Mark]
     markers: dict[str, list[int]] = {"lane": [], "t": [], "kind": [], "bar": []}
     for lane, when, kind, index in timeline.markers:
@@ -105,6 +106,7 @@ def page_data(
         "coverage": report.analyzer.coverage.to_json(),
         "stats": report.analyzer.stats.to_json(),
         "lanes": lanes,
+        "inputs": _inputs(report),
         "reasons": reasons,
         "bars": columns,
         "kinds": kinds,
@@ -115,6 +117,18 @@ def page_data(
         "notes": _notes(timeline, report, len(lanes) - drawn_lanes),
         "context": context or {},
     }
+
+
+def _inputs(report: Report) -> list[str]:
+    """Each input's name as the report gives it: its files, and the process that wrote
+    them when several were merged (`system.w2.log (worker 2, pid 1234)`)."""
+    coverage = report.analyzer.coverage
+    names = []
+    for files in coverage.inputs:
+        label = coverage.labels.get(files[0]) if files else None
+        name = ", ".join(files)
+        names.append(f"{name} ({label})" if label else name)
+    return names
 
 
 def _diagnosis(report: Report) -> list[str]:

@@ -74,6 +74,8 @@ class Bar:
     start: float
     trace: str
     stream_id: str
+    #: Which input (one process's log, when several are merged) the stream ran in.
+    input: int = 0
     end: float | None = None
     reason: str | None = None
     cancelled: bool = False
@@ -241,7 +243,8 @@ class Recorder:
         index = -1
         if when is not None and lane != OTHER and len(timeline.bars) < MAX_BARS:
             index = len(timeline.bars)
-            timeline.bars.append(Bar(lane, when, trace or link, stream_id))
+            where = self._analyzer.input_of(ref) if self._analyzer is not None else 0
+            timeline.bars.append(Bar(lane, when, trace or link, stream_id, where))
         else:
             timeline.limits.streams_unbarred += 1
         keys = tuple({trace, stream_id, link} - {""})

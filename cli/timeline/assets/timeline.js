@@ -425,6 +425,7 @@
       ["duration", end],
       ["ended", reason === "open" ? "never (no stream_end)" : reason],
       ["flags", flags.join(", ") || "none"],
+      ...(D.inputs.length > 1 ? [["process", D.inputs[B.input[i]] || "?"]] : []),
     ];
   }
 
