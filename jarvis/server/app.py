@@ -1,4 +1,5 @@
-"""The HTTP API: an OpenAI-compatible chat endpoint plus health, streams and metrics.
+"""The HTTP API: an OpenAI-compatible chat endpoint plus health, streams, metrics and the
+browser chat page at `/`.
 
 `create_app` builds a FastAPI app around one `ServerContext`. The chat
 endpoint validates everything before a stream exists (so bad input is a
@@ -31,6 +32,7 @@ from ..config import ServerConfig
 from ..exceptions import BadRequest
 from .chat import ChatRequest, parse_chat_request
 from .context import ServerContext
+from .page import add_page_routes
 
 CHAT_PATH = "/v1/chat/completions"
 INTERNAL_ERROR = BadRequest(
@@ -308,4 +310,5 @@ def create_app(config: ServerConfig | None = None, ctx: ServerContext | None = N
     async def metrics() -> Response:
         return Response(generate_latest(guard.prometheus), media_type=CONTENT_TYPE_LATEST)
 
+    add_page_routes(app)  # the browser chat page at /
     return app
