@@ -74,6 +74,15 @@
     if (abs >= 1000) return (ms / 1000).toFixed(3) + " s";
     return ms.toFixed(abs < 10 ? 1 : 0) + " ms";
   };
+  // An axis label as precise as the tick step needs (8.38 min is useless at 50 ms steps).
+  const fmtTick = (ms, step) => {
+    if (step >= 60000) return (ms / 60000).toFixed(step % 60000 ? 1 : 0) + " min";
+    if (step >= 1000 || Math.abs(ms) >= 1000) {
+      const digits = Math.max(0, Math.min(3, Math.ceil(-Math.log10(step / 1000))));
+      return (ms / 1000).toFixed(digits) + " s";
+    }
+    return ms.toFixed(Math.max(0, Math.ceil(-Math.log10(step)))) + " ms";
+  };
   const minOf = (xs) => xs.reduce((m, x) => (x < m ? x : m), Infinity);
   const maxOf = (xs) => xs.reduce((m, x) => (x > m ? x : m), -Infinity);
   const clock = (ms) => new Date(D.t0 * 1000 + ms).toISOString().replace("T", " ").replace("Z", "");
@@ -201,7 +210,8 @@
     drawEvidenceLines();
     drawAxis();
     const range = document.getElementById("range");
-    range.textContent = `${fmtMs(state.a)} … ${fmtMs(state.b)} (${fmtMs(state.b - state.a)} shown)`;
+    const step = niceStep(state.b - state.a);
+    range.textContent = `${fmtTick(state.a, step)} … ${fmtTick(state.b, step)} (${fmtMs(state.b - state.a)} shown)`;
     range.dataset.a = String(Math.round(state.a));
     range.dataset.b = String(Math.round(state.b));
   }
@@ -315,7 +325,7 @@
       if (x < LABEL_W) continue;
       ctx.strokeStyle = "#e5e7eb";
       ctx.beginPath(); ctx.moveTo(x, AXIS_H - 6); ctx.lineTo(x, AXIS_H); ctx.stroke();
-      ctx.fillText(fmtMs(t), x + 2, AXIS_H / 2);
+      ctx.fillText(fmtTick(t, step), x + 2, AXIS_H / 2);
     }
     ctx.fillStyle = "#1b1f24";
     ctx.fillText("session", 6, AXIS_H / 2);
