@@ -149,22 +149,34 @@ def run(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, floa
     return elapsed, max(peak, before) / 1024, proc.stdout
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def log_options(doc: str) -> argparse.ArgumentParser:
+    """The options of a benchmark over the synthetic log (this one and timeline_size)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--size-mb", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="100 MB instead of 1 GB")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--log", type=Path, default=None, help="reuse or create this log")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
-    parser.add_argument(
-        "--pure", action="store_true", help="also time the Python loop (JARVIS_DIAGNOSE_PURE=1)"
-    )
-    args = parser.parse_args()
+    return parser
+
+
+def bench_log(args: argparse.Namespace) -> tuple[Path, int]:
+    """The synthetic log the options ask for (made once, then reused) and its size in MB."""
     size = 100 if args.quick else args.size_mb
     path = args.log or Path(tempfile.gettempdir()) / f"jarvis-diagnose-bench-{size}mb.log"
     if not path.exists() or path.stat().st_size < size * 1_000_000:
         print(f"generating {path} ({size} MB)…", flush=True)
         generate(path, size * 1_000_000)
+    return path, size
+
+
+def main() -> int:
+    parser = log_options(__doc__)
+    parser.add_argument(
+        "--pure", action="store_true", help="also time the Python loop (JARVIS_DIAGNOSE_PURE=1)"
+    )
+    args = parser.parse_args()
+    path, _ = bench_log(args)
     nbytes = path.stat().st_size
     with path.open("rb") as handle:
         lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 24), b""))

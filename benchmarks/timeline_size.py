@@ -13,7 +13,6 @@ log), the time ratio, both peak RSS, and whether the exit codes are the same.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -23,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from diagnose_speed import generate
+from diagnose_speed import bench_log, log_options
 
 TARGET_MB = 5.0
 
@@ -39,24 +38,14 @@ def run(argv: list[str]) -> tuple[float, float, int, str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mb", type=int, default=1000)
-    parser.add_argument("--quick", action="store_true", help="100 MB instead of 1 GB")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--log", type=Path, default=None, help="reuse or create this log")
-    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
-    args = parser.parse_args()
-    size = 100 if args.quick else args.size_mb
-    path = args.log or Path(tempfile.gettempdir()) / f"jarvis-diagnose-bench-{size}mb.log"
-    if not path.exists() or path.stat().st_size < size * 1_000_000:
-        print(f"generating {path} ({size} MB)…", flush=True)
-        generate(path, size * 1_000_000)
+    args = log_options(__doc__).parse_args()
+    path, size = bench_log(args)
     page = Path(tempfile.gettempdir()) / f"jarvis-timeline-bench-{size}mb.html"
     plain = [sys.executable, "-m", "jarvis_cli", "diagnose", str(path), "--json"]
     drawn = [*plain, "--html", str(page)]
     plain_s, drawn_s = [], []
-    # The html run goes first: ru_maxrss of children is a running maximum, so the
-    # larger of the two must be read after it alone... read both orders' peaks apart.
+    # ru_maxrss of children is the largest child so far: the html run goes first, so the
+    # peak read after it is its own; the plain run's is measured in a fresh process below.
     peak_drawn = peak_plain = 0.0
     codes: set[tuple[int, int]] = set()
     for _ in range(args.rounds):
@@ -99,14 +88,14 @@ def main() -> int:
     }
     print(f"log: {figures['log_bytes'] / 1e6:.0f} MB")
     print(f"page: {html_mb:.2f} MB (target <= {TARGET_MB} MB); {figures['lanes']} lanes, "
-          f"{figures['bars']} bars, {figures['markers']} markers, "
-          f"{figures['density_cells']} density cells of {figures['density_bin_ms']} ms")  # fmt: skip
+          f"{figures['bars']} bars, {figures['markers']} markers, {figures['density_cells']} "
+          f"density cells of {figures['density_bin_ms']} ms")  # fmt: skip
     for note in shown["notes"]:
         print(f"  note on the page: {note}")
     print(f"diagnose --json         : {figures['plain_seconds']:.2f} s, "
           f"peak RSS {figures['peak_rss_mb_plain']} MB")  # fmt: skip
-    print(f"diagnose --json --html  : {figures['html_seconds']:.2f} s, "
-          f"peak RSS {figures['peak_rss_mb_html']} MB ({figures['time_ratio']}x the time)")  # fmt: skip
+    print(f"diagnose --json --html  : {figures['html_seconds']:.2f} s, peak RSS "
+          f"{figures['peak_rss_mb_html']} MB ({figures['time_ratio']}x the time)")  # fmt: skip
     print(f"exit codes (plain, html): {sorted(codes)}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
