@@ -9,6 +9,7 @@ log), the time ratio, both peak RSS, and whether the exit codes are the same.
 
     .venv/bin/python benchmarks/timeline_size.py            # 1 GB
     .venv/bin/python benchmarks/timeline_size.py --quick    # 100 MB
+    .venv/bin/python benchmarks/timeline_size.py --browser  # and time the page in Chromium
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _report import REPO
 from diagnose_speed import bench_log, log_options
 
 TARGET_MB = 5.0
@@ -37,8 +39,40 @@ def run(argv: list[str]) -> tuple[float, float, int, str]:
     return elapsed, peak, proc.returncode, proc.stdout
 
 
+def in_browser(page: Path) -> dict[str, float | int]:
+    """Seconds for the page to draw in Debian's Chromium, then to search, to open a
+    finding and to zoom out five times (tests/browser.py's launcher), and its errors."""
+    sys.path.insert(0, str(REPO))
+    from tests.browser import open_browser
+
+    figures: dict[str, float | int] = {}
+    with open_browser(width=1400, height=800, timeout_s=60) as tab:
+        p = tab.page
+        start = time.perf_counter()
+        p.goto(page.as_uri())
+        p.wait_for_selector("body[data-ready='1']")
+        figures["ready_s"] = round(time.perf_counter() - start, 2)
+        start = time.perf_counter()
+        p.get_by_test_id("search").fill("s1")
+        p.get_by_test_id("matches").inner_text()
+        figures["search_s"] = round(time.perf_counter() - start, 2)
+        p.get_by_test_id("search").fill("")
+        start = time.perf_counter()
+        p.get_by_test_id("finding").first.click()
+        p.get_by_test_id("evidence").first.inner_text()
+        figures["finding_s"] = round(time.perf_counter() - start, 2)
+        start = time.perf_counter()
+        for _ in range(5):
+            p.get_by_test_id("zoom-out").click()
+        figures["five_zooms_s"] = round(time.perf_counter() - start, 2)
+        figures["errors"] = len(tab.errors)
+    return figures
+
+
 def main() -> int:
-    args = log_options(__doc__).parse_args()
+    parser = log_options(__doc__)
+    parser.add_argument("--browser", action="store_true", help="also time the page in Chromium")
+    args = parser.parse_args()
     path, size = bench_log(args)
     page = Path(tempfile.gettempdir()) / f"jarvis-timeline-bench-{size}mb.html"
     plain = [sys.executable, "-m", "jarvis_cli", "diagnose", str(path), "--json"]
@@ -97,6 +131,11 @@ def main() -> int:
     print(f"diagnose --json --html  : {figures['html_seconds']:.2f} s, peak RSS "
           f"{figures['peak_rss_mb_html']} MB ({figures['time_ratio']}x the time)")  # fmt: skip
     print(f"exit codes (plain, html): {sorted(codes)}")
+    if args.browser:
+        figures["browser"] = shown_in = in_browser(page)
+        print(f"in Chromium: drawn in {shown_in['ready_s']} s; search {shown_in['search_s']} s, "
+              f"a finding {shown_in['finding_s']} s, five zooms {shown_in['five_zooms_s']} s; "
+              f"{shown_in['errors']} console errors")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     ok = html_mb <= TARGET_MB and all(a == b for a, b in codes)
