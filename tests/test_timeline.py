@@ -283,3 +283,13 @@ def test_a_fleets_split_brain_shows_which_process_ran_each_stream(tmp_path: Path
     processes = {data["inputs"][first["input"]], data["inputs"][second["input"]]}
     assert len(processes) == 2
     assert all("worker" in name for name in processes), processes
+
+
+def test_lines_without_a_time_are_counted_not_drawn(tmp_path: Path) -> None:
+    """The seeds' bare lines have no timestamp: nothing can be placed in time, and the
+    page says so rather than drawing at zero."""
+    from .logfixtures import SEED_PLAIN_QUICK_REFERENCE
+
+    data = drawn(SEED_PLAIN_QUICK_REFERENCE, tmp_path)
+    assert data["bars"]["lane"] == []
+    assert any("no lifecycle line has a timestamp" in note for note in data["notes"])

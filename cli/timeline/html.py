@@ -232,6 +232,8 @@ def _notes(timeline: Timeline, report: Report, finding_lanes: int) -> list[str]:
         notes.append(f"{limits.loop_spans_dropped:,} loop_blocked spans are not drawn")
     if timeline.first_ts is None:
         notes.append("no lifecycle line has a timestamp: there is nothing to draw in time")
+    elif limits.untimed:
+        notes.append(f"{limits.untimed:,} lifecycle lines have no timestamp: not drawn")
     if report.analyzer.suppressed:
         total = sum(report.analyzer.suppressed.values())
         notes.append(f"{total:,} findings past the per-kind limit are counted, not listed")
