@@ -284,6 +284,10 @@ class Analyzer:
         self.input_of: Callable[[int], int] = _one_input
         #: How a finding lists its lines: file order, or (several inputs) merged by time.
         self.order_refs: Callable[[Iterable[int]], list[int]] = sorted
+        #: Told of each stream as it opens and as it closes (at its stream_end, or when its
+        #: process restarts): the timeline draws bars with the analyzer's own matching.
+        self.on_open: Callable[[StreamRecord], None] | None = None
+        self.on_close: Callable[[StreamRecord], None] | None = None
         #: name -> handler(fields, ref, ts) for every stream-level event acted on.
         self.handlers: dict[str, Handler] = {
             name: getattr(self, "_on_" + name) for name in self.HANDLED
@@ -406,7 +410,7 @@ class Analyzer:
         if handler is not None:
             handler(fields, ref, ts)
 
-    def _stream(self, fields: dict[str, str]) -> StreamRecord | None:
+    def stream_of(self, fields: dict[str, str]) -> StreamRecord | None:
         """The open stream a line is about: by trace, stream_id or request_id, else by
         session when the line names nothing else and one stream of it is open."""
         trace = fields.get("trace")
@@ -447,10 +451,12 @@ class Analyzer:
                 if other.newer_start is None:
                     other.newer_start = record
             older.append(record)
+        if self.on_open is not None:
+            self.on_open(record)
 
     def _on_stream_cancelled(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         self.stats.cancels += 1
-        record = self._stream(fields)
+        record = self.stream_of(fields)
         if record is None or record.cancelled is not None:
             return
         record.cancelled = ref
@@ -460,13 +466,13 @@ class Analyzer:
 
     def _on_stream_fenced(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         self._jarvis_lines += 1
-        record = self._stream(fields)
+        record = self.stream_of(fields)
         if record is not None:
             record.fenced = True
 
     def _on_event_buffers_cleaned(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         self.stats.buffers_cleaned += 1
-        record = self._stream(fields)
+        record = self.stream_of(fields)
         if record is not None:
             record.cleaned = True
 
@@ -616,7 +622,7 @@ class Analyzer:
 
     def _on_stream_end(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         # One per stream: messages are formatted only when something is reported.
-        record = self._stream(fields)
+        record = self.stream_of(fields)
         stats = self.stats
         stats.ended[fields.get("reason", "unknown")] += 1
         duration = fields.get("duration_ms")
@@ -771,6 +777,8 @@ class Analyzer:
         return "; they ran in two processes (two log inputs)"
 
     def _close(self, record: StreamRecord) -> None:
+        if self.on_close is not None:
+            self.on_close(record)
         if self._by_trace.get(record.trace) is record:
             del self._by_trace[record.trace]
         for key in record.keys:

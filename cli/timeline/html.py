@@ -24,12 +24,15 @@ from jarvis.exceptions import ConfigError
 from ..diagnose.report import Report
 from ..logs.dialects import parse_line
 from ..logs.findings import Finding
+from .budget import fit
 from .record import (
     MAX_BARS,
+    MAX_CLEANUP_MARKERS,
     MAX_COUNTED_SESSIONS,
     MAX_LANES,
     MAX_MARKERS,
     OTHER,
+    OTHER_LANE,
     Bar,
     Mark,
     Timeline,
@@ -40,7 +43,6 @@ SCHEMA = "jarvis.timeline/1"
 MAX_FINDING_LANES = 200
 #: Density bins per lane on the page, at most (the recorder's finer bins are merged).
 PAGE_BINS = 400
-OTHER_LANE = "(other sessions)"
 _SCRIPT_UNSAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 
 
@@ -210,7 +212,8 @@ def _notes(timeline: Timeline, report: Report, finding_lanes: int) -> list[str]:
         notes.append(
             f"{limits.sessions:,}{more} sessions: the first {MAX_LANES:,} seen have a lane "
             f"each; the {limits.streams_other:,} streams of the others are drawn only as "
-            f"flush density in the '{OTHER_LANE}' lane"
+            f"flush density in the '{OTHER_LANE}' lane (with the flushes of streams that "
+            "started before the log)"
             + (
                 f", except {finding_lanes} session(s) named by findings, drawn from the "
                 "findings' evidence lines"
@@ -226,7 +229,13 @@ def _notes(timeline: Timeline, report: Report, finding_lanes: int) -> list[str]:
         )
     if limits.markers_dropped:
         notes.append(
-            f"{limits.markers_dropped:,} markers past the first {MAX_MARKERS:,} are not drawn"
+            f"{limits.markers_dropped:,} markers past the first {MAX_MARKERS:,} (and "
+            f"{MAX_CLEANUP_MARKERS:,} cleanup steps) are not drawn"
+        )
+    if limits.untimed_flushes:
+        notes.append(
+            f"{limits.untimed_flushes:,} flush_done lines have no timestamp near them: "
+            "counted, not in the density"
         )
     if limits.loop_spans_dropped:
         notes.append(f"{limits.loop_spans_dropped:,} loop_blocked spans are not drawn")
@@ -262,8 +271,9 @@ def write(
     context: dict[str, Any] | None = None,
 ) -> int:
     """Write the page to `path` (its folder made if needed); returns its size in bytes."""
-    text = render(page_data(timeline, report, title=title, context=context))
-    data = text.encode("utf-8")
+    text = render(fit(page_data(timeline, report, title=title, context=context)))
+    # A path from argv may hold bytes that are no UTF-8 (surrogates): shown as U+FFFD.
+    data = text.encode("utf-8", "replace")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)

@@ -1,18 +1,26 @@
 """What a timeline draws, collected while `diagnose` scans: lanes, bars, markers, density.
 
-The recorder rides on the analyzer rather than reading the log a second time: it wraps
-the handlers of the stream-level events (one call per stream, per cancel, per cleanup)
+The recorder rides on the analyzer rather than reading the log a second time. A bar is
+the analyzer's own stream record: the recorder is told when the analyzer opens and
+closes one (`Analyzer.on_open`/`on_close`: a stream_end, or the restart of its process)
+and finds the stream of a marker line with the analyzer's rule (`stream_of`), so the
+page and the report never disagree on which line belongs to which stream. It wraps the
+handlers of the stream-level events (one call per stream, per cancel, per cleanup)
 and, for the flush lines the hot loop reads in C, counts each chunk's `flush_done`
-lines per stream with one regex sweep after the loop has read the chunk. Timestamps of
-flushes are taken per block of the chunk (`DENSITY_BLOCK` bytes), not per line: density
-is drawn in bins far wider than a block, and parsing a timestamp per flush would cost
-more than the whole scan.
+lines per stream with one regex sweep after the loop has read the chunk. Flushes take
+the time of their block (`DENSITY_BLOCK` bytes, a few dozen lines), not their own:
+parsing a timestamp per flush would cost more than the whole scan. A block whose
+lines span less than a quarter of a density bin counts at its first time; a slower
+block (a quiet server, a short log drawn in fine bins) spreads its flushes evenly from
+its first timed line to its last.
 
-Memory and the page's size are bounded whatever the log's size: at most `MAX_LANES`
-sessions get a lane of their own (the first seen), at most `MAX_BARS` streams a bar and
-`MAX_MARKERS` markers; everything past a limit is counted, drawn as density in the
-"other sessions" lane, and the page says what was left out. Density bins widen (and
-merge) when there are too many of them.
+Memory is bounded whatever the log's size: at most `MAX_LANES` sessions get a lane of
+their own (the first seen), at most `MAX_BARS` streams a bar (plus up to `MAX_OPEN_BARS`
+for streams still open at the end: a hang is at the end of a log), `MAX_MARKERS`
+markers (cleanup steps have their own `MAX_CLEANUP_MARKERS`, so that they cannot crowd
+out cancels and fences); everything past a limit is counted, drawn as density in the
+"other streams" lane, and the page says what was left out. Density bins widen (and
+merge) when there are too many of them. `html.py` holds the page to its byte budget.
 """
 
 from __future__ import annotations
@@ -23,30 +31,40 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ..logs.analysis import Analyzer, Handler
+from ..logs.analysis import Analyzer, Handler, StreamRecord
 from ..logs.patterns import line_ts
 
-#: Sessions drawn in lanes of their own; later sessions go to the "other sessions" lane.
+#: Sessions drawn in lanes of their own; later sessions go to the "other streams" lane.
 MAX_LANES = 10_000
 #: Streams drawn as bars; later ones are counted (their flushes still feed density).
 MAX_BARS = 25_000
-#: Markers drawn (cancel, fence, cleanup, the new stream's wait for the old one).
-MAX_MARKERS = 50_000
+#: Bars kept past MAX_BARS for streams still open at the end of the log (hangs).
+MAX_OPEN_BARS = 2_000
+#: Markers drawn (cancel, fence, the new stream's wait for the old one, rejections).
+MAX_MARKERS = 25_000
+#: Cleanup-step markers drawn (three or more a stream: they get a budget of their own).
+MAX_CLEANUP_MARKERS = 25_000
 #: loop_blocked spans drawn.
 MAX_LOOP_SPANS = 2_000
-#: Bytes of a chunk that share one timestamp for flush density.
-DENSITY_BLOCK = 64 << 10
+#: Bytes of a chunk whose flushes share one timestamp for density.
+DENSITY_BLOCK = 4 << 10
+#: Lines looked at for a timestamp at the start of a density block.
+TIMED_LINE_PROBE = 16
 #: Density bins kept before they are widened (each widening halves them).
 MAX_DENSITY_BINS = 200_000
 #: The first width of a density bin, in seconds.
 FIRST_BIN_S = 0.05
 #: Sessions counted past MAX_LANES (to say how many the page leaves out), at most.
 MAX_COUNTED_SESSIONS = 200_000
-#: Lane index of the aggregate lane: sessions past MAX_LANES and sessionless streams
-#: past the bar limit.
+#: Lane index of the aggregate lane: sessions past MAX_LANES, and flushes of streams
+#: whose stream_start is not in the log.
 OTHER = -1
+#: The name of that lane on the page.
+OTHER_LANE = "(other streams)"
 #: Lane of streams whose lines name no session.
 NO_SESSION = "(no session)"
+#: The end reason of a bar whose process restarted before its stream_end.
+RESTARTED = "restarted"
 
 _FLUSH_DONE = re.compile(rb"event=flush_done request_id=([^ \n]+)")
 
@@ -83,27 +101,21 @@ class Bar:
     cleanup_done: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Open:
-    """An open stream: its bar (-1: none) and every id its lines may name it by."""
-
-    bar: int
-    keys: tuple[str, ...]
-
-
 @dataclass(slots=True)
 class Limits:
     """What the page leaves out, so that it can say so."""
 
     #: Sessions seen (counted exactly up to MAX_COUNTED_SESSIONS).
     sessions: int = 0
-    #: Streams of sessions past MAX_LANES (drawn only as density in "other sessions").
+    #: Streams of sessions past MAX_LANES (drawn only as density in "other streams").
     streams_other: int = 0
     streams: int = 0
     streams_unbarred: int = 0
     markers_dropped: int = 0
     loop_spans_dropped: int = 0
+    #: Lifecycle lines and flush_done lines with no timestamp to place them at.
     untimed: int = 0
+    untimed_flushes: int = 0
 
 
 @dataclass(slots=True)
@@ -137,8 +149,11 @@ class Recorder:
         self.timeline = Timeline()
         self._lane_of: dict[str, int] = {}
         self._unlaned: set[str] = set()
-        #: trace / stream id / request id of an open stream -> its bar (or -1: no bar).
-        self._open: dict[str, _Open] = {}
+        #: The analyzer's open streams that have a bar, and the bar's index.
+        self._bar_of: dict[StreamRecord, int] = {}
+        #: The stream the analyzer opened, and those it closed, during the current line.
+        self._opened: StreamRecord | None = None
+        self._closing: list[StreamRecord] = []
         #: request id (bytes) -> lane, for flush density; kept until the chunk is read.
         self._flush_lane: dict[bytes, int] = {}
         self._retired: list[bytes] = []
@@ -147,16 +162,20 @@ class Recorder:
         self._chunk = b""
         self._base = 0
         self._blocked_at: dict[int, tuple[float, int]] = {}
+        self._cleanup_markers = 0
         self._analyzer: Analyzer | None = None
 
     # -- wiring ----------------------------------------------------------------
 
     def attach(self, analyzer: Analyzer) -> None:
-        """Wrap the analyzer's handlers and hot entry points (before a Scanner is made)."""
+        """Hook into the analyzer (before a Scanner is made for it)."""
         self._analyzer = analyzer
+        analyzer.on_open = self._on_open
+        analyzer.on_close = self._closing.append
         ours: dict[str, Handler] = {
             "stream_start": self._stream_start,
             "stream_end": self._stream_end,
+            "server_start": self._server_start,
             "stream_cancelled": self._mark(Mark.CANCEL),
             "stream_fenced": self._mark(Mark.FENCE),
             "prev_stream_finished_cleanly": self._mark(Mark.PREV_FINISHED),
@@ -169,7 +188,7 @@ class Recorder:
         for name, ours_handler in ours.items():
             theirs = analyzer.handlers.get(name)
             analyzer.handlers[name] = _chain(ours_handler, theirs)
-        feed, flush_done = analyzer.feed_logfmt, analyzer.flush_done
+        feed, flush_done, finish = analyzer.feed_logfmt, analyzer.flush_done, analyzer.finish
 
         def feed_logfmt(
             chunk: bytes,
@@ -191,11 +210,18 @@ class Recorder:
 
         def on_flush_done(rid: bytes, tokens: int, ref: int) -> None:
             flush_done(rid, tokens, ref)
-            if analyzer.last_ts is not None:
+            if analyzer.last_ts is None:
+                self.timeline.limits.untimed_flushes += 1
+            else:
                 self._flush(rid, analyzer.last_ts)
+
+        def on_finish(end_ts: float | None, ts_of: Callable[[int], float | None]) -> None:
+            finish(end_ts, ts_of)
+            self._finish(analyzer, end_ts)
 
         analyzer.feed_logfmt = feed_logfmt  # type: ignore[method-assign]
         analyzer.flush_done = on_flush_done  # type: ignore[method-assign]
+        analyzer.finish = on_finish  # type: ignore[method-assign]
 
     def _ts(self, ref: int, ts: float | None) -> float | None:
         """The time of the line at `ref`: given, else read from the chunk being scanned
@@ -228,66 +254,61 @@ class Recorder:
             limits.sessions += 1
         return OTHER
 
-    # -- stream-level events -------------------------------------------------
+    # -- streams: the analyzer's records -------------------------------------------
+
+    def _on_open(self, record: StreamRecord) -> None:
+        self._opened = record
 
     def _stream_start(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        record, self._opened = self._opened, None
+        if record is None:
+            return
         timeline = self.timeline
         timeline.limits.streams += 1
         when = self._ts(ref, ts)
-        trace = fields.get("trace") or ""
-        stream_id = fields.get("stream_id") or ""
-        link = stream_id or fields.get("request_id") or trace
-        lane = self._lane(fields.get("session"))
+        lane = self._lane(record.session)
         if lane == OTHER:
             timeline.limits.streams_other += 1
-        index = -1
         if when is not None and lane != OTHER and len(timeline.bars) < MAX_BARS:
-            index = len(timeline.bars)
-            where = self._analyzer.input_of(ref) if self._analyzer is not None else 0
-            timeline.bars.append(Bar(lane, when, trace or link, stream_id, where))
+            self._bar_of[record] = self._new_bar(record, lane, when, ref)
         else:
             timeline.limits.streams_unbarred += 1
-        keys = tuple({trace, stream_id, link} - {""})
-        entry = _Open(index, keys)
-        for key in keys:
-            self._open[key] = entry
-        if link:
-            self._flush_lane[link.encode()] = lane
+        for key in record.keys:
+            self._flush_lane[key] = lane
 
-    def _entry(self, fields: dict[str, str]) -> _Open | None:
-        for key in ("trace", "stream_id", "request_id"):
-            value = fields.get(key)
-            if value and value in self._open:
-                return self._open[value]
-        return None
-
-    def _bar_of(self, fields: dict[str, str]) -> int:
-        entry = self._entry(fields)
-        return -1 if entry is None else entry.bar
+    def _new_bar(self, record: StreamRecord, lane: int, when: float, ref: int) -> int:
+        where = self._analyzer.input_of(ref) if self._analyzer is not None else 0
+        bars = self.timeline.bars
+        bars.append(Bar(lane, when, record.trace, record.stream_id or "", where))
+        return len(bars) - 1
 
     def _stream_end(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
-        entry = self._entry(fields)
-        if entry is None:
-            return  # the log began after this stream started
-        if entry.bar >= 0:
-            bar = self.timeline.bars[entry.bar]
-            bar.end = self._ts(ref, ts)
-            bar.reason = fields.get("reason") or "unknown"
-            bar.cleanup_done = fields.get("cleanup_done")
-        for key in entry.keys:
-            if self._open.get(key) is entry:
-                del self._open[key]
-            self._retired.append(key.encode())
+        if self._closing:
+            self._ended(self._ts(ref, ts), fields.get("reason") or "unknown", fields)
+
+    def _server_start(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        """A restart ends the streams its process had open (the analyzer closed them)."""
+        if self._closing:
+            self._ended(self._ts(ref, ts), RESTARTED, {})
+
+    def _ended(self, when: float | None, reason: str, fields: dict[str, str]) -> None:
+        for record in self._closing:
+            index = self._bar_of.pop(record, -1)
+            if index >= 0:
+                bar = self.timeline.bars[index]
+                bar.end = when if when is not None else bar.start
+                bar.reason = reason
+                bar.cleanup_done = fields.get("cleanup_done")
+            self._retired.extend(record.keys)
+        self._closing.clear()
         if not self._in_chunk:
             self._retire()
 
     def _mark(self, kind: Mark) -> Handler:
         def handler(fields: dict[str, str], ref: int, ts: float | None) -> None:
             timeline = self.timeline
-            if len(timeline.markers) >= MAX_MARKERS:
-                timeline.limits.markers_dropped += 1
-                return
-            index = self._bar_of(fields)
+            record = self._analyzer.stream_of(fields) if self._analyzer is not None else None
+            index = self._bar_of.get(record, -1) if record is not None else -1
             if index >= 0:
                 bar = timeline.bars[index]
                 lane = bar.lane
@@ -297,11 +318,38 @@ class Recorder:
                 lane = self._lane(fields["session"])
             else:
                 return  # a line about a stream without a bar: nowhere to draw it
+            if kind is Mark.CLEANUP:
+                if self._cleanup_markers >= MAX_CLEANUP_MARKERS:
+                    timeline.limits.markers_dropped += 1
+                    return
+            elif len(timeline.markers) - self._cleanup_markers >= MAX_MARKERS:
+                timeline.limits.markers_dropped += 1
+                return
             when = self._ts(ref, ts)
             if when is not None and lane != OTHER:
                 timeline.markers.append((lane, when, kind, index))
+                self._cleanup_markers += kind is Mark.CLEANUP
 
         return handler
+
+    def _finish(self, analyzer: Analyzer, end_ts: float | None) -> None:
+        """At the end of the input: the page spans the whole log, and streams still open
+        (a hang is at the end of a log) get a bar even past MAX_BARS."""
+        end = end_ts if end_ts is not None else analyzer.last_ts
+        if end is not None:
+            self.timeline.seen(end)
+        extra = 0
+        for record in analyzer.open_streams:
+            if record in self._bar_of or record.start_ts is None or extra >= MAX_OPEN_BARS:
+                continue
+            lane = self._lane(record.session)
+            if lane == OTHER or record.start is None:
+                continue
+            self._bar_of[record] = self._new_bar(record, lane, record.start_ts, record.start)
+            self.timeline.limits.streams_unbarred -= 1
+            extra += 1
+
+    # -- the event loop ----------------------------------------------------------
 
     def _loop_blocked(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         when = self._ts(ref, ts)
@@ -325,10 +373,11 @@ class Recorder:
         """Draw (or stretch) the blocked span of input `here` up to `when`."""
         start, lag_ms = self._blocked_at[here]
         spans = self.timeline.loop_spans
+        span = (start, when, max(lag_ms, round((when - start) * 1000)), here)
         if spans and spans[-1][3] == here and spans[-1][0] == start:
-            spans[-1] = (start, when, max(lag_ms, round((when - start) * 1000)), here)
+            spans[-1] = span
         elif len(spans) < MAX_LOOP_SPANS:
-            spans.append((start, when, max(lag_ms, round((when - start) * 1000)), here))
+            spans.append(span)
         else:
             self.timeline.limits.loop_spans_dropped += 1
         if not still_open:
@@ -337,7 +386,9 @@ class Recorder:
     # -- flush density ---------------------------------------------------------
 
     def _count_flushes(self, chunk: bytes) -> None:
-        """Count a chunk's flush_done lines per lane, one timestamp per block."""
+        """Count a chunk's flush_done lines per lane, placed by their block's times
+        (flushes of a block with no timed line are counted as untimed, and the page
+        says how many)."""
         lane_of = self._flush_lane
         find_all = _FLUSH_DONE.findall
         pos = 0
@@ -347,10 +398,21 @@ class Recorder:
             stop = size if stop < 0 else stop + 1
             rids = find_all(chunk, pos, stop)
             if rids:
-                when = line_ts(chunk, pos)
-                if when is not None:
+                first = _first_time(chunk, pos, stop)
+                if first is None:
+                    self.timeline.limits.untimed_flushes += len(rids)
+                    pos = stop
+                    continue
+                last = _last_time(chunk, pos, stop) or first
+                self.timeline.seen(first)
+                self.timeline.seen(last)
+                if last - first < self.timeline.bin_s / 4:  # one bin: count, don't spread
                     for rid, count in Counter(rids).items():
-                        self._flush(rid, when, lane_of.get(rid, OTHER), count)
+                        self._flush(rid, first, lane_of.get(rid, OTHER), count)
+                else:  # a slow log: spread the block's flushes over its time, in order
+                    step = (last - first) / len(rids)
+                    for i, rid in enumerate(rids):
+                        self._flush(rid, first + (i + 0.5) * step, lane_of.get(rid, OTHER))
             pos = stop
 
     def _flush(self, rid: bytes, when: float, lane: int | None = None, count: int = 1) -> None:
@@ -375,6 +437,33 @@ class Recorder:
         for rid in self._retired:
             self._flush_lane.pop(rid, None)
         self._retired.clear()
+
+
+def _first_time(chunk: bytes, start: int, stop: int) -> float | None:
+    """The time of the first of a block's lines that has one (looking at a few)."""
+    pos = start
+    for _ in range(TIMED_LINE_PROBE):
+        when = line_ts(chunk, pos)
+        if when is not None:
+            return when
+        pos = chunk.find(b"\n", pos, stop) + 1
+        if pos <= 0 or pos >= stop:
+            return None
+    return None
+
+
+def _last_time(chunk: bytes, start: int, stop: int) -> float | None:
+    """The time of the last of a block's lines that has one (looking at a few)."""
+    end = stop - 1 if stop > start and chunk[stop - 1 : stop] == b"\n" else stop
+    for _ in range(TIMED_LINE_PROBE):
+        line = chunk.rfind(b"\n", start, end) + 1
+        if line <= start:
+            return line_ts(chunk, start)
+        when = line_ts(chunk, line)
+        if when is not None:
+            return when
+        end = line - 1
+    return None
 
 
 def _chain(first: Handler, then: Handler | None) -> Handler:
