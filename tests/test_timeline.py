@@ -238,9 +238,9 @@ def test_bad_html_uses_are_usage_errors(tmp_path: Path) -> None:
     assert "cannot write --html" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_verify_hang_html_needs_the_log_of_a_url(tmp_path: Path) -> None:
-    """With --url, the server's log is the user's to give: refused at once, not after
-    a whole run."""
+def test_verify_hang_html_needs_the_log_of_a_url_and_a_writable_path(tmp_path: Path) -> None:
+    """With --url, the server's log is the user's to give, and the page must be
+    writable: both refused at once (exit 2), not after a whole run."""
     proc = subprocess.run(
         [sys.executable, "-m", "jarvis_cli", "verify-hang", "--url", "http://127.0.0.1:9",
          "--html", str(tmp_path / "t.html")],
@@ -248,6 +248,31 @@ def test_verify_hang_html_needs_the_log_of_a_url(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == ExitCode.USAGE
     assert "--log-file" in proc.stderr and not (tmp_path / "t.html").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = subprocess.run(
+        [sys.executable, "-m", "jarvis_cli", "verify-hang", "--url", "http://127.0.0.1:9",
+         "--log-file", str(tmp_path / "server.log"), "--html", str(blocker / "t.html")],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert proc.returncode == ExitCode.USAGE
+    assert "cannot write --html" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_timeline_that_cannot_be_drawn_never_costs_swarm_its_verdict(tmp_path: Path) -> None:
+    """swarm draws its server's log next to locust's report; if the page cannot be
+    written, the verdict is diagnose's all the same and the reason is said."""
+    from jarvis_cli.swarm.target import diagnose_log
+
+    log = tmp_path / "server.log"
+    log.write_text(healthy_supersede().text(), encoding="utf-8")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    diagnosis = diagnose_log(log, blocker / "timeline.html")
+    assert diagnosis.verdict == "healthy"
+    assert isinstance(diagnosis.timeline, str) and diagnosis.timeline.startswith("no timeline")
+    drawn = diagnose_log(log, tmp_path / "timeline.html")
+    assert drawn.verdict == "healthy" and drawn.timeline == tmp_path / "timeline.html"
 
 
 @pytest.mark.e2e
@@ -256,14 +281,20 @@ def test_verify_hang_draws_the_embedded_servers_run(tmp_path: Path) -> None:
     """verify-hang --html against the embedded server with no-cancel: the run fails, and
     the page holds the run's streams with the overlap finding on them."""
     out = tmp_path / "run.html"
+    # A --log-file that already holds an earlier run: the page draws this run only.
+    server_log = tmp_path / "server.log"
+    earlier = LogBuilder(start=1795000000.0).emit("server_start", version="0", pid=1)
+    server_log.write_text(earlier.start(1, "earlier-run").flush(1).text(), encoding="utf-8")
     proc = subprocess.run(
         [sys.executable, "-m", "jarvis_cli", "verify-hang", "--fault", "no-cancel",
-         "--scenario", "overlap", "--html", str(out)],
+         "--scenario", "overlap", "--log-file", str(server_log), "--html", str(out)],
         capture_output=True, text=True, timeout=80, check=False,
     )  # fmt: skip
     assert proc.returncode == ExitCode.FAILURE, proc.stdout + proc.stderr
     data = page(out)
     assert any(lane.endswith("-ov-0") for lane in data["lanes"])
+    assert "earlier-run" not in data["lanes"]
+    assert all(f["session"] != "earlier-run" for f in data["findings"])
     assert data["verdict"] == "unhealthy"
     overlap = [f for f in data["findings"] if f["id"] == "concurrent_streams"]
     assert overlap and all(len(f["bars"]) == 2 for f in overlap)

@@ -14,6 +14,7 @@ from ..durations import parse_duration
 from ..logs.findings import Severity
 from ..logs.patterns import parse_ts
 from ..logs.run import Window, analyze
+from ..timeline.html import check_writable
 from ..timeline.html import write as write_html
 from ..timeline.record import Recorder
 from .report import build_report, render, write_junit
@@ -110,6 +111,8 @@ def diagnose(
                 inputs, stale_after_s=stale_s, fail_on=threshold, session=session, trace=trace
             )
         )
+    if html is not None:
+        check_writable(html)
     recorder = Recorder() if html is not None else None
     analyzer, sources = analyze(
         inputs,

@@ -4,7 +4,7 @@ several processes wrote them), judge."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .analysis import Analyzer
 from .merge import Part, merge_scan, time_order
@@ -15,10 +15,12 @@ from .sources import Source, Sources, open_inputs
 
 @dataclass(slots=True)
 class Window:
-    """An optional time window (`--since`/`--until`, epoch seconds)."""
+    """An optional time window (`--since`/`--until`, epoch seconds), and where to start
+    in given files (path -> byte offset: what a run wrote since it noted their sizes)."""
 
     since: float | None = None
     until: float | None = None
+    offsets: dict[str, int] = field(default_factory=dict)
 
 
 def _bounds(source: Source, window: Window | None) -> tuple[int, int]:
@@ -27,6 +29,12 @@ def _bounds(source: Source, window: Window | None) -> tuple[int, int]:
         start = offset_at_time(source, window.since)
     if window is not None and window.until is not None:
         end = offset_at_time(source, window.until)
+    if window is not None and source.name in window.offsets:
+        at = min(window.offsets[source.name], len(source))
+        if at > 0 and source.read(at - 1, at) != b"\n":  # not a line start: the next one
+            newline = source.buffer.find(b"\n", at)
+            at = len(source) if newline < 0 else newline + 1
+        start = max(start, at)
     return start, end
 
 

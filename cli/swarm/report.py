@@ -41,8 +41,8 @@ class Diagnosis:
     log_path: Path | None = None
     #: The files read: the log itself, or each worker's of a fleet.
     log_files: tuple[Path, ...] = ()
-    #: The timeline page of the same read (next to locust's report), if drawn.
-    timeline: Path | None = None
+    #: The timeline page of the same read (next to locust's report), or why there is none.
+    timeline: Path | str | None = None
 
     @property
     def healthy(self) -> bool:
@@ -167,8 +167,10 @@ def render(report: SwarmReport, console: Console) -> None:
                       + Text(where, style="dim"))  # fmt: skip
         for finding in d.findings[:5]:
             console.print(f"  {finding}", highlight=False)
-        if d.timeline is not None:
+        if isinstance(d.timeline, Path):
             console.print(Text(f"timeline: {d.timeline}", style="dim"), soft_wrap=True)
+        elif d.timeline is not None:
+            console.print(Text(d.timeline, style="yellow"), soft_wrap=True)
     cpu = _generator_lines(run)
     if cpu:
         console.print(Text("load generator", style="bold"))

@@ -34,15 +34,23 @@ def diagnose_log(path: Path, timeline: Path | None = None) -> Diagnosis:
     `jarvis diagnose system.w*.log` reads them): its verdict and the failing findings.
     With `timeline`, the same read is drawn there too (`jarvis diagnose --html`)."""
     names = [str(file) for file in serverlog.files(path)]
+    drawn: Path | str | None = None
     try:
         if timeline is None:
             report = _report(names)
         else:
-            report, _ = draw_logs(names, timeline, title=f"jarvis swarm: {path.parent.name}")
+            try:
+                report, _ = draw_logs(names, timeline, title=f"jarvis swarm: {path.parent.name}")
+                drawn = timeline
+            except InputError:
+                raise
+            except Exception as exc:  # the page is an extra: never the swarm's verdict
+                drawn = f"no timeline: {exc}"
+                report = _report(names)
     except InputError as exc:
         return Diagnosis("unusable", [str(exc)], path)
     findings = [f"{f.severity.label.upper()} {f.id.value}: {f.message}" for f in report.failing]
-    return Diagnosis(report.verdict, findings, path, tuple(Path(name) for name in names), timeline)
+    return Diagnosis(report.verdict, findings, path, tuple(Path(name) for name in names), drawn)
 
 
 def _report(names: list[str]) -> Report:

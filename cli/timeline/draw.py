@@ -17,16 +17,18 @@ def draw_logs(
     out: Path,
     *,
     title: str,
-    since: float | None = None,
+    offsets: dict[str, int] | None = None,
     context: dict[str, Any] | None = None,
 ) -> tuple[Report, int]:
-    """Diagnose `paths` (from `since`, epoch seconds) and write the page to `out`.
+    """Diagnose `paths` (each from its byte offset in `offsets`, if named: what a run
+    wrote) and write the page to `out`.
 
     Returns the report (its verdict is diagnose's) and the page's size in bytes.
     Raises `InputError` when a log cannot be read, as `jarvis diagnose` does.
     """
     recorder = Recorder()
-    analyzer, sources = analyze(paths, window=Window(since, None), attach=recorder.attach)
+    window = Window(offsets=offsets or {})
+    analyzer, sources = analyze(paths, window=window, attach=recorder.attach)
     try:
         report = build_report(analyzer)
         sources.resolve_findings(report.findings)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import time
 from collections import Counter
 from importlib import resources
@@ -260,6 +261,18 @@ def render(data: dict[str, Any]) -> str:
         .replace("{{TITLE}}", html.escape(data["title"]))
         .replace("/*DATA*/", document.translate(_SCRIPT_UNSAFE))
     )
+
+
+def check_writable(path: Path) -> None:
+    """Fail now, with a usage error, if the page could not be written at `path`: before
+    a long read or a whole run, not after it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot write --html {path}: {exc.strerror}") from exc
+    if path.is_dir() or not os.access(path.parent, os.W_OK):
+        what = "is a directory" if path.is_dir() else "its folder is not writable"
+        raise ConfigError(f"cannot write --html {path}: {what}")
 
 
 def write(

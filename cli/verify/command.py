@@ -17,18 +17,14 @@ from ..console import err, fail, out
 from ..dialect_options import DialectOption, HealthOption, SessionInOption, TargetOption
 from ..exit_codes import ExitCode
 from ..faults import EmbeddedFaultOption, embedded_faults
-from ..logs.sources import InputError
 from ..termination import until_terminated
 from ..timeline.draw import draw_logs
+from ..timeline.html import check_writable
 from . import serverlog
 from .embedded import check_fleet
 from .plan import EMBEDDED_CANCEL_WAIT_S, REMOTE_CANCEL_WAIT_S, SCENARIOS, Expect, Plan
 from .report import LineView, LiveView, QuietView, Report, render, write_junit
 from .runner import RunResult, Spec, View, run
-
-#: How far before the run's start (wall clock) the timeline reads a server's log: the
-#: server's first lines of the run may carry a slightly earlier time.
-RUN_START_SLACK_S = 1.0
 
 
 def verify_hang(
@@ -203,6 +199,11 @@ def verify_hang(
             "--html draws the server's side of the run from its log: with --url, pass the "
             "server's log as --log-file too"
         )
+    if html is not None:
+        check_writable(html)
+    # Where the log stood before the run: the page draws what the run wrote, not what an
+    # earlier run (or another client) left in a --log-file.
+    log_mark = serverlog.size(log_file) if log_file is not None else None
     plan = Plan(
         strict=strict if strict is not None else not chat.urls,
         sessions=sessions,
@@ -236,8 +237,6 @@ def verify_hang(
     report = Report(plan, result)
     if junit is not None:
         write_junit(report, junit)
-    if html is not None:
-        _draw(result, html)
     document = json.dumps(report.to_json(), indent=2) + "\n"
     if json_stdout:
         sys.stdout.write(document)
@@ -245,25 +244,26 @@ def verify_hang(
         if json_path is not None:
             _write(Path(json_path), document)
         render(report, out, verbose=verbose)
+    if html is not None:
+        _draw(result, html, log_mark)
     return int(report.exit_code())
 
 
-def _draw(result: RunResult, path: Path) -> None:
-    """The server-side timeline of the run: its log from the run's start on (a log
-    given with --url may hold earlier runs)."""
+def _draw(result: RunResult, path: Path, mark: serverlog.Mark | None) -> None:
+    """The server-side timeline of the run: what its log gained during the run (from
+    `mark`, the sizes noted before it). Drawn after the report is out: the page is an
+    extra, and no failure of it changes the run's verdict or exit code."""
     log_path = result.target.log_path
     if log_path is None:
         err.print("no timeline: the server's log is unknown", highlight=False)
         return
     names = [str(file) for file in serverlog.files(log_path)]
+    offsets = {str(file): at for file, at in mark.offsets.items()} if mark is not None else {}
     try:
         _, size = draw_logs(
-            names,
-            path,
-            title=f"jarvis verify-hang: {result.target.base_url}",
-            since=result.started_wall - RUN_START_SLACK_S,
+            names, path, title=f"jarvis verify-hang: {result.target.base_url}", offsets=offsets
         )
-    except InputError as exc:
+    except Exception as exc:  # an extra: reported, never the run's verdict
         err.print(f"no timeline: {exc}", highlight=False, soft_wrap=True)
         return
     err.print(f"timeline: {path} ({size / 1e6:.2f} MB)", highlight=False, soft_wrap=True)
