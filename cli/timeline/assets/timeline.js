@@ -7,7 +7,8 @@
   const B = D.bars, M = D.markers;
   const COLORS = {
     completed: "#2e7d32", superseded: "#1565c0", disconnected: "#ef6c00", error: "#c62828",
-    shutdown: "#616161", send_timeout: "#6a1b9a", open: "#b71c1c", unknown: "#9e9e9e",
+    shutdown: "#616161", send_timeout: "#6a1b9a", open: "#b71c1c", restarted: "#7f1d1d",
+    unknown: "#9e9e9e",
   };
   const MARKS = {
     cancel: ["#ea580c", "cancel (stream_cancelled)"],
@@ -24,7 +25,8 @@
   for (let i = 0; i < B.lane.length; i++) if (B.lane[i] >= 0) laneBars[B.lane[i]].push(i);
   // Streams of a lane that overlap in time get tracks of their own (a lane split in
   // two or more): an overlap is exactly what the page must make visible.
-  const MAX_TRACKS = 4;
+  // Past 8 tracks a bar would be thinner than 2 px: more overlapping streams share them.
+  const MAX_TRACKS = 8;
   const barTrack = new Array(B.lane.length).fill(0);
   const laneTracks = new Array(nLanes).fill(1);
   laneBars.forEach((bars, lane) => {
@@ -95,7 +97,8 @@
   document.getElementById("summary").textContent =
     `${D.lanes.length} lanes, ${B.lane.length} streams drawn (${s.streams} in the log), ` +
     `${s.cancels} cancels, ${s.flushes} flushes, ${s.loop_blocked} loop_blocked; ` +
-    `${c.lines} lines of ${(c.sources || []).join(", ")}; from ${clock(0)} UTC over ${fmtMs(span)}` +
+    `${c.lines} lines of ${(c.sources || []).join(", ")}; ` +
+    (D.t0 ? `from ${clock(0)} UTC over ${fmtMs(span)}` : "no timestamps") +
     (D.diagnosis.length ? `; diagnosis: ${D.diagnosis.join(" → ")}` : "") +
     `; exit code ${D.exit_code}`;
   const notes = document.getElementById("notes");
