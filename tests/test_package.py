@@ -41,18 +41,22 @@ def test_library_never_imports_the_cli_or_locust() -> None:
 def test_every_package_folder_is_listed_for_the_wheel_and_jarvis_is_typed() -> None:
     """A wheel holds only the packages pyproject lists: every folder with an `__init__.py`
     under jarvis/ and cli/ is there (a missed one imports here and fails once installed),
-    and `py.typed` ships so users' type checkers read jarvis's annotations."""
+    and so is every folder of data files (each with its package-data globs); `py.typed`
+    ships so users' type checkers read jarvis's annotations."""
     import tomllib
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    listed = set(
-        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    )
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
     found = set()
     for top, name in (("jarvis", "jarvis"), ("cli", "jarvis_cli")):
-        for init in (root / top).rglob("__init__.py"):
-            parts = init.parent.relative_to(root / top).parts
+        for folder in [root / top, *(p for p in (root / top).rglob("*") if p.is_dir())]:
+            if folder.name == "__pycache__" or not any(folder.iterdir()):
+                continue
+            parts = folder.relative_to(root / top).parts
             found.add(".".join((name, *parts)))
+            if not (folder / "__init__.py").exists():  # data only: its files are listed
+                assert ".".join((name, *parts)) in setuptools["package-data"], folder
     assert found == listed
     assert (root / "jarvis" / "py.typed").exists()
