@@ -358,7 +358,7 @@ def test_flushes_in_blocks_without_a_timed_first_line_still_count(tmp_path: Path
     text = "\n".join(lines) + "\n"
     data = drawn(text, tmp_path)
     assert sum(data["density"]["n"]) == text.count("event=flush_done")
-    untimed = "\n".join(["banner"] * 1000 + ["event=flush_done request_id=r1 tokens_sent=1"]) + "\n"
+    untimed = "\n".join(["banner"] * 5000 + ["event=flush_done request_id=r1 tokens_sent=1"]) + "\n"
     data = drawn(log.text() + untimed, tmp_path)
     assert sum(data["density"]["n"]) == log.text().count("event=flush_done")
     assert any("1 flush_done lines have no timestamp" in note for note in data["notes"])

@@ -155,3 +155,37 @@ def test_a_real_runs_timeline_draws_cleanly_and_is_the_docs_screenshot(tmp_path:
         assert shot.stat().st_size > 10_000
         assert tab.errors == []
         assert tab.requests == [out.as_uri()]
+
+
+@pytest.mark.timeout(60)
+def test_healthy_and_nearly_empty_logs_draw_without_an_error(tmp_path: Path) -> None:
+    """The edges: a healthy log (no findings: the panel says so), and a log with no
+    stream at all (one server_start): both pages draw, with no console error."""
+    from .logfixtures import healthy_supersede
+
+    pages = []
+    for name, text, code in (
+        ("healthy", healthy_supersede().text(), ExitCode.OK),
+        ("empty", LogBuilder().emit("server_start", version="0", pid=1).text(), ExitCode.OK),
+    ):
+        log = tmp_path / f"{name}.log"
+        log.write_text(text, encoding="utf-8")
+        out = tmp_path / f"{name}.html"
+        proc = subprocess.run(
+            [sys.executable, "-m", "jarvis_cli", "diagnose", str(log), "--html", str(out)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert proc.returncode == code, proc.stdout + proc.stderr
+        pages.append(out)
+    with open_browser(width=1200, height=600) as tab:
+        page = tab.page
+        page.goto(pages[0].as_uri())
+        page.wait_for_selector("body[data-ready='1']")
+        assert page.get_by_test_id("verdict").inner_text() == "healthy"
+        assert "No findings" in page.get_by_test_id("findings").inner_text()
+        page.get_by_test_id("zoom-in").click()
+        page.goto(pages[1].as_uri())
+        page.wait_for_selector("body[data-ready='1']")
+        page.get_by_test_id("search").fill("nothing")
+        assert page.get_by_test_id("matches").get_attribute("data-lanes") == "0"
+        assert tab.errors == []

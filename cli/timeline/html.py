@@ -230,8 +230,8 @@ def _notes(timeline: Timeline, report: Report, finding_lanes: int) -> list[str]:
         )
     if limits.markers_dropped:
         notes.append(
-            f"{limits.markers_dropped:,} markers past the first {MAX_MARKERS:,} (and "
-            f"{MAX_CLEANUP_MARKERS:,} cleanup steps) are not drawn"
+            f"{limits.markers_dropped:,} markers are not drawn: past {MAX_MARKERS:,} "
+            f"(cleanup steps: past their own {MAX_CLEANUP_MARKERS:,})"
         )
     if limits.untimed_flushes:
         notes.append(

@@ -47,7 +47,7 @@ MAX_CLEANUP_MARKERS = 25_000
 #: loop_blocked spans drawn.
 MAX_LOOP_SPANS = 2_000
 #: Bytes of a chunk whose flushes share one timestamp for density.
-DENSITY_BLOCK = 4 << 10
+DENSITY_BLOCK = 16 << 10
 #: Lines looked at for a timestamp at the start of a density block.
 TIMED_LINE_PROBE = 16
 #: Density bins kept before they are widened (each widening halves them).
