@@ -8,11 +8,11 @@ page and the report never disagree on which line belongs to which stream. It wra
 handlers of the stream-level events (one call per stream, per cancel, per cleanup)
 and, for the flush lines the hot loop reads in C, counts each chunk's `flush_done`
 lines per stream with one regex sweep after the loop has read the chunk. Flushes take
-the time of their block (`DENSITY_BLOCK` bytes, a few dozen lines), not their own:
-parsing a timestamp per flush would cost more than the whole scan. A block whose
-lines span less than a quarter of a density bin counts at its first time; a slower
-block (a quiet server, a short log drawn in fine bins) spreads its flushes evenly from
-its first timed line to its last.
+the time of their block (`DENSITY_BLOCK` bytes, a few hundred lines), not their own,
+when the block spans less than a quarter of a density bin: parsing a timestamp per
+flush of a busy log would cost more than the whole scan. A slower block (a quiet
+server, a short log drawn in fine bins) has few flushes, and each takes its own line's
+time (or, untimed, its block's first).
 
 Memory is bounded whatever the log's size: at most `MAX_LANES` sessions get a lane of
 their own (the first seen), at most `MAX_BARS` streams a bar (plus up to `MAX_OPEN_BARS`
@@ -409,10 +409,12 @@ class Recorder:
                 if last - first < self.timeline.bin_s / 4:  # one bin: count, don't spread
                     for rid, count in Counter(rids).items():
                         self._flush(rid, first, lane_of.get(rid, OTHER), count)
-                else:  # a slow log: spread the block's flushes over its time, in order
-                    step = (last - first) / len(rids)
-                    for i, rid in enumerate(rids):
-                        self._flush(rid, first + (i + 0.5) * step, lane_of.get(rid, OTHER))
+                else:  # a slow block (few flushes a bin): each flush at its own time
+                    for match in _FLUSH_DONE.finditer(chunk, pos, stop):
+                        line = max(pos, chunk.rfind(b"\n", pos, match.start()) + 1)
+                        when = line_ts(chunk, line)
+                        rid = match[1]
+                        self._flush(rid, first if when is None else when, lane_of.get(rid, OTHER))
             pos = stop
 
     def _flush(self, rid: bytes, when: float, lane: int | None = None, count: int = 1) -> None:
