@@ -57,7 +57,7 @@ def _coarser_density(data: Data) -> str | None:
     for lane, number, count in zip(density["lane"], density["bin"], density["n"], strict=True):
         merged[lane, number // 2] += count
     density["bin_ms"] = density["bin_ms"] * 2
-    _set_density(density, merged)
+    set_density(density, merged)
     return f"flush density is drawn in bins of {density['bin_ms'] / 1000:g} s"
 
 
@@ -142,11 +142,11 @@ def _fold_density(data: Data) -> str | None:
     merged: Counter[tuple[int, int]] = Counter()
     for lane, number, count in zip(density["lane"], density["bin"], density["n"], strict=True):
         merged[lane if lane in barred else other, number] += count
-    _set_density(density, merged)
+    set_density(density, merged)
     return f"the flush density of streams without a bar is drawn in '{OTHER_LANE}'"
 
 
-def _set_density(density: Data, cells: Counter[tuple[int, int]]) -> None:
+def set_density(density: Data, cells: Counter[tuple[int, int]]) -> None:
     """Write (lane, bin) -> count cells back as the page's columns, in order."""
     density["lane"], density["bin"], density["n"] = [], [], []
     for (lane, number), count in sorted(cells.items()):

@@ -25,7 +25,7 @@ from jarvis.exceptions import ConfigError
 from ..diagnose.report import Report
 from ..logs.dialects import parse_line
 from ..logs.findings import Finding
-from .budget import fit
+from .budget import fit, set_density
 from .record import (
     MAX_BARS,
     MAX_CLEANUP_MARKERS,
@@ -193,14 +193,10 @@ def _density(timeline: Timeline, t0: float, t1: float, other_lane: int) -> dict[
     for (lane, number), count in timeline.density.items():
         start = number * timeline.bin_s
         page_bin = max(0, int((start - t0) / width))
-        merged[other_lane if lane == OTHER else lane, page_bin] += count
-    out: dict[str, Any] = {"bin_ms": round(width * 1000, 3), "lane": [], "bin": [], "n": []}
-    for (lane, page_bin), count in sorted(merged.items()):
-        if lane < 0:
-            continue
-        out["lane"].append(lane)
-        out["bin"].append(page_bin)
-        out["n"].append(count)
+        if lane != OTHER or other_lane >= 0:
+            merged[other_lane if lane == OTHER else lane, page_bin] += count
+    out: dict[str, Any] = {"bin_ms": round(width * 1000, 3)}
+    set_density(out, merged)
     return out
 
 
