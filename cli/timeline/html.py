@@ -23,6 +23,7 @@ from typing import Any
 from jarvis.exceptions import ConfigError
 
 from ..diagnose.report import Report
+from ..diagnose.tree import diagnosis_path
 from ..logs.dialects import parse_line
 from ..logs.findings import Finding
 from .budget import fit, set_density
@@ -135,8 +136,6 @@ def _inputs(report: Report) -> list[str]:
 
 
 def _diagnosis(report: Report) -> list[str]:
-    from ..diagnose.tree import diagnosis_path
-
     return [str(step) for step in diagnosis_path(report.tree)]
 
 
