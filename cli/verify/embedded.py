@@ -163,15 +163,20 @@ class EmbeddedServer:
                 evidence += await self._py_spy(pid, label)
         if not targets:
             evidence.append("stacks: no worker logged its server_start")
-        blocked = await asyncio.to_thread(
-            serverlog.event_lines, self.log_path, Event.LOOP_BLOCKED, self.mark
-        )
+        blocked = await self.loop_blocked()
         if blocked:
             evidence.append(f"the server's watchdog logged {len(blocked)} loop_blocked line(s):")
             evidence += [f"  {serverlog.clip(line)}" for line in blocked[:5]]
         else:
             evidence.append("no loop_blocked line in the server's log")
         return evidence
+
+    async def loop_blocked(self) -> list[str]:
+        """The loop_blocked lines its watchdog (each worker's, in a fleet) logged since
+        it started."""
+        return await asyncio.to_thread(
+            serverlog.event_lines, self.log_path, Event.LOOP_BLOCKED, self.mark
+        )
 
     async def _py_spy(self, pid: int, label: str = "") -> list[str]:
         py_spy = shutil.which("py-spy")

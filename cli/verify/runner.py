@@ -285,6 +285,10 @@ async def _server_hung(ctx: Context, prober: Prober | None, server: EmbeddedServ
     """After a scenario hung: is the server itself stuck (or gone)?"""
     if server is not None and server.proc.returncode is not None:
         return True
+    # A fleet's probes reach whichever worker took their connection: one whose loop is
+    # free answers for the whole fleet. The workers' own watchdogs speak for each.
+    if server is not None and server.workers > 1 and await server.loop_blocked():
+        return True
     if prober is not None:
         return prober.log.silent_for(ctx.clock()) >= HUNG_SILENCE_S
     status, _ = await ctx.client.get_json(
