@@ -109,7 +109,6 @@ class Limits:
     sessions: int = 0
     #: Streams of sessions past MAX_LANES (drawn only as density in "other streams").
     streams_other: int = 0
-    streams: int = 0
     streams_unbarred: int = 0
     markers_dropped: int = 0
     loop_spans_dropped: int = 0
@@ -264,7 +263,6 @@ class Recorder:
         if record is None:
             return
         timeline = self.timeline
-        timeline.limits.streams += 1
         when = self._ts(ref, ts)
         lane = self._lane(record.session)
         if lane == OTHER:
