@@ -13,6 +13,6 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension("jarvis._linesink", ["jarvis/_linesink.c"], optional=True),
-        Extension("jarvis_cli.logs._hotscan", ["cli/logs/_hotscan.c"], optional=True),
+        Extension("jarvis_cli.logs._hotscan", ["jarvis_cli/logs/_hotscan.c"], optional=True),
     ]
 )

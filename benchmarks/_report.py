@@ -82,7 +82,7 @@ def machine() -> dict[str, Any]:
         # Uncommitted server changes in the checkout mean its HEAD does not name what ran.
         "uncommitted_server_changes": []
         if exported
-        else _git("status", "--porcelain", "--", "jarvis", "cli").splitlines(),
+        else _git("status", "--porcelain", "--", "jarvis", "jarvis_cli").splitlines(),
         "checkout_head": head,
         "loadavg_1_5_15": [round(v, 2) for v in os.getloadavg()],
         "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -46,7 +46,7 @@ DIAGNOSE_TIMEOUT_S = 120.0
 
 def locustfile(workdir: Path) -> Path:
     """The locustfile of the measured commit (run_at_commit.sh exports only jarvis/ and
-    cli/), else the checkout's."""
+    jarvis_cli/), else the checkout's."""
     where = machine()
     exported = Path(where["jarvis_from"]).parent / "COMMIT"
     if not exported.is_file():

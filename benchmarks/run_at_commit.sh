@@ -3,7 +3,7 @@
 #
 #   benchmarks/run_at_commit.sh HEAD server_cpu.py --json benchmarks/results/x.json
 #
-# Exports jarvis/ and cli/ (as jarvis_cli/) of COMMIT into a temporary
+# Exports jarvis/ and jarvis_cli/ (cli/ before the rename, exported as jarvis_cli/) of COMMIT into a temporary
 # directory with a COMMIT file, and puts it first on PYTHONPATH, so edits in
 # progress in the checkout cannot leak into the figures. The benchmark
 # scripts themselves come from the checkout. The commit's C speedups (*.c
@@ -23,8 +23,12 @@ shift 2
 
 export_dir="$(mktemp -d "${TMPDIR:-/tmp}/jarvis-at-$commit.XXXXXX")"
 trap 'rm -rf "$export_dir"' EXIT
-git -C "$repo" archive "$commit" jarvis cli | tar -x -C "$export_dir"
-mv "$export_dir/cli" "$export_dir/jarvis_cli"
+if git -C "$repo" cat-file -e "$commit:jarvis_cli" 2>/dev/null; then
+    git -C "$repo" archive "$commit" jarvis jarvis_cli | tar -x -C "$export_dir"
+else  # a commit from before the folder took its import name
+    git -C "$repo" archive "$commit" jarvis cli | tar -x -C "$export_dir"
+    mv "$export_dir/cli" "$export_dir/jarvis_cli"
+fi
 echo "$commit" > "$export_dir/COMMIT"
 (cd "$export_dir" && "$repo/.venv/bin/python" - <<'PY'
 import pathlib

@@ -13,8 +13,8 @@
         └── ReportMissing [3]  swarm: locust left no stats to judge (swarm/thresholds.py)
 
 [n] is the class's `exit_code`: 1 failure, 2 usage, 3 unavailable, named by
-`ExitCode` in cli/exit_codes.py (plain ints here: jarvis never imports the CLI).
-`cli/main.py` prints the message and exits with the code, in one place; the
+`ExitCode` in jarvis_cli/exit_codes.py (plain ints here: jarvis never imports the CLI).
+`jarvis_cli/main.py` prints the message and exits with the code, in one place; the
 HTTP layer maps `BadRequest` to an OpenAI-style error body. Nothing else is
 raised on purpose.
 """

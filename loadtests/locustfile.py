@@ -50,10 +50,10 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from jarvis.synthetic import expected_text
 import sse_reader  # beside this file: locust puts the locustfile's folder on sys.path
-from jarvis_cli.chatapi import Dialect, Piece, SessionIn, SSEEvent
-from jarvis_cli.chatapi.resolve import ChatAPI, chat_api
 
 from jarvis.exceptions import ConfigError
+from jarvis_cli.chatapi import Dialect, Piece, SessionIn, SSEEvent
+from jarvis_cli.chatapi.resolve import ChatAPI, chat_api
 
 #: The embedded model's name: its text is known in advance, so every token is checked.
 SYNTHETIC_MODEL = "jarvis-synthetic"
@@ -82,7 +82,7 @@ KEEP_FIRSTS = 8
 #: Run time assumed by the shapes when locust has none (`-t`).
 DEFAULT_RUN_TIME_S = 60.0
 
-# The request names, read back from locust's CSV by `jarvis swarm` (cli/swarm/thresholds.py).
+# The request names, read back from locust's CSV by `jarvis swarm` (jarvis_cli/swarm/thresholds.py).
 SSE = "SSE"
 STREAM = "stream"
 TTFT = "ttft"

@@ -1,4 +1,4 @@
-"""cli/chatapi: dialects, where the session travels, target files and how flags merge with
+"""jarvis_cli/chatapi: dialects, where the session travels, target files and how flags merge with
 them. Each of verify-hang, swarm and the locustfile speaks to servers through this code."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+
+from jarvis.exceptions import ConfigError
 from jarvis_cli.chatapi import SessionIn, SSEEvent, dialect_named, load_target
 from jarvis_cli.chatapi.resolve import chat_api
 from jarvis_cli.exit_codes import ExitCode
 from jarvis_cli.main import main
-
-from jarvis.exceptions import ConfigError
 
 TARGET = """
 url = "http://127.0.0.1:9000"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from jarvis_cli.exit_codes import ExitCode
 from jarvis_cli.main import main
 

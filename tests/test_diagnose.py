@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
 from jarvis_cli.diagnose.follow import Follower
 from jarvis_cli.exit_codes import ExitCode
 from jarvis_cli.logs.analysis import Analyzer

@@ -15,6 +15,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+
 from jarvis_cli.logs import scan
 from jarvis_cli.logs.analysis import Analyzer, Handler
 from jarvis_cli.logs.engine import ENGINES, PURE_ENV, default_engine

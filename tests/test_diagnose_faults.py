@@ -13,6 +13,7 @@ import sys
 
 import httpx
 import pytest
+
 from jarvis_cli.exit_codes import ExitCode
 from jarvis_cli.logs.engine import ENGINES, PURE_ENV
 

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from rich.console import Console
+
 from jarvis_cli.diagnose.report import Report, build_report, render, write_junit
 from jarvis_cli.exit_codes import ExitCode
 from jarvis_cli.logs import merge
@@ -23,7 +25,6 @@ from jarvis_cli.logs.merge import merge_scan
 from jarvis_cli.logs.run import analyze
 from jarvis_cli.logs.scan import Scanner
 from jarvis_cli.logs.sources import open_inputs
-from rich.console import Console
 
 from .fleetfixtures import (
     BASELINE,

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
 from jarvis_cli.logs import patterns
 from jarvis_cli.logs.patterns import line_ts, parse_ts
 

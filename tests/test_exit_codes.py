@@ -5,12 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from jarvis_cli.exit_codes import ExitCode
-from jarvis_cli.logs.sources import InputError
-from jarvis_cli.main import main
-from jarvis_cli.swarm.runner import LocustFailed
-from jarvis_cli.swarm.thresholds import ReportMissing
-from jarvis_cli.verify.target import Unreachable
 
 import jarvis.exceptions
 from jarvis.exceptions import (
@@ -21,6 +15,12 @@ from jarvis.exceptions import (
     ToolError,
     UpstreamError,
 )
+from jarvis_cli.exit_codes import ExitCode
+from jarvis_cli.logs.sources import InputError
+from jarvis_cli.main import main
+from jarvis_cli.swarm.runner import LocustFailed
+from jarvis_cli.swarm.thresholds import ReportMissing
+from jarvis_cli.verify.target import Unreachable
 
 
 def _tree(root: type[JarvisError]) -> list[type[JarvisError]]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from jarvis_cli.exit_codes import ExitCode
 from jarvis_cli.main import main
 

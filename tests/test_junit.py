@@ -1,4 +1,4 @@
-"""The one JUnit writer (`cli/junit.py`): well-formed XML whatever the logs put in it."""
+"""The one JUnit writer (`jarvis_cli/junit.py`): well-formed XML whatever the logs put in it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
 from jarvis_cli.exit_codes import ExitCode
 from jarvis_cli.junit import clean, write
 from jarvis_cli.main import main

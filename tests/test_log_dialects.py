@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from jarvis_cli.diagnose.report import Report, build_report
 from jarvis_cli.diagnose.tree import Node, Status
 from jarvis_cli.exit_codes import ExitCode

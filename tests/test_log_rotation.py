@@ -11,14 +11,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from jarvis_cli.exit_codes import ExitCode
-from jarvis_cli.main import main
 
 from jarvis.config import MIB, ServerConfig
 from jarvis.eventlog import EventLog
 from jarvis.exceptions import ConfigError
 from jarvis.logfile import RotatingFile, install_sighup_reopen
 from jarvis.vocabulary import Event
+from jarvis_cli.exit_codes import ExitCode
+from jarvis_cli.main import main
 
 #: The writer wakes this often in these tests (the server's is 20 ms).
 TICK = 0.002

@@ -40,7 +40,7 @@ def test_library_never_imports_the_cli_or_locust() -> None:
 
 def test_every_package_folder_is_listed_for_the_wheel_and_jarvis_is_typed() -> None:
     """A wheel holds only the packages pyproject lists: every folder with an `__init__.py`
-    under jarvis/ and cli/ is there (a missed one imports here and fails once installed),
+    under jarvis/ and jarvis_cli/ is there (a missed one imports here and fails once installed),
     and so is every folder of data files (each with its package-data globs); `py.typed`
     ships so users' type checkers read jarvis's annotations."""
     import tomllib
@@ -50,7 +50,7 @@ def test_every_package_folder_is_listed_for_the_wheel_and_jarvis_is_typed() -> N
     setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(setuptools["packages"])
     found = set()
-    for top, name in (("jarvis", "jarvis"), ("cli", "jarvis_cli")):
+    for top, name in (("jarvis", "jarvis"), ("jarvis_cli", "jarvis_cli")):
         for folder in [root / top, *(p for p in (root / top).rglob("*") if p.is_dir())]:
             if folder.name == "__pycache__" or not any(folder.iterdir()):
                 continue

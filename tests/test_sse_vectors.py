@@ -13,6 +13,7 @@ from types import ModuleType
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
+
 from jarvis_cli.chatapi import SSEDecoder
 
 from .sse_vectors import VECTORS, Event, Vector, dispatched

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from jarvis_cli.exit_codes import ExitCode
 from jarvis_cli.main import main
 

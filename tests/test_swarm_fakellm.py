@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from jarvis_cli.exit_codes import ExitCode
 
 from .conftest import free_port

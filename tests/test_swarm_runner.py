@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from jarvis.exceptions import ConfigError
 from jarvis_cli.chatapi.resolve import chat_api
 from jarvis_cli.swarm.runner import (
     DEFAULT_LOCUSTFILE,
@@ -16,8 +18,6 @@ from jarvis_cli.swarm.runner import (
     Process,
     locate_locustfile,
 )
-
-from jarvis.exceptions import ConfigError
 
 PLAN = Plan(
     url="http://127.0.0.1:8000", users=30, spawn_rate=15, run_time_s=30, interrupt_rate=0.3,

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from jarvis_cli.swarm import thresholds
 from jarvis_cli.swarm.thresholds import Figures, ReportMissing, Thresholds, judge
 

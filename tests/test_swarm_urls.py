@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from jarvis_cli.exit_codes import ExitCode
 from jarvis_cli.main import main
 from jarvis_cli.swarm.runner import Plan

@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+
+from jarvis.exceptions import ConfigError, ServerStartError
 from jarvis_cli import testing
 from jarvis_cli.testing import Status, averify_hang, verify_hang
 from jarvis_cli.testing._server import NAME as APP_THREAD_NAME
-
-from jarvis.exceptions import ConfigError, ServerStartError
 
 from .peers import PEERS, ROOT, running
 from .peers.stop_done import app as correct_app

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from jarvis_cli.diagnose.report import build_report
 from jarvis_cli.exit_codes import ExitCode
 from jarvis_cli.logs.engine import ENGINES, PURE_ENV

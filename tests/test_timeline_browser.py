@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from jarvis_cli.exit_codes import ExitCode
 
 from .browser import open_browser, screenshot, screenshot_path

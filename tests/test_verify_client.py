@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx
+
 from jarvis_cli.chatapi import SessionIn, SSEEvent, dialect_named
 from jarvis_cli.chatapi.dialect import OpenAI
 from jarvis_cli.verify.client import ChatClient, Transcript

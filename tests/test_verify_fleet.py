@@ -1,7 +1,7 @@
 """`jarvis verify-hang --workers N --registry redis://...`: the embedded server as a fleet.
 
 The workers share one port and each writes its own log (`server.w1.log`, ...); every
-reader of the log (`cli/verify/serverlog.py`, the leaks scenario, the stacks of a hang)
+reader of the log (`jarvis_cli/verify/serverlog.py`, the leaks scenario, the stacks of a hang)
 reads all of them. Runs are the real command in a subprocess on 127.0.0.1, bounded, and
 whatever a run leaves behind is killed by pid: the fleet's parent (its command line names
 the run's folder) and its workers (their `server_start` lines name their pids).
@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jarvis_cli.exit_codes import ExitCode
-from jarvis_cli.main import main
 
 from jarvis.logfmt import parse_logfmt
+from jarvis_cli.exit_codes import ExitCode
+from jarvis_cli.main import main
 
 from .redis_server import RedisServer
 from .swarms import RUN_TIMEOUT_S, kill_leftovers

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jarvis_cli.exit_codes import ExitCode
-from jarvis_cli.main import main
 
 from jarvis.logfmt import parse_logfmt
+from jarvis_cli.exit_codes import ExitCode
+from jarvis_cli.main import main
 
 from .conftest import free_port
 

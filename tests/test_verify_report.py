@@ -9,6 +9,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from rich.console import Console
+
+from jarvis.exceptions import ConfigError
 from jarvis_cli.exit_codes import ExitCode
 from jarvis_cli.verify.plan import SCENARIOS, Plan
 from jarvis_cli.verify.report import SCHEMA, Report, render, write_junit
@@ -16,9 +19,6 @@ from jarvis_cli.verify.results import Checks, ScenarioResult, Status
 from jarvis_cli.verify.runner import RunResult
 from jarvis_cli.verify.scenarios.hostile_input import FORGED_MODEL, _judge_log
 from jarvis_cli.verify.target import Target, normalise_url
-from rich.console import Console
-
-from jarvis.exceptions import ConfigError
 
 
 def test_a_scenario_whose_every_check_was_skipped_is_skip_never_pass() -> None:

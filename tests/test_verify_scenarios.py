@@ -11,6 +11,8 @@ import json
 from collections.abc import Iterator
 
 import pytest
+
+from jarvis.synthetic import expected_text
 from jarvis_cli.chatapi import SSEEvent
 from jarvis_cli.chatapi.dialect import OpenAI
 from jarvis_cli.verify.client import ChatClient, Transcript
@@ -26,8 +28,6 @@ from jarvis_cli.verify.scenarios.context import (
 )
 from jarvis_cli.verify.scenarios.overlap import _judge_independent, _judge_supersede
 from jarvis_cli.verify.target import Target
-
-from jarvis.synthetic import expected_text
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""`cli/verify/serverlog.py` on a fleet's log: `--log-file system.log` names every worker's
+"""`jarvis_cli/verify/serverlog.py` on a fleet's log: `--log-file system.log` names every worker's
 file (`system.w1.log`, ...), lines since a mark come from all of them, merged by time.
 (The single-file reading, in every dialect, is in test_log_dialects.py.)"""
 
@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jarvis_cli.verify import serverlog
-
 from jarvis.server.fleet import worker_log_path
+from jarvis_cli.verify import serverlog
 
 
 def _write(path: Path, *lines: str) -> None:

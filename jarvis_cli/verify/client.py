@@ -4,7 +4,7 @@ httpx's timeouts bound one read, not a whole stream, so every request here
 runs under `asyncio.timeout(deadline)` as well: a server that trickles bytes
 forever, or none at all, still yields a `Transcript` marked `hung` in time.
 Events are read with httpx-sse (lines end at CR, LF or CRLF only, as the SSE
-spec says) and interpreted by the server's dialect (`cli/chatapi`); every
+spec says) and interpreted by the server's dialect (`jarvis_cli/chatapi`); every
 event is stamped when it arrives and keeps its stream id, so "a chunk of A
 after B's first chunk" is a fact read off the transcript, not a guess.
 """

@@ -24,7 +24,7 @@ from jarvis.exceptions import ConfigError, ToolError
 
 from ..exit_codes import ExitCode
 
-#: Where the locustfile lives: the repository's `loadtests/`, beside `cli/`.
+#: Where the locustfile lives: the repository's `loadtests/`, beside `jarvis_cli/`.
 DEFAULT_LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtests" / "locustfile.py"
 #: Bound on locust's start (imports, workers connecting) and on its stop after the run time.
 START_GRACE_S = 45.0
@@ -131,7 +131,7 @@ def locate_locustfile(explicit: Path | None) -> Path:
     """`--locustfile`, or the repository's `loadtests/locustfile.py`; ConfigError if missing."""
     path = explicit or DEFAULT_LOCUSTFILE
     if not path.is_file():
-        where = "--locustfile" if explicit else "the repository's loadtests/ (beside cli/)"
+        where = "--locustfile" if explicit else "the repository's loadtests/ (beside jarvis_cli/)"
         raise ConfigError(
             f"no locustfile at {path} ({where}); run from a checkout of jarvis, "
             "or pass --locustfile PATH"

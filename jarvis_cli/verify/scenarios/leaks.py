@@ -3,7 +3,7 @@
 `/v1/streams` must be empty (of this run's sessions), and, with a log,
 every `stream_start` of the run's window must have its `stream_end`. The log
 is judged by the same reader and lifecycle reconstruction as `jarvis
-diagnose` (`cli/logs`), in any dialect it reads, so both tools agree on what
+diagnose` (`jarvis_cli/logs`), in any dialect it reads, so both tools agree on what
 a leak is: every error finding it makes about this run is a failure, with its
 lines. Cleanup (`cleanup_done=True`) is judged only in a log that records it.
 """

@@ -1,6 +1,6 @@
 """Summaries of measured durations: exact quantiles over the small samples a run takes.
 
-`cli/logs/stats.Percentiles` trades 2% precision for bounded memory over
+`jarvis_cli/logs/stats.Percentiles` trades 2% precision for bounded memory over
 gigabytes of log; a verify run measures hundreds of values, so it keeps them all.
 """
 

@@ -2,9 +2,9 @@
 
 These are plain synchronous reads of a local file; callers on the event loop
 run them with `asyncio.to_thread`. Lines are read by the line reader `jarvis
-diagnose` uses (`cli/logs/dialects.py`), so a server that logs with stdlib
+diagnose` uses (`jarvis_cli/logs/dialects.py`), so a server that logs with stdlib
 `logging`, loguru or structlog is read as well as jarvis, and both tools agree
-on every line. The full lifecycle reconstruction lives in `cli/logs` (the
+on every line. The full lifecycle reconstruction lives in `jarvis_cli/logs` (the
 `leaks` scenario uses it); this module only slices lines and links a session's
 streams.
 

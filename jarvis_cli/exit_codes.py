@@ -1,7 +1,7 @@
 """Named exit codes, shared by every `jarvis` command.
 
 Every `JarvisError` carries its own as `exit_code` (jarvis/exceptions.py draws the tree);
-`cli/main.py` exits with it, in one place.
+`jarvis_cli/main.py` exits with it, in one place.
 """
 
 from __future__ import annotations
