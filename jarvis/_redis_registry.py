@@ -374,7 +374,7 @@ class RedisRegistry(StreamRegistry):
                 await asyncio.sleep(0.5)  # the connection is down: retry twice a second
             finally:
                 with contextlib.suppress(RedisError, OSError, TimeoutError):
-                    await asyncio.wait_for(pubsub.aclose(), 1)  # type: ignore[no-untyped-call]
+                    await asyncio.wait_for(pubsub.aclose(), 1)
 
     def _on_signal(self, data: str) -> None:
         kind, _, rest = data.partition(" ")
