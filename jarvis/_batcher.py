@@ -15,10 +15,13 @@ import functools
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from ._metrics import Metrics
 from .eventlog import EventSink
 from .vocabulary import Event
+
+if TYPE_CHECKING:  # prometheus_client is imported when a guard is built, not by `import jarvis`
+    from ._metrics import Metrics
 
 #: Writes one chunk (text, token count); returns False when nothing reached the wire.
 Emit = Callable[[str, int], Awaitable[bool]]

@@ -18,17 +18,14 @@ import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from prometheus_client import CollectorRegistry
 from starlette.responses import JSONResponse, Response
 
 from ._batcher import TokenBatcher
 from ._emitter import SSEEmitter
 from ._encoders import Encoding, OpenAIChunks, StreamEnd
 from ._lifecycle import StreamParts, StreamRun
-from ._metrics import Metrics
-from ._redis_registry import RedisRegistry
 from ._registry import StreamRegistry
 from ._sendwatch import SendWatch
 from ._stdlog import LOGGER_NAME, LoggerSink
@@ -38,6 +35,9 @@ from ._watchdog import LoopWatchdog
 from .eventlog import EventLog, EventSink
 from .exceptions import BadRequest, ConfigError, RegistryUnavailable
 from .vocabulary import CancelReason, EndReason, Event
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 #: What a session id may be: anything else is refused, so no client value reaches a
 #: log line or a registry key unchecked.
@@ -152,12 +152,18 @@ class StreamGuard:
         self.send_timeout = send_timeout
         self.shutdown_timeout = shutdown_timeout
         sink, self._owned_log = _open_log(log, log_format)
+        from ._metrics import Metrics  # prometheus_client: loaded with the first guard
+
         metrics = Metrics()
         self._metrics = metrics
         shared: StreamRegistry
         if registry is None:
             shared = StreamRegistry(sink, cancel_wait=cancel_wait, metrics=metrics)
         else:
+            # Imported here: redis is the `fleet` extra, and a guard in one process
+            # never needs it.
+            from ._redis_registry import RedisRegistry
+
             shared = RedisRegistry(sink, registry, cancel_wait=cancel_wait, metrics=metrics)
         self._parts = StreamParts(
             log=sink,

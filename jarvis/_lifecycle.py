@@ -17,17 +17,19 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._batcher import TokenBatcher
 from ._encoders import StreamEnd
-from ._metrics import Metrics
 from ._registry import StreamRegistry
 from ._stream import StreamHandle, StreamState
 from ._types import Emitter
 from .eventlog import EventSink
 from .exceptions import UpstreamError
 from .vocabulary import EndReason, Event
+
+if TYPE_CHECKING:  # prometheus_client is imported when a guard is built, not by `import jarvis`
+    from ._metrics import Metrics
 
 #: How long a cancelled producer task may take to unwind (it should take ~0).
 PRODUCER_STOP_S = 1.0

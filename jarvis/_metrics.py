@@ -7,12 +7,9 @@ from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from .vocabulary import CancelReason, EndReason
-
-CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class Metrics:

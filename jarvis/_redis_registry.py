@@ -26,17 +26,19 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ._metrics import Metrics
 from ._registry import StreamRegistry, _Session
 from ._stream import StreamHandle, StreamState
 from .eventlog import EventSink
 from .exceptions import RegistryUnavailable
 from .vocabulary import CancelReason, Event
+
+if TYPE_CHECKING:  # prometheus_client is imported when a guard is built, not by `import jarvis`
+    from ._metrics import Metrics
 
 #: Take the session: "1" done; "0" a newer generation owns it; else the value of an older
 #: owner that must be superseded first (ARGV[4] names the one we may overwrite: it overran).

@@ -12,12 +12,14 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._metrics import Metrics
 from ._stream import StreamHandle, StreamState
 from .eventlog import EventSink
 from .vocabulary import CancelReason, Event
+
+if TYPE_CHECKING:  # prometheus_client is imported when a guard is built, not by `import jarvis`
+    from ._metrics import Metrics
 
 
 @dataclass(slots=True)

@@ -19,10 +19,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from ._metrics import Metrics
 from .eventlog import EventSink
 from .vocabulary import Event
+
+if TYPE_CHECKING:  # prometheus_client is imported when a guard is built, not by `import jarvis`
+    from ._metrics import Metrics
 
 _STACK_DEPTH = 12
 
