@@ -1,5 +1,5 @@
 """`python -m jarvis_cli`: the same as the `jarvis` console script."""
 
-from .main import run
+from .entry import run
 
 run()

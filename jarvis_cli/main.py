@@ -1,31 +1,68 @@
-"""The `jarvis` entry point: mounts every command and maps errors to exit codes, once."""
+"""The `jarvis` entry point: mounts every command and maps errors to exit codes, once.
 
+Each command's module is imported only when that command runs (or when help lists it):
+`jarvis diagnose` never loads the server, locust's side of swarm, or redis.
+"""
+
+import importlib
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
+from typer import _click as click  # typer vendors click; its types are these
+from typer.core import TyperGroup
 
 from jarvis import __version__
 from jarvis.exceptions import JarvisError
 
 from .console import fail, out
-from .diagnose.command import diagnose
 from .exit_codes import ExitCode
-from .serve import serve
-from .swarm.command import swarm
-from .verify.command import verify_hang
+
+#: name -> (module, function) of each command; the function's typer options are its CLI.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("jarvis_cli.serve", "serve"),
+    "diagnose": ("jarvis_cli.diagnose.command", "diagnose"),
+    "verify-hang": ("jarvis_cli.verify.command", "verify_hang"),
+    "swarm": ("jarvis_cli.swarm.command", "swarm"),
+}
+_CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+def load(name: str) -> Callable[..., Any]:
+    """The function behind command `name`, imported now."""
+    module, function = COMMANDS[name]
+    return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+
+
+class _LazyGroup(TyperGroup):
+    """A typer group whose commands are built from their modules on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*COMMANDS, *super().list_commands(ctx)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        single.command(cmd_name, context_settings=_CONTEXT)(load(cmd_name))
+        return typer.main.get_command(single)
+
 
 app = typer.Typer(
     name="jarvis",
+    cls=_LazyGroup,
     help="Make LLM chat servers stop hanging when prompts overlap, and prove it.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings=_CONTEXT,
 )
-app.command("serve")(serve)
-app.command("diagnose")(diagnose)
-app.command("verify-hang")(verify_hang)
-app.command("swarm")(swarm)
+
+
+@app.callback()
+def _root() -> None:
+    """Make LLM chat servers stop hanging when prompts overlap, and prove it."""
 
 
 @app.command("version")
