@@ -26,6 +26,47 @@ from jarvis.logfmt import parse_logfmt
 
 STARTUP_DEADLINE_S = 15.0
 
+#: Fixtures that start a real process: a test that uses one is end-to-end.
+PROCESS_FIXTURES = frozenset(
+    {"server_factory", "shared_server", "redis_server", "fakellm", "two_servers", "crlf_url"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Two lanes: `-m "not e2e"` (scripts/test --fast) is the in-process tests only.
+
+    A test that uses a process-starting fixture is marked here; one that starts a
+    process itself carries the mark in its module, and `_in_process_only` fails it
+    when the mark is missing, so the fast lane cannot quietly grow slow.
+    """
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def _in_process_only(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test outside the e2e lane may not start a process (servers, browsers, locust)."""
+    if request.node.get_closest_marker("e2e") is not None:
+        return
+    real = subprocess.Popen.__init__
+
+    def refuse(self: subprocess.Popen[bytes], args: object, *rest: object, **kw: object) -> None:
+        argv = args if isinstance(args, str) else " ".join(map(str, args))  # type: ignore[call-overload]
+        if not _allowed_in_process(argv):
+            raise AssertionError(
+                f"{request.node.nodeid} starts a process ({argv[:120]}): mark it "
+                "@pytest.mark.e2e (the fast lane runs in-process tests only)"
+            )
+        real(self, args, *rest, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
+def _allowed_in_process(argv: str) -> bool:
+    """Short-lived helpers an in-process test may run (a git query, a compiler probe)."""
+    return argv.split(" ", 1)[0].rsplit("/", 1)[-1] in {"git", "cc", "gcc"}
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -48,20 +89,29 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def events(self) -> list[dict[str, str]]:
-        """Every log line parsed as logfmt (after giving the writer thread a moment)."""
-        time.sleep(0.05)
-        lines = self.log_path.read_text(encoding="utf-8").splitlines()
-        return [_parse_line(line) for line in lines if line]
+        """Every log line parsed as logfmt, once everything logged so far is written."""
+        self.settle()
+        return [_parse_line(line) for line in self._read()]
 
     def lines(self) -> list[str]:
-        time.sleep(0.05)
-        return self.log_path.read_text(encoding="utf-8").splitlines()
+        """Every log line, once everything logged so far is written."""
+        self.settle()
+        return self._read()
+
+    def settle(self) -> None:
+        """Everything the server logged before now is in the file: the barrier while it
+        runs; once it has exited, its writer has flushed and closed the file."""
+        if self.proc.poll() is None:
+            self.barrier()
+
+    def _read(self) -> list[str]:
+        return [line for line in self.log_path.read_text(encoding="utf-8").splitlines() if line]
 
     def wait_for_event(self, name: str, deadline_s: float = 5.0, **match: str) -> dict[str, str]:
         """Poll the log until an event with these fields appears, or fail."""
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
-            for event in self.events():
+            for event in map(_parse_line, self._read()):
                 if event.get("event") == name and all(event.get(k) == v for k, v in match.items()):
                     return event
             time.sleep(0.05)

@@ -19,6 +19,7 @@ def jarvis(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.e2e
 def test_serve_help_teaches_the_options_and_the_faults() -> None:
     """`jarvis serve --help` exits 0 and names the key options and every fault."""
     result = jarvis("serve", "--help")
@@ -52,6 +53,7 @@ def test_unknown_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> 
     assert "No such option" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_port_in_use_exits_3_with_a_clear_message(tmp_path) -> None:
     """A taken port is exit 3 (server failed to start) and says which address."""
     with socket.socket() as taken:
@@ -64,6 +66,7 @@ def test_port_in_use_exits_3_with_a_clear_message(tmp_path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.e2e
 def test_unwritable_log_file_is_a_usage_error(tmp_path) -> None:
     """A log path that cannot be opened is refused before the server starts."""
     blocker = tmp_path / "file"

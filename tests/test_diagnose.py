@@ -6,8 +6,6 @@ import gzip
 import json
 import os
 import random
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from jarvis_cli.logs.engine import ENGINES, PURE_ENV, default_engine
 from jarvis_cli.logs.sources import Sources
 from jarvis_cli.main import main
 
+from . import cli
 from .logfixtures import (
     SEED_PLAIN_QUICK_REFERENCE,
     SEED_PLAIN_STABILITY,
@@ -36,10 +35,7 @@ def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
 
 
 def run_json(path: Path, *args: str) -> tuple[int, dict[str, object]]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "jarvis_cli", "diagnose", str(path), "--json", *args],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    proc = cli.run("diagnose", str(path), "--json", *args)
     report = json.loads(proc.stdout) if proc.stdout.strip() else {}
     if report:
         assert report["coverage"]["engine"] == default_engine()
@@ -229,10 +225,7 @@ def test_gzip_rotated_set_and_stdin_are_read(tmp_path: Path) -> None:
     assert [Path(s).name for s in report["coverage"]["sources"]] == [
         "system.log.2.gz", "system.log.1", "system.log",
     ]  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-m", "jarvis_cli", "diagnose", "-", "--json"],
-        input=first + second + third, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    proc = cli.run("diagnose", "-", "--json", stdin=first + second + third)
     assert proc.returncode == ExitCode.OK
     assert json.loads(proc.stdout)["stats"]["streams"] == 1
 
@@ -305,10 +298,7 @@ def test_random_bytes_and_cut_lines_never_crash(tmp_path: Path) -> None:
                 blob += b"event=flush_done request_id=" + b"x" * rng.randrange(5000) + b"\n"
         path = tmp_path / f"fuzz{round_no}.log"
         path.write_bytes(bytes(blob))
-        proc = subprocess.run(
-            [sys.executable, "-m", "jarvis_cli", "diagnose", str(path), "--json"],
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+        proc = cli.run("diagnose", str(path), "--json")
         assert proc.returncode in (0, 1, 3), proc.stderr
         assert "Traceback" not in proc.stderr
         json.loads(proc.stdout)

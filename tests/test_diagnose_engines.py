@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import random
 import shutil
-import subprocess
 import sys
 import sysconfig
 import tracemalloc
@@ -23,6 +21,7 @@ from jarvis_cli.logs.patterns import EVENT_NAMES, line_ts
 from jarvis_cli.logs.run import analyze
 from jarvis_cli.logs.scan import TIMED, Scanner, _fields
 
+from . import cli
 from .logfixtures import TRICKY_LINES, garble, healthy_supersede, random_log
 
 needs_c = pytest.mark.skipif("c" not in ENGINES, reason="the C engine is not built here")
@@ -67,12 +66,10 @@ def test_json_report_names_the_engine_that_ran(tmp_path: Path) -> None:
     """`jarvis diagnose --json`: coverage.engine is "c", or "python" under the variable."""
     path = tmp_path / "system.log"
     path.write_text(healthy_supersede().text())
-    argv = [sys.executable, "-m", "jarvis_cli", "diagnose", str(path), "--json"]
     for pure, engine in (("0", "c"), ("1", "python")):
-        env = {**os.environ, PURE_ENV: pure}
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=60, env=env, check=False
-        )
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(PURE_ENV, pure)
+            proc = cli.run("diagnose", str(path), "--json")
         assert json.loads(proc.stdout)["coverage"]["engine"] == engine
 
 

@@ -7,8 +7,6 @@ import io
 import json
 import random
 import shutil
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +24,7 @@ from jarvis_cli.logs.run import analyze
 from jarvis_cli.logs.scan import Scanner
 from jarvis_cli.logs.sources import open_inputs
 
+from . import cli
 from .fleetfixtures import (
     BASELINE,
     FLEET,
@@ -433,10 +432,7 @@ def test_a_restart_of_one_worker_ends_only_its_own_streams(tmp_path: Path) -> No
 def test_stdin_is_one_more_input(tmp_path: Path) -> None:
     """`diagnose w1.log -` with w2's log on stdin: merged like two files."""
     w1, w2 = fixture("split_brain_two_workers")
-    proc = subprocess.run(
-        [sys.executable, "-m", "jarvis_cli", "diagnose", str(w1), "-", "--json"],
-        input=w2.read_text(), capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    proc = cli.run("diagnose", str(w1), "-", "--json", stdin=w2.read_text())
     assert proc.returncode == ExitCode.FAILURE, proc.stderr
     report = json.loads(proc.stdout)
     assert [f["id"] for f in report["findings"]] == ["concurrent_streams"]
@@ -448,10 +444,7 @@ def test_json_report_adds_inputs_and_labels_and_keeps_every_key() -> None:
     """--json on two workers: coverage gains `inputs` and `source_labels`, stats gain the
     registry counts; every key schema jarvis.diagnose/1 had is still there."""
     w1, w2 = fixture("healthy_two_workers")
-    proc = subprocess.run(
-        [sys.executable, "-m", "jarvis_cli", "diagnose", str(w1), str(w2), "--json"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    proc = cli.run("diagnose", str(w1), str(w2), "--json")
     assert proc.returncode == ExitCode.OK, proc.stdout
     report = json.loads(proc.stdout)
     assert report["schema"] == "jarvis.diagnose/1"

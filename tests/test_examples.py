@@ -21,6 +21,9 @@ from websockets.asyncio.client import connect
 
 from .conftest import free_port
 
+#: Every test here starts real processes (servers, the CLI, a browser): the e2e lane.
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 

@@ -19,6 +19,7 @@ from jarvis_cli.logs.engine import ENGINES
 from jarvis_cli.logs.run import analyze
 from jarvis_cli.verify import serverlog
 
+from . import cli
 from .logfixtures import FORMATS, SCENARIOS, LogBuilder
 
 LOGS = Path(__file__).parent / "logs"
@@ -67,6 +68,7 @@ def test_every_finding_in_every_format(log: Path, engine: str) -> None:
     assert report.analyzer.coverage.recognised == len(lines) - access
 
 
+@pytest.mark.e2e
 def test_fixtures_are_what_the_real_libraries_write_today(tmp_path: Path) -> None:
     """Regenerating the fixtures with the installed logging, loguru, structlog and uvicorn
     gives the same bytes: the files are theirs, not hand-made imitations."""
@@ -178,11 +180,7 @@ def test_the_command_exits_by_the_verdict_on_any_dialect(
     fmt: str, scenario: str, code: ExitCode
 ) -> None:
     """`jarvis diagnose` itself, on coloured and plain files: exit codes and JSON."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "jarvis_cli", "diagnose", str(LOGS / fmt / f"{scenario}.log"),
-         "--json"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    proc = cli.run("diagnose", str(LOGS / fmt / f"{scenario}.log"), "--json")
     assert proc.returncode == code, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["coverage"]["lifecycle_events"] > 0
 

@@ -6,9 +6,12 @@ import importlib.util
 import subprocess
 import sys
 
+import pytest
+
 import jarvis
 
 
+@pytest.mark.e2e
 def test_cli_folder_is_installed_as_jarvis_cli_never_as_bare_cli() -> None:
     """`jarvis_cli` imports; a bare `cli` does not resolve from site-packages."""
     assert importlib.util.find_spec("jarvis_cli") is not None
@@ -26,6 +29,7 @@ def test_public_names_are_unique_and_importable() -> None:
         assert hasattr(jarvis, name)
 
 
+@pytest.mark.e2e
 def test_library_never_imports_the_cli_or_locust() -> None:
     """jarvis/ stands alone: importing it pulls in neither jarvis_cli nor locust."""
     code = (

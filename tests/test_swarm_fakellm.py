@@ -24,6 +24,9 @@ from jarvis_cli.exit_codes import ExitCode
 from .conftest import free_port
 from .swarms import Swarm, swarm
 
+#: Every test here starts real processes (servers, the CLI, a browser): the e2e lane.
+pytestmark = pytest.mark.e2e
+
 FAKELLM = Path(sys.executable).parent / "fakellm"
 STARTUP_DEADLINE_S = 15.0
 #: 120 words at fakellm's 10 ms a word: each answer streams ~1.2 s, so interrupts land mid-way.
@@ -84,7 +87,6 @@ def kinds_add_up(run: Swarm) -> tuple[int, int]:
     return int(header.group(1).replace(",", "")), by_kind
 
 
-@pytest.mark.e2e
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
 def test_completion_is_counted_on_a_server_that_is_not_jarvis(
@@ -104,7 +106,6 @@ def test_completion_is_counted_on_a_server_that_is_not_jarvis(
     assert "PASS every threshold held" in run.stdout
 
 
-@pytest.mark.e2e
 @pytest.mark.timeout(90)
 def test_stale_chunks_are_caught_on_a_server_without_jarvis_extensions(
     tmp_path: Path, fakellm: str
@@ -119,7 +120,6 @@ def test_stale_chunks_are_caught_on_a_server_without_jarvis_extensions(
     assert header == by_kind > 0
 
 
-@pytest.mark.e2e
 @pytest.mark.timeout(90)
 def test_a_target_file_speaks_to_any_api_and_its_end_marker_completes(
     tmp_path: Path, fakellm: str

@@ -51,6 +51,7 @@ def _listening(url: str) -> bool:
         return sock.connect_ex((address.host, address.port or 80)) == 0
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(60)
 def test_naive_app_fails_overlap_with_two_streams_of_one_session_at_once(
     naive_app: Any, caplog: pytest.LogCaptureFixture
@@ -75,6 +76,7 @@ def test_naive_app_fails_overlap_with_two_streams_of_one_session_at_once(
     assert _app_threads() == []
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(90)
 def test_fixture_from_the_installed_plugin_passes_a_correct_app_and_explains_a_failure(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
@@ -114,6 +116,7 @@ def test_fixture_from_the_installed_plugin_passes_a_correct_app_and_explains_a_f
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(60)
 def test_url_of_a_correct_peer_passes_every_scenario(tmp_path: Path) -> None:
     """A URL is tested where it is, as `verify-hang --url`: the stop_done peer (a process
@@ -205,6 +208,7 @@ def test_public_names_are_sorted_and_importable() -> None:
         assert hasattr(testing, name)
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(60)
 def test_the_guarded_example_passes_every_scenario(
     tmp_path_factory: pytest.TempPathFactory,

@@ -23,6 +23,7 @@ from jarvis_cli.logs.run import analyze
 from jarvis_cli.timeline import record
 from jarvis_cli.timeline.html import page_data
 
+from . import cli
 from .logfixtures import LogBuilder, healthy_supersede, random_log
 
 
@@ -32,13 +33,10 @@ def engine(request: pytest.FixtureRequest) -> str:
 
 
 def diagnose(path: Path, *args: str, env_pure: bool = False) -> subprocess.CompletedProcess[str]:
-    env = None
-    if env_pure:
-        env = {**os.environ, PURE_ENV: "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "jarvis_cli", "diagnose", str(path), *args],
-        capture_output=True, text=True, timeout=60, check=False, env=env,
-    )  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        if env_pure:
+            patch.setenv(PURE_ENV, "1")
+        return cli.run("diagnose", str(path), *args)
 
 
 def page(path: Path) -> dict[str, Any]:
@@ -242,19 +240,14 @@ def test_bad_html_uses_are_usage_errors(tmp_path: Path) -> None:
 def test_verify_hang_html_needs_the_log_of_a_url_and_a_writable_path(tmp_path: Path) -> None:
     """With --url, the server's log is the user's to give, and the page must be
     writable: both refused at once (exit 2), not after a whole run."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "jarvis_cli", "verify-hang", "--url", "http://127.0.0.1:9",
-         "--html", str(tmp_path / "t.html")],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+    proc = cli.run("verify-hang", "--url", "http://127.0.0.1:9", "--html", str(tmp_path / "t.html"))
     assert proc.returncode == ExitCode.USAGE
     assert "--log-file" in proc.stderr and not (tmp_path / "t.html").exists()
     blocker = tmp_path / "file"
     blocker.write_text("")
-    proc = subprocess.run(
-        [sys.executable, "-m", "jarvis_cli", "verify-hang", "--url", "http://127.0.0.1:9",
-         "--log-file", str(tmp_path / "server.log"), "--html", str(blocker / "t.html")],
-        capture_output=True, text=True, timeout=30, check=False,
+    proc = cli.run(
+        "verify-hang", "--url", "http://127.0.0.1:9",
+        "--log-file", str(tmp_path / "server.log"), "--html", str(blocker / "t.html"),
     )  # fmt: skip
     assert proc.returncode == ExitCode.USAGE
     assert "cannot write --html" in proc.stderr and "Traceback" not in proc.stderr

@@ -17,6 +17,9 @@ from jarvis_cli.exit_codes import ExitCode
 from .browser import open_browser, screenshot, screenshot_path
 from .logfixtures import LogBuilder
 
+#: Every test here starts real processes (servers, the CLI, a browser): the e2e lane.
+pytestmark = pytest.mark.e2e
+
 #: The highlight colour of a picked stream (timeline.js), as canvas pixels read it.
 PICK_RGB = (245, 158, 11)
 
@@ -133,7 +136,6 @@ def test_findings_search_and_zoom_work_in_chromium(tmp_path: Path) -> None:
         assert tab.requests == [page_file.as_uri()], "the page loaded something else"
 
 
-@pytest.mark.e2e
 @pytest.mark.timeout(90)
 def test_a_real_runs_timeline_draws_cleanly_and_is_the_docs_screenshot(tmp_path: Path) -> None:
     """verify-hang against the embedded server with no-cancel: the page of that run opens

@@ -28,6 +28,9 @@ from jarvis_cli.main import main
 
 from .conftest import free_port
 
+#: Every test here starts real processes (servers, the CLI, a browser): the e2e lane.
+pytestmark = pytest.mark.e2e
+
 RUN_TIMEOUT_S = 45.0
 
 
@@ -95,7 +98,6 @@ def verify(tmp_path: Path, *args: str, timeout: float = RUN_TIMEOUT_S) -> Run:
     return Run(proc.returncode, seconds, stdout, stderr, document, junit)
 
 
-@pytest.mark.e2e
 def test_healthy_reference_server_passes_every_scenario_in_seconds(tmp_path: Path) -> None:
     """No fault: exit 0, every scenario passes (none skipped: the embedded server offers
     /healthz, /v1/streams, a log and exact text); the JSON and JUnit reports say the same,
@@ -131,7 +133,6 @@ def test_healthy_reference_server_passes_every_scenario_in_seconds(tmp_path: Pat
     assert run.seconds < 20, "the default suite is meant to take a few seconds"
 
 
-@pytest.mark.e2e
 def test_blocking_flush_is_a_hang_with_the_stuck_frame_within_the_deadline(
     tmp_path: Path,
 ) -> None:
@@ -162,7 +163,6 @@ def test_blocking_flush_is_a_hang_with_the_stuck_frame_within_the_deadline(
     assert "HANG" in run.stdout
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("fault", "evidence"),
     [
@@ -185,7 +185,6 @@ def test_each_cancel_fault_fails_overlap_with_its_evidence(
         assert "the connection broke mid-stream" in run.evidence("overlap")
 
 
-@pytest.mark.e2e
 def test_skip_cleanup_passes_overlap_and_fails_leaks_with_the_log_lines(tmp_path: Path) -> None:
     """--fault skip-cleanup: the streams end on the wire, so overlap passes; but they stay
     in /v1/streams and stream_end says cleanup_done=False, so leaks fails, with evidence."""
@@ -200,7 +199,6 @@ def test_skip_cleanup_passes_overlap_and_fails_leaks_with_the_log_lines(tmp_path
     assert run.scenario("leaks")["metrics"]["log_findings"]["cleanup_incomplete"] >= 8
 
 
-@pytest.mark.e2e
 def test_expect_independent_passes_a_server_that_runs_overlaps_side_by_side(
     tmp_path: Path,
 ) -> None:
@@ -213,7 +211,6 @@ def test_expect_independent_passes_a_server_that_runs_overlaps_side_by_side(
     assert "concurrent_streams (expected with --expect independent)" in run.evidence("leaks")
 
 
-@pytest.mark.e2e
 def test_a_url_without_a_log_skips_the_log_checks_and_says_so(
     shared_server, tmp_path: Path
 ) -> None:
@@ -227,7 +224,6 @@ def test_a_url_without_a_log_skips_the_log_checks_and_says_so(
     assert "skipped: log lines stay parseable" in run.evidence("hostile_input")
 
 
-@pytest.mark.e2e
 def test_a_url_with_its_log_checks_the_run_window_of_that_log(
     shared_server, tmp_path: Path
 ) -> None:
@@ -242,7 +238,6 @@ def test_a_url_with_its_log_checks_the_run_window_of_that_log(
     assert leaks["metrics"]["log_streams"] == 2 * 8 * 5  # A and B, 8 sessions, 5 rounds
 
 
-@pytest.mark.e2e
 def test_an_unreachable_url_exits_3_quickly(tmp_path: Path) -> None:
     """Nothing listens: exit 3 with the reason on stderr, in about a second, no traceback."""
     run = verify(tmp_path, "--url", f"http://127.0.0.1:{free_port()}", timeout=20)
