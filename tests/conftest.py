@@ -6,9 +6,7 @@ deadline, and is killed in the fixture's finalizer whatever the test did.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import secrets
 import signal
 import socket
@@ -16,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -24,7 +22,7 @@ import pytest
 
 from jarvis.logfmt import parse_logfmt
 
-STARTUP_DEADLINE_S = 15.0
+from . import processes
 
 #: Fixtures that start a real process: a test that uses one is end-to-end.
 PROCESS_FIXTURES = frozenset(
@@ -75,18 +73,10 @@ def free_port() -> int:
 
 
 @dataclass
-class ServerProcess:
+class ServerProcess(processes.Process):
     """A running `jarvis serve` and the paths to read what it did."""
 
-    proc: subprocess.Popen[bytes]
-    port: int
     log_path: Path
-    stderr_path: Path
-    args: list[str] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def events(self) -> list[dict[str, str]]:
         """Every log line parsed as logfmt, once everything logged so far is written."""
@@ -135,16 +125,6 @@ class ServerProcess:
         assert response.status_code == 400, response.text
         self.wait_for_event("request_rejected", deadline_s, session=session)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return int(self.proc.returncode)
-
 
 def _parse_line(line: str) -> dict[str, str]:
     """One line of the server's log, logfmt or (`--log-format json`) JSON, as strings."""
@@ -154,29 +134,15 @@ def _parse_line(line: str) -> dict[str, str]:
 
 
 def start_server(tmp_path: Path, *args: str, name: str = "server") -> ServerProcess:
-    """Start `jarvis serve` on a free port and wait until /healthz answers."""
-    port = free_port()
+    """Start `jarvis serve` on port 0 (the port read back) and wait until /healthz answers."""
     log_path = tmp_path / f"{name}.log"
-    stderr_path = tmp_path / f"{name}.stderr"
     argv = [
         sys.executable, "-m", "jarvis_cli", "serve",
-        "--host", "127.0.0.1", "--port", str(port), "--log-file", str(log_path),
+        "--host", processes.HOST, "--port", "0", "--log-file", str(log_path),
         *args,
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with stderr_path.open("wb") as err:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
-    server = ServerProcess(proc, port, log_path, stderr_path, argv)
-    end = time.monotonic() + STARTUP_DEADLINE_S
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited {proc.returncode}: {stderr_path.read_text()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{server.url}/healthz", timeout=0.5).status_code == 200:
-                return server
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError(f"server did not answer within {STARTUP_DEADLINE_S}s")
+    started = processes.start(argv, name=name, workdir=tmp_path)
+    return ServerProcess(started.name, started.proc, started.port, started.output, argv, log_path)
 
 
 @pytest.fixture
@@ -191,9 +157,7 @@ def server_factory(tmp_path: Path) -> Iterator[object]:
 
     yield factory
     for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait(5)
+        server.stop(signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")

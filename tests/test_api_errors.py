@@ -333,6 +333,6 @@ def test_server_stays_healthy_after_every_bad_request(shared_server: ServerProce
         assert float(started.group(1)) >= 1
 
     assert shared_server.proc.poll() is None, "the server must still be running"
-    stderr = shared_server.stderr_path.read_text(encoding="utf-8", errors="replace")
+    stderr = shared_server.output.read_text(encoding="utf-8", errors="replace")
     assert "Traceback" not in stderr
     assert "Exception in ASGI application" not in stderr

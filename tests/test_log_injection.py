@@ -233,7 +233,7 @@ def test_log_is_one_whole_event_per_line_after_hostile_input(shared_server: Serv
     for trace in traces:
         assert sum(e.get("trace") == trace for e in events) == 1
     assert shared_server.proc.poll() is None
-    stderr = shared_server.stderr_path.read_text(encoding="utf-8", errors="replace")
+    stderr = shared_server.output.read_text(encoding="utf-8", errors="replace")
     assert "Traceback" not in stderr
 
 
