@@ -254,7 +254,9 @@ def write_fleet_fixtures(root: Path) -> list[Path]:
 # change with the merge: BASELINE holds, for each log below, the exit code, the finding
 # counts and a digest of every finding (message, session, trace, evidence lines) as
 # the code before the merge computed them (commit 179d115, `--baseline`). Regenerate
-# it only for a deliberate change of single-file verdicts, and say so.
+# it only for a deliberate change of single-file verdicts, and say so. The digests were
+# re-taken once since, for a wording change of two remedies (flush_stuck,
+# cancel_timeouts), after checking that the old wording still gave the stored ones.
 
 BASELINE = FLEET / "single_file_baseline.json"
 

@@ -489,7 +489,8 @@ def test_single_file_results_are_unchanged_by_the_merge(tmp_path: Path, engine: 
     faulty random logs, a garbled one, JSON lines, the seeds' logs and a rotated set, the
     exit code, finding counts and a digest of every finding (message, evidence file:line
     and text) equal what the code before the merge gave (tests/logs/fleet/
-    single_file_baseline.json, computed at 179d115)."""
+    single_file_baseline.json, computed at 179d115; digests re-taken for a remedy's
+    wording only)."""
     baseline = json.loads(BASELINE.read_text())
     for name, files in single_file_cases().items():
         folder = tmp_path / name
