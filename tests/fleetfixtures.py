@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .logfixtures import (
-    SEED_PLAIN_QUICK_REFERENCE,
-    SEED_PLAIN_STABILITY,
+    BARE_SUPERSEDE_ANNOTATED,
+    BARE_SUPERSEDE_TIMESTAMPED,
     LogBuilder,
     garble,
     healthy_supersede,
@@ -273,8 +273,8 @@ def single_file_cases() -> dict[str, dict[str, bytes]]:
     cases["garbled"] = {"system.log": garble(random_log(rng, 2000).text().encode(), rng)}
     cases["json"] = {"system.log": random_log(random.Random(4), 1500).json_text().encode()}
     cases["healthy_supersede"] = {"system.log": healthy_supersede().text().encode()}
-    cases["seed_quick_reference"] = {"system.log": SEED_PLAIN_QUICK_REFERENCE.encode()}
-    cases["seed_stability"] = {"system.log": SEED_PLAIN_STABILITY.encode()}
+    cases["bare_supersede_annotated"] = {"system.log": BARE_SUPERSEDE_ANNOTATED.encode()}
+    cases["bare_supersede_timestamped"] = {"system.log": BARE_SUPERSEDE_TIMESTAMPED.encode()}
     cases["rotated_set"] = {
         "system.log.2.gz": gzip.compress(rotated[: cut // 2], mtime=0),
         "system.log.1": rotated[cut // 2 : cut],
