@@ -4,7 +4,7 @@ Every session streams a long answer A. Probes then alternate: B sent in a
 busy session (the server cancels A, waits for its cleanup, then streams B)
 and B sent in a fresh idle session, under the same background load. The
 extra p99 latency of the busy case is the cost of cancel + cleanup. Target:
-p99 extra <= 5 ms (the seeds allow 2,000 ms). Run:
+p99 extra <= 5 ms (the default --cancel-wait allows 2,000 ms). Run:
 `.venv/bin/python benchmarks/cancel_latency.py [--quick] [--json PATH]`.
 """
 

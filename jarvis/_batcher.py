@@ -1,4 +1,4 @@
-"""Token batching: a non-blocking, per-request debounce (the seeds' `events.py` batcher).
+"""Token batching: a non-blocking, per-request debounce (docs/background.md).
 
 The first token of a batch schedules a flush task that sleeps `flush_ms`
 with `await` (never `time.sleep`), so the loop keeps serving. A buffer past

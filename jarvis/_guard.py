@@ -173,7 +173,7 @@ class StreamGuard:
             cancel_wait=cancel_wait,
         )
         self._send_watch = SendWatch(send_timeout)
-        #: The lifecycle class; `jarvis.faults` swaps it to reproduce the seeds' bugs.
+        #: The lifecycle class; `jarvis.faults` swaps it to reproduce the original server's bugs.
         self._run_class: type[StreamRun] = StreamRun
         self._watchdog = LoopWatchdog(
             sink,

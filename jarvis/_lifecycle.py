@@ -8,7 +8,7 @@ event, then the registry entry, so a successor's first byte always follows
 this stream's last one.
 
 The methods prefixed `_` below `run` are the seams `jarvis.faults` overrides
-to reproduce the seeds' bugs; this module holds the fix alone.
+to reproduce the original server's bugs; this module holds the fix alone.
 """
 
 from __future__ import annotations

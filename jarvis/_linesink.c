@@ -1,7 +1,7 @@
 /* The event log's hot path in C: timestamped lines appended to one byte buffer.
  *
- * Why C: token by token (--flush-ms 0) every token is a flush, and the seeds'
- * vocabulary logs two lines per flush (flush_start before the write, so a hung
+ * Why C: token by token (--flush-ms 0) every token is a flush, and the log
+ * vocabulary has two lines per flush (flush_start before the write, so a hung
  * write is visible, and flush_done after). In Python a line costs about 2.4 us
  * of CPU (the stamp, the %-format, the join, the encode, the write), which was
  * 40% of the server's CPU per token (benchmarks/server_cpu.py). Here a line is

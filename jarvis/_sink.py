@@ -4,7 +4,7 @@
 the wall clock is the real one, else `LineSink`, the same thing in Python.
 Both write the same bytes (tests/test_linesink.py holds them to it); the C
 one costs about a tenth of the CPU per line, which matters token by token
-(`--flush-ms 0`), where the seeds' vocabulary logs two lines per token.
+(`--flush-ms 0`), where the log vocabulary has two lines per token.
 
 A bound line (`bind`) is an event whose leading fields are fixed: its text is
 `ts=<stamp>` + segments[0] + value0 + segments[1] + ... + segments[-1], the

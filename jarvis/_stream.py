@@ -53,7 +53,7 @@ class StreamHandle:
     """Identity, state and cancellation of one stream.
 
     Cancellation is a one-shot signal with a reason (the first reason wins).
-    `fenced` is the guarantee beyond the seeds: once set, nothing this stream
+    `fenced` is the guarantee beyond the original fix: once set, nothing this stream
     still tries to write reaches the wire.
     """
 

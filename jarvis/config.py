@@ -29,7 +29,7 @@ class ServerConfig:
     log_max_mb: float | None = None
     #: Rotated files kept beside the log (`system.log.1` … `.N`); the oldest is dropped.
     log_backups: int = 5
-    #: Seconds a new prompt waits for the previous stream's cleanup (the seeds' 2.0).
+    #: Seconds a new prompt waits for the previous stream's cleanup (the original fix's 2.0).
     cancel_wait: float = 2.0
     #: Debounce window of the token batcher; 0 streams token by token.
     flush_ms: float = 75.0

@@ -1,4 +1,4 @@
-"""Deliberate bugs that reproduce the failures the seeds describe.
+"""Deliberate bugs that reproduce the original server's failures (docs/background.md).
 
 Switched on with `jarvis serve --fault NAME`, off by default. Each one is a
 faithful reproduction of a real mistake, so that `verify-hang` and `diagnose`
@@ -28,7 +28,7 @@ from .exceptions import ConfigError
 class Fault(enum.StrEnum):
     """The deliberate bugs, by their `--fault` name."""
 
-    #: The seeds' "before": `threading.Lock` + `time.sleep` in the flush path.
+    #: The original broken flush path: `threading.Lock` + `time.sleep` in it.
     #: Every flush blocks the loop for the debounce window; two streams that
     #: flush at about the same time deadlock the loop for good.
     BLOCKING_FLUSH = "blocking-flush"
@@ -54,12 +54,12 @@ FAULT_HELP: dict[Fault, str] = {
     Fault.SLOW_CLEANUP: "cleanup outlasts --cancel-wait",
 }
 
-# The seeds' module-level lock. Taken on the event loop thread, it is the bug.
+# The original flush path's module-level lock. Taken on the loop thread, it is the bug.
 _FLUSH_LOCK = threading.Lock()
 
 
 async def blocking_flush(delay_s: float, write: Callable[[], Awaitable[None]]) -> None:
-    """Flush the way the seeds' broken `_flush_buffer` did.
+    """Flush the way the original broken flush path did.
 
     The lock is held across an await (publishing yields to the loop), so the
     next flush of any stream calls `acquire()` on the loop thread while the
@@ -97,7 +97,7 @@ class _UnfencedRegistry(StreamRegistry):
 
 
 class _BlockingBatcher(TokenBatcher):
-    """blocking-flush: every batch goes through the seeds' lock and `time.sleep`."""
+    """blocking-flush: every batch goes through the original flush path's lock and `time.sleep`."""
 
     def adder(self, request_id: str) -> Callable[[str], Awaitable[None]]:
         return functools.partial(self.add, request_id)

@@ -3,7 +3,8 @@
 The server writes these events and `jarvis diagnose` reads them, so this
 module is a public contract. `docs/log-events.md` is generated from it
 (`python -m jarvis.vocabulary > docs/log-events.md`) and a test keeps the two
-in step. Names follow the seeds in `shared/seeds/` verbatim.
+in step. Names follow the original server's log lines verbatim
+(docs/background.md).
 """
 
 from __future__ import annotations

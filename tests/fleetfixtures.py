@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .logfixtures import (
-    SEED_PLAIN_QUICK_REFERENCE,
-    SEED_PLAIN_STABILITY,
+    BARE_SUPERSEDE_ANNOTATED,
+    BARE_SUPERSEDE_TIMESTAMPED,
     LogBuilder,
     garble,
     healthy_supersede,
@@ -254,7 +254,9 @@ def write_fleet_fixtures(root: Path) -> list[Path]:
 # change with the merge: BASELINE holds, for each log below, the exit code, the finding
 # counts and a digest of every finding (message, session, trace, evidence lines) as
 # the code before the merge computed them (commit 179d115, `--baseline`). Regenerate
-# it only for a deliberate change of single-file verdicts, and say so.
+# it only for a deliberate change of single-file verdicts, and say so. The digests were
+# re-taken once since, for a wording change of two remedies (flush_stuck,
+# cancel_timeouts), after checking that the old wording still gave the stored ones.
 
 BASELINE = FLEET / "single_file_baseline.json"
 
@@ -271,8 +273,8 @@ def single_file_cases() -> dict[str, dict[str, bytes]]:
     cases["garbled"] = {"system.log": garble(random_log(rng, 2000).text().encode(), rng)}
     cases["json"] = {"system.log": random_log(random.Random(4), 1500).json_text().encode()}
     cases["healthy_supersede"] = {"system.log": healthy_supersede().text().encode()}
-    cases["seed_quick_reference"] = {"system.log": SEED_PLAIN_QUICK_REFERENCE.encode()}
-    cases["seed_stability"] = {"system.log": SEED_PLAIN_STABILITY.encode()}
+    cases["bare_supersede_annotated"] = {"system.log": BARE_SUPERSEDE_ANNOTATED.encode()}
+    cases["bare_supersede_timestamped"] = {"system.log": BARE_SUPERSEDE_TIMESTAMPED.encode()}
     cases["rotated_set"] = {
         "system.log.2.gz": gzip.compress(rotated[: cut // 2], mtime=0),
         "system.log.1": rotated[cut // 2 : cut],

@@ -69,7 +69,7 @@ class LogBuilder:
 
 
 def healthy_supersede() -> LogBuilder:
-    """A then B in one session, the quick reference's order (B's start before A's end)."""
+    """A then B in one session, B's stream_start logged before A's end."""
     log = LogBuilder().emit("server_start", version="0", host="h", port=1, pid=1, source="s",
                             log_format="logfmt", cancel_wait_ms=2000, flush_ms=75,
                             flush_bytes=1024, faults="none")  # fmt: skip
@@ -87,7 +87,9 @@ def healthy_supersede() -> LogBuilder:
     return log.cleanup(2, "s1")
 
 
-SEED_PLAIN_QUICK_REFERENCE = """\
+#: A then B in the original server's bare lines: no timestamps, B's stream_start before
+#: A's cancel and end, and trailing `← ...` notes on some lines.
+BARE_SUPERSEDE_ANNOTATED = """\
 stream_start trace=A stream_id=req-1
 flush_scheduled request_id=req-1
 flush_start request_id=req-1
@@ -109,7 +111,8 @@ event_buffers_cleaned trace=B
 stream_end trace=B cleanup_done=True
 """
 
-SEED_PLAIN_STABILITY = """\
+#: The same bare lines behind a stdlib `logging` timestamp and level; A ends before B starts.
+BARE_SUPERSEDE_TIMESTAMPED = """\
 2026-01-26 10:00:00,001 INFO stream_start trace=abc123 session=test-1
 2026-01-26 10:00:00,060 INFO stream_cancelled trace=abc123 reason=registry_new_stream
 2026-01-26 10:00:00,070 INFO prev_stream_finished_cleanly session=test-1
@@ -248,12 +251,12 @@ def garble(text: bytes, rng: random.Random) -> bytes:
 
 # -- logs written by the real logging libraries a user's server may use ---------------
 #
-# Every scenario below is a list of steps in the seeds' vocabulary (stream_start with
-# trace and session, stream_end with trace, flush lines whose request_id is the trace),
-# rendered by stdlib `logging`, loguru, structlog and jarvis's own writers, with
-# uvicorn access lines interleaved. `python -m tests.logfixtures` writes them to
-# tests/logs/<format>/<scenario>.log with <scenario>.expected.json beside each; a test
-# regenerates them and checks that nothing drifted.
+# Every scenario below is a list of steps in the original server's bare vocabulary
+# (stream_start with trace and session, stream_end with trace, flush lines whose
+# request_id is the trace), rendered by stdlib `logging`, loguru, structlog and jarvis's
+# own writers, with uvicorn access lines interleaved. `python -m tests.logfixtures`
+# writes them to tests/logs/<format>/<scenario>.log with <scenario>.expected.json beside
+# each; a test regenerates them and checks that nothing drifted.
 
 #: The first step's time: 2026-11-30T05:33:35Z.
 DIALECT_EPOCH = 1796016815.0
@@ -294,8 +297,9 @@ class Script:
         return self
 
 
-def _seed_expected_logs() -> Script:
-    """streaming-stability-fix.md's "Expected Logs", read literally: healthy."""
+def _minimal_supersede() -> Script:
+    """A supersede with the fewest fields: trace and session, no flush lines, no
+    cleanup_done: healthy."""
     s = Script(frozenset()).log("stream_start", trace="abc123", session="test-1")
     s.at(0.05).log("stream_cancelled", trace="abc123", reason="registry_new_stream")
     s.at(0.1).log("prev_stream_finished_cleanly", session="test-1")
@@ -305,7 +309,7 @@ def _seed_expected_logs() -> Script:
 
 
 def _supersede_start_first() -> Script:
-    """The quick reference's order: B's stream_start before A's cancel and end: healthy."""
+    """B's stream_start logged before A's cancel and end: healthy."""
     s = Script(frozenset()).log("stream_start", trace="A", session="s1").flushes("A")
     s.at(0.05).log("stream_start", trace="B", session="s1")
     s.log("stream_cancelled", trace="A", reason="registry_new_stream")
@@ -393,14 +397,14 @@ def _no_batching() -> Script:
 
 def _cancel_timeouts() -> Script:
     """The previous stream overran the cancel wait once: cancel_timeouts (a warning)."""
-    s = _seed_expected_logs()
+    s = _minimal_supersede()
     s.findings = frozenset({"cancel_timeouts"})
     return s.log("prev_stream_timeout_on_cancel", "warning", session="test-1", waited_ms=2001)
 
 
 #: Every scenario, by name: the same steps are rendered in every format.
 SCENARIOS: dict[str, Callable[[], Script]] = {
-    "seed_expected_logs": _seed_expected_logs,
+    "minimal_supersede": _minimal_supersede,
     "supersede_start_first": _supersede_start_first,
     "side_by_side": _side_by_side,
     "interleaved_flushes": _interleaved_flushes,

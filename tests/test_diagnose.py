@@ -20,8 +20,8 @@ from jarvis_cli.main import main
 
 from . import cli
 from .logfixtures import (
-    SEED_PLAIN_QUICK_REFERENCE,
-    SEED_PLAIN_STABILITY,
+    BARE_SUPERSEDE_ANNOTATED,
+    BARE_SUPERSEDE_TIMESTAMPED,
     LogBuilder,
     healthy_supersede,
 )
@@ -53,7 +53,7 @@ def ids(report: dict[str, object]) -> set[str]:
 
 
 def test_healthy_supersede_is_healthy_with_full_coverage(tmp_path: Path) -> None:
-    """The seeds' sequence as jarvis logs it: exit 0, no findings, every node judged."""
+    """A healthy supersede as jarvis logs it: exit 0, no findings, every node judged."""
     code, report = diagnose_text(tmp_path, healthy_supersede().text())
     assert code == ExitCode.OK
     assert report["verdict"] == "healthy"
@@ -63,9 +63,10 @@ def test_healthy_supersede_is_healthy_with_full_coverage(tmp_path: Path) -> None
     assert report["stats"]["ended"] == {"superseded": 1, "completed": 1}
 
 
-@pytest.mark.parametrize("text", [SEED_PLAIN_QUICK_REFERENCE, SEED_PLAIN_STABILITY])
-def test_both_seed_orderings_in_plain_style_are_healthy(tmp_path: Path, text: str) -> None:
-    """The seeds' expected logs, verbatim (arrows and all), read as healthy."""
+@pytest.mark.parametrize("text", [BARE_SUPERSEDE_ANNOTATED, BARE_SUPERSEDE_TIMESTAMPED])
+def test_both_bare_supersede_orderings_are_healthy(tmp_path: Path, text: str) -> None:
+    """A supersede in the original server's bare lines (arrows and all), in either order,
+    reads as healthy."""
     code, report = diagnose_text(tmp_path, text)
     assert code == ExitCode.OK, report["findings"]
     assert report["stats"]["streams"] == 2

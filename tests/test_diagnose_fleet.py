@@ -479,10 +479,11 @@ def test_registry_lines_are_recognised_by_both_loops(tmp_path: Path) -> None:
 @pytest.mark.timeout(300)
 def test_single_file_results_are_unchanged_by_the_merge(tmp_path: Path, engine: str) -> None:
     """One input (a file, or one rotated set) is read as before the merge existed: for
-    faulty random logs, a garbled one, JSON lines, the seeds' logs and a rotated set, the
+    faulty random logs, a garbled one, JSON lines, bare supersedes and a rotated set, the
     exit code, finding counts and a digest of every finding (message, evidence file:line
     and text) equal what the code before the merge gave (tests/logs/fleet/
-    single_file_baseline.json, computed at 179d115)."""
+    single_file_baseline.json, computed at 179d115; digests re-taken for a remedy's
+    wording only)."""
     baseline = json.loads(BASELINE.read_text())
     for name, files in single_file_cases().items():
         folder = tmp_path / name

@@ -107,7 +107,7 @@ async def test_flush_on_end_sends_the_rest_before_the_stream_closes() -> None:
 
 
 async def test_cleanup_cancels_pending_flush_flushes_leftover_and_clears_the_buffer() -> None:
-    """The seeds' cleanup sequence, in order, and the request's buffer is gone after."""
+    """The cleanup sequence of the fix, in order, and the request's buffer is gone after."""
     log, sleep, wire = RecordingLog(), ManualSleep(), Wire()
     batcher = TokenBatcher(log, flush_ms=75, sleep=sleep)
     batcher.open("r1", wire)

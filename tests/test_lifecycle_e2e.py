@@ -1,7 +1,7 @@
 """The stream lifecycle end to end, on a real `jarvis serve` subprocess.
 
-These are the seeds' rapid-request test and the disconnect, slow-reader,
-shutdown and upstream behaviours, proven by bytes on the wire and log lines.
+These are the classic rapid-request test (docs/background.md) and the disconnect,
+slow-reader, shutdown and upstream behaviours, proven by bytes on the wire and log lines.
 """
 
 from __future__ import annotations
@@ -41,16 +41,16 @@ def is_subsequence(needle: list[str], haystack: list[str]) -> bool:
     return all(any(item == h for h in it) for item in needle)
 
 
-async def test_seeds_rapid_requests_b_supersedes_a_five_rounds(server_factory) -> None:
+async def test_rapid_requests_b_supersedes_a_five_rounds(server_factory) -> None:
     """A "Long essay", B "What is 2+2?" 50 ms later, same session, 5 rounds.
 
     Both responses end with [DONE]; A ends superseded; B's text is exactly the
-    synthetic model's; the log holds the seeds' sequence for A then B.
+    synthetic model's; the log holds the healthy supersede sequence for A then B.
     """
     server = server_factory("--token-rate", "100")
     async with httpx.AsyncClient(timeout=10) as client:
         for round_no in range(5):
-            session = f"seed-{round_no}"
+            session = f"rapid-{round_no}"
             registered = asyncio.Event()
             a_task = asyncio.create_task(
                 stream_chat(client, server.url, LONG, session=session, started=registered)

@@ -102,10 +102,10 @@ def test_two_streams_side_by_side_without_flush_lines_are_concurrent(fmt: str) -
     assert 1950 <= durations.quantile(0.5) <= 2050
 
 
-def test_the_seeds_expected_logs_read_literally_are_healthy() -> None:
-    """streaming-stability-fix.md's Expected Logs: healthy, and the cleanup question is
+def test_a_minimal_supersede_is_healthy() -> None:
+    """A supersede with the fewest fields: healthy, and the cleanup question is
     not applicable (no stream_end carries cleanup_done) with a note saying what to log."""
-    report = diagnose(LOGS / "stdlib" / "seed_expected_logs.log")
+    report = diagnose(LOGS / "stdlib" / "minimal_supersede.log")
     assert report.verdict == "healthy"
     assert report.findings == []
     cleanup = node(report, "stream_end has cleanup_done=True and buffers cleaned?")
@@ -125,7 +125,7 @@ def test_missing_cleanup_done_is_an_error_only_where_other_streams_record_it() -
 
 
 def test_flush_lines_link_to_their_stream_by_trace() -> None:
-    """The seeds' flush lines carry request_id = trace: B's flush_done is the proof."""
+    """Bare flush lines carry request_id = trace: B's flush_done is the proof."""
     report = diagnose(LOGS / "stdlib" / "interleaved_flushes.log")
     (finding,) = report.findings
     assert finding.id.value == "concurrent_streams"
@@ -141,7 +141,7 @@ def test_a_cancelled_stream_that_keeps_flushing_is_cancel_ignored() -> None:
 
 def test_a_late_supersede_is_concurrent_a_prompt_one_is_healthy(tmp_path: Path) -> None:
     """Cancelled A ending 0.3 s after B started is the supersede; 3 s after (past the
-    seeds' 2 s wait), A ran beside B: concurrent_streams."""
+    default 2 s wait), A ran beside B: concurrent_streams."""
     for delay, expected in ((0.3, []), (3.0, ["concurrent_streams"])):
         log = LogBuilder().emit("stream_start", trace="a", session="s")
         log.emit("stream_start", trace="b", session="s").emit("stream_cancelled", trace="a")
@@ -172,7 +172,7 @@ def test_remedies_speak_of_the_users_code_unless_jarvis_wrote_the_log(tmp_path: 
     ("fmt", "scenario", "code"),
     [
         ("loguru_colour", "side_by_side", ExitCode.FAILURE),
-        ("structlog_console", "seed_expected_logs", ExitCode.OK),
+        ("structlog_console", "minimal_supersede", ExitCode.OK),
         ("stdlib_dashed", "no_batching", ExitCode.OK),
     ],
 )

@@ -91,13 +91,13 @@ def test_verify_hang_verdict_on_a_peer_matches_the_table(
 
 @pytest.mark.e2e
 @pytest.mark.timeout(RUN_TIMEOUT_S + 30)
-def test_seeds_registry_burst_fails_for_two_streams_of_one_session_at_once(
+def test_original_registry_burst_fails_for_two_streams_of_one_session_at_once(
     tmp_path: Path,
 ) -> None:
-    """The seeds' registry as written lets every waiter of a burst register once the old
+    """The original server's registry as written lets every waiter of a burst register once the old
     stream ends: burst's first evidence line says so, naming at least two streams that
     emitted at once (not a complaint about how the streams ended)."""
-    with running(PEERS["seeds_registry"], tmp_path) as url:
+    with running(PEERS["original_registry"], tmp_path) as url:
         run = verify_hang(url, [], tmp_path)
     assert "burst" in run.failing, run.explain()
     first = run.evidence("burst")[0]

@@ -26,7 +26,7 @@ def test_text_is_a_pure_function_of_prompt_and_max_tokens() -> None:
 
 
 def test_long_essay_streams_long_and_a_short_question_short() -> None:
-    """The seeds' prompts: "Long essay..." is long, "What is 2+2?" is short."""
+    """The classic test's prompts: "Long essay..." is long, "What is 2+2?" is short."""
     assert completion_length("Long essay about quantum computing") == LONG_TOKENS
     assert completion_length("What is 2+2?") == SHORT_TOKENS
     assert completion_length("Long essay", max_tokens=5000) == 5000, "long streams as asked"

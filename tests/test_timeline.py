@@ -311,11 +311,11 @@ def test_a_fleets_split_brain_shows_which_process_ran_each_stream(tmp_path: Path
 
 
 def test_lines_without_a_time_are_counted_not_drawn(tmp_path: Path) -> None:
-    """The seeds' bare lines have no timestamp: nothing can be placed in time, and the
+    """Bare lines without a timestamp: nothing can be placed in time, and the
     page says so rather than drawing at zero."""
-    from .logfixtures import SEED_PLAIN_QUICK_REFERENCE
+    from .logfixtures import BARE_SUPERSEDE_ANNOTATED
 
-    data = drawn(SEED_PLAIN_QUICK_REFERENCE, tmp_path)
+    data = drawn(BARE_SUPERSEDE_ANNOTATED, tmp_path)
     assert data["bars"]["lane"] == []
     assert any("no lifecycle line has a timestamp" in note for note in data["notes"])
 

@@ -119,7 +119,7 @@ def test_healthy_reference_server_passes_every_scenario_in_seconds(tmp_path: Pat
     assert report["server"]["faults"] == []
     assert report["server"]["exit_code"] in (0, -signal.SIGTERM)
     assert report["plan"]["sessions"] == 8
-    assert report["plan"]["rounds"] == 5, "the seeds' test runs 5 rounds"
+    assert report["plan"]["rounds"] == 5, "the classic rapid-request test runs 5 rounds"
     overlap = run.scenario("overlap")
     assert overlap["metrics"]["overlapped"] == 8 * 5
     assert overlap["metrics"]["late_a_chunks"] == 0

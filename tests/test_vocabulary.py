@@ -18,16 +18,16 @@ def test_doc_page_is_generated_from_the_code() -> None:
     )
 
 
-def test_every_event_has_a_spec_and_the_seed_names_are_present() -> None:
-    """Each Event has a spec; every name in the seeds' log reference is defined."""
+def test_every_event_has_a_spec_and_the_original_names_are_present() -> None:
+    """Each Event has a spec; every name the original server logged is defined."""
     assert set(EVENTS) == set(Event)
-    seeds = {
+    original = {
         "stream_start", "stream_cancelled", "prev_stream_finished_cleanly",
         "prev_stream_timeout_on_cancel", "stream_end", "flush_scheduled", "flush_start",
         "flush_done", "flush_cancelled", "flush_immediate", "flush_on_end", "flush_on_cleanup",
         "cleanup_flush_task", "cleanup_buffer", "event_buffers_cleaned",
     }  # fmt: skip
-    assert seeds <= {e.value for e in Event}
+    assert original <= {e.value for e in Event}
     assert EVENTS[Event.STREAM_END].fields[-1] == "cleanup_done"
 
 

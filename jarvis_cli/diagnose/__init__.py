@@ -1,1 +1,1 @@
-"""`jarvis diagnose`: the seeds' debugging decision tree, walked automatically."""
+"""`jarvis diagnose`: the debugging decision tree (docs/background.md), walked automatically."""

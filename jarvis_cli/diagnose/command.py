@@ -79,7 +79,7 @@ def diagnose(
     Rebuilds every stream's lifecycle (stream_start … stream_end) from the
     structured log, checks the invariants (one emitting stream per session,
     cancels honoured, cleanup done, flushes finishing, batching on, loop
-    alive) and walks the seeds' debugging decision tree to a diagnosis, with
+    alive) and walks the debugging decision tree to a diagnosis, with
     the log lines that prove it.
 
     Exit codes: 0 healthy, 1 findings at or above --fail-on, 2 usage error,

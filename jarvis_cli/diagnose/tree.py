@@ -1,4 +1,4 @@
-"""The debugging decision tree of the seeds, as data: questions, the findings that
+"""The debugging decision tree (docs/background.md), as data: questions, the findings that
 answer them, and when a question does not apply to the log at hand."""
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _registry_question() -> Node:
 
 
 def build_tree(*, fleet: bool = False) -> Node:
-    """The seeds' troubleshooting questions, in their order. A fleet's log (its servers
+    """The tree's troubleshooting questions, in their order. A fleet's log (its servers
     share a registry) adds the registry's question, first under "One stream per
     session?": while the registry is down no prompt gets a stream at all."""
     per_session = [

@@ -17,9 +17,10 @@ one process's) and to say when two streams of a session ran in different process
 
 It judges with what the log has. Flush lines find their stream by the id its
 `stream_start` carried: `stream_id`, else `request_id`, else `trace` (in the
-seeds' vocabulary a flush's `request_id` is the trace). A check that needs a field the
-log never writes (`cleanup_done`, `event_buffers_cleaned`) is not applicable
-rather than failed; it fails only streams that lack what others record.
+original server's bare lines a flush's `request_id` is the trace). A check that
+needs a field the log never writes (`cleanup_done`, `event_buffers_cleaned`) is
+not applicable rather than failed; it fails only streams that lack what others
+record.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ MAX_FINDINGS_PER_ID = 50
 #: A stream-level event's handler: (its fields, the ref of its line, its timestamp).
 Handler = Callable[[dict[str, str], int, float | None], None]
 #: How long a cancelled stream may take to end once its successor started, when the log
-#: does not say (jarvis's `server_start cancel_wait_ms`): the seeds' 2 s.
+#: does not say (jarvis's `server_start cancel_wait_ms`): the original fix's 2 s.
 DEFAULT_CANCEL_WAIT_S = 2.0
 #: server_start lines whose process is remembered for the report's labels.
 MAX_ORIGINS = 1000
@@ -432,7 +433,7 @@ class Analyzer:
     def _on_stream_start(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         stream_id = fields.get("stream_id")
         trace = fields.get("trace")
-        # The seeds' flush lines name the trace when there is no stream_id.
+        # Bare flush lines name the trace when there is no stream_id.
         link = stream_id or fields.get("request_id") or trace
         keys = (link.encode(),) if link else ()
         trace = trace or link or f"@{ref}"
@@ -494,7 +495,7 @@ class Analyzer:
     def _cancel_wait(self, fields: dict[str, str]) -> None:
         self.stats.cancel_waits += 1
         waited = fields.get("waited_ms")
-        if waited is not None:  # the seeds' lines may not say how long: no 0 ms made up
+        if waited is not None:  # bare lines may not say how long: no 0 ms made up
             self.stats.cancel_wait_ms.add(_int(waited))
 
     def _on_prev_stream_finished_cleanly(

@@ -11,7 +11,7 @@ the two can never disagree on what a line says. Dialects, tried in this order:
   `%(asctime)s - %(name)s - %(levelname)s - %(message)s`, `LEVEL:name:message`),
   loguru's default (`time | LEVEL | name:function:line - message`), uvicorn's
   `LEVEL:     message`, structlog's console renderer, a bare timestamp or level;
-- the seeds' bare style: `stream_start trace=abc session=s1`.
+- the original server's bare style: `stream_start trace=abc session=s1`.
 
 In text dialects the event is the first word of the message and the rest is read as
 logfmt (`key=value`, values bare or quoted with `"` or `'`). ANSI colour sequences
@@ -208,7 +208,7 @@ def parse_line(line: str | bytes) -> Record | None:
     if record is not None:
         return record
     words = text.split(None, 1)
-    if words[0] not in VOCABULARY:  # the seeds' bare `stream_start trace=…`, nothing else
+    if words[0] not in VOCABULARY:  # a bare `stream_start trace=…`, nothing else
         return None
     fields = pairs(words[1]) if len(words) > 1 else {}
     fields["event"] = words[0]

@@ -51,9 +51,9 @@ REMEDY: dict[FindingId, str] = {
         "thread with asyncio.to_thread."
     ),
     FindingId.FLUSH_STUCK: (
-        "A flush started and never finished: the flush path is blocked (the seeds' "
-        "threading.Lock + time.sleep). Use `await asyncio.sleep` for the debounce and no "
-        "lock held across an await."
+        "A flush started and never finished: the flush path is blocked (a threading.Lock "
+        "and time.sleep on the loop, as with --fault blocking-flush). Use `await "
+        "asyncio.sleep` for the debounce and no lock held across an await."
     ),
     FindingId.STREAM_NOT_ENDED: (
         "A stream never reached stream_end: its finally did not run or hangs. Put cleanup "
@@ -71,7 +71,7 @@ REMEDY: dict[FindingId, str] = {
         "source, so a slow source cannot hide the cancel."
     ),
     FindingId.CANCEL_TIMEOUTS: (
-        "The previous stream's cleanup overran the cancel wait. The seeds' advice: 1.0 s "
+        "The previous stream's cleanup overran the cancel wait. Choosing the bound: 1.0 s "
         "is faster but risks overlap if cleanup is slow, 2.0 s balances, 3-5 s is "
         "permissive; better, find what makes cleanup slow. Alert if this recurs."
     ),

@@ -3,9 +3,10 @@
 - jarvis logfmt (what `jarvis serve` writes): `Analyzer.feed_logfmt` runs over each
   chunk, in C (`_hotscan.c`, a vector scan for `event=`) or with one compiled
   regex; the three hot flush events are dispatched without building a dict.
-- every other dialect (JSON, stdlib `logging`, loguru, structlog, the seeds' bare
-  lines, coloured or not): lines that name a vocabulary event are read one by one
-  by the shared line reader, `dialects.parse_line`, which verify-hang uses too.
+- every other dialect (JSON, stdlib `logging`, loguru, structlog, the original
+  server's bare lines, coloured or not): lines that name a vocabulary event are
+  read one by one by the shared line reader, `dialects.parse_line`, which
+  verify-hang uses too.
 """
 
 from __future__ import annotations

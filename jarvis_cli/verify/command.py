@@ -55,7 +55,7 @@ def verify_hang(
     ] = None,
     sessions: Annotated[int, typer.Option(help="Sessions that overlap at once.")] = 8,
     rounds: Annotated[
-        int, typer.Option(help="Overlap rounds per session (the seeds' test runs 5).")
+        int, typer.Option(help="Overlap rounds per session (the classic test repeats 5).")
     ] = 5,
     overlap_ms: Annotated[
         float,
@@ -160,7 +160,7 @@ def verify_hang(
     reported, not judged, unless --strict.
 
     Sends a new prompt into sessions whose previous answer is still streaming
-    (the seeds' test: "Long essay about quantum computing", then "What is
+    (the classic manual test: "Long essay about quantum computing", then "What is
     2+2?" 50 ms later, in many sessions at once), plus bursts, disconnects
     (FIN and RST), a client that stops reading and hostile session ids, while
     probing /healthz every 50 ms. Every request has a hard deadline: a hung

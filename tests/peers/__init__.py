@@ -64,7 +64,11 @@ PEERS: dict[str, Peer] = {
             _module("plain_close", "--log-file", "{log}"),
             (Expectation((), PASS), Expectation(("--log-file", "{log}"), PASS)),
         ),
-        Peer("seeds_registry", _module("seeds_registry"), (Expectation((), FAIL, _fail("burst")),)),
+        Peer(
+            "original_registry",
+            _module("original_registry"),
+            (Expectation((), FAIL, _fail("burst")),),
+        ),
         Peer(
             "per_process",
             _module("per_process"),

@@ -1,6 +1,6 @@
 """The synthetic answer every peer streams, and the command line every peer takes.
 
-Deterministic words at a fixed pace: the seeds' long prompt with 300 tokens
+Deterministic words at a fixed pace: the classic test's long prompt with 300 tokens
 streams for ~1.5 s, a short one with 16 tokens for ~80 ms. No network, no model.
 """
 

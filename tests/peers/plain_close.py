@@ -1,7 +1,7 @@
-"""aiohttp.web with the seeds' registry made race-free: one entry per session and a
-generation fence, so only the newest prompt of a burst registers. A cancelled stream
-just stops: no finish chunk, no `[DONE]`. Logs the seeds' vocabulary through stdlib
-`logging` to `--log-file`.
+"""aiohttp.web with the original server's registry made race-free: one entry per
+session and a generation fence, so only the newest prompt of a burst registers. A
+cancelled stream just stops: no finish chunk, no `[DONE]`. Logs the original server's
+bare vocabulary through stdlib `logging` to `--log-file`.
 
     python -m tests.peers.plain_close --port 8001 --log-file peer.log
 """
@@ -61,7 +61,7 @@ class StreamRegistry:
 
 
 registry = StreamRegistry()
-#: Cleanup awaits a debounced flush, as the seeds' does: the window in which a burst's
+#: Cleanup awaits a debounced flush, as the original server's does: the window in which a burst's
 #: later prompts all wait on the same old stream, and the fence picks the newest.
 FLUSH_DEBOUNCE_S = 0.075
 

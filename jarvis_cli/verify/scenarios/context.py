@@ -22,7 +22,7 @@ from ..results import Checks
 from ..target import JARVIS_MODEL, Target
 from ..wire import Address
 
-#: The seeds' overlap: a long answer, then a short question in the same session.
+#: The classic manual test: a long answer, then a short question in the same session.
 LONG = "Long essay about quantum computing"
 SHORT = "What is 2+2?"
 #: Long enough to be streaming well past the cancel bound (~1.5 s at the embedded pace).

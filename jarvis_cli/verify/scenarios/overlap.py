@@ -1,4 +1,4 @@
-"""`overlap`: the seeds' test, in many sessions at once, for several rounds.
+"""`overlap`: the classic manual test (docs/background.md), in many sessions, many rounds.
 
 Per session, A ("Long essay about quantum computing") then B ("What is 2+2?"),
 `--overlap-ms` after the server started answering A. Under `supersede`, A

@@ -1,9 +1,9 @@
-"""Plain Starlette routes around the seeds' StreamRegistry exactly as written: the
+"""Plain Starlette routes around the original server's StreamRegistry exactly as written: the
 previous task is read inside the lock, awaited outside it, and the new stream registered
 inside it again. Two prompts work; with three or more, every waiter wakes when the first
 stream ends and all of them register and stream at once.
 
-    python -m tests.peers.seeds_registry --port 8001
+    python -m tests.peers.original_registry --port 8001
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ._synth import CANCEL_WAIT_S, MODEL, PACE_S, max_tokens_of, parse_args, pro
 
 
 class StreamRegistry:
-    """The seeds' registry: `register()` waits for the old stream, `pop()` unregisters."""
+    """The original registry: `register()` waits for the old stream, `pop()` unregisters."""
 
     def __init__(self) -> None:
         self._lock = asyncio.Lock()
@@ -44,7 +44,7 @@ class StreamRegistry:
             try:
                 await asyncio.wait_for(prev_task, timeout=CANCEL_WAIT_S)
             except TimeoutError:
-                pass  # the seeds log prev_stream_timeout_on_cancel and go on
+                pass  # the original logs prev_stream_timeout_on_cancel and goes on
             except asyncio.CancelledError:
                 if not prev_task.cancelled():
                     raise  # this request was cancelled, not the one it waited for
@@ -61,7 +61,7 @@ class StreamRegistry:
 
 
 registry = StreamRegistry()
-#: The seeds' events.py flushes buffered tokens with a 75 ms debounce, and cleanup
+#: The original server flushes buffered tokens with a 75 ms debounce, and cleanup
 #: awaits that flush: the window in which a third prompt finds the first still there.
 FLUSH_DEBOUNCE_S = 0.075
 
