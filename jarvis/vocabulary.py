@@ -19,6 +19,7 @@ class Event(enum.StrEnum):
 
     SERVER_START = "server_start"
     SERVER_STOP = "server_stop"
+    PARENT_GONE = "parent_gone"
     REQUEST_REJECTED = "request_rejected"
     STREAM_START = "stream_start"
     STREAM_CANCELLED = "stream_cancelled"
@@ -111,6 +112,17 @@ EVENTS: dict[Event, EventSpec] = {
             _I,
             "open_streams",
             "Graceful shutdown finished; `open_streams` is how many were still open.",
+        ),
+        _spec(
+            Event.PARENT_GONE,
+            _W,
+            "supervisor_pid via exit_within_ms",
+            "A `--workers` worker found its supervisor gone (killed, crashed): it shuts down "
+            "as on SIGTERM (streams end `reason=shutdown`) and exits within `exit_within_ms`. "
+            "`via` is how it noticed: `pipe` (the supervisor's end of the lifeline pipe "
+            "closed) or `ppid` (the worker was re-parented). A `server_stop` follows when "
+            "the graceful shutdown finished in time; without one, the worker was cut off at "
+            "the deadline.",
         ),
         _spec(
             Event.REQUEST_REJECTED,

@@ -145,6 +145,53 @@ def start_server(tmp_path: Path, *args: str, name: str = "server") -> ServerProc
     return ServerProcess(started.name, started.proc, started.port, started.output, argv, log_path)
 
 
+def start_fleet(tmp_path: Path, redis_url: str, workers: int, *args: str) -> ServerProcess:
+    """Start `jarvis serve --workers N --registry redis_url` (logs in tmp_path/fleet/) and
+    wait until /healthz answers."""
+    port = free_port()
+    log = tmp_path / "fleet" / "system.log"
+    argv = [sys.executable, "-m", "jarvis_cli", "serve", "--host", "127.0.0.1",
+            "--port", str(port), "--log-file", str(log), "--workers", str(workers),
+            "--registry", redis_url, *args]  # fmt: skip
+    stderr = tmp_path / "fleet.stderr"
+    with stderr.open("wb") as err:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ))
+    server = ServerProcess(proc, port, log.with_name("system.w1.log"), stderr, argv)
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"fleet exited {proc.returncode}: {stderr.read_text()}")
+        try:
+            if httpx.get(f"{server.url}/healthz", timeout=0.5).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("the fleet did not answer")
+
+
+def fleet_worker_pids(folder: Path) -> list[int]:
+    """The pid of every worker that logged server_start in a fleet's log folder."""
+    pids = []
+    for path in folder.glob("system.w*.log"):
+        for line in path.read_text().splitlines():
+            if "event=server_start" in line:
+                pids.append(int(line.split(" pid=")[1].split()[0]))
+    return pids
+
+
+def fleet_worker_running(folder: Path, stream_id: str) -> int:
+    """The pid of the worker whose log names `stream_id` (polled, bounded)."""
+    end = time.monotonic() + 5
+    while time.monotonic() < end:
+        for path in folder.glob("system.w*.log"):
+            text = path.read_text()
+            if f"stream_id={stream_id}" in text:
+                return int(text.split(" pid=")[1].split()[0])
+        time.sleep(0.05)
+    raise AssertionError(f"no worker logged {stream_id}")
+
+
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[object]:
     """Start servers on demand; all are killed when the test ends."""

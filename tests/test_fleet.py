@@ -20,7 +20,7 @@ import pytest
 from jarvis_cli.exit_codes import ExitCode
 from jarvis_cli.main import main
 
-from .conftest import ServerProcess, free_port
+from .conftest import fleet_worker_pids, fleet_worker_running, free_port, start_fleet
 from .redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,29 +75,6 @@ def test_two_servers_sharing_redis_pass_and_two_alone_fail(
     assert statuses["overlap"] == "fail", statuses
 
 
-def start_fleet(tmp_path: Path, redis_url: str, workers: int, *args: str) -> ServerProcess:
-    port = free_port()
-    log = tmp_path / "fleet" / "system.log"
-    argv = [sys.executable, "-m", "jarvis_cli", "serve", "--host", "127.0.0.1",
-            "--port", str(port), "--log-file", str(log), "--workers", str(workers),
-            "--registry", redis_url, *args]  # fmt: skip
-    stderr = tmp_path / "fleet.stderr"
-    with stderr.open("wb") as err:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ))
-    server = ServerProcess(proc, port, log.with_name("system.w1.log"), stderr, argv)
-    end = time.monotonic() + 20
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"fleet exited {proc.returncode}: {stderr.read_text()}")
-        try:
-            if httpx.get(f"{server.url}/healthz", timeout=0.5).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("the fleet did not answer")
-
-
 @pytest.mark.e2e
 @pytest.mark.timeout(120)
 def test_a_workers_fleet_passes_and_stops_cleanly(
@@ -135,7 +112,7 @@ def test_a_killed_worker_costs_only_its_streams_and_its_session_comes_back(
                 stream_id = first.headers["x-stream-id"]
                 chunks = first.iter_bytes()
                 next(chunks)
-                victim = _worker_running(tmp_path / "fleet", stream_id)
+                victim = fleet_worker_running(tmp_path / "fleet", stream_id)
                 os.kill(victim, signal.SIGKILL)
                 with pytest.raises(httpx.HTTPError):  # the connection breaks mid-stream
                     b"".join(chunks)
@@ -148,31 +125,13 @@ def test_a_killed_worker_costs_only_its_streams_and_its_session_comes_back(
             assert '"end_reason":"completed"' in again.text
             assert time.monotonic() - started < 1 + 1.5
         end = time.monotonic() + 10
-        while time.monotonic() < end and len(_worker_pids(tmp_path / "fleet")) < 3:
+        while time.monotonic() < end and len(fleet_worker_pids(tmp_path / "fleet")) < 3:
             time.sleep(0.1)
-        assert len(_worker_pids(tmp_path / "fleet")) == 3, "the killed worker was started again"
+        assert len(fleet_worker_pids(tmp_path / "fleet")) == 3, (
+            "the killed worker was started again"
+        )
     finally:
         fleet.stop(signal.SIGTERM, timeout=20)
-
-
-def _worker_pids(folder: Path) -> list[int]:
-    pids = []
-    for path in folder.glob("system.w*.log"):
-        for line in path.read_text().splitlines():
-            if "event=server_start" in line:
-                pids.append(int(line.split(" pid=")[1].split()[0]))
-    return pids
-
-
-def _worker_running(folder: Path, stream_id: str) -> int:
-    end = time.monotonic() + 5
-    while time.monotonic() < end:
-        for path in folder.glob("system.w*.log"):
-            text = path.read_text()
-            if f"stream_id={stream_id}" in text:
-                return int(text.split(" pid=")[1].split()[0])
-        time.sleep(0.05)
-    raise AssertionError(f"no worker logged {stream_id}")
 
 
 @pytest.mark.e2e
@@ -270,7 +229,7 @@ async def test_killing_one_worker_leaves_the_other_workers_streams_whole(
                 chunks = response.aiter_bytes()
                 await chunks.__anext__()
                 pid = await asyncio.to_thread(
-                    _worker_running, folder, response.headers["x-stream-id"]
+                    fleet_worker_running, folder, response.headers["x-stream-id"]
                 )
                 opened.append((context, chunks, pid))
 

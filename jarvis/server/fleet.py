@@ -7,6 +7,8 @@ only that worker's streams in flight. SIGINT or SIGTERM stops the fleet: each
 worker gets SIGTERM (its graceful, stream-ending shutdown), bounded, then
 SIGKILL. One stream per session across the workers is the shared registry's
 job (`--registry redis://...`): ServerConfig refuses `--workers` without it.
+Workers die with the supervisor, however it dies (`lifeline.py`): a `kill -9` of the
+parent leaves no orphans holding the port.
 """
 
 from __future__ import annotations
@@ -25,6 +27,17 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from ..config import ServerConfig
+from ..vocabulary import Event
+from .lifeline import (
+    EXIT_PARENT_GONE,
+    EXIT_WITHIN_S,
+    FLUSH_S,
+    GRACE_S,
+    Lifeline,
+    ParentWatch,
+    attach,
+    new_lifeline,
+)
 
 #: A worker that dies sooner than this after its start is not restarted in a loop.
 RESTART_BACKOFF_S = 1.0
@@ -37,16 +50,32 @@ def worker_log_path(path: Path | None, worker: int) -> Path | None:
     return path.with_name(f"{path.stem}.w{worker}{path.suffix}")
 
 
-def _worker_main(config: ServerConfig, sock: socket.socket) -> None:
-    """One worker: the single-process server on the inherited socket."""
+def _worker_main(config: ServerConfig, sock: socket.socket, lifeline: Lifeline) -> None:
+    """One worker: the single-process server on the inherited socket, for as long as
+    its supervisor lives."""
     from ..eventlog import EventLog
     from ..logfile import install_sighup_reopen
     from .run import JarvisServer
 
+    if not attach(lifeline):
+        os._exit(EXIT_PARENT_GONE)  # the supervisor died before the signal was armed
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     server = JarvisServer(config)
-    if isinstance(server.ctx.log, EventLog):
-        install_sighup_reopen(server.ctx.log)
+    log = server.ctx.log
+    if isinstance(log, EventLog):
+        install_sighup_reopen(log)
+
+    def parent_gone(via: str) -> None:
+        log.emit(Event.PARENT_GONE, supervisor_pid=lifeline.supervisor_pid, via=via,
+                 exit_within_ms=int(EXIT_WITHIN_S * 1000))  # fmt: skip
+        server.request_shutdown(GRACE_S)
+
+    def flush_log() -> None:
+        if isinstance(log, EventLog):
+            log.close(timeout=FLUSH_S)
+
+    # Before run(): a supervisor that dies while this worker starts up is noticed too.
+    ParentWatch(lifeline, on_gone=parent_gone, on_deadline=flush_log).start()
     # Started with SIGHUP blocked (see Fleet.start): one sent meanwhile is delivered now,
     # to the handler, instead of killing a worker that had no handler yet.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
@@ -67,17 +96,25 @@ class Fleet:
         self.workers: dict[int, BaseProcess] = {}
         self._started_at: dict[int, float] = {}
         self.stopping = threading.Event()
+        # Held open, never written, for as long as this process lives: its closing (the
+        # kernel does it however we die) is what tells the workers to go.
+        self.lifeline, self._lifeline_writer = new_lifeline()
 
     def __repr__(self) -> str:
         alive = sum(1 for p in self.workers.values() if p.is_alive())
         return f"<Fleet {alive}/{self.config.workers} workers>"
 
     def start(self, worker: int) -> None:
+        """Start `worker`. From the main thread only: the worker's parent-death signal
+        fires when the thread that started it ends, and only the main thread lives
+        exactly as long as this process."""
         config = dataclasses.replace(
             self.config, worker=worker, log_file=worker_log_path(self.config.log_file, worker)
         )
         process = self._spawn.Process(
-            target=_worker_main, args=(config, self.sock), name=f"jarvis-worker-{worker}"
+            target=_worker_main,
+            args=(config, self.sock, self.lifeline),
+            name=f"jarvis-worker-{worker}",
         )
         # A SIGHUP the parent passes on must not reach a worker still starting (SIGHUP's
         # default action ends the process): it starts with the signal blocked.
@@ -125,6 +162,7 @@ class Fleet:
             if process.is_alive():
                 process.kill()
                 process.join(5)
+        self._lifeline_writer.close()  # any worker still here now follows on its own
 
 
 def run_fleet(

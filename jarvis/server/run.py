@@ -50,6 +50,9 @@ class JarvisServer(uvicorn.Server):
         self.bound_port: int | None = None
         #: Called with the bound port once the server listens.
         self.on_ready: Callable[[int], None] | None = None
+        #: Seconds the graceful shutdown may take: `--shutdown-timeout`, or less once
+        #: `request_shutdown` asked for less (a worker whose supervisor died).
+        self.shutdown_timeout = config.shutdown_timeout
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -78,11 +81,23 @@ class JarvisServer(uvicorn.Server):
         if self.on_ready is not None and self.bound_port is not None:
             self.on_ready(self.bound_port)
 
+    def request_shutdown(self, within_s: float) -> None:
+        """Begin the shutdown SIGTERM begins, bounded by `within_s` if that is shorter.
+
+        Callable from any thread, as uvicorn's own signal handler is: it only sets
+        what the loop reads at its next tick (every 0.1 s).
+        """
+        self.shutdown_timeout = min(self.shutdown_timeout, within_s)
+        self.should_exit = True
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
             server.close()  # stop accepting first, so no stream starts during shutdown
-        remaining = await self.ctx.guard.shutdown(self.jarvis_config.shutdown_timeout / 2)
+        half = self.shutdown_timeout / 2
+        remaining = await self.ctx.guard.shutdown(half)
         self.ctx.log.emit(Event.SERVER_STOP, open_streams=remaining)
+        # uvicorn then waits for the connections, the other half (whole seconds: its type).
+        self.config.timeout_graceful_shutdown = max(1, math.ceil(half))
         await super().shutdown(sockets)
 
 
