@@ -135,39 +135,28 @@ def _parse_line(line: str) -> dict[str, str]:
 
 def start_server(tmp_path: Path, *args: str, name: str = "server") -> ServerProcess:
     """Start `jarvis serve` on port 0 (the port read back) and wait until /healthz answers."""
-    log_path = tmp_path / f"{name}.log"
-    argv = [
-        sys.executable, "-m", "jarvis_cli", "serve",
-        "--host", processes.HOST, "--port", "0", "--log-file", str(log_path),
-        *args,
-    ]  # fmt: skip
-    started = processes.start(argv, name=name, workdir=tmp_path)
-    return ServerProcess(started.name, started.proc, started.port, started.output, argv, log_path)
+    return _start_jarvis(tmp_path, name, tmp_path / f"{name}.log", *args)
 
 
 def start_fleet(tmp_path: Path, redis_url: str, workers: int, *args: str) -> ServerProcess:
-    """Start `jarvis serve --workers N --registry redis_url` (logs in tmp_path/fleet/) and
-    wait until /healthz answers."""
-    port = free_port()
+    """Start `jarvis serve --workers N --registry redis_url` (logs in tmp_path/fleet/) on
+    port 0 and wait until /healthz answers; `log_path` is worker 1's log."""
     log = tmp_path / "fleet" / "system.log"
-    argv = [sys.executable, "-m", "jarvis_cli", "serve", "--host", "127.0.0.1",
-            "--port", str(port), "--log-file", str(log), "--workers", str(workers),
-            "--registry", redis_url, *args]  # fmt: skip
-    stderr = tmp_path / "fleet.stderr"
-    with stderr.open("wb") as err:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ))
-    server = ServerProcess(proc, port, log.with_name("system.w1.log"), stderr, argv)
-    end = time.monotonic() + 20
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"fleet exited {proc.returncode}: {stderr.read_text()}")
-        try:
-            if httpx.get(f"{server.url}/healthz", timeout=0.5).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("the fleet did not answer")
+    fleet = _start_jarvis(
+        tmp_path, "fleet", log, "--workers", str(workers), "--registry", redis_url, *args
+    )
+    fleet.log_path = log.with_name("system.w1.log")
+    return fleet
+
+
+def _start_jarvis(tmp_path: Path, name: str, log: Path, *args: str) -> ServerProcess:
+    argv = [
+        sys.executable, "-m", "jarvis_cli", "serve",
+        "--host", processes.HOST, "--port", "0", "--log-file", str(log),
+        *args,
+    ]  # fmt: skip
+    started = processes.start(argv, name=name, workdir=tmp_path)
+    return ServerProcess(started.name, started.proc, started.port, started.output, argv, log)
 
 
 def fleet_worker_pids(folder: Path) -> list[int]:

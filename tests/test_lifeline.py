@@ -141,6 +141,7 @@ def test_while_the_supervisor_lives_the_worker_is_left_alone(
     assert watcher.via == "pipe"
 
 
+@pytest.mark.e2e  # a child process reads its own parent-death signal
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 @pytest.mark.timeout(20)
 def test_attach_arms_the_parent_death_signal_and_checks_the_parent() -> None:
