@@ -6,11 +6,8 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from .conftest import free_port
+from . import processes
 
 #: Every test here starts real processes (servers, the CLI, a browser): the e2e lane.
 pytestmark = pytest.mark.e2e
@@ -29,41 +26,27 @@ EXAMPLES = ROOT / "examples"
 
 
 @contextlib.contextmanager
-def serving(module: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run `examples/<module>.py`'s `app` on uvicorn on a free loopback port; always stop it."""
-    port = free_port()
-    proc = subprocess.Popen(
+def serving(module: str, workdir: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run `examples/<module>.py`'s `app` under uvicorn on port 0 (the port read back),
+    as users run it; always stop it. Yields `127.0.0.1:PORT`."""
+    server = processes.start(
         [sys.executable, "-m", "uvicorn", "--app-dir", str(EXAMPLES), f"{module}:app",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+         "--host", processes.HOST, "--port", "0"],
+        name=module, workdir=workdir, cwd=ROOT, env=env, ready=None,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise AssertionError(f"{module} did not start: {err[-2000:]}")
-            time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
+        yield f"{processes.HOST}:{server.port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        if proc.stderr is not None:
-            proc.stderr.close()
+        server.stop()
 
 
 @pytest.mark.timeout(30)
-async def test_websocket_example_ends_the_old_answer_before_the_new_one_starts() -> None:
+async def test_websocket_example_ends_the_old_answer_before_the_new_one_starts(
+    tmp_path: Path,
+) -> None:
     """examples/websocket_app.py on `guard.stream`: a second prompt on the socket ends the
     first answer (`end` superseded) before any token of the second, which completes."""
-    with serving("websocket_app") as address:
+    with serving("websocket_app", tmp_path) as address:
         async with connect(f"ws://{address}/chat?session=ws1", open_timeout=5) as ws:
             await ws.send(json.dumps({"prompt": "a long answer please"}))
             first = json.loads(await ws.recv())
@@ -114,12 +97,14 @@ def verify(address: str, tmp_path: Path) -> tuple[int, dict[str, Any]]:
 def test_verify_hang_fails_the_naive_app_and_passes_the_guarded_one(tmp_path: Path) -> None:
     """The same app before and after the guard: verify-hang fails the naive one because
     two streams of one session run at once, and passes the guarded one."""
-    with serving("naive_app", {"APP_LOG_FILE": str(tmp_path / "naive.log")}) as address:
+    with serving("naive_app", tmp_path, {"APP_LOG_FILE": str(tmp_path / "naive.log")}) as address:
         code, report = verify(address, tmp_path)
     assert code == 1
     failed = {s["name"]: s for s in report["scenarios"] if s["status"] == "fail"}
     assert "overlap" in failed, report
-    with serving("guarded_app", {"APP_LOG_FILE": str(tmp_path / "guarded.log")}) as address:
+    with serving(
+        "guarded_app", tmp_path, {"APP_LOG_FILE": str(tmp_path / "guarded.log")}
+    ) as address:
         code, report = verify(address, tmp_path)
     statuses = {s["name"]: s["status"] for s in report["scenarios"]}
     assert code == 0, statuses
@@ -131,7 +116,7 @@ def test_diagnose_reads_the_guarded_apps_own_log_and_finds_it_healthy(tmp_path: 
     """The guard logs through the app's logging config (a stdlib format of the app's
     choosing); diagnose rebuilds the streams from that file and finds them healthy."""
     log = tmp_path / "guarded.log"
-    with serving("guarded_app", {"APP_LOG_FILE": str(log)}) as address:
+    with serving("guarded_app", tmp_path, {"APP_LOG_FILE": str(log)}) as address:
         chat = {"messages": [{"role": "user", "content": "a long essay"}], "stream": True}
         session = {"x-session-id": "s1"}
         with (

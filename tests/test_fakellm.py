@@ -7,19 +7,14 @@ so the long rule's 300+ words keep a stream open for over 3 s.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from .peers import free_port
+from . import processes
 from .test_peers import RUN_TIMEOUT_S, verify_hang
 
 STARTUP_DEADLINE_S = 15.0
@@ -42,33 +37,16 @@ rules:
 
 @pytest.fixture
 def fakellm(tmp_path: Path) -> Iterator[str]:
-    """`fakellm serve` on a free loopback port, killed (process group) afterwards."""
+    """`fakellm serve` on port 0 (the port read back), its group killed afterwards."""
     config = tmp_path / "fakellm.yaml"
     config.write_text(CONFIG, encoding="utf-8")
-    port = free_port()
-    argv = [sys.executable, "-m", "fakellm.cli", "serve", "--host", "127.0.0.1",
-            "--port", str(port), "--config", str(config)]  # fmt: skip
-    stderr = tmp_path / "fakellm.stderr"
-    with stderr.open("wb") as err:
-        proc = subprocess.Popen(
-            argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "fakellm.cli", "serve", "--host", processes.HOST,
+            "--port", "0", "--config", str(config)]  # fmt: skip
+    server = processes.start(argv, name="fakellm", workdir=tmp_path, cwd=tmp_path, ready=HEALTH)
     try:
-        end = time.monotonic() + STARTUP_DEADLINE_S
-        while time.monotonic() < end:
-            assert proc.poll() is None, stderr.read_text()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + HEALTH, timeout=0.5).status_code == 200:
-                    break
-            time.sleep(0.05)
-        else:
-            pytest.fail(f"fakellm did not answer within {STARTUP_DEADLINE_S:g} s")
-        yield url
+        yield server.url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
+        server.stop(signal.SIGKILL)
 
 
 @pytest.mark.e2e

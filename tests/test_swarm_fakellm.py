@@ -10,25 +10,21 @@ Every swarm is bounded (tests/test_swarm.py's `swarm`), and fakellm is killed af
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from jarvis_cli.exit_codes import ExitCode
 
-from .conftest import free_port
+from . import processes
 from .swarms import Swarm, swarm
 
 #: Every test here starts real processes (servers, the CLI, a browser): the e2e lane.
 pytestmark = pytest.mark.e2e
 
 FAKELLM = Path(sys.executable).parent / "fakellm"
-STARTUP_DEADLINE_S = 15.0
 #: 120 words at fakellm's 10 ms a word: each answer streams ~1.2 s, so interrupts land mid-way.
 ANSWER = " ".join(f"word{i}" for i in range(120))
 #: A short run that still interrupts; fakellm runs a session's prompts side by side.
@@ -47,29 +43,13 @@ def fakellm(tmp_path: Path) -> Iterator[str]:
     (home / "fakellm.yaml").write_text(
         f'rules:\n  - name: long\n    respond:\n      content: "{ANSWER}"\n', encoding="utf-8"
     )
-    port = free_port()
-    argv = [str(FAKELLM), "serve", "--host", "127.0.0.1", "--port", str(port),
+    argv = [str(FAKELLM), "serve", "--host", processes.HOST, "--port", "0",
             "--config", "fakellm.yaml"]  # fmt: skip
-    proc = subprocess.Popen(argv, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    server = processes.start(argv, name="fakellm", workdir=home, cwd=home, ready="/_fakellm/stats")
     try:
-        deadline = time.monotonic() + STARTUP_DEADLINE_S
-        while True:
-            try:
-                httpx.get(f"{url}/_fakellm/stats", timeout=1.0)
-                break
-            except httpx.HTTPError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("fakellm serve did not start") from None
-                time.sleep(0.1)
-        yield url
+        yield server.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        server.stop()
 
 
 def count(run: Swarm, label: str) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from .conftest import ServerProcess, free_port
+from .conftest import ServerProcess
 
 LOCUSTFILE = Path(__file__).parents[1] / "loadtests" / "locustfile.py"
 
@@ -99,9 +99,8 @@ async def crlf_peer(
 
 @pytest.fixture
 def crlf_url() -> Iterator[str]:
-    """`crlf_peer` under a real uvicorn on a free loopback port, stopped afterwards."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(crlf_peer, host="127.0.0.1", port=port,
+    """`crlf_peer` under a real uvicorn on port 0 (the port read back), stopped afterwards."""
+    server = uvicorn.Server(uvicorn.Config(crlf_peer, host="127.0.0.1", port=0,
                                            log_level="error", lifespan="off"))  # fmt: skip
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -109,6 +108,7 @@ def crlf_url() -> Iterator[str]:
     while not server.started:
         assert time.monotonic() < deadline, "the CRLF peer did not start"
         time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -1,27 +1,23 @@
 """Servers that are not jarvis, and what `jarvis verify-hang` must say about each.
 
 `PEERS` is the table (docs/verify-hang.md shows it, and a test keeps the two equal);
-`running(peer)` starts one on a free 127.0.0.1 port and always kills it afterwards.
+`running(peer)` starts one on 127.0.0.1 port 0 (the port read back) and always kills it
+afterwards.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from .. import processes
 
 #: The repository: peers run as `python -m tests.peers.<name>` from here.
 ROOT = Path(__file__).resolve().parents[2]
-STARTUP_DEADLINE_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -108,12 +104,6 @@ PEERS: dict[str, Peer] = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def fill(args: tuple[str, ...], *, port: int, log: Path) -> list[str]:
     """The placeholders of a PEERS row made real."""
     return [a.replace("{port}", str(port)).replace("{log}", str(log)) for a in args]
@@ -121,33 +111,12 @@ def fill(args: tuple[str, ...], *, port: int, log: Path) -> list[str]:
 
 @contextlib.contextmanager
 def running(peer: Peer, workdir: Path) -> Iterator[str]:
-    """Start `peer` on a free loopback port, wait for its health path, yield its URL;
-    kill its whole process group afterwards, whatever happened."""
-    port = free_port()
-    log, stderr = workdir / f"{peer.name}.log", workdir / f"{peer.name}.stderr"
-    argv = [sys.executable, *fill(peer.argv, port=port, log=log)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with stderr.open("wb") as err:
-        proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
+    """Start `peer` on port 0 (the port read back), wait for its health path, yield its
+    URL; kill its whole process group afterwards, whatever happened."""
+    log = workdir / f"{peer.name}.log"
+    argv = [sys.executable, *fill(peer.argv, port=0, log=log)]
+    server = processes.start(argv, name=peer.name, workdir=workdir, cwd=ROOT, ready=peer.health)
     try:
-        _wait_healthy(proc, f"{url}{peer.health}", stderr)
-        yield url
+        yield server.url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-
-
-def _wait_healthy(proc: subprocess.Popen[bytes], health: str, stderr: Path) -> None:
-    end = time.monotonic() + STARTUP_DEADLINE_S
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{health}: the peer exited {proc.returncode}: {stderr.read_text()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(health, timeout=0.5).status_code == 200:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"{health} did not answer within {STARTUP_DEADLINE_S:g} s")
+        server.stop(signal.SIGKILL)

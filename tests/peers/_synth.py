@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import socket
 
 #: Seconds between tokens.
 PACE_S = 0.005
@@ -50,3 +51,16 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log-file", default=None)
     return parser.parse_args()
+
+
+def listen(port: int) -> socket.socket:
+    """A listening socket on 127.0.0.1:`port` (0: the kernel picks one), announced on
+    stdout as servers announce theirs, so a test reads the port back (tests/processes.py).
+    """
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(1024)
+    sock.set_inheritable(True)  # a peer with worker processes hands it on
+    print(f"peer listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+    return sock

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Body, FastAPI, Header
 from fastapi.responses import StreamingResponse
 
 from ._fence import Sessions
-from ._synth import MODEL, PACE_S, max_tokens_of, parse_args, prompt_of, tokens
+from ._synth import MODEL, PACE_S, listen, max_tokens_of, parse_args, prompt_of, tokens
 
 router = APIRouter(prefix="/v1")
 sessions = Sessions()
@@ -68,7 +68,7 @@ app.include_router(router)
 
 def main() -> None:
     args = parse_args(__doc__ or "")
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listen(args.port)])
 
 
 if __name__ == "__main__":

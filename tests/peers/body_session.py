@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from ._fence import Sessions
-from ._synth import MODEL, PACE_S, max_tokens_of, parse_args, prompt_of, tokens
+from ._synth import MODEL, PACE_S, listen, max_tokens_of, parse_args, prompt_of, tokens
 
 sessions = Sessions()
 
@@ -66,7 +66,7 @@ app = Starlette(routes=[Route("/v1/models", Models), Route("/v1/chat/completions
 
 def main() -> None:
     args = parse_args(__doc__ or "")
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listen(args.port)])
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import json
 from aiohttp import web
 
 from ._fence import Sessions
-from ._synth import PACE_S, parse_args, tokens
+from ._synth import PACE_S, listen, parse_args, tokens
 
 sessions = Sessions()
 
@@ -49,7 +49,7 @@ def main() -> None:
     args = parse_args(__doc__ or "")
     app = web.Application()
     app.add_routes([web.get("/api/ping", ping), web.post("/api/chat", chat)])
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None)
+    web.run_app(app, sock=listen(args.port), print=None)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any
 
 import uvicorn
 
-from ._synth import MODEL, PACE_S, max_tokens_of, parse_args, prompt_of, tokens
+from ._synth import MODEL, PACE_S, listen, max_tokens_of, parse_args, prompt_of, tokens
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -67,7 +67,7 @@ app = Independent()
 
 def main() -> None:
     args = parse_args(__doc__ or "")
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listen(args.port)])
 
 
 if __name__ == "__main__":

@@ -20,7 +20,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from ._synth import CANCEL_WAIT_S, MODEL, PACE_S, max_tokens_of, parse_args, prompt_of, tokens
+from ._synth import (
+    CANCEL_WAIT_S,
+    MODEL,
+    PACE_S,
+    listen,
+    max_tokens_of,
+    parse_args,
+    prompt_of,
+    tokens,
+)
 
 
 class StreamRegistry:
@@ -109,7 +118,7 @@ app = Starlette(
 
 def main() -> None:
     args = parse_args(__doc__ or "")
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listen(args.port)])
 
 
 if __name__ == "__main__":

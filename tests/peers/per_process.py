@@ -86,7 +86,10 @@ def main() -> None:
         workers=WORKERS,
         host="127.0.0.1",
         port=args.port,
-        log_level="warning",
+        # uvicorn's supervisor binds the socket; at info it announces the real port
+        # (tests/processes.py reads it back), and access_log off keeps the rest quiet.
+        log_level="info",
+        access_log=False,
     )
 
 

@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from ._synth import CANCEL_WAIT_S, MODEL, PACE_S, max_tokens_of, parse_args, prompt_of, tokens
+from ._synth import (
+    CANCEL_WAIT_S,
+    MODEL,
+    PACE_S,
+    listen,
+    max_tokens_of,
+    parse_args,
+    prompt_of,
+    tokens,
+)
 
 log = logging.getLogger("peer.plain_close")
 
@@ -118,7 +127,7 @@ def main() -> None:
     log.setLevel(logging.INFO)
     app = web.Application()
     app.add_routes([web.get("/v1/models", models), web.post("/v1/chat/completions", chat)])
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None)
+    web.run_app(app, sock=listen(args.port), print=None)
 
 
 if __name__ == "__main__":

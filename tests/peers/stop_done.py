@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from ._fence import Sessions
-from ._synth import MODEL, PACE_S, max_tokens_of, parse_args, prompt_of, tokens
+from ._synth import MODEL, PACE_S, listen, max_tokens_of, parse_args, prompt_of, tokens
 
 app = FastAPI()
 sessions = Sessions()
@@ -64,7 +64,7 @@ async def chat(request: Request) -> StreamingResponse:
 
 def main() -> None:
     args = parse_args(__doc__ or "")
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listen(args.port)])
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from ._fence import Sessions
-from ._synth import MODEL, PACE_S, max_tokens_of, parse_args, prompt_of, tokens
+from ._synth import MODEL, PACE_S, listen, max_tokens_of, parse_args, prompt_of, tokens
 
 #: Line and record separators that `str.splitlines()` honours and SSE does not.
 ODD = ("\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e")
@@ -65,7 +65,7 @@ app = Starlette(
 
 def main() -> None:
     args = parse_args(__doc__ or "")
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listen(args.port)])
 
 
 if __name__ == "__main__":
