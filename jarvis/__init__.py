@@ -7,8 +7,8 @@ with the vocabulary in `EVENTS`. `jarvis serve` is the reference server
 built on it.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: it would bind `jarvis.annotations`, a
+# public name nobody chose (tests/test_package.py holds vars(jarvis) to __all__).
 __version__ = "0.1.0"
 
 from ._encoders import AnthropicEvents, Encoder, Encoding, OpenAIChunks, PlainText, StreamEnd

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import types
 
 import jarvis
 
@@ -24,6 +25,19 @@ def test_public_names_are_unique_and_importable() -> None:
     assert len(set(jarvis.__all__)) == len(jarvis.__all__)
     for name in jarvis.__all__:
         assert hasattr(jarvis, name)
+
+
+def test_every_public_name_of_the_package_is_in_all() -> None:
+    """Nothing is public by accident (httpx's `test_exported_members`): every name of
+    `vars(jarvis)` without a leading `_`, submodules aside, is one `__all__` promises;
+    a stray `from __future__ import annotations` would show up as `annotations`."""
+    exported = set(jarvis.__all__)
+    public = {
+        name
+        for name, value in vars(jarvis).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public - exported == set()
 
 
 def test_library_never_imports_the_cli_or_locust() -> None:
