@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 
 from ._batcher import TokenBatcher
 from ._emitter import SSEEmitter
-from ._encoders import Encoding, OpenAIChunks, StreamEnd
+from ._encoders import Encoding, OpenAIChunks, StreamEnd, model_of
 from ._lifecycle import StreamParts, StreamRun
 from ._registry import StreamRegistry
 from ._sendwatch import SendWatch
@@ -365,15 +365,8 @@ class _GuardedResponse(Response):
             headers=self.raw_headers,
             watch=guard._send_watch,
         )
-        model = getattr(self.encode, "model", "")
-        if callable(model):
-            model = model()
         run = guard._run_class(
-            parts,
-            handle,
-            emitter,
-            model=model if isinstance(model, str) else "",
-            prompt_chars=self.prompt_chars,
+            parts, handle, emitter, model=model_of(self.encode), prompt_chars=self.prompt_chars
         )
         gone = functools.partial(parts.registry.cancel, handle, CancelReason.CLIENT_DISCONNECTED)
         listener = asyncio.create_task(watch_disconnect(receive, gone))

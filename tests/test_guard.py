@@ -185,6 +185,21 @@ async def test_a_failing_source_ends_the_stream_with_error_in_the_terminal_chunk
     assert log.of(Event.UPSTREAM_ERROR)[0]["message"] == "RuntimeError: model fell over"
 
 
+async def test_stream_start_names_the_model_of_the_encoding_or_none() -> None:
+    """`stream_start model=` is what the encoding names (a name, or a callable asked at the
+    start); an encoding that names no model (`PlainText`) logs an empty model."""
+    log = RecordingLog()
+    guard = StreamGuard(log=log, flush_ms=0)  # type: ignore[arg-type]
+    for session, encode in (
+        ("a", OpenAIChunks("m1")),
+        ("b", AnthropicEvents(lambda: "m2")),
+        ("c", PlainText()),
+    ):
+        client = Client()
+        await guard.response(session, words("x"), encode=encode)(HTTP, client.receive, client.send)
+    assert [e["model"] for e in log.of(Event.STREAM_START)] == ["m1", "m2", ""]
+
+
 def test_plain_text_encoder_bytes() -> None:
     """Plain-text SSE: one event per batch, a line break splits data lines, `event: end`."""
     enc = PlainText()("id1")
