@@ -33,7 +33,7 @@ from ._stream import StreamHandle, StreamState, new_stream_id, new_trace_id
 from ._types import Receive, Scope, Send
 from ._watchdog import LoopWatchdog
 from .eventlog import EventLog, EventSink
-from .exceptions import BadRequest, ConfigError, RegistryUnavailable
+from .exceptions import BadRequest, ConfigError, RegistryUnavailable, UpstreamError
 from .vocabulary import CancelReason, EndReason, Event
 
 if TYPE_CHECKING:
@@ -543,11 +543,17 @@ class GuardedStream:
             reason = EndReason.SUPERSEDED
         elif isinstance(exc, asyncio.CancelledError):
             reason = EndReason.SHUTDOWN
-        elif exc is not None:
+        elif isinstance(exc, UpstreamError):  # the app says its upstream failed
+            run.error = str(exc)
+            reason = EndReason.ERROR
+            status = exc.status or 0
+            run.parts.log.emit(
+                Event.UPSTREAM_ERROR, trace=handle.trace, status=status, message=run.error
+            )
+        elif exc is not None:  # the app's own code failed: not the upstream's doing
             run.error = f"{type(exc).__name__}: {exc}"
             reason = EndReason.ERROR
-            log = run.parts.log
-            log.emit(Event.UPSTREAM_ERROR, trace=handle.trace, status=0, message=run.error)
+            run.parts.log.emit(Event.CALLER_ERROR, trace=handle.trace, message=run.error)
         else:
             reason = EndReason.COMPLETED
         try:

@@ -257,6 +257,55 @@ async def test_raw_stream_batches_to_write_and_tells_end_before_the_session_move
     assert wire == ["ab", "<end superseded>", "c", "<end completed>"]
 
 
+async def test_the_callers_own_exception_in_a_raw_stream_is_a_caller_error() -> None:
+    """An exception raised by the app's code inside `async with guard.stream(...)` is
+    logged as `caller_error` (not blamed on an upstream), ends the stream `reason=error`,
+    reaches `end` with its message, and propagates to the app."""
+    log = RecordingLog()
+    guard = StreamGuard(log=log, flush_ms=0)  # type: ignore[arg-type]
+    ends: list[StreamEnd] = []
+
+    async def write(text: str) -> None:
+        return None
+
+    async def end(e: StreamEnd) -> None:
+        ends.append(e)
+
+    async def answer() -> None:
+        async with guard.stream("s", write, end=end, trace="t1") as s:
+            await s.send("x")
+            raise ValueError("bad prompt template")
+
+    with pytest.raises(ValueError, match="bad prompt template"):
+        await answer()
+    (caller,) = log.of(Event.CALLER_ERROR)
+    assert (caller["trace"], caller["message"]) == ("t1", "ValueError: bad prompt template")
+    assert log.of(Event.UPSTREAM_ERROR) == []
+    (stream_end,) = log.of(Event.STREAM_END)
+    assert stream_end["reason"] == "error"
+    assert ends == [StreamEnd(EndReason.ERROR, 1, "ValueError: bad prompt template")]
+
+
+async def test_an_upstream_error_raised_in_a_raw_stream_is_an_upstream_error() -> None:
+    """The app raising `UpstreamError` inside the block says its upstream failed: that is
+    `upstream_error`, with the status the exception carries."""
+    log = RecordingLog()
+    guard = StreamGuard(log=log, flush_ms=0)  # type: ignore[arg-type]
+
+    async def write(text: str) -> None:
+        return None
+
+    async def answer() -> None:
+        async with guard.stream("s", write):
+            raise jarvis.UpstreamError("upstream answered 502", status=502)
+
+    with pytest.raises(jarvis.UpstreamError):
+        await answer()
+    (upstream,) = log.of(Event.UPSTREAM_ERROR)
+    assert (upstream["status"], upstream["message"]) == (502, "upstream answered 502")
+    assert log.of(Event.CALLER_ERROR) == []
+
+
 async def test_raw_stream_send_is_refused_once_cancelled() -> None:
     """After a newer prompt took the session, `send` returns False and writes nothing."""
     guard = StreamGuard(log=RecordingLog(), flush_ms=0)  # type: ignore[arg-type]
