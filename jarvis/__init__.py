@@ -23,6 +23,7 @@ from .exceptions import (
     ToolError,
     UpstreamError,
 )
+from .settings import GuardSettings
 from .vocabulary import EVENTS, CancelReason, EndReason, Event, EventSpec
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "EndReason",
     "Event",
     "EventSpec",
+    "GuardSettings",
     "GuardedStream",
     "JarvisError",
     "LogfmtFormatter",

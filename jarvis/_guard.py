@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse, Response
 
@@ -34,6 +35,7 @@ from ._types import Receive, Scope, Send
 from ._watchdog import LoopWatchdog
 from .eventlog import EventLog, EventSink
 from .exceptions import BadRequest, ConfigError, RegistryUnavailable, UpstreamError
+from .settings import GuardSettings, LogFormat
 from .vocabulary import CancelReason, EndReason, Event
 
 if TYPE_CHECKING:
@@ -49,6 +51,8 @@ LogTarget = str | os.PathLike[str] | logging.Logger | None
 Write = Callable[[str], Awaitable[object]]
 #: `guard.stream`'s end callback: given how the stream ended, before its session moves on.
 OnEnd = Callable[[StreamEnd], Awaitable[object]]
+#: Where `StreamGuard`'s keyword defaults come from: one definition of each setting.
+_DEFAULTS = GuardSettings()
 
 
 #: The answer to a prompt while the shared registry is down: retry later, nothing started.
@@ -115,42 +119,37 @@ class StreamGuard:
     once; `flush_ms=0` streams token by token). A write stuck for
     `send_timeout` seconds ends its stream. Every step is logged with the
     vocabulary of `jarvis.EVENTS`.
+
+    Every keyword but `log` is a field of `GuardSettings`, which holds its
+    default and its rule; `StreamGuard.from_settings(settings)` takes one whole.
     """
 
     def __init__(
         self,
         *,
-        cancel_wait: float = 2.0,
-        flush_ms: float = 75.0,
-        flush_bytes: int = 1024,
-        send_timeout: float = 10.0,
-        shutdown_timeout: float = 5.0,
+        cancel_wait: float = _DEFAULTS.cancel_wait,
+        flush_ms: float = _DEFAULTS.flush_ms,
+        flush_bytes: int = _DEFAULTS.flush_bytes,
+        send_timeout: float = _DEFAULTS.send_timeout,
+        shutdown_timeout: float = _DEFAULTS.shutdown_timeout,
         log: LogTarget = None,
-        log_format: Literal["logfmt", "json"] = "logfmt",
-        watchdog_ms: float = 250.0,
-        lag_report_s: float = 10.0,
-        registry: str | None = None,
+        log_format: LogFormat = _DEFAULTS.log_format,
+        watchdog_ms: float = _DEFAULTS.watchdog_ms,
+        lag_report_s: float = _DEFAULTS.lag_report_s,
+        registry: str | None = _DEFAULTS.registry,
     ) -> None:
-        checks = [
-            (cancel_wait > 0, "cancel_wait must be > 0 seconds"),
-            (flush_ms >= 0, "flush_ms must be >= 0"),
-            (flush_bytes >= 1, "flush_bytes must be >= 1"),
-            (send_timeout > 0, "send_timeout must be > 0 seconds"),
-            (shutdown_timeout > 0, "shutdown_timeout must be > 0 seconds"),
-            (watchdog_ms >= 10, "watchdog_ms must be >= 10"),
-            (lag_report_s >= 0, "lag_report_s must be >= 0"),
-            (log_format in ("logfmt", "json"), "log_format must be logfmt or json"),
-            (
-                registry is None or registry.startswith(("redis://", "rediss://", "unix://")),
-                "registry must be None (this process) or a redis://, rediss:// or unix:// URL",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-        self.cancel_wait = cancel_wait
-        self.send_timeout = send_timeout
-        self.shutdown_timeout = shutdown_timeout
+        # Checked once, by the settings object: the same message as `jarvis serve` gives.
+        self._settings = GuardSettings(
+            cancel_wait=cancel_wait,
+            flush_ms=flush_ms,
+            flush_bytes=flush_bytes,
+            send_timeout=send_timeout,
+            shutdown_timeout=shutdown_timeout,
+            log_format=log_format,
+            watchdog_ms=watchdog_ms,
+            lag_report_s=lag_report_s,
+            registry=registry,
+        )
         sink, self._owned_log = _open_log(log, log_format)
         from ._metrics import Metrics  # prometheus_client: loaded with the first guard
 
@@ -183,8 +182,30 @@ class StreamGuard:
             active_streams=self.live_count,
         )
 
+    @classmethod
+    def from_settings(cls, settings: GuardSettings, *, log: LogTarget = None) -> StreamGuard:
+        """A guard with every setting of `settings` (`ServerConfig.guard`, say)."""
+        return cls(log=log, **dataclasses.asdict(settings))
+
     def __repr__(self) -> str:
         return f"<StreamGuard live={self.live_count()} cancel_wait={self.cancel_wait}s>"
+
+    @property
+    def settings(self) -> GuardSettings:
+        """The settings this guard was built with."""
+        return self._settings
+
+    @property
+    def cancel_wait(self) -> float:
+        return self._settings.cancel_wait
+
+    @property
+    def send_timeout(self) -> float:
+        return self._settings.send_timeout
+
+    @property
+    def shutdown_timeout(self) -> float:
+        return self._settings.shutdown_timeout
 
     # -- the two ways in ------------------------------------------------------------
 
