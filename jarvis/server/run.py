@@ -42,7 +42,7 @@ class JarvisServer(uvicorn.Server):
                 log_level="warning",
                 access_log=False,
                 lifespan="on",
-                timeout_graceful_shutdown=max(1, math.ceil(config.shutdown_timeout / 2)),
+                timeout_graceful_shutdown=max(1, math.ceil(config.guard.shutdown_timeout / 2)),
                 # A chat server's keep-alive connections must not outlive shutdown.
                 timeout_keep_alive=5,
             )
@@ -60,6 +60,7 @@ class JarvisServer(uvicorn.Server):
                 self.bound_port = sock.getsockname()[1]
                 break
         cfg = self.jarvis_config
+        guard = cfg.guard
         self.ctx.log.emit(
             Event.SERVER_START,
             version=__version__,
@@ -67,12 +68,12 @@ class JarvisServer(uvicorn.Server):
             port=self.bound_port,
             pid=os.getpid(),
             source=self.ctx.source.name,
-            log_format=cfg.log_format,
-            cancel_wait_ms=int(cfg.cancel_wait * 1000),
-            flush_ms=cfg.flush_ms,
-            flush_bytes=cfg.flush_bytes,
+            log_format=guard.log_format,
+            cancel_wait_ms=int(guard.cancel_wait * 1000),
+            flush_ms=guard.flush_ms,
+            flush_bytes=guard.flush_bytes,
             faults=",".join(sorted(f.value for f in cfg.faults)) or "none",
-            registry=cfg.registry or "memory",
+            registry=guard.registry or "memory",
             worker=cfg.worker,
         )
         if self.on_ready is not None and self.bound_port is not None:
@@ -81,7 +82,7 @@ class JarvisServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
             server.close()  # stop accepting first, so no stream starts during shutdown
-        remaining = await self.ctx.guard.shutdown(self.jarvis_config.shutdown_timeout / 2)
+        remaining = await self.ctx.guard.shutdown(self.jarvis_config.guard.shutdown_timeout / 2)
         self.ctx.log.emit(Event.SERVER_STOP, open_streams=remaining)
         await super().shutdown(sockets)
 
@@ -130,8 +131,8 @@ def serve(
     show where a hung server is stuck without needing py-spy. SIGHUP reopens
     the log file, for logrotate's move-then-HUP.
     """
-    if config.registry is not None:
-        check_registry(config.registry)
+    if config.guard.registry is not None:
+        check_registry(config.guard.registry)
     sock = bind_socket(config.host, config.port)
     if config.workers > 1:
         from .fleet import run_fleet
