@@ -27,7 +27,7 @@ from ._batcher import TokenBatcher
 from ._emitter import SSEEmitter
 from ._encoders import Encoding, OpenAIChunks, StreamEnd, model_of
 from ._lifecycle import StreamParts, StreamRun
-from ._registry import StreamRegistry
+from ._registry import Registry, StreamRegistry
 from ._sendwatch import SendWatch
 from ._stdlog import LOGGER_NAME, LoggerSink
 from ._stream import StreamHandle, StreamState, new_stream_id, new_trace_id
@@ -155,7 +155,7 @@ class StreamGuard:
 
         metrics = Metrics()
         self._metrics = metrics
-        shared: StreamRegistry
+        shared: Registry
         if registry is None:
             shared = StreamRegistry(sink, cancel_wait=cancel_wait, metrics=metrics)
         else:
@@ -426,7 +426,7 @@ class _WriterEmitter:
         write: Write,
         on_end: OnEnd | None,
         handle: StreamHandle,
-        registry: StreamRegistry,
+        registry: Registry,
         send_timeout: float,
     ) -> None:
         self._write = write

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._batcher import TokenBatcher
 from ._encoders import StreamEnd
-from ._registry import StreamRegistry
+from ._registry import Registry
 from ._stream import StreamHandle, StreamState
 from ._types import Emitter
 from .eventlog import EventSink
@@ -41,7 +41,7 @@ class StreamParts:
 
     log: EventSink
     metrics: Metrics
-    registry: StreamRegistry
+    registry: Registry
     batcher: TokenBatcher
     cancel_wait: float
 

@@ -4,6 +4,9 @@ Registering B while A is active cancels A, waits for A's cleanup *outside*
 any lock and bounded by `cancel_wait`, then makes B the session's active
 stream. Waits only ever go from newer to older streams, so racing prompts
 cannot deadlock: the newest wins, every other one ends superseded.
+
+`Registry` is what the guard and the lifecycle hold: `StreamRegistry` (this
+process) and `RedisRegistry` (a fleet, `jarvis._redis_registry`) implement it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._stream import StreamHandle, StreamState
 from .eventlog import EventSink
@@ -22,8 +25,59 @@ if TYPE_CHECKING:  # prometheus_client is imported when a guard is built, not by
     from ._metrics import Metrics
 
 
+class Registry(Protocol):
+    """Which stream of a session may emit: what a guard's streams register with.
+
+    The guard calls `start` and `stop` around its lifespan and `shutdown` at its
+    end; each stream `register`s (False: it lost its session's race), may be
+    `cancel`led from anywhere, and is `release`d by its cleanup, always.
+    """
+
+    async def start(self) -> None:
+        """Connect to whatever holds the shared state, if anything (else a no-op)."""
+        ...
+
+    async def stop(self) -> None:
+        """Disconnect (bounded)."""
+        ...
+
+    def unavailable(self) -> bool:
+        """Whether new streams must be refused now (a shared registry that is down)."""
+        ...
+
+    async def register(self, handle: StreamHandle) -> bool:
+        """Make `handle` its session's active stream, superseding the older ones (a
+        bounded wait); False if it lost the race (cancelled while it waited)."""
+        ...
+
+    def cancel(self, handle: StreamHandle, reason: CancelReason) -> bool:
+        """Tell one stream to stop; True if that took effect (logged `stream_cancelled`)."""
+        ...
+
+    def release(self, handle: StreamHandle) -> None:
+        """Forget `handle` (compare-and-delete: never a successor's entry)."""
+        ...
+
+    def active(self, session: str) -> StreamHandle | None:
+        """The stream this process runs that may emit in `session`, if any."""
+        ...
+
+    def live_count(self) -> int:
+        """This process's streams registered or waiting and not yet released (any thread)."""
+        ...
+
+    def snapshot(self) -> dict[str, list[dict[str, object]]]:
+        """This process's live streams by session."""
+        ...
+
+    async def shutdown(self, wait_s: float) -> int:
+        """Cancel every live stream (`reason=shutdown`), wait (bounded); return how many
+        remain."""
+        ...
+
+
 @dataclass(slots=True)
-class _Session:
+class SessionStreams:
     """A session's live streams (registered or waiting) and its active one."""
 
     generation: int = 0
@@ -32,7 +86,7 @@ class _Session:
 
 
 class StreamRegistry:
-    """Owns which stream of a session may emit."""
+    """The `Registry` of one process: owns which stream of a session may emit."""
 
     def __init__(
         self,
@@ -46,7 +100,7 @@ class StreamRegistry:
         self._metrics = metrics
         self._cancel_wait = cancel_wait
         self._clock = clock
-        self._sessions: dict[str, _Session] = {}
+        self._sessions: dict[str, SessionStreams] = {}
         # Kept as a plain int so other threads (the watchdog) can read it safely.
         self._live = 0
 
@@ -59,7 +113,7 @@ class StreamRegistry:
         A stream loses when it is itself cancelled while it waits: a newer
         prompt arrived in its session, or its client went away.
         """
-        session = self._sessions.setdefault(handle.session, _Session())
+        session = self._sessions.setdefault(handle.session, SessionStreams())
         session.generation += 1
         handle.generation = session.generation
         # A fenced stream may write nothing more: waiting for it again would cost every

@@ -52,6 +52,23 @@ def test_library_never_imports_the_cli_or_locust() -> None:
     assert probe.stdout.strip() == "False", probe.stderr
 
 
+def test_import_jarvis_and_an_in_process_guard_never_load_redis() -> None:
+    """redis is the `fleet` extra: `jarvis._redis_registry` (and redis with it) loads only
+    when a guard is given `registry="redis://..."`; `import jarvis` loads neither it nor
+    prometheus_client, and a guard of one process still loads no redis."""
+    code = (
+        "import sys, jarvis; "
+        "assert 'redis' not in sys.modules and 'prometheus_client' not in sys.modules; "
+        "jarvis.StreamGuard(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'redis' "
+        "or m == 'jarvis._redis_registry'))"
+    )
+    probe = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert probe.stdout.strip() == "[]", probe.stderr
+
+
 def test_every_package_folder_is_listed_for_the_wheel_and_jarvis_is_typed() -> None:
     """A wheel holds only the packages pyproject lists: every folder with an `__init__.py`
     under jarvis/ and jarvis_cli/ is there (a missed one imports here and fails once installed),
