@@ -172,8 +172,9 @@ class StreamGuard:
             cancel_wait=cancel_wait,
         )
         self._send_watch = SendWatch(send_timeout)
-        #: The lifecycle class; `jarvis.faults` swaps it to reproduce the seeds' bugs.
-        self._run_class: type[StreamRun] = StreamRun
+        #: The lifecycle each stream runs. A seam: `jarvis.faults` sets a variant of
+        #: `StreamRun` here (before the guard serves) to reproduce the seeds' bugs.
+        self.run_class: type[StreamRun] = StreamRun
         self._watchdog = LoopWatchdog(
             sink,
             threshold_s=watchdog_ms / 1000,
@@ -189,6 +190,15 @@ class StreamGuard:
 
     def __repr__(self) -> str:
         return f"<StreamGuard live={self.live_count()} cancel_wait={self.cancel_wait}s>"
+
+    @property
+    def parts(self) -> StreamParts:
+        """What every stream of this guard shares: log, metrics, registry, batcher.
+
+        A seam, like `run_class`: `jarvis.faults` replaces the registry or the batcher
+        here with a variant; tests read the registry's view of live streams.
+        """
+        return self._parts
 
     @property
     def settings(self) -> GuardSettings:
@@ -374,7 +384,7 @@ class _GuardedResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         guard = self.guard
-        parts = guard._parts
+        parts = guard.parts
         handle = StreamHandle(session=self.session, stream_id=self.stream_id, trace=self.trace)
         encoder = self.encode(self.stream_id)
         emitter = SSEEmitter(
@@ -386,7 +396,7 @@ class _GuardedResponse(Response):
             headers=self.raw_headers,
             watch=guard._send_watch,
         )
-        run = guard._run_class(
+        run = guard.run_class(
             parts, handle, emitter, model=model_of(self.encode), prompt_chars=self.prompt_chars
         )
         gone = functools.partial(parts.registry.cancel, handle, CancelReason.CLIENT_DISCONNECTED)
@@ -504,7 +514,7 @@ class GuardedStream:
         h, run = self._handle, self._run
         if h is None or run is None or self._add is None:
             return True
-        return run._cancelled() or h.fenced or h.state >= StreamState.STOPPING
+        return run.stop_requested() or h.fenced or h.state >= StreamState.STOPPING
 
     @property
     def fenced(self) -> bool:
@@ -524,18 +534,18 @@ class GuardedStream:
     def disconnect(self) -> None:
         """The client went away: stop the stream (`reason=disconnected`)."""
         if self._handle is not None:
-            self._guard._parts.registry.cancel(self._handle, CancelReason.CLIENT_DISCONNECTED)
+            self._guard.parts.registry.cancel(self._handle, CancelReason.CLIENT_DISCONNECTED)
 
     async def __aenter__(self) -> GuardedStream:
         guard = self._guard
-        parts = guard._parts
+        parts = guard.parts
         if parts.registry.unavailable():
             raise RegistryUnavailable("the stream registry is unavailable; retry shortly")
         handle = StreamHandle(session=self.session, stream_id=self.id, trace=self.trace)
         emitter = _WriterEmitter(
             self._write, self._on_end, handle, parts.registry, guard.send_timeout
         )
-        run = guard._run_class(
+        run = guard.run_class(
             parts, handle, emitter, model=self._model, prompt_chars=self._prompt_chars
         )
         self._handle, self._run = handle, run
@@ -558,7 +568,7 @@ class GuardedStream:
         assert handle is not None
         won = self._add is not None
         self._add = None  # from here on `send` is refused: the block is over
-        if not won or run._cancelled():
+        if not won or run.stop_requested():
             reason = run.cancelled_reason()
         elif handle.fenced:
             reason = EndReason.SUPERSEDED
@@ -579,7 +589,7 @@ class GuardedStream:
             reason = EndReason.COMPLETED
         try:
             if reason in (EndReason.COMPLETED, EndReason.ERROR):
-                await self._guard._parts.batcher.flush_on_end(self.id)
+                await self._guard.parts.batcher.flush_on_end(self.id)
         finally:
             await run.close(reason)
             self.end = StreamEnd(reason, handle.tokens, run.error)

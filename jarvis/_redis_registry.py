@@ -106,7 +106,7 @@ class RedisRegistry(StreamRegistry):
 
     It keeps this process's bookkeeping (live streams, cancel, release, shutdown) the
     way `StreamRegistry` does, and replaces registering: the supersede-and-wait runs
-    through Redis.
+    through Redis, so `StreamRegistry`'s own `supersede` and `fence` seams are unused.
 
     `active()`, `live_count()` and `snapshot()` are this process's view (its own
     streams). `start()` connects and subscribes (`RegistryUnavailable` if Redis does

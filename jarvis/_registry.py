@@ -86,7 +86,11 @@ class SessionStreams:
 
 
 class StreamRegistry:
-    """The `Registry` of one process: owns which stream of a session may emit."""
+    """The `Registry` of one process: owns which stream of a session may emit.
+
+    `supersede` and `fence` are seams: `jarvis.faults` overrides them to reproduce
+    the seeds' bugs (no-cancel, ignore-cancel), so this class holds the fix alone.
+    """
 
     def __init__(
         self,
@@ -124,7 +128,7 @@ class StreamRegistry:
         handle.transition(StreamState.WAITING)
 
         if previous:
-            await self._supersede(handle, previous)
+            await self.supersede(handle, previous)
 
         if handle.cancel_requested:
             return False
@@ -139,8 +143,12 @@ class StreamRegistry:
         )
         return True
 
-    async def _supersede(self, handle: StreamHandle, previous: list[StreamHandle]) -> None:
-        """Cancel the session's older streams and wait (bounded) for their cleanup."""
+    async def supersede(self, handle: StreamHandle, previous: list[StreamHandle]) -> None:
+        """Cancel the session's older streams and wait (bounded) for their cleanup.
+
+        A seam: `register` calls it whenever older streams are live; the no-cancel
+        variant overrides it to go ahead without touching them.
+        """
         for prev in previous:
             self.cancel(prev, CancelReason.REGISTRY_NEW_STREAM)
         await self._wait_for_previous(handle, previous)
@@ -189,10 +197,14 @@ class StreamRegistry:
             self._metrics.cleanup_timeouts.inc()
         for prev in previous:
             if not prev.done.done() and not prev.fenced:
-                self._fence(prev, by=handle)
+                self.fence(prev, by=handle)
 
-    def _fence(self, stream: StreamHandle, *, by: StreamHandle) -> None:
-        """`stream` overran the cancel wait: nothing it still writes may reach the wire."""
+    def fence(self, stream: StreamHandle, *, by: StreamHandle) -> None:
+        """`stream` overran the cancel wait: nothing it still writes may reach the wire.
+
+        A seam: the wait calls it for every older stream still running when it times
+        out; the ignore-cancel variant overrides it to leave the laggard unfenced.
+        """
         stream.fence()
         self._log.emit(
             Event.STREAM_FENCED,

@@ -118,7 +118,7 @@ async def test_a_new_prompt_supersedes_the_session_stream_before_it_starts() -> 
     first = asyncio.create_task(
         guard.response("s", words("a1", "a2", "a3", gate=gate))(HTTP, a.receive, a.send)
     )
-    await until(lambda: guard._parts.registry.active("s") is not None)
+    await until(lambda: guard.parts.registry.active("s") is not None)
     await guard.response("s", words("b1"))(HTTP, b.receive, b.send)
     gate.set()
     await asyncio.wait_for(first, 2)
@@ -161,7 +161,7 @@ async def test_client_disconnect_cancels_the_stream_and_cleans_up() -> None:
     task = asyncio.create_task(
         guard.response("s", words("a", "b", gate=never))(HTTP, client.receive, client.send)
     )
-    await until(lambda: guard._parts.registry.active("s") is not None)
+    await until(lambda: guard.parts.registry.active("s") is not None)
     client.gone.set()
     await asyncio.wait_for(task, 2)
     (end,) = log.of(Event.STREAM_END)
@@ -315,9 +315,9 @@ async def test_raw_stream_send_is_refused_once_cancelled() -> None:
         wire.append(text)
 
     async with guard.stream("s", write) as s:
-        guard._parts.registry.cancel(
-            guard._parts.registry.active("s"), jarvis.CancelReason.SHUTDOWN
-        )  # type: ignore[arg-type]
+        active = guard.parts.registry.active("s")
+        assert active is not None
+        guard.parts.registry.cancel(active, jarvis.CancelReason.SHUTDOWN)
         assert s.cancelled
         assert await s.send("late") is False
     assert wire == []
@@ -461,7 +461,7 @@ def test_log_takes_a_logger_adapter_and_refuses_what_cannot_log() -> None:
     value that is no log target is a ConfigError naming what is accepted."""
     adapter = logging.LoggerAdapter(logging.getLogger("app.chat"), {"app": "x"})
     guard = StreamGuard(log=adapter)  # type: ignore[arg-type]
-    assert guard._parts.log.logger is adapter.logger  # type: ignore[attr-defined]
+    assert guard.parts.log.logger is adapter.logger  # type: ignore[attr-defined]
     with pytest.raises(jarvis.ConfigError, match=r"file path, a logging\.Logger or None"):
         StreamGuard(log=42)  # type: ignore[arg-type]
 
