@@ -1,6 +1,7 @@
 """The optional C speedups; all other configuration is in pyproject.toml.
 
-- `jarvis._linesink`: the server's event-log lines (jarvis/linesink.py is its Python twin).
+- `jarvis._linesink`: the server's event-log lines (`LineSink` in jarvis/_sink.py is its
+  Python twin).
 - `jarvis_cli.logs._hotscan`: the logfmt hot loop of `jarvis diagnose`.
 
 A setup.py because `ext-modules` in pyproject.toml is still experimental in setuptools.

@@ -7,8 +7,8 @@ with the vocabulary in `EVENTS`. `jarvis serve` is the reference server
 built on it.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: it would bind `jarvis.annotations`, a
+# public name nobody chose (tests/test_package.py holds vars(jarvis) to __all__).
 __version__ = "0.1.0"
 
 from ._encoders import AnthropicEvents, Encoder, Encoding, OpenAIChunks, PlainText, StreamEnd
@@ -23,6 +23,7 @@ from .exceptions import (
     ToolError,
     UpstreamError,
 )
+from .settings import GuardSettings
 from .vocabulary import EVENTS, CancelReason, EndReason, Event, EventSpec
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "EndReason",
     "Event",
     "EventSpec",
+    "GuardSettings",
     "GuardedStream",
     "JarvisError",
     "LogfmtFormatter",

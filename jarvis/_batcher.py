@@ -88,9 +88,24 @@ class TokenBatcher:
     def __repr__(self) -> str:
         return f"<TokenBatcher flush_ms={self._delay_ms:g} buffers={len(self._buffers)}>"
 
+    @property
+    def flush_ms(self) -> float:
+        """The debounce window (ms); 0: token by token."""
+        return self._delay_ms
+
+    @property
+    def flush_bytes(self) -> int:
+        """A buffer this large flushes at once."""
+        return self._flush_bytes
+
     def open(self, request_id: str, emit: Emit, emit_token: EmitToken | None = None) -> None:
         """Start buffering for one request; `emit` writes a flushed batch, `emit_token`
-        (default: `emit`) one token from the producer, token by token."""
+        (default: `emit`) one token from the producer, token by token.
+
+        A seam: every byte of the request reaches its stream through these two
+        writers, so a variant that wraps them (the blocking-flush fault) changes how
+        each batch is written without touching the batching.
+        """
         self._buffers[request_id] = _Buffer(
             emit,
             emit_token or _one_token(emit),
@@ -213,7 +228,7 @@ class TokenBatcher:
         text, tokens = "".join(parts), len(parts)
         buffer.log_start(size)
         try:
-            sent = await self._send(buffer, text, tokens)
+            sent = await buffer.emit(text, tokens)
         except asyncio.CancelledError:
             # Cancelled while waiting to write (a paused transport): nothing reached
             # the wire, so the batch goes back and cleanup sends it, in order.
@@ -221,7 +236,3 @@ class TokenBatcher:
             raise
         buffer.log_done(tokens if sent else 0, size)
         self._flush_counts[trigger] += 1
-
-    async def _send(self, buffer: _Buffer, text: str, tokens: int) -> bool:
-        """Hand one batch to the stream's writer."""
-        return await buffer.emit(text, tokens)

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from .vocabulary import EndReason
 
@@ -58,6 +58,27 @@ Encoding = Callable[[str], Encoder]
 #: A model name, or a callable asked at the stream's first event (a proxy learns the
 #: name from its upstream's first chunk).
 ModelName = str | Callable[[], str]
+
+
+@runtime_checkable
+class NamedEncoding(Protocol):
+    """An encoding that names its model (`OpenAIChunks`, `AnthropicEvents`, or yours).
+
+    The model is a property of the encoding, shared by its streams, not of one
+    stream's `Encoder`: the guard reads it once per stream for `stream_start model=`.
+    """
+
+    model: ModelName
+
+    def __call__(self, stream_id: str) -> Encoder: ...
+
+
+def model_of(encode: Encoding) -> str:
+    """The model `encode` names, asked now; "" for an encoding that names none."""
+    if not isinstance(encode, NamedEncoding):
+        return ""
+    model = encode.model
+    return model() if callable(model) else model
 
 
 def _dumps(data: object) -> str:

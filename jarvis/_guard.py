@@ -12,28 +12,30 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse, Response
 
 from ._batcher import TokenBatcher
 from ._emitter import SSEEmitter
-from ._encoders import Encoding, OpenAIChunks, StreamEnd
+from ._encoders import Encoding, OpenAIChunks, StreamEnd, model_of
 from ._lifecycle import StreamParts, StreamRun
-from ._registry import StreamRegistry
+from ._registry import Registry, StreamRegistry
 from ._sendwatch import SendWatch
 from ._stdlog import LOGGER_NAME, LoggerSink
 from ._stream import StreamHandle, StreamState, new_stream_id, new_trace_id
 from ._types import Receive, Scope, Send
 from ._watchdog import LoopWatchdog
 from .eventlog import EventLog, EventSink
-from .exceptions import BadRequest, ConfigError, RegistryUnavailable
+from .exceptions import BadRequest, ConfigError, RegistryUnavailable, UpstreamError
+from .settings import GuardSettings, LogFormat
 from .vocabulary import CancelReason, EndReason, Event
 
 if TYPE_CHECKING:
@@ -49,6 +51,8 @@ LogTarget = str | os.PathLike[str] | logging.Logger | None
 Write = Callable[[str], Awaitable[object]]
 #: `guard.stream`'s end callback: given how the stream ended, before its session moves on.
 OnEnd = Callable[[StreamEnd], Awaitable[object]]
+#: Where `StreamGuard`'s keyword defaults come from: one definition of each setting.
+_DEFAULTS = GuardSettings()
 
 
 #: The answer to a prompt while the shared registry is down: retry later, nothing started.
@@ -115,48 +119,43 @@ class StreamGuard:
     once; `flush_ms=0` streams token by token). A write stuck for
     `send_timeout` seconds ends its stream. Every step is logged with the
     vocabulary of `jarvis.EVENTS`.
+
+    Every keyword but `log` is a field of `GuardSettings`, which holds its
+    default and its rule; `StreamGuard.from_settings(settings)` takes one whole.
     """
 
     def __init__(
         self,
         *,
-        cancel_wait: float = 2.0,
-        flush_ms: float = 75.0,
-        flush_bytes: int = 1024,
-        send_timeout: float = 10.0,
-        shutdown_timeout: float = 5.0,
+        cancel_wait: float = _DEFAULTS.cancel_wait,
+        flush_ms: float = _DEFAULTS.flush_ms,
+        flush_bytes: int = _DEFAULTS.flush_bytes,
+        send_timeout: float = _DEFAULTS.send_timeout,
+        shutdown_timeout: float = _DEFAULTS.shutdown_timeout,
         log: LogTarget = None,
-        log_format: Literal["logfmt", "json"] = "logfmt",
-        watchdog_ms: float = 250.0,
-        lag_report_s: float = 10.0,
-        registry: str | None = None,
+        log_format: LogFormat = _DEFAULTS.log_format,
+        watchdog_ms: float = _DEFAULTS.watchdog_ms,
+        lag_report_s: float = _DEFAULTS.lag_report_s,
+        registry: str | None = _DEFAULTS.registry,
     ) -> None:
-        checks = [
-            (cancel_wait > 0, "cancel_wait must be > 0 seconds"),
-            (flush_ms >= 0, "flush_ms must be >= 0"),
-            (flush_bytes >= 1, "flush_bytes must be >= 1"),
-            (send_timeout > 0, "send_timeout must be > 0 seconds"),
-            (shutdown_timeout > 0, "shutdown_timeout must be > 0 seconds"),
-            (watchdog_ms >= 10, "watchdog_ms must be >= 10"),
-            (lag_report_s >= 0, "lag_report_s must be >= 0"),
-            (log_format in ("logfmt", "json"), "log_format must be logfmt or json"),
-            (
-                registry is None or registry.startswith(("redis://", "rediss://", "unix://")),
-                "registry must be None (this process) or a redis://, rediss:// or unix:// URL",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-        self.cancel_wait = cancel_wait
-        self.send_timeout = send_timeout
-        self.shutdown_timeout = shutdown_timeout
+        # Checked once, by the settings object: the same message as `jarvis serve` gives.
+        self._settings = GuardSettings(
+            cancel_wait=cancel_wait,
+            flush_ms=flush_ms,
+            flush_bytes=flush_bytes,
+            send_timeout=send_timeout,
+            shutdown_timeout=shutdown_timeout,
+            log_format=log_format,
+            watchdog_ms=watchdog_ms,
+            lag_report_s=lag_report_s,
+            registry=registry,
+        )
         sink, self._owned_log = _open_log(log, log_format)
         from ._metrics import Metrics  # prometheus_client: loaded with the first guard
 
         metrics = Metrics()
         self._metrics = metrics
-        shared: StreamRegistry
+        shared: Registry
         if registry is None:
             shared = StreamRegistry(sink, cancel_wait=cancel_wait, metrics=metrics)
         else:
@@ -173,8 +172,9 @@ class StreamGuard:
             cancel_wait=cancel_wait,
         )
         self._send_watch = SendWatch(send_timeout)
-        #: The lifecycle class; `jarvis.faults` swaps it to reproduce the original server's bugs.
-        self._run_class: type[StreamRun] = StreamRun
+        #: The lifecycle each stream runs. A seam: `jarvis.faults` sets a variant of
+        #: `StreamRun` here (before the guard serves) to reproduce the original server's bugs.
+        self.run_class: type[StreamRun] = StreamRun
         self._watchdog = LoopWatchdog(
             sink,
             threshold_s=watchdog_ms / 1000,
@@ -183,8 +183,39 @@ class StreamGuard:
             active_streams=self.live_count,
         )
 
+    @classmethod
+    def from_settings(cls, settings: GuardSettings, *, log: LogTarget = None) -> StreamGuard:
+        """A guard with every setting of `settings` (`ServerConfig.guard`, say)."""
+        return cls(log=log, **dataclasses.asdict(settings))
+
     def __repr__(self) -> str:
         return f"<StreamGuard live={self.live_count()} cancel_wait={self.cancel_wait}s>"
+
+    @property
+    def parts(self) -> StreamParts:
+        """What every stream of this guard shares: log, metrics, registry, batcher.
+
+        A seam, like `run_class`: `jarvis.faults` replaces the registry or the batcher
+        here with a variant; tests read the registry's view of live streams.
+        """
+        return self._parts
+
+    @property
+    def settings(self) -> GuardSettings:
+        """The settings this guard was built with."""
+        return self._settings
+
+    @property
+    def cancel_wait(self) -> float:
+        return self._settings.cancel_wait
+
+    @property
+    def send_timeout(self) -> float:
+        return self._settings.send_timeout
+
+    @property
+    def shutdown_timeout(self) -> float:
+        return self._settings.shutdown_timeout
 
     # -- the two ways in ------------------------------------------------------------
 
@@ -353,7 +384,7 @@ class _GuardedResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         guard = self.guard
-        parts = guard._parts
+        parts = guard.parts
         handle = StreamHandle(session=self.session, stream_id=self.stream_id, trace=self.trace)
         encoder = self.encode(self.stream_id)
         emitter = SSEEmitter(
@@ -365,15 +396,8 @@ class _GuardedResponse(Response):
             headers=self.raw_headers,
             watch=guard._send_watch,
         )
-        model = getattr(self.encode, "model", "")
-        if callable(model):
-            model = model()
-        run = guard._run_class(
-            parts,
-            handle,
-            emitter,
-            model=model if isinstance(model, str) else "",
-            prompt_chars=self.prompt_chars,
+        run = guard.run_class(
+            parts, handle, emitter, model=model_of(self.encode), prompt_chars=self.prompt_chars
         )
         gone = functools.partial(parts.registry.cancel, handle, CancelReason.CLIENT_DISCONNECTED)
         listener = asyncio.create_task(watch_disconnect(receive, gone))
@@ -412,7 +436,7 @@ class _WriterEmitter:
         write: Write,
         on_end: OnEnd | None,
         handle: StreamHandle,
-        registry: StreamRegistry,
+        registry: Registry,
         send_timeout: float,
     ) -> None:
         self._write = write
@@ -490,7 +514,7 @@ class GuardedStream:
         h, run = self._handle, self._run
         if h is None or run is None or self._add is None:
             return True
-        return run._cancelled() or h.fenced or h.state >= StreamState.STOPPING
+        return run.stop_requested() or h.fenced or h.state >= StreamState.STOPPING
 
     @property
     def fenced(self) -> bool:
@@ -510,18 +534,18 @@ class GuardedStream:
     def disconnect(self) -> None:
         """The client went away: stop the stream (`reason=disconnected`)."""
         if self._handle is not None:
-            self._guard._parts.registry.cancel(self._handle, CancelReason.CLIENT_DISCONNECTED)
+            self._guard.parts.registry.cancel(self._handle, CancelReason.CLIENT_DISCONNECTED)
 
     async def __aenter__(self) -> GuardedStream:
         guard = self._guard
-        parts = guard._parts
+        parts = guard.parts
         if parts.registry.unavailable():
             raise RegistryUnavailable("the stream registry is unavailable; retry shortly")
         handle = StreamHandle(session=self.session, stream_id=self.id, trace=self.trace)
         emitter = _WriterEmitter(
             self._write, self._on_end, handle, parts.registry, guard.send_timeout
         )
-        run = guard._run_class(
+        run = guard.run_class(
             parts, handle, emitter, model=self._model, prompt_chars=self._prompt_chars
         )
         self._handle, self._run = handle, run
@@ -544,22 +568,28 @@ class GuardedStream:
         assert handle is not None
         won = self._add is not None
         self._add = None  # from here on `send` is refused: the block is over
-        if not won or run._cancelled():
+        if not won or run.stop_requested():
             reason = run.cancelled_reason()
         elif handle.fenced:
             reason = EndReason.SUPERSEDED
         elif isinstance(exc, asyncio.CancelledError):
             reason = EndReason.SHUTDOWN
-        elif exc is not None:
+        elif isinstance(exc, UpstreamError):  # the app says its upstream failed
+            run.error = str(exc)
+            reason = EndReason.ERROR
+            status = exc.status or 0
+            run.parts.log.emit(
+                Event.UPSTREAM_ERROR, trace=handle.trace, status=status, message=run.error
+            )
+        elif exc is not None:  # the app's own code failed: not the upstream's doing
             run.error = f"{type(exc).__name__}: {exc}"
             reason = EndReason.ERROR
-            log = run.parts.log
-            log.emit(Event.UPSTREAM_ERROR, trace=handle.trace, status=0, message=run.error)
+            run.parts.log.emit(Event.CALLER_ERROR, trace=handle.trace, message=run.error)
         else:
             reason = EndReason.COMPLETED
         try:
             if reason in (EndReason.COMPLETED, EndReason.ERROR):
-                await self._guard._parts.batcher.flush_on_end(self.id)
+                await self._guard.parts.batcher.flush_on_end(self.id)
         finally:
             await run.close(reason)
             self.end = StreamEnd(reason, handle.tokens, run.error)

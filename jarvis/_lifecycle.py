@@ -7,8 +7,9 @@ slow. Cleanup order is fixed: buffers (flushing what is left), the terminal
 event, then the registry entry, so a successor's first byte always follows
 this stream's last one.
 
-The methods prefixed `_` below `run` are the seams `jarvis.faults` overrides
-to reproduce the original server's bugs; this module holds the fix alone.
+Three methods are seams, public and documented as such: `stop_requested`,
+`await_producer` and `cleanup`. `jarvis.faults` overrides them to reproduce
+the original server's bugs; this module holds the fix alone.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._batcher import TokenBatcher
 from ._encoders import StreamEnd
-from ._registry import StreamRegistry
+from ._registry import Registry
 from ._stream import StreamHandle, StreamState
 from ._types import Emitter
 from .eventlog import EventSink
@@ -37,11 +38,15 @@ PRODUCER_STOP_S = 1.0
 
 @dataclass(slots=True)
 class StreamParts:
-    """What every stream of one guard shares: the log, the registry, the batcher."""
+    """What every stream of one guard shares: the log, the registry, the batcher.
+
+    A seam: `StreamGuard.parts` is this object, and a variant of the registry or the
+    batcher (`jarvis.faults`) replaces the field before the guard serves.
+    """
 
     log: EventSink
     metrics: Metrics
-    registry: StreamRegistry
+    registry: Registry
     batcher: TokenBatcher
     cancel_wait: float
 
@@ -123,12 +128,12 @@ class StreamRun:
         h = self.handle
         producer = asyncio.create_task(self._pump(tokens), name=f"producer:{h.stream_id}")
         try:
-            await self._await_producer(producer)
+            await self.await_producer(producer)
         finally:
             if not producer.done():
                 producer.cancel()
                 await asyncio.wait({producer}, timeout=PRODUCER_STOP_S)
-        if self._cancelled():
+        if self.stop_requested():
             return self.cancelled_reason()
         if h.fenced:
             return EndReason.SUPERSEDED
@@ -149,7 +154,7 @@ class StreamRun:
         h, add, cancelled = (
             self.handle,
             self.parts.batcher.adder(self.handle.stream_id),
-            self._cancelled,
+            self.stop_requested,
         )
         async with contextlib.AsyncExitStack() as stack:
             if hasattr(tokens, "aclose"):
@@ -162,12 +167,18 @@ class StreamRun:
                 h.tokens += 1
                 await add(token)
 
-    def _cancelled(self) -> bool:
-        """Whether the stream was told to stop (checked before every token)."""
+    def stop_requested(self) -> bool:
+        """Whether the stream was told to stop (checked before every token).
+
+        A seam: the ignore-cancel variant never sees the signal.
+        """
         return self.handle.cancel_reason is not None
 
-    async def _await_producer(self, producer: asyncio.Task[None]) -> None:
-        """Wait for the producer to finish or the stream to be told to stop."""
+    async def await_producer(self, producer: asyncio.Task[None]) -> None:
+        """Wait for the producer to finish or the stream to be told to stop.
+
+        A seam: the ignore-cancel variant waits for the producer alone.
+        """
         either: set[asyncio.Future[Any]] = {producer, self.handle.cancelled}
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
 
@@ -177,7 +188,7 @@ class StreamRun:
         if h.state < StreamState.STOPPING:
             h.transition(StreamState.STOPPING)
         try:
-            await self._cleanup(StreamEnd(reason, h.tokens, self.error))
+            await self.cleanup(StreamEnd(reason, h.tokens, self.error))
         finally:
             # Done means the registry entry is gone and `done` resolved (ENDED), even if
             # the emitter's last write raised; a variant that skips cleanup stays STOPPING.
@@ -196,8 +207,12 @@ class StreamRun:
             parts.metrics.ended.labels(reason.value).inc()
         return cleanup_done
 
-    async def _cleanup(self, end: StreamEnd) -> None:
-        """Buffers, the emitter's end, then the registry entry (always, even if one raised)."""
+    async def cleanup(self, end: StreamEnd) -> None:
+        """Buffers, the emitter's end, then the registry entry (always, even if one raised).
+
+        A seam: `close` runs it in the `finally`; the skip-cleanup and slow-cleanup
+        variants override it.
+        """
         h, parts = self.handle, self.parts
         try:
             await parts.batcher.cleanup_request_buffers(h.stream_id)

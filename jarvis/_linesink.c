@@ -7,7 +7,7 @@
  * 40% of the server's CPU per token (benchmarks/server_cpu.py). Here a line is
  * one call: clock_gettime, a cached second, digits, memcpy.
  *
- * jarvis/linesink.py is the same sink in Python: the fallback where this
+ * `LineSink` in jarvis/_sink.py is the same sink in Python: the fallback where this
  * module is not built, and the reference the tests hold this one to, byte for
  * byte.
  *
@@ -372,7 +372,7 @@ static PyTypeObject BoundType = {
 static struct PyModuleDef linesink_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "jarvis._linesink",
-    .m_doc = "The event log's hot path in C (see jarvis/linesink.py for the Python twin).",
+    .m_doc = "The event log's hot path in C (see LineSink in jarvis/_sink.py for the Python twin).",
     .m_size = -1,
 };
 

@@ -1,4 +1,7 @@
-"""Type stub of the C line sink (jarvis/_linesink.c); jarvis/linesink.py is its Python twin."""
+"""Type stub of the C line sink (jarvis/_linesink.c).
+
+`LineSink` in jarvis/_sink.py is its Python twin.
+"""
 
 from collections.abc import Callable
 

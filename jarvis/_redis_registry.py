@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ._registry import StreamRegistry, _Session
+from ._registry import SessionStreams, StreamRegistry
 from ._stream import StreamHandle, StreamState
 from .eventlog import EventSink
 from .exceptions import RegistryUnavailable
@@ -102,7 +102,11 @@ def worker_name() -> str:
 
 
 class RedisRegistry(StreamRegistry):
-    """The registry of one process of a fleet; Redis decides which stream owns a session.
+    """The `Registry` of one process of a fleet; Redis decides which stream owns a session.
+
+    It keeps this process's bookkeeping (live streams, cancel, release, shutdown) the
+    way `StreamRegistry` does, and replaces registering: the supersede-and-wait runs
+    through Redis, so `StreamRegistry`'s own `supersede` and `fence` seams are unused.
 
     `active()`, `live_count()` and `snapshot()` are this process's view (its own
     streams). `start()` connects and subscribes (`RegistryUnavailable` if Redis does
@@ -217,7 +221,7 @@ class RedisRegistry(StreamRegistry):
         if not self._started:
             await self.start()
         name = handle.session
-        slot = self._sessions.setdefault(name, _Session())
+        slot = self._sessions.setdefault(name, SessionStreams())
         slot.live.append(handle)
         self._live += 1
         handle.transition(StreamState.WAITING)

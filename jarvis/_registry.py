@@ -4,6 +4,9 @@ Registering B while A is active cancels A, waits for A's cleanup *outside*
 any lock and bounded by `cancel_wait`, then makes B the session's active
 stream. Waits only ever go from newer to older streams, so racing prompts
 cannot deadlock: the newest wins, every other one ends superseded.
+
+`Registry` is what the guard and the lifecycle hold: `StreamRegistry` (this
+process) and `RedisRegistry` (a fleet, `jarvis._redis_registry`) implement it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._stream import StreamHandle, StreamState
 from .eventlog import EventSink
@@ -22,8 +25,59 @@ if TYPE_CHECKING:  # prometheus_client is imported when a guard is built, not by
     from ._metrics import Metrics
 
 
+class Registry(Protocol):
+    """Which stream of a session may emit: what a guard's streams register with.
+
+    The guard calls `start` and `stop` around its lifespan and `shutdown` at its
+    end; each stream `register`s (False: it lost its session's race), may be
+    `cancel`led from anywhere, and is `release`d by its cleanup, always.
+    """
+
+    async def start(self) -> None:
+        """Connect to whatever holds the shared state, if anything (else a no-op)."""
+        ...
+
+    async def stop(self) -> None:
+        """Disconnect (bounded)."""
+        ...
+
+    def unavailable(self) -> bool:
+        """Whether new streams must be refused now (a shared registry that is down)."""
+        ...
+
+    async def register(self, handle: StreamHandle) -> bool:
+        """Make `handle` its session's active stream, superseding the older ones (a
+        bounded wait); False if it lost the race (cancelled while it waited)."""
+        ...
+
+    def cancel(self, handle: StreamHandle, reason: CancelReason) -> bool:
+        """Tell one stream to stop; True if that took effect (logged `stream_cancelled`)."""
+        ...
+
+    def release(self, handle: StreamHandle) -> None:
+        """Forget `handle` (compare-and-delete: never a successor's entry)."""
+        ...
+
+    def active(self, session: str) -> StreamHandle | None:
+        """The stream this process runs that may emit in `session`, if any."""
+        ...
+
+    def live_count(self) -> int:
+        """This process's streams registered or waiting and not yet released (any thread)."""
+        ...
+
+    def snapshot(self) -> dict[str, list[dict[str, object]]]:
+        """This process's live streams by session."""
+        ...
+
+    async def shutdown(self, wait_s: float) -> int:
+        """Cancel every live stream (`reason=shutdown`), wait (bounded); return how many
+        remain."""
+        ...
+
+
 @dataclass(slots=True)
-class _Session:
+class SessionStreams:
     """A session's live streams (registered or waiting) and its active one."""
 
     generation: int = 0
@@ -32,7 +86,11 @@ class _Session:
 
 
 class StreamRegistry:
-    """Owns which stream of a session may emit."""
+    """The `Registry` of one process: owns which stream of a session may emit.
+
+    `supersede` and `fence` are seams: `jarvis.faults` overrides them to reproduce
+    the original server's bugs (no-cancel, ignore-cancel), so this class holds the fix alone.
+    """
 
     def __init__(
         self,
@@ -46,7 +104,7 @@ class StreamRegistry:
         self._metrics = metrics
         self._cancel_wait = cancel_wait
         self._clock = clock
-        self._sessions: dict[str, _Session] = {}
+        self._sessions: dict[str, SessionStreams] = {}
         # Kept as a plain int so other threads (the watchdog) can read it safely.
         self._live = 0
 
@@ -59,7 +117,7 @@ class StreamRegistry:
         A stream loses when it is itself cancelled while it waits: a newer
         prompt arrived in its session, or its client went away.
         """
-        session = self._sessions.setdefault(handle.session, _Session())
+        session = self._sessions.setdefault(handle.session, SessionStreams())
         session.generation += 1
         handle.generation = session.generation
         # A fenced stream may write nothing more: waiting for it again would cost every
@@ -70,7 +128,7 @@ class StreamRegistry:
         handle.transition(StreamState.WAITING)
 
         if previous:
-            await self._supersede(handle, previous)
+            await self.supersede(handle, previous)
 
         if handle.cancel_requested:
             return False
@@ -85,8 +143,12 @@ class StreamRegistry:
         )
         return True
 
-    async def _supersede(self, handle: StreamHandle, previous: list[StreamHandle]) -> None:
-        """Cancel the session's older streams and wait (bounded) for their cleanup."""
+    async def supersede(self, handle: StreamHandle, previous: list[StreamHandle]) -> None:
+        """Cancel the session's older streams and wait (bounded) for their cleanup.
+
+        A seam: `register` calls it whenever older streams are live; the no-cancel
+        variant overrides it to go ahead without touching them.
+        """
         for prev in previous:
             self.cancel(prev, CancelReason.REGISTRY_NEW_STREAM)
         await self._wait_for_previous(handle, previous)
@@ -135,10 +197,14 @@ class StreamRegistry:
             self._metrics.cleanup_timeouts.inc()
         for prev in previous:
             if not prev.done.done() and not prev.fenced:
-                self._fence(prev, by=handle)
+                self.fence(prev, by=handle)
 
-    def _fence(self, stream: StreamHandle, *, by: StreamHandle) -> None:
-        """`stream` overran the cancel wait: nothing it still writes may reach the wire."""
+    def fence(self, stream: StreamHandle, *, by: StreamHandle) -> None:
+        """`stream` overran the cancel wait: nothing it still writes may reach the wire.
+
+        A seam: the wait calls it for every older stream still running when it times
+        out; the ignore-cancel variant overrides it to leave the laggard unfenced.
+        """
         stream.fence()
         self._log.emit(
             Event.STREAM_FENCED,

@@ -1,7 +1,9 @@
 """Server settings, validated once, in one frozen object.
 
 Every knob of `jarvis serve` lives here with its default, so the CLI, the
-tests and the benchmarks build servers the same way.
+tests and the benchmarks build servers the same way. The guard's own settings
+(cancel wait, batching, timeouts, watchdog, log format, registry) are one
+nested `GuardSettings`, defined in `jarvis.settings` for library and server alike.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 from .exceptions import ConfigError
 from .faults import Fault
+from .settings import GuardSettings
 
 #: Bytes in the MB of `--log-max-mb` (what `ls -lh` calls M).
 MIB = 1 << 20
@@ -23,22 +26,13 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 8000
+    #: The guard's settings; its `log_format` is also the format of `log_file`.
+    guard: GuardSettings = field(default_factory=GuardSettings)
     log_file: Path | None = Path("logs/system.log")
-    log_format: str = "logfmt"
     #: Rotate the log before it would pass this many MiB; None or 0: never rotate.
     log_max_mb: float | None = None
     #: Rotated files kept beside the log (`system.log.1` … `.N`); the oldest is dropped.
     log_backups: int = 5
-    #: Seconds a new prompt waits for the previous stream's cleanup (the original fix's 2.0).
-    cancel_wait: float = 2.0
-    #: Debounce window of the token batcher; 0 streams token by token.
-    flush_ms: float = 75.0
-    #: A buffer this large flushes at once instead of waiting for the window.
-    flush_bytes: int = 1024
-    #: A send that cannot complete within this many seconds ends the stream (slow reader).
-    send_timeout: float = 10.0
-    #: Seconds graceful shutdown may take before open connections are dropped.
-    shutdown_timeout: float = 5.0
     #: Largest request body accepted, in bytes.
     max_body_bytes: int = 1 << 20
     #: Synthetic model: tokens per second (0 = as fast as the loop allows).
@@ -48,15 +42,8 @@ class ServerConfig:
     #: Proxy to this OpenAI-compatible base URL instead of the synthetic model.
     upstream: str | None = None
     upstream_api_key: str | None = None
-    #: The watchdog reports a loop that has not answered for this long.
-    watchdog_ms: float = 250.0
-    #: Interval of the periodic `loop_lag` line, in seconds (0 = never).
-    lag_report_s: float = 10.0
     faults: frozenset[Fault] = field(default_factory=frozenset)
-    #: The shared registry: None keeps it in this process; `redis://host:port/db` shares
-    #: one stream per session across workers and hosts.
-    registry: str | None = None
-    #: Worker processes behind the one listening socket (more than 1 needs `registry`).
+    #: Worker processes behind the one listening socket (more than 1 needs `guard.registry`).
     workers: int = 1
     #: This process's number among the workers (0 when alone); set by the supervisor.
     worker: int = 0
@@ -64,17 +51,9 @@ class ServerConfig:
     def __post_init__(self) -> None:
         checks = [
             (0 <= self.port <= 65535, f"port must be 0..65535, not {self.port}"),
-            (self.cancel_wait > 0, "--cancel-wait must be > 0 seconds"),
-            (self.flush_ms >= 0, "--flush-ms must be >= 0"),
-            (self.flush_bytes >= 1, "--flush-bytes must be >= 1"),
-            (self.send_timeout > 0, "--send-timeout must be > 0 seconds"),
-            (self.shutdown_timeout > 0, "--shutdown-timeout must be > 0 seconds"),
             (self.max_body_bytes >= 1024, "--max-body-bytes must be >= 1024"),
             (self.token_rate >= 0, "--token-rate must be >= 0"),
             (self.first_token_ms >= 0, "--first-token-ms must be >= 0"),
-            (self.watchdog_ms >= 10, "--watchdog-ms must be >= 10"),
-            (self.lag_report_s >= 0, "--lag-report must be >= 0"),
-            (self.log_format in ("logfmt", "json"), "--log-format must be logfmt or json"),
         ]
         for ok, message in checks:
             if not ok:
@@ -85,22 +64,18 @@ class ServerConfig:
             raise ConfigError(f"--upstream must be an http(s) URL, not {self.upstream!r}")
 
     def _check_fleet(self) -> None:
+        # The guard's own settings (the registry URL among them) were checked when built.
+        registry = self.guard.registry
         if self.workers < 1:
             raise ConfigError(f"--workers must be >= 1, not {self.workers}")
-        if self.registry is not None and not self.registry.startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
-            raise ConfigError(
-                f"--registry must be a redis://, rediss:// or unix:// URL, not {self.registry!r}"
-            )
-        if self.workers > 1 and self.registry is None:
+        if self.workers > 1 and registry is None:
             raise ConfigError(
                 f"--workers {self.workers} needs --registry redis://HOST:PORT/DB: the default "
                 "registry lives inside one process, so a second prompt landing on another "
                 "worker would stream beside the first. Start redis-server and pass its URL."
             )
         registry_faults = {Fault.NO_CANCEL, Fault.IGNORE_CANCEL} & self.faults
-        if self.registry is not None and registry_faults:
+        if registry is not None and registry_faults:
             names = ", ".join(sorted(f.value for f in registry_faults))
             raise ConfigError(
                 f"--fault {names} reproduces bugs of the in-process registry; drop --registry"

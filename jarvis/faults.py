@@ -3,26 +3,30 @@
 Switched on with `jarvis serve --fault NAME`, off by default. Each one is a
 faithful reproduction of a real mistake, so that `verify-hang` and `diagnose`
 can be shown to catch it. Each is a variant of one correct part (registry,
-batcher, lifecycle) that overrides one seam; `inject` swaps them into a
-guard. This is the only module allowed to block the loop.
+batcher, lifecycle) that overrides a public, documented seam of it; `inject`
+swaps them into a guard through its `parts` and `run_class`, and reads no
+private name of another module. This is the only module allowed to block the
+loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import functools
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import ParamSpec
 
-from ._batcher import TokenBatcher, _Buffer
+from ._batcher import Emit, EmitToken, TokenBatcher
 from ._encoders import StreamEnd
 from ._guard import StreamGuard
 from ._lifecycle import StreamRun
 from ._registry import StreamRegistry
 from ._stream import StreamHandle
 from .exceptions import ConfigError
+
+_P = ParamSpec("_P")
 
 
 class Fault(enum.StrEnum):
@@ -85,63 +89,66 @@ def slow_cleanup_delay(cancel_wait: float) -> float:
 class _NoCancelRegistry(StreamRegistry):
     """no-cancel: a new prompt goes ahead without touching the session's older stream."""
 
-    async def _supersede(self, handle: StreamHandle, previous: list[StreamHandle]) -> None:
+    async def supersede(self, handle: StreamHandle, previous: list[StreamHandle]) -> None:
         return None
 
 
 class _UnfencedRegistry(StreamRegistry):
     """ignore-cancel's registry half: an overrunning stream is not fenced."""
 
-    def _fence(self, stream: StreamHandle, *, by: StreamHandle) -> None:
+    def fence(self, stream: StreamHandle, *, by: StreamHandle) -> None:
         return None
 
 
-class _BlockingBatcher(TokenBatcher):
-    """blocking-flush: every batch goes through the original flush path's lock and `time.sleep`."""
+def _locked(delay_s: float, write: Callable[_P, Awaitable[bool]]) -> Callable[_P, Awaitable[bool]]:
+    """`write`, made the original broken way: through `blocking_flush`'s lock and sleep."""
 
-    def adder(self, request_id: str) -> Callable[[str], Awaitable[None]]:
-        return functools.partial(self.add, request_id)
-
-    async def _write_one(self, request_id: str, buffer: _Buffer, token: str) -> None:
-        # Token by token too: only the producer flushes here, so no batch lock.
-        buffer.parts.append(token)
-        buffer.size += len(token.encode())
-        await self._write(request_id, buffer, "token")
-
-    async def _send(self, buffer: _Buffer, text: str, tokens: int) -> bool:
+    async def locked(*args: _P.args, **kwargs: _P.kwargs) -> bool:
         sent = False
 
-        async def write() -> None:
+        async def once() -> None:
             nonlocal sent
-            sent = await buffer.emit(text, tokens)
+            sent = await write(*args, **kwargs)
 
-        await blocking_flush(self._delay, write)
+        await blocking_flush(delay_s, once)
         return sent
+
+    return locked
+
+
+class _BlockingBatcher(TokenBatcher):
+    """blocking-flush: every write, a batch or one token, goes through the original flush
+    path's lock and `time.sleep`."""
+
+    def open(self, request_id: str, emit: Emit, emit_token: EmitToken | None = None) -> None:
+        delay_s = self.flush_ms / 1000
+        token = None if emit_token is None else _locked(delay_s, emit_token)
+        super().open(request_id, _locked(delay_s, emit), token)
 
 
 class _IgnoreCancel(StreamRun):
     """ignore-cancel: the producer never checks its cancel signal, and nobody waits on it."""
 
-    def _cancelled(self) -> bool:
+    def stop_requested(self) -> bool:
         return False
 
-    async def _await_producer(self, producer: asyncio.Task[None]) -> None:
+    async def await_producer(self, producer: asyncio.Task[None]) -> None:
         await asyncio.wait({producer})
 
 
 class _SkipCleanup(StreamRun):
     """skip-cleanup: the `finally` ends the response but leaves buffers and registry entry."""
 
-    async def _cleanup(self, end: StreamEnd) -> None:
+    async def cleanup(self, end: StreamEnd) -> None:
         await self.emitter.finish(end)
 
 
 class _SlowCleanup(StreamRun):
     """slow-cleanup: the `finally` stalls past the cancel wait before cleaning up."""
 
-    async def _cleanup(self, end: StreamEnd) -> None:
+    async def cleanup(self, end: StreamEnd) -> None:
         await asyncio.sleep(slow_cleanup_delay(self.parts.cancel_wait))
-        await super()._cleanup(end)
+        await super().cleanup(end)
 
 
 #: In method-resolution order: slow-cleanup stalls first, then hands on (to skip-cleanup
@@ -158,7 +165,7 @@ def inject(guard: StreamGuard, faults: Iterable[Fault]) -> StreamGuard:
     chosen = frozenset(faults)
     if not chosen:
         return guard
-    parts = guard._parts
+    parts = guard.parts
     log, metrics = parts.log, parts.metrics
     if Fault.NO_CANCEL in chosen or Fault.IGNORE_CANCEL in chosen:
         if type(parts.registry) is not StreamRegistry:
@@ -179,9 +186,9 @@ def inject(guard: StreamGuard, faults: Iterable[Fault]) -> StreamGuard:
     if Fault.BLOCKING_FLUSH in chosen:
         old = parts.batcher
         parts.batcher = _BlockingBatcher(
-            log, flush_ms=old._delay_ms, flush_bytes=old._flush_bytes, metrics=metrics
+            log, flush_ms=old.flush_ms, flush_bytes=old.flush_bytes, metrics=metrics
         )
     runs = tuple(run for fault, run in _RUNS.items() if fault in chosen)
     if runs:
-        guard._run_class = type("FaultyRun", runs, {})
+        guard.run_class = type("FaultyRun", runs, {})
     return guard

@@ -39,6 +39,7 @@ class Event(enum.StrEnum):
     CLEANUP_BUFFER = "cleanup_buffer"
     EVENT_BUFFERS_CLEANED = "event_buffers_cleaned"
     UPSTREAM_ERROR = "upstream_error"
+    CALLER_ERROR = "caller_error"
     LOOP_BLOCKED = "loop_blocked"
     LOOP_RECOVERED = "loop_recovered"
     LOOP_LAG = "loop_lag"
@@ -238,6 +239,14 @@ EVENTS: dict[Event, EventSpec] = {
             _E,
             "trace status message",
             "The upstream server failed; the stream ends with `reason=error`.",
+        ),
+        _spec(
+            Event.CALLER_ERROR,
+            _E,
+            "trace message",
+            "The app's own code raised inside `async with guard.stream(...)` (an "
+            "`UpstreamError` there is `upstream_error`); the stream ends with `reason=error` "
+            "and the exception propagates to the app.",
         ),
         _spec(
             Event.LOOP_BLOCKED,

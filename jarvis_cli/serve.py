@@ -1,18 +1,28 @@
 """`jarvis serve`: run the reference server."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import typer
 
 from jarvis.config import ServerConfig
 from jarvis.faults import FAULT_HELP, Fault
+from jarvis.settings import GuardSettings, LogFormat
 
 from .console import err
 from .exit_codes import ExitCode
 from .faults import parse_faults
 
 _FAULTS = ", ".join(f"{f.value} ({FAULT_HELP[f]})" for f in Fault)
+#: The guard's settings as the library defines them: each option's default comes from here.
+GUARD = GuardSettings()
+
+
+def guard_option(name: str, *, more: str = "", **options: Any) -> Any:
+    """The option of one guard setting: its flag and help as `GuardSettings` defines them
+    (`more` adds what only the command line needs to say)."""
+    setting = GuardSettings.setting(name)
+    return typer.Option(setting.flag, help=f"{setting.help} {more}".rstrip(), **options)
 
 
 def serve(
@@ -23,7 +33,7 @@ def serve(
     log_file: Annotated[
         str, typer.Option(help="Structured event log; '-' writes to stdout.")
     ] = "logs/system.log",
-    log_format: Annotated[str, typer.Option(help="logfmt or json.")] = "logfmt",
+    log_format: Annotated[str, guard_option("log_format")] = GUARD.log_format,
     log_max_mb: Annotated[
         float,
         typer.Option(
@@ -39,21 +49,11 @@ def serve(
         int,
         typer.Option(help="Rotated files kept with --log-max-mb (system.log.1 ... .N)."),
     ] = 5,
-    cancel_wait: Annotated[
-        float, typer.Option(help="Seconds a new prompt waits for the old stream's cleanup.")
-    ] = 2.0,
-    flush_ms: Annotated[
-        float, typer.Option(help="Token batching debounce in ms; 0 streams token by token.")
-    ] = 75.0,
-    flush_bytes: Annotated[
-        int, typer.Option(help="A batch this large (bytes) flushes at once.")
-    ] = 1024,
-    send_timeout: Annotated[
-        float, typer.Option(help="End a stream whose client stops reading for this long (s).")
-    ] = 10.0,
-    shutdown_timeout: Annotated[
-        float, typer.Option(help="Bound on graceful shutdown (s); streams end reason=shutdown.")
-    ] = 5.0,
+    cancel_wait: Annotated[float, guard_option("cancel_wait")] = GUARD.cancel_wait,
+    flush_ms: Annotated[float, guard_option("flush_ms")] = GUARD.flush_ms,
+    flush_bytes: Annotated[int, guard_option("flush_bytes")] = GUARD.flush_bytes,
+    send_timeout: Annotated[float, guard_option("send_timeout")] = GUARD.send_timeout,
+    shutdown_timeout: Annotated[float, guard_option("shutdown_timeout")] = GUARD.shutdown_timeout,
     token_rate: Annotated[
         float, typer.Option(help="Synthetic model: tokens per second (0 = unthrottled).")
     ] = 100.0,
@@ -72,23 +72,18 @@ def serve(
         list[str] | None,
         typer.Option(help=f"Switch on a deliberate bug (repeatable): {_FAULTS}."),
     ] = None,
-    watchdog_ms: Annotated[
-        float, typer.Option(help="Log loop_blocked when the loop is stuck this long (ms).")
-    ] = 250.0,
-    lag_report: Annotated[
-        float, typer.Option(help="Seconds between loop_lag lines (0 = never).")
-    ] = 10.0,
+    watchdog_ms: Annotated[float, guard_option("watchdog_ms")] = GUARD.watchdog_ms,
+    lag_report: Annotated[float, guard_option("lag_report_s")] = GUARD.lag_report_s,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 1 << 20,
     registry: Annotated[
         str | None,
-        typer.Option(
+        guard_option(
+            "registry",
+            more="Must answer at start (else exit 3).",
             envvar="JARVIS_REGISTRY",
             metavar="redis://HOST:PORT/DB",
-            help="Share one stream per session with every process using this Redis: "
-            "--workers on this host, and servers on other hosts. The default keeps the "
-            "registry inside this process. Must answer at start (else exit 3).",
         ),
-    ] = None,
+    ] = GUARD.registry,
     workers: Annotated[
         int,
         typer.Option(
@@ -113,24 +108,26 @@ def serve(
     config = ServerConfig(
         host=host,
         port=port,
+        guard=GuardSettings(
+            cancel_wait=cancel_wait,
+            flush_ms=flush_ms,
+            flush_bytes=flush_bytes,
+            send_timeout=send_timeout,
+            shutdown_timeout=shutdown_timeout,
+            log_format=cast("LogFormat", log_format),  # checked by GuardSettings
+            watchdog_ms=watchdog_ms,
+            lag_report_s=lag_report,
+            registry=registry,
+        ),
         log_file=None if log_file == "-" else Path(log_file),
-        log_format=log_format,
         log_max_mb=log_max_mb,
         log_backups=log_backups,
-        cancel_wait=cancel_wait,
-        flush_ms=flush_ms,
-        flush_bytes=flush_bytes,
-        send_timeout=send_timeout,
-        shutdown_timeout=shutdown_timeout,
         token_rate=token_rate,
         first_token_ms=first_token_ms,
         upstream=upstream,
         upstream_api_key=upstream_api_key,
-        watchdog_ms=watchdog_ms,
-        lag_report_s=lag_report,
         max_body_bytes=max_body_bytes,
         faults=faults,
-        registry=registry,
         workers=workers,
     )
 

@@ -44,7 +44,7 @@ def test_invalid_setting_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     """A setting that cannot work (negative cancel wait) exits 2 with the reason."""
     code = main(["serve", "--cancel-wait", "-1", "--port", "0"])
     assert code == ExitCode.USAGE
-    assert "--cancel-wait must be > 0" in capsys.readouterr().err
+    assert "cancel_wait (--cancel-wait) must be > 0 seconds, not -1" in capsys.readouterr().err
 
 
 def test_unknown_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -118,7 +118,7 @@ async def test_a_new_prompt_supersedes_the_session_stream_before_it_starts() -> 
     first = asyncio.create_task(
         guard.response("s", words("a1", "a2", "a3", gate=gate))(HTTP, a.receive, a.send)
     )
-    await until(lambda: guard._parts.registry.active("s") is not None)
+    await until(lambda: guard.parts.registry.active("s") is not None)
     await guard.response("s", words("b1"))(HTTP, b.receive, b.send)
     gate.set()
     await asyncio.wait_for(first, 2)
@@ -161,7 +161,7 @@ async def test_client_disconnect_cancels_the_stream_and_cleans_up() -> None:
     task = asyncio.create_task(
         guard.response("s", words("a", "b", gate=never))(HTTP, client.receive, client.send)
     )
-    await until(lambda: guard._parts.registry.active("s") is not None)
+    await until(lambda: guard.parts.registry.active("s") is not None)
     client.gone.set()
     await asyncio.wait_for(task, 2)
     (end,) = log.of(Event.STREAM_END)
@@ -183,6 +183,21 @@ async def test_a_failing_source_ends_the_stream_with_error_in_the_terminal_chunk
     assert last["choices"][0]["finish_reason"] == "error"
     assert "model fell over" in last["error"]["message"]
     assert log.of(Event.UPSTREAM_ERROR)[0]["message"] == "RuntimeError: model fell over"
+
+
+async def test_stream_start_names_the_model_of_the_encoding_or_none() -> None:
+    """`stream_start model=` is what the encoding names (a name, or a callable asked at the
+    start); an encoding that names no model (`PlainText`) logs an empty model."""
+    log = RecordingLog()
+    guard = StreamGuard(log=log, flush_ms=0)  # type: ignore[arg-type]
+    for session, encode in (
+        ("a", OpenAIChunks("m1")),
+        ("b", AnthropicEvents(lambda: "m2")),
+        ("c", PlainText()),
+    ):
+        client = Client()
+        await guard.response(session, words("x"), encode=encode)(HTTP, client.receive, client.send)
+    assert [e["model"] for e in log.of(Event.STREAM_START)] == ["m1", "m2", ""]
 
 
 def test_plain_text_encoder_bytes() -> None:
@@ -242,6 +257,55 @@ async def test_raw_stream_batches_to_write_and_tells_end_before_the_session_move
     assert wire == ["ab", "<end superseded>", "c", "<end completed>"]
 
 
+async def test_the_callers_own_exception_in_a_raw_stream_is_a_caller_error() -> None:
+    """An exception raised by the app's code inside `async with guard.stream(...)` is
+    logged as `caller_error` (not blamed on an upstream), ends the stream `reason=error`,
+    reaches `end` with its message, and propagates to the app."""
+    log = RecordingLog()
+    guard = StreamGuard(log=log, flush_ms=0)  # type: ignore[arg-type]
+    ends: list[StreamEnd] = []
+
+    async def write(text: str) -> None:
+        return None
+
+    async def end(e: StreamEnd) -> None:
+        ends.append(e)
+
+    async def answer() -> None:
+        async with guard.stream("s", write, end=end, trace="t1") as s:
+            await s.send("x")
+            raise ValueError("bad prompt template")
+
+    with pytest.raises(ValueError, match="bad prompt template"):
+        await answer()
+    (caller,) = log.of(Event.CALLER_ERROR)
+    assert (caller["trace"], caller["message"]) == ("t1", "ValueError: bad prompt template")
+    assert log.of(Event.UPSTREAM_ERROR) == []
+    (stream_end,) = log.of(Event.STREAM_END)
+    assert stream_end["reason"] == "error"
+    assert ends == [StreamEnd(EndReason.ERROR, 1, "ValueError: bad prompt template")]
+
+
+async def test_an_upstream_error_raised_in_a_raw_stream_is_an_upstream_error() -> None:
+    """The app raising `UpstreamError` inside the block says its upstream failed: that is
+    `upstream_error`, with the status the exception carries."""
+    log = RecordingLog()
+    guard = StreamGuard(log=log, flush_ms=0)  # type: ignore[arg-type]
+
+    async def write(text: str) -> None:
+        return None
+
+    async def answer() -> None:
+        async with guard.stream("s", write):
+            raise jarvis.UpstreamError("upstream answered 502", status=502)
+
+    with pytest.raises(jarvis.UpstreamError):
+        await answer()
+    (upstream,) = log.of(Event.UPSTREAM_ERROR)
+    assert (upstream["status"], upstream["message"]) == (502, "upstream answered 502")
+    assert log.of(Event.CALLER_ERROR) == []
+
+
 async def test_raw_stream_send_is_refused_once_cancelled() -> None:
     """After a newer prompt took the session, `send` returns False and writes nothing."""
     guard = StreamGuard(log=RecordingLog(), flush_ms=0)  # type: ignore[arg-type]
@@ -251,9 +315,9 @@ async def test_raw_stream_send_is_refused_once_cancelled() -> None:
         wire.append(text)
 
     async with guard.stream("s", write) as s:
-        guard._parts.registry.cancel(
-            guard._parts.registry.active("s"), jarvis.CancelReason.SHUTDOWN
-        )  # type: ignore[arg-type]
+        active = guard.parts.registry.active("s")
+        assert active is not None
+        guard.parts.registry.cancel(active, jarvis.CancelReason.SHUTDOWN)
         assert s.cancelled
         assert await s.send("late") is False
     assert wire == []
@@ -397,7 +461,7 @@ def test_log_takes_a_logger_adapter_and_refuses_what_cannot_log() -> None:
     value that is no log target is a ConfigError naming what is accepted."""
     adapter = logging.LoggerAdapter(logging.getLogger("app.chat"), {"app": "x"})
     guard = StreamGuard(log=adapter)  # type: ignore[arg-type]
-    assert guard._parts.log.logger is adapter.logger  # type: ignore[attr-defined]
+    assert guard.parts.log.logger is adapter.logger  # type: ignore[attr-defined]
     with pytest.raises(jarvis.ConfigError, match=r"file path, a logging\.Logger or None"):
         StreamGuard(log=42)  # type: ignore[arg-type]
 

@@ -140,7 +140,7 @@ async def test_the_ignore_cancel_variant_runs_past_its_cancel() -> None:
     still emits every token and ends `completed` (the correct one ends superseded)."""
     log = RecordingLog()
     guard = faults.inject(StreamGuard(log=log, flush_ms=0), {faults.Fault.IGNORE_CANCEL})  # type: ignore[arg-type]
-    parts, clock = guard._parts, Clock()
+    parts, clock = guard.parts, Clock()
     handle = StreamHandle(session="s", clock=clock)
     emitter = FakeEmitter(parts.registry)
     gate = asyncio.Event()
@@ -150,7 +150,7 @@ async def test_the_ignore_cancel_variant_runs_past_its_cancel() -> None:
         await gate.wait()
         yield "b"
 
-    run = asyncio.create_task(guard._run_class(parts, handle, emitter).run(tokens()))
+    run = asyncio.create_task(guard.run_class(parts, handle, emitter).run(tokens()))
     async with asyncio.timeout(2):
         while ("token", "a") not in emitter.calls:
             await asyncio.sleep(0.001)
@@ -166,7 +166,7 @@ async def test_slow_and_skipped_cleanup_compose_as_in_a_real_finally() -> None:
     log = RecordingLog()
     chosen = {faults.Fault.SLOW_CLEANUP, faults.Fault.SKIP_CLEANUP}
     guard = faults.inject(StreamGuard(log=log, flush_ms=0, cancel_wait=0.01), chosen)  # type: ignore[arg-type]
-    parts = guard._parts
+    parts = guard.parts
     handle = StreamHandle(session="s")
     emitter = FakeEmitter(parts.registry)
 
@@ -174,7 +174,7 @@ async def test_slow_and_skipped_cleanup_compose_as_in_a_real_finally() -> None:
         yield "a"
 
     started = asyncio.get_running_loop().time()
-    await guard._run_class(parts, handle, emitter).run(tokens())
+    await guard.run_class(parts, handle, emitter).run(tokens())
     assert asyncio.get_running_loop().time() - started >= faults.slow_cleanup_delay(0.01)
     (end,) = log.of(Event.STREAM_END)
     assert end["cleanup_done"] is False

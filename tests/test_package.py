@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -29,6 +30,19 @@ def test_public_names_are_unique_and_importable() -> None:
         assert hasattr(jarvis, name)
 
 
+def test_every_public_name_of_the_package_is_in_all() -> None:
+    """Nothing is public by accident (httpx's `test_exported_members`): every name of
+    `vars(jarvis)` without a leading `_`, submodules aside, is one `__all__` promises;
+    a stray `from __future__ import annotations` would show up as `annotations`."""
+    exported = set(jarvis.__all__)
+    public = {
+        name
+        for name, value in vars(jarvis).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public - exported == set()
+
+
 @pytest.mark.e2e
 def test_library_never_imports_the_cli_or_locust() -> None:
     """jarvis/ stands alone: importing it pulls in neither jarvis_cli nor locust."""
@@ -40,6 +54,23 @@ def test_library_never_imports_the_cli_or_locust() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
     )
     assert probe.stdout.strip() == "False", probe.stderr
+
+
+def test_import_jarvis_and_an_in_process_guard_never_load_redis() -> None:
+    """redis is the `fleet` extra: `jarvis._redis_registry` (and redis with it) loads only
+    when a guard is given `registry="redis://..."`; `import jarvis` loads neither it nor
+    prometheus_client, and a guard of one process still loads no redis."""
+    code = (
+        "import sys, jarvis; "
+        "assert 'redis' not in sys.modules and 'prometheus_client' not in sys.modules; "
+        "jarvis.StreamGuard(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'redis' "
+        "or m == 'jarvis._redis_registry'))"
+    )
+    probe = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert probe.stdout.strip() == "[]", probe.stderr
 
 
 def test_every_package_folder_is_listed_for_the_wheel_and_jarvis_is_typed() -> None:

@@ -138,11 +138,11 @@ async def test_a_session_left_by_a_dead_process_is_usable_within_the_cancel_wait
     the next prompt waits at most cancel_wait, then takes the session."""
     dead, _ = make(redis_server.url)
     live, log = make(redis_server.url, cancel_wait=0.3)
-    await dead._parts.registry.start()
+    await dead.parts.registry.start()
     handle_wire = Wire()
     stream = dead.stream("orphan", handle_wire.write)
     await stream.__aenter__()
-    await dead._parts.registry.stop()  # gone without releasing: no done will ever come
+    await dead.parts.registry.stop()  # gone without releasing: no done will ever come
     async with live.lifespan(None):
         started = asyncio.get_running_loop().time()
         b = Wire()
@@ -164,7 +164,7 @@ async def test_redis_down_refuses_new_prompts_with_503_and_recovers(
         with pytest.raises(RegistryUnavailable):
             async with guard.stream("down", Wire().write):
                 pass
-        await until(guard._parts.registry.unavailable)
+        await until(guard.parts.registry.unavailable)
         sent: list[dict[str, Any]] = []
 
         async def receive() -> dict[str, Any]:
@@ -180,7 +180,7 @@ async def test_redis_down_refuses_new_prompts_with_503_and_recovers(
         await guard.response("down", tokens())({"type": "http"}, receive, send)
         assert sent[0]["status"] == 503
         redis_server.start()
-        await until(lambda: not guard._parts.registry.unavailable(), within=5)
+        await until(lambda: not guard.parts.registry.unavailable(), within=5)
         wire = Wire()
         async with guard.stream("down", wire.write, end=wire.on_end) as s:
             assert await s.send("back")
@@ -200,7 +200,7 @@ async def test_an_unreachable_registry_at_start_is_a_clear_error() -> None:
     with pytest.raises(RegistryUnavailable, match=url.replace("/", ".")):
         async with guard.lifespan(None):
             pass
-    assert isinstance(guard._parts.registry, RedisRegistry)
+    assert isinstance(guard.parts.registry, RedisRegistry)
 
 
 async def test_a_burst_beyond_the_connection_pool_waits_instead_of_failing(
@@ -229,7 +229,7 @@ async def test_a_failed_operation_recovers_without_a_dropped_subscription(
     and clears it, so the process does not refuse prompts for good."""
     guard, log = make(redis_server.url)
     async with guard.lifespan(None):
-        registry = guard._parts.registry
+        registry = guard.parts.registry
         assert isinstance(registry, RedisRegistry)
         registry._went_down("register", "s", TimeoutError("slow"))
         assert registry.unavailable()
@@ -248,6 +248,6 @@ async def test_registrations_leave_no_waiters_behind(redis_server: RedisServer) 
         for n in range(50):
             async with guard.stream(f"once-{n}", Wire().write) as s:
                 await s.send("x")
-        registry = guard._parts.registry
+        registry = guard.parts.registry
         assert isinstance(registry, RedisRegistry)
         assert registry._waiters == {}

@@ -157,7 +157,7 @@ async def test_no_cancel_fault_registers_beside_the_old_stream() -> None:
     told to stop (the correct registry above cancels A)."""
     log = RecordingLog()
     guard = faults.inject(StreamGuard(log=log, cancel_wait=1.0), {faults.Fault.NO_CANCEL})  # type: ignore[arg-type]
-    registry = guard._parts.registry
+    registry = guard.parts.registry
     assert type(registry) is not StreamRegistry
     a, b = StreamHandle(session="s1"), StreamHandle(session="s1")
     await registry.register(a)

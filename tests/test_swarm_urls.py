@@ -123,7 +123,7 @@ def test_one_url_runs_locust_as_before_and_several_pass_the_list() -> None:
     [
         (("--server-workers", "2"), "--server-workers 2 needs --registry redis://"),
         (("--server-workers", "0"), "--server-workers must be at least 1"),
-        (("--registry", "http://127.0.0.1:6379"), "--registry must be a redis://"),
+        (("--registry", "http://127.0.0.1:6379"), "registry (--registry) must be a redis://"),
         (("--url", "http://127.0.0.1:9", "--server-workers", "2", "--registry", "redis://x"),
          "with --url"),
         (("--registry", "redis://x", "--fault", "no-cancel"), "drop --registry"),

@@ -255,7 +255,7 @@ def test_an_unreachable_url_exits_3_quickly(tmp_path: Path) -> None:
         (["--fault", "bogus"], "unknown --fault 'bogus'"),
         (["--url", "http://127.0.0.1:9", "--fault", "no-cancel"], "cannot with --url"),
         (["--sessions", "0"], "--sessions must be 1..256"),
-        (["--cancel-wait", "0"], "--cancel-wait must be > 0"),
+        (["--cancel-wait", "0"], "cancel_wait (--cancel-wait) must be > 0 seconds, not 0"),
         (["--deadline", "soon"], "Invalid value"),
         (["--no-such-flag"], "No such option"),
     ],

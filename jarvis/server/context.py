@@ -47,22 +47,12 @@ class ServerContext:
         if log is None:
             log = EventLog(
                 config.log_file,
-                fmt=config.log_format,  # type: ignore[arg-type]
+                fmt=config.guard.log_format,
                 max_bytes=config.log_max_bytes,
                 backups=config.log_backups,
             )
-        guard = StreamGuard(
-            cancel_wait=config.cancel_wait,
-            flush_ms=config.flush_ms,
-            flush_bytes=config.flush_bytes,
-            send_timeout=config.send_timeout,
-            shutdown_timeout=config.shutdown_timeout,
-            log=log,  # type: ignore[arg-type]  # the server's own sink, not a public LogTarget
-            log_format=config.log_format,  # type: ignore[arg-type]
-            watchdog_ms=config.watchdog_ms,
-            lag_report_s=config.lag_report_s,
-            registry=config.registry,
-        )
+        # The server's own sink, not a public LogTarget: the guard takes any event sink.
+        guard = StreamGuard.from_settings(config.guard, log=log)  # type: ignore[arg-type]
         faults.inject(guard, config.faults)
         source: TokenSource
         if config.upstream:

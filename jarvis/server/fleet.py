@@ -155,7 +155,7 @@ class Fleet:
         for process in self.workers.values():
             if process.is_alive() and process.pid is not None:
                 process.terminate()
-        deadline = time.monotonic() + self.config.shutdown_timeout + 2
+        deadline = time.monotonic() + self.config.guard.shutdown_timeout + 2
         for process in self.workers.values():
             process.join(max(0.0, deadline - time.monotonic()))
         for process in self.workers.values():

@@ -42,7 +42,7 @@ class JarvisServer(uvicorn.Server):
                 log_level="warning",
                 access_log=False,
                 lifespan="on",
-                timeout_graceful_shutdown=max(1, math.ceil(config.shutdown_timeout / 2)),
+                timeout_graceful_shutdown=max(1, math.ceil(config.guard.shutdown_timeout / 2)),
                 # A chat server's keep-alive connections must not outlive shutdown.
                 timeout_keep_alive=5,
             )
@@ -52,7 +52,7 @@ class JarvisServer(uvicorn.Server):
         self.on_ready: Callable[[int], None] | None = None
         #: Seconds the graceful shutdown may take: `--shutdown-timeout`, or less once
         #: `request_shutdown` asked for less (a worker whose supervisor died).
-        self.shutdown_timeout = config.shutdown_timeout
+        self.shutdown_timeout = config.guard.shutdown_timeout
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -63,6 +63,7 @@ class JarvisServer(uvicorn.Server):
                 self.bound_port = sock.getsockname()[1]
                 break
         cfg = self.jarvis_config
+        guard = cfg.guard
         self.ctx.log.emit(
             Event.SERVER_START,
             version=__version__,
@@ -70,12 +71,12 @@ class JarvisServer(uvicorn.Server):
             port=self.bound_port,
             pid=os.getpid(),
             source=self.ctx.source.name,
-            log_format=cfg.log_format,
-            cancel_wait_ms=int(cfg.cancel_wait * 1000),
-            flush_ms=cfg.flush_ms,
-            flush_bytes=cfg.flush_bytes,
+            log_format=guard.log_format,
+            cancel_wait_ms=int(guard.cancel_wait * 1000),
+            flush_ms=guard.flush_ms,
+            flush_bytes=guard.flush_bytes,
             faults=",".join(sorted(f.value for f in cfg.faults)) or "none",
-            registry=cfg.registry or "memory",
+            registry=guard.registry or "memory",
             worker=cfg.worker,
         )
         if self.on_ready is not None and self.bound_port is not None:
@@ -145,8 +146,8 @@ def serve(
     show where a hung server is stuck without needing py-spy. SIGHUP reopens
     the log file, for logrotate's move-then-HUP.
     """
-    if config.registry is not None:
-        check_registry(config.registry)
+    if config.guard.registry is not None:
+        check_registry(config.guard.registry)
     sock = bind_socket(config.host, config.port)
     if config.workers > 1:
         from .fleet import run_fleet

@@ -22,7 +22,14 @@ from ..timeline.draw import draw_logs
 from ..timeline.html import check_writable
 from . import serverlog
 from .embedded import check_fleet
-from .plan import EMBEDDED_CANCEL_WAIT_S, REMOTE_CANCEL_WAIT_S, SCENARIOS, Expect, Plan
+from .plan import (
+    CANCEL_WAIT,
+    EMBEDDED_CANCEL_WAIT_S,
+    REMOTE_CANCEL_WAIT_S,
+    SCENARIOS,
+    Expect,
+    Plan,
+)
 from .report import LineView, LiveView, QuietView, Report, render, write_junit
 from .runner import RunResult, Spec, View, run
 
@@ -109,9 +116,10 @@ def verify_hang(
     cancel_wait: Annotated[
         float | None,
         typer.Option(
+            CANCEL_WAIT.flag,
             help="Bound (s) on how long a superseded stream may take to end: the server's "
-            f"--cancel-wait. Default {EMBEDDED_CANCEL_WAIT_S:g} (the embedded server is "
-            f"started with it), or {REMOTE_CANCEL_WAIT_S:g} with --url.",
+            f"{CANCEL_WAIT.flag}. Default {EMBEDDED_CANCEL_WAIT_S:g} (the embedded server is "
+            f"started with it), or {REMOTE_CANCEL_WAIT_S:g} (jarvis serve's default) with --url.",
             show_default=False,
         ),
     ] = None,

@@ -27,6 +27,7 @@ import httpx
 
 from jarvis.config import ServerConfig
 from jarvis.exceptions import ConfigError, ServerStartError
+from jarvis.settings import GuardSettings
 from jarvis.vocabulary import Event
 
 from ..faults import parse_faults
@@ -71,7 +72,9 @@ def check_fleet(
             "would stream side by side. Start redis-server and pass its URL."
         )
     # The server's own checks (the URL's scheme, faults that need the in-process registry).
-    ServerConfig(workers=workers, registry=registry, faults=parse_faults(list(faults)))
+    ServerConfig(
+        workers=workers, guard=GuardSettings(registry=registry), faults=parse_faults(list(faults))
+    )
 
 
 @dataclass(eq=False)

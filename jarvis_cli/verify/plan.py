@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass
 
 from jarvis.exceptions import ConfigError
+from jarvis.settings import GuardSettings
 
 #: Every scenario, in the order a run performs them. `responsiveness` is judged from
 #: the prober that runs through all the others; `leaks` looks back over the whole run.
@@ -21,11 +22,14 @@ SCENARIOS: tuple[str, ...] = (
     "leaks",
 )
 
+#: The server's cancel wait, the bound a run holds a superseded stream's end to: the
+#: same setting, rule and flag as the guard's (`jarvis.settings`).
+CANCEL_WAIT = GuardSettings.setting("cancel_wait")
 #: The bound on a superseded stream's end when verify-hang starts the server itself
 #: (it passes it as `--cancel-wait`): short, so a slow cleanup shows in a short run.
 EMBEDDED_CANCEL_WAIT_S = 0.5
-#: With --url, assume `jarvis serve`'s own default.
-REMOTE_CANCEL_WAIT_S = 2.0
+#: With --url, assume the guard's own default (what `jarvis serve` runs with).
+REMOTE_CANCEL_WAIT_S: float = CANCEL_WAIT.default
 
 
 class Expect(enum.StrEnum):
@@ -59,7 +63,7 @@ class Plan:
             (1 <= self.rounds <= 100, "--rounds must be 1..100"),
             (0 <= self.overlap_s < self.deadline, "--overlap-ms must be >= 0 and below --deadline"),
             (0 < self.deadline <= 600, "--deadline must be > 0 and <= 600 seconds"),
-            (self.cancel_wait > 0, "--cancel-wait must be > 0 seconds"),
+            (CANCEL_WAIT.accepts(self.cancel_wait), CANCEL_WAIT.error(self.cancel_wait)),
             (self.threshold > 0, "--probe-threshold-ms must be > 0"),
             (bool(self.scenarios), "no scenario selected"),
         ]
