@@ -41,6 +41,8 @@ from .vocabulary import CancelReason, EndReason, Event
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from ._redis_registry import RedisRegistry
+
 #: What a session id may be: anything else is refused, so no client value reaches a
 #: log line or a registry key unchecked.
 SESSION_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -109,6 +111,21 @@ def _check_trace(trace: str | None) -> str:
     return trace
 
 
+def _redis_registry() -> type[RedisRegistry]:
+    """`RedisRegistry`, imported on first use: redis is the `fleet` extra, and a guard in
+    one process never needs it; without it, say which extra to install."""
+    try:
+        from ._redis_registry import RedisRegistry
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "redis":
+            raise
+        raise ConfigError(
+            "registry='redis://...' needs the redis client, the fleet extra: "
+            "pip install 'jarvis-streamkit[fleet]'"
+        ) from None
+    return RedisRegistry
+
+
 class StreamGuard:
     """One stream per session, for every streaming route of an app.
 
@@ -159,11 +176,7 @@ class StreamGuard:
         if registry is None:
             shared = StreamRegistry(sink, cancel_wait=cancel_wait, metrics=metrics)
         else:
-            # Imported here: redis is the `fleet` extra, and a guard in one process
-            # never needs it.
-            from ._redis_registry import RedisRegistry
-
-            shared = RedisRegistry(sink, registry, cancel_wait=cancel_wait, metrics=metrics)
+            shared = _redis_registry()(sink, registry, cancel_wait=cancel_wait, metrics=metrics)
         self._parts = StreamParts(
             log=sink,
             metrics=metrics,

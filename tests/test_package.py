@@ -56,6 +56,7 @@ def test_library_never_imports_the_cli_or_locust() -> None:
     assert probe.stdout.strip() == "False", probe.stderr
 
 
+@pytest.mark.e2e
 def test_import_jarvis_and_an_in_process_guard_never_load_redis() -> None:
     """redis is the `fleet` extra: `jarvis._redis_registry` (and redis with it) loads only
     when a guard is given `registry="redis://..."`; `import jarvis` loads neither it nor

@@ -40,7 +40,8 @@ def serve_options() -> dict[str, typer.core.TyperOption]:
     """`jarvis serve`'s options by flag, as typer built them."""
     group = typer.main.get_command(app)
     assert isinstance(group, typer.core.TyperGroup)
-    serve = group.commands["serve"]
+    serve = group.get_command(typer.Context(group), "serve")  # built on first use
+    assert serve is not None
     return {
         flag: param
         for param in serve.params

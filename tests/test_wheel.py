@@ -89,6 +89,20 @@ def test_the_jarvis_command_without_the_cli_extra_names_it(core_venv: Path) -> N
     assert "Traceback" not in proc.stderr
 
 
+def test_a_redis_registry_without_the_fleet_extra_names_it(core_venv: Path) -> None:
+    """`StreamGuard(registry="redis://...")` on the core alone: a ConfigError that names the
+    extra, not a ModuleNotFoundError from deep inside."""
+    code = (
+        "from jarvis import ConfigError, StreamGuard\n"
+        "try:\n    StreamGuard(registry='redis://127.0.0.1:1/0')\n"
+        "except ConfigError as exc:\n    print(exc)\n"
+    )
+    probe = subprocess.run(
+        [str(core_venv), "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert "pip install 'jarvis-streamkit[fleet]'" in probe.stdout, probe.stdout + probe.stderr
+
+
 def test_a_guarded_starlette_app_streams_and_supersedes_on_the_core_alone(
     core_venv: Path, tmp_path: Path
 ) -> None:

@@ -20,7 +20,7 @@ import uvicorn
 from .. import __version__
 from ..config import ServerConfig
 from ..eventlog import EventLog
-from ..exceptions import ServerStartError
+from ..exceptions import ConfigError, ServerStartError
 from ..logfile import install_sighup_reopen
 from ..vocabulary import Event
 from .app import create_app
@@ -123,8 +123,14 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def check_registry(url: str, timeout_s: float = 2.0) -> None:
     """Before serving: the shared registry must answer, or the server does not start."""
-    import redis
-    from redis.exceptions import RedisError
+    try:
+        import redis
+        from redis.exceptions import RedisError
+    except ModuleNotFoundError:
+        raise ConfigError(
+            "--registry needs the redis client, the fleet extra: "
+            "pip install 'jarvis-streamkit[fleet]'"
+        ) from None
 
     client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
