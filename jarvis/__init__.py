@@ -11,20 +11,64 @@ built on it.
 # public name nobody chose (tests/test_package.py holds vars(jarvis) to __all__).
 __version__ = "0.1.0"
 
-from ._encoders import AnthropicEvents, Encoder, Encoding, OpenAIChunks, PlainText, StreamEnd
-from ._guard import GuardedStream, StreamGuard
-from ._stdlog import LOGGER_NAME, LogfmtFormatter
-from .exceptions import (
-    BadRequest,
-    ConfigError,
-    JarvisError,
-    RegistryUnavailable,
-    ServerStartError,
-    ToolError,
-    UpstreamError,
-)
-from .settings import GuardSettings
-from .vocabulary import EVENTS, CancelReason, EndReason, Event, EventSpec
+import importlib
+import typing
+
+#: Where each public name is defined. `import jarvis` imports none of these modules: a
+#: name loads its module on first use (PEP 562), so the CLI reading
+#: `jarvis.vocabulary`, or an app that only builds a guard, pays for what it touches.
+_WHERE: dict[str, str] = {
+    **dict.fromkeys(
+        ("AnthropicEvents", "Encoder", "Encoding", "OpenAIChunks", "PlainText", "StreamEnd"),
+        "._encoders",
+    ),
+    **dict.fromkeys(("GuardedStream", "StreamGuard"), "._guard"),
+    **dict.fromkeys(("LOGGER_NAME", "LogfmtFormatter"), "._stdlog"),
+    **dict.fromkeys(
+        (
+            "BadRequest",
+            "ConfigError",
+            "JarvisError",
+            "RegistryUnavailable",
+            "ServerStartError",
+            "ToolError",
+            "UpstreamError",
+        ),
+        ".exceptions",
+    ),
+    "GuardSettings": ".settings",
+    **dict.fromkeys(("EVENTS", "CancelReason", "EndReason", "Event", "EventSpec"), ".vocabulary"),
+}
+
+if typing.TYPE_CHECKING:  # what type checkers and editors read; the same names as _WHERE
+    from ._encoders import AnthropicEvents, Encoder, Encoding, OpenAIChunks, PlainText, StreamEnd
+    from ._guard import GuardedStream, StreamGuard
+    from ._stdlog import LOGGER_NAME, LogfmtFormatter
+    from .exceptions import (
+        BadRequest,
+        ConfigError,
+        JarvisError,
+        RegistryUnavailable,
+        ServerStartError,
+        ToolError,
+        UpstreamError,
+    )
+    from .settings import GuardSettings
+    from .vocabulary import EVENTS, CancelReason, EndReason, Event, EventSpec
+
+
+def __getattr__(name: str) -> object:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'jarvis' has no attribute {name!r}")
+    value = getattr(importlib.import_module(where, __name__), name)
+    globals()[name] = value  # once loaded, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})
+
 
 __all__ = [
     "EVENTS",

@@ -33,14 +33,35 @@ def test_public_names_are_unique_and_importable() -> None:
 def test_every_public_name_of_the_package_is_in_all() -> None:
     """Nothing is public by accident (httpx's `test_exported_members`): every name of
     `vars(jarvis)` without a leading `_`, submodules aside, is one `__all__` promises;
-    a stray `from __future__ import annotations` would show up as `annotations`."""
+    a stray `from __future__ import annotations` would show up as `annotations`. The names
+    load on first use, so each is touched first; `dir(jarvis)` lists them before."""
     exported = set(jarvis.__all__)
+    assert exported <= set(dir(jarvis))
+    for name in exported:
+        getattr(jarvis, name)
     public = {
         name
         for name, value in vars(jarvis).items()
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
     assert public - exported == set()
+
+
+@pytest.mark.e2e
+def test_import_jarvis_loads_its_names_only_when_used() -> None:
+    """`import jarvis` imports none of its modules (each public name loads on first use),
+    and an unknown name is an AttributeError, as for any module."""
+    code = (
+        "import sys, jarvis; loaded = [m for m in sys.modules if m.startswith('jarvis.')]; "
+        "from jarvis import EVENTS; print(loaded, 'jarvis.vocabulary' in sys.modules, "
+        "'jarvis._guard' in sys.modules)"
+    )
+    probe = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert probe.stdout.split() == ["[]", "True", "False"]
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        jarvis.nope  # noqa: B018
 
 
 @pytest.mark.e2e
