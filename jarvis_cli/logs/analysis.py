@@ -3,7 +3,8 @@
 The `Analyzer` is fed events in log order. Flush events, the bulk of a log,
 go through three small methods that do a couple of dict operations each (for
 logfmt, `feed_logfmt` inlines them: a C loop, `_hotscan.c`, where it was
-built, else its Python twin, the reference); stream-level events go through
+built, else its Python twin, `flushes.feed_logfmt_python`, the reference; both
+read and write only a `FlushState`); stream-level events go through
 `event()`. A stream's record lives only while the stream is open: at
 `stream_end` it is checked and dropped, so memory is bounded by open streams,
 not by the size of the log. References to lines are integers (`ref`),
@@ -31,8 +32,9 @@ from dataclasses import dataclass, field
 from .engine import C_FEED_LOGFMT, ENGINES, default_engine
 from .findings import Finding, FindingId
 from .origins import Origin
-from .patterns import EVENT_NAMES, LOGFMT, count_value, line_ts
-from .stats import Percentiles
+from .flushes import FlushState, feed_logfmt_python
+from .patterns import EVENT_NAMES, line_ts
+from .stats import Stats
 
 #: Flushes a healthy stream may still start after its cancel: one timer flush that was
 #: already due, and the cleanup flush of what was left.
@@ -120,59 +122,6 @@ class Coverage:
 
 
 @dataclass(slots=True)
-class Stats:
-    streams: int = 0
-    ended: Counter[str] = field(default_factory=Counter)
-    cancels: int = 0
-    flushes: int = 0
-    scheduled: int = 0
-    multi_token_flushes: int = 0
-    tokens: int = 0
-    durations_ms: Percentiles = field(default_factory=Percentiles)
-    cancel_wait_ms: Percentiles = field(default_factory=Percentiles)
-    #: Cancel waits logged (prev_stream_finished_cleanly, prev_stream_timeout_on_cancel).
-    cancel_waits: int = 0
-    cancel_timeouts: int = 0
-    loop_blocked: int = 0
-    max_loop_lag_ms: int = 0
-    rejected: int = 0
-    #: Watchdog lines and server starts seen: without any, the loop cannot be judged.
-    watchdog_lines: int = 0
-    #: Streams whose stream_start named a session: without any, overlap cannot be judged.
-    sessioned_streams: int = 0
-    #: stream_end lines with a cleanup_done field, and event_buffers_cleaned lines: the
-    #: cleanup check applies only to logs that record cleanup at all.
-    cleanup_recorded: int = 0
-    buffers_cleaned: int = 0
-    #: registry_unavailable lines, outages that ended (registry_recovered), and prompts
-    #: refused with a 503 because the registry was down.
-    registry_failures: int = 0
-    registry_outages: int = 0
-    registry_refused: int = 0
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "streams": self.streams,
-            "ended": dict(self.ended),
-            "cancels": self.cancels,
-            "flushes": self.flushes,
-            "scheduled_flushes": self.scheduled,
-            "multi_token_flushes": self.multi_token_flushes,
-            "tokens": self.tokens,
-            "duration_ms": self.durations_ms.summary(),
-            "cancel_wait_ms": self.cancel_wait_ms.summary(),
-            "cancel_timeouts": self.cancel_timeouts,
-            "loop_blocked": self.loop_blocked,
-            "max_loop_lag_ms": self.max_loop_lag_ms,
-            "rejected_requests": self.rejected,
-            "cleanup_recorded": self.cleanup_recorded,
-            "registry_failures": self.registry_failures,
-            "registry_outages": self.registry_outages,
-            "registry_refused": self.registry_refused,
-        }
-
-
-@dataclass(slots=True)
 class _Unproven:
     """A stream that ended without recording some cleanup: a finding only if the log
     records that cleanup for other streams (known at the end of input)."""
@@ -246,19 +195,15 @@ class Analyzer:
         self.engine = engine
         self.stale_after_s = stale_after_s
         self.coverage = Coverage(engine=engine)
-        self.stats = Stats()
+        #: What the flush lines said: the state the logfmt hot loop reads and writes.
+        self.flush = FlushState()
+        self.stats = Stats(self.flush)
         self.findings: list[Finding] = []
         self.suppressed: Counter[FindingId] = Counter()
         self._per_id: Counter[FindingId] = Counter()
         self._by_trace: dict[str, StreamRecord] = {}
         self._by_rid: dict[bytes, StreamRecord] = {}
         self._open_by_session: dict[str, list[StreamRecord]] = {}
-        # Hot state, keyed by request id (bytes): unmatched flush_start and
-        # flush_scheduled refs, and the streams whose cancel we are watching.
-        self._pending_start: dict[bytes, int] = {}
-        self._pending_sched: dict[bytes, int] = {}
-        self._emitted: set[bytes] = set()
-        self._watch_cancel: dict[bytes, StreamRecord] = {}
         self._timeouts: list[int] = []
         #: Inputs whose last watchdog line is a loop_blocked (no loop_recovered after it).
         self._loop_stuck: set[int] = set()
@@ -292,34 +237,23 @@ class Analyzer:
         self.handlers: dict[str, Handler] = {
             name: getattr(self, "_on_" + name) for name in self.HANDLED
         }
+        self.flush.on_first_emit = self._first_emit
+        self.flush.on_flush_after_cancel = self._after_cancel_flush
 
-    # -- hot path -------------------------------------------------------
+    # -- the flush lines ----------------------------------------------------
 
     def flush_scheduled(self, rid: bytes, ref: int) -> None:
-        self.stats.scheduled += 1
-        self._pending_sched[rid] = ref
+        self.flush.flush_scheduled(rid, ref)
 
     def flush_start(self, rid: bytes, ref: int) -> None:
-        self._pending_start[rid] = ref
-        self._pending_sched.pop(rid, None)
-        if rid in self._watch_cancel:
-            self._after_cancel_flush(rid, ref)
+        self.flush.flush_start(rid, ref)
 
     def flush_done(self, rid: bytes, tokens: int, ref: int) -> None:
-        stats = self.stats
-        stats.flushes += 1
-        self._pending_start.pop(rid, None)
-        if tokens:
-            stats.tokens += tokens
-            if tokens > 1:
-                stats.multi_token_flushes += 1
-            self.emitted(rid, ref)
+        self.flush.flush_done(rid, tokens, ref)
 
     def emitted(self, rid: bytes, ref: int) -> None:
         """The stream of `rid` wrote to its client at `ref`."""
-        if rid not in self._emitted:
-            self._emitted.add(rid)
-            self._first_emit(rid, ref)
+        self.flush.wrote(rid, ref)
 
     def feed_logfmt(
         self,
@@ -336,69 +270,9 @@ class Analyzer:
         """
         if self.engine == "c" and C_FEED_LOGFMT is not None:
             return C_FEED_LOGFMT(
-                self, chunk, base, handlers, timed, parse_fields, EVENT_NAMES, line_ts
+                self.flush, chunk, base, handlers, timed, parse_fields, EVENT_NAMES, line_ts
             )
-        return self.feed_logfmt_python(chunk, base, handlers, timed, parse_fields)
-
-    def feed_logfmt_python(
-        self,
-        chunk: bytes,
-        base: int,
-        handlers: dict[bytes, Handler],
-        timed: frozenset[bytes],
-        parse_fields: Callable[[bytes], dict[str, str]],
-    ) -> tuple[int, int]:
-        """`feed_logfmt` in Python: the reference `_hotscan.c` is a port of.
-
-        It does what `flush_done`/`flush_start`/`flush_scheduled` do, inlined with
-        local counters: at a few million events per gigabyte, a method call per line
-        is a third of the run time.
-        """
-        pending_start, pending_sched = self._pending_start, self._pending_sched
-        pop_start, pop_sched = pending_start.pop, pending_sched.pop
-        emitted, watch = self._emitted, self._watch_cancel
-        recognised = flushes = tokens_total = multi = scheduled = 0
-        for match in LOGFMT.finditer(chunk):
-            hot, rid, tokens, name = match.groups()
-            if hot is not None:
-                recognised += 1
-                if tokens is not None:  # flush_done
-                    flushes += 1
-                    pop_start(rid, None)
-                    if tokens != b"0":
-                        sent = count_value(tokens)
-                        tokens_total += sent
-                        if sent > 1:
-                            multi += 1
-                        if rid not in emitted:
-                            emitted.add(rid)
-                            self._first_emit(rid, base + match.start())
-                elif hot == b"flush_start":
-                    pending_start[rid] = base + match.start()
-                    pop_sched(rid, None)
-                    if rid in watch:
-                        self._after_cancel_flush(rid, base + match.start())
-                elif hot == b"flush_scheduled":
-                    scheduled += 1
-                    pending_sched[rid] = base + match.start()
-                else:  # a flush_done cut short before tokens_sent
-                    flushes += 1
-                    pop_start(rid, None)
-            elif name in EVENT_NAMES:
-                recognised += 1
-                handler = handlers.get(name)
-                if handler is not None:
-                    start, end = match.start(), match.end()
-                    stop = chunk.find(b"\n", end)
-                    rest = chunk[end : stop if stop >= 0 else len(chunk)]
-                    ts = line_ts(chunk, chunk.rfind(b"\n", 0, start) + 1) if name in timed else None
-                    handler(parse_fields(rest), base + start, ts)
-        stats = self.stats
-        stats.flushes += flushes
-        stats.tokens += tokens_total
-        stats.multi_token_flushes += multi
-        stats.scheduled += scheduled
-        return recognised, chunk.count(b"event=") - recognised
+        return feed_logfmt_python(self.flush, chunk, base, handlers, timed, parse_fields)
 
     # -- stream-level events ----------------------------------------------
 
@@ -462,7 +336,7 @@ class Analyzer:
         record.cancelled = ref
         record.cancel_ts = ts
         for key in record.keys:
-            self._watch_cancel[key] = record
+            self.flush.cancelled[key] = record
 
     def _on_stream_fenced(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         self._jarvis_lines += 1
@@ -479,7 +353,7 @@ class Analyzer:
     def _expect_final_flush(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         rid = fields.get("request_id")
         if rid is not None:
-            record = self._watch_cancel.get(rid.encode())
+            record = self.flush.cancelled.get(rid.encode())
             if record is not None:
                 record.final_flush_expected = True
 
@@ -489,7 +363,7 @@ class Analyzer:
     def _on_flush_cancelled(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         rid = fields.get("request_id")
         if rid is not None:
-            self._pending_sched.pop(rid.encode(), None)
+            self.flush.pending_sched.pop(rid.encode(), None)
 
     def _cancel_wait(self, fields: dict[str, str]) -> None:
         self.stats.cancel_waits += 1
@@ -561,7 +435,7 @@ class Analyzer:
                 record,
             )
             self._close(record)
-        for pending in (self._pending_start, self._pending_sched):
+        for pending in (self.flush.pending_start, self.flush.pending_sched):
             for rid in [rid for rid, at in pending.items() if self.input_of(at) == here]:
                 del pending[rid]
         outage = self._outages.pop(here, None)  # a new process: its own registry state
@@ -647,7 +521,7 @@ class Analyzer:
         elif cleanup_done is None or not record.cleaned:
             self._unproven_cleanup(record, ref, cleanup_done is None, not record.cleaned)
         for key in record.keys:
-            pending = self._pending_sched.pop(key, None)
+            pending = self.flush.pending_sched.pop(key, None)
             if pending is not None:
                 self._report(
                     FindingId.FLUSH_TASK_LEAK,
@@ -655,7 +529,7 @@ class Analyzer:
                     [pending, ref],
                     record,
                 )
-            stuck = self._pending_start.pop(key, None)
+            stuck = self.flush.pending_start.pop(key, None)
             if stuck is not None:
                 self._report(
                     FindingId.FLUSH_STUCK,
@@ -671,7 +545,7 @@ class Analyzer:
     # -- checks ---------------------------------------------------------------
 
     def _after_cancel_flush(self, rid: bytes, ref: int) -> None:
-        record = self._watch_cancel[rid]
+        record = self.flush.cancelled[rid]
         if record.final_flush_expected:
             record.final_flush_expected = False
             return
@@ -784,8 +658,8 @@ class Analyzer:
         for key in record.keys:
             if self._by_rid.get(key) is record:
                 del self._by_rid[key]
-            self._emitted.discard(key)
-            self._watch_cancel.pop(key, None)
+            self.flush.emitted.discard(key)
+            self.flush.cancelled.pop(key, None)
         if record.session is not None:
             open_streams = self._open_by_session.get(record.session)
             if open_streams is not None:
@@ -856,7 +730,7 @@ class Analyzer:
                         record,
                     )
                 )
-        for rid, ref in self._pending_start.items():
+        for rid, ref in self.flush.pending_start.items():
             started = ts_of(ref)
             old = now is None or started is None or now - started >= FLUSH_STUCK_AFTER_S
             if old or self.input_of(ref) in self._loop_stuck:
