@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 
 from jarvis_cli.logs import scan
-from jarvis_cli.logs.analysis import Analyzer, Handler, StreamRecord
+from jarvis_cli.logs.analysis import Analyzer
 from jarvis_cli.logs.engine import C_FEED_LOGFMT, ENGINES, PURE_ENV, default_engine
 from jarvis_cli.logs.flushes import FlushState, feed_logfmt_python
 from jarvis_cli.logs.patterns import EVENT_NAMES, line_ts
 from jarvis_cli.logs.run import analyze
 from jarvis_cli.logs.scan import TIMED, Scanner, _fields
+from jarvis_cli.logs.streams import Handler, StreamRecord
 
 from .logfixtures import TRICKY_LINES, garble, healthy_supersede, random_log
 

@@ -4,8 +4,8 @@ It reads and writes only the declared attributes of the `FlushState` it is given
 
 from collections.abc import Callable
 
-from .analysis import Handler
 from .flushes import FlushState
+from .streams import Handler
 
 def feed_logfmt(
     state: FlushState,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .patterns import EVENT_NAMES, LOGFMT, count_value, line_ts
 
 if TYPE_CHECKING:
-    from .analysis import Handler, StreamRecord
+    from .streams import Handler, StreamRecord
 
 #: Told of a request id (bytes) and the ref of the line that named it.
 FlushHook = Callable[[bytes, int], None]

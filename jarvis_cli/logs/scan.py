@@ -21,11 +21,12 @@ from .dialects import VOCABULARY, line_time, parse_line
 from .engine import C_COUNT_LINES
 from .patterns import LOGFMT, NAMED, count_value, line_ts
 from .sources import Buffer, Source
+from .streams import StreamEvents
 
 CHUNK = 8 << 20
 CHECKPOINT_EVERY = 1 << 20
 #: Events whose line timestamp the analyzer needs.
-TIMED = frozenset(n.encode() for n in Analyzer.TIMED)
+TIMED = frozenset(n.encode() for n in StreamEvents.TIMED)
 _HOT = (b"flush_done", b"flush_start", b"flush_scheduled")
 
 
