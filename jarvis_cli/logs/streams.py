@@ -384,17 +384,17 @@ class StreamEvents:
                 stats.durations_ms.add((ts - record.start_ts) * 1000)
         if record is None:
             return  # the log began after this stream started: nothing to check
-        report = self.findings.report
-        incomplete = rules.cleanup_incomplete(record, ref, cleanup_done=cleanup_done)
-        if incomplete is not None:
-            report(incomplete)
+        # Most streams end clean: each rule is asked only where it can find something.
+        report, flush = self.findings.report, self.flush
+        if cleanup_done is not None and cleanup_done != "True":
+            report(rules.cleanup_incomplete(record, ref, cleanup_done=cleanup_done))
         elif cleanup_done is None or not record.cleaned:
             self._unproven_cleanup(record, ref, cleanup_done is None, not record.cleaned)
         for key in record.keys:
-            pending = self.flush.pending_sched.pop(key, None)
+            pending = flush.pending_sched.pop(key, None)
             if pending is not None:
                 report(rules.flush_task_leak(record, pending, ref))
-            stuck = self.flush.pending_start.pop(key, None)
+            stuck = flush.pending_start.pop(key, None)
             if stuck is not None:
                 report(rules.flush_stuck(key, stuck, record=record, ended=ref))
         if record.cancelled is not None:
@@ -428,11 +428,12 @@ class StreamEvents:
             self.on_close(record)
         if self._by_trace.get(record.trace) is record:
             del self._by_trace[record.trace]
+        flush = self.flush
         for key in record.keys:
             if self._by_rid.get(key) is record:
                 del self._by_rid[key]
-            self.flush.emitted.discard(key)
-            self.flush.cancelled.pop(key, None)
+            flush.emitted.discard(key)
+            flush.cancelled.pop(key, None)
         if record.session is not None:
             open_streams = self._open_by_session.get(record.session)
             if open_streams is not None:
