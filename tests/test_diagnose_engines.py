@@ -23,7 +23,7 @@ from jarvis_cli.logs.engine import C_FEED_LOGFMT, ENGINES, PURE_ENV, default_eng
 from jarvis_cli.logs.flushes import FlushState, feed_logfmt_python
 from jarvis_cli.logs.patterns import EVENT_NAMES, line_ts
 from jarvis_cli.logs.run import analyze
-from jarvis_cli.logs.scan import TIMED, Scanner, _fields
+from jarvis_cli.logs.scan import TIMED, Scanner, parse_fields
 from jarvis_cli.logs.streams import Handler, StreamRecord
 
 from .logfixtures import TRICKY_LINES, garble, healthy_supersede, random_log
@@ -132,7 +132,7 @@ def feed_both(chunks: list[bytes], base: int) -> dict[str, tuple[list[object], o
         returned: list[object] = []
         at = base
         for chunk in chunks:
-            returned.append(analyzer.feed_logfmt(chunk, at, handlers, TIMED, _fields))
+            returned.append(analyzer.feed_logfmt(chunk, at, handlers, TIMED, parse_fields))
             at += len(chunk)
         results[engine] = (returned, analyzer.state())
     return results
@@ -155,9 +155,9 @@ def test_the_c_loop_runs_on_a_bare_flush_state_as_python_does() -> None:
         state.on_first_emit = lambda rid, ref: calls.append(("emit", rid, ref))
         state.on_flush_after_cancel = lambda rid, ref: calls.append(("cancel", rid, ref))
         if engine == "c":
-            counts = C_FEED_LOGFMT(state, data, 5, {}, TIMED, _fields, EVENT_NAMES, line_ts)
+            counts = C_FEED_LOGFMT(state, data, 5, {}, TIMED, parse_fields, EVENT_NAMES, line_ts)
         else:
-            counts = feed_logfmt_python(state, data, 5, {}, TIMED, _fields)
+            counts = feed_logfmt_python(state, data, 5, {}, TIMED, parse_fields)
         return (
             counts,
             calls,
@@ -259,15 +259,15 @@ def test_errors_in_callbacks_propagate_and_leak_nothing() -> None:
     def run() -> None:
         analyzer = Analyzer(engine="c")
         handlers = {k.encode(): v for k, v in analyzer.handlers.items()}
-        analyzer.feed_logfmt(data, 1 << 41, handlers, TIMED, _fields)
-        analyzer.feed_logfmt(data, 1 << 70, handlers, TIMED, _fields)
+        analyzer.feed_logfmt(data, 1 << 41, handlers, TIMED, parse_fields)
+        analyzer.feed_logfmt(data, 1 << 70, handlers, TIMED, parse_fields)
         with pytest.raises(RuntimeError):
-            analyzer.feed_logfmt(data, 0, {b"stream_start": boom}, TIMED, _fields)
+            analyzer.feed_logfmt(data, 0, {b"stream_start": boom}, TIMED, parse_fields)
 
     for _ in range(3):
         run()
     gc.collect()
-    held = [sys.getrefcount(x) for x in (data, boom, _fields, TIMED, line_ts, EVENT_NAMES)]
+    held = [sys.getrefcount(x) for x in (data, boom, parse_fields, TIMED, line_ts, EVENT_NAMES)]
     tracemalloc.start()
     try:
         start = tracemalloc.get_traced_memory()[0]
@@ -279,7 +279,9 @@ def test_errors_in_callbacks_propagate_and_leak_nothing() -> None:
         tracemalloc.stop()
     # One object leaked per flush event would be over a megabyte by now.
     assert grown < 256 * 1024, f"{grown} bytes kept after 20 runs"
-    assert [sys.getrefcount(x) for x in (data, boom, _fields, TIMED, line_ts, EVENT_NAMES)] == held
+    assert [
+        sys.getrefcount(x) for x in (data, boom, parse_fields, TIMED, line_ts, EVENT_NAMES)
+    ] == held
 
 
 @needs_c
@@ -333,7 +335,7 @@ def test_an_absurd_token_count_is_read_as_zero_not_a_crash(engine: str) -> None:
         b"event=flush_done request_id=r1 tokens_sent=" + b"9" * 19 + b"\n"
         b"event=flush_done request_id=r1 tokens_sent=7\n"
     )
-    analyzer.feed_logfmt(chunk, 0, {}, TIMED, _fields)
+    analyzer.feed_logfmt(chunk, 0, {}, TIMED, parse_fields)
     assert analyzer.stats.flushes == 3
     assert analyzer.stats.tokens == 7
     assert analyzer.stats.multi_token_flushes == 1

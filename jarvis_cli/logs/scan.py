@@ -62,8 +62,9 @@ def _count_lines(chunk: bytes, start: int, stop: int) -> int:
 _BARE_PAIR = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([^ \t]*)")
 
 
-def _fields(rest: bytes) -> dict[str, str]:
-    """The key=value fields of a line's remainder; unquoted lines take a C-only path."""
+def parse_fields(rest: bytes) -> dict[str, str]:
+    """The key=value fields of a logfmt line's remainder, as the hot loop hands them to
+    the handlers; unquoted lines take a C-only path."""
     text = rest.decode("utf-8", "replace")
     if '"' not in text:
         return dict(_BARE_PAIR.findall(text))
@@ -148,7 +149,7 @@ class Scanner:
 
     def _scan_logfmt(self, source: Source, chunk: bytes, at: int) -> None:
         recognised, unrecognised = self.analyzer.feed_logfmt(
-            chunk, source.ref(at), self._handlers, TIMED, _fields
+            chunk, source.ref(at), self._handlers, TIMED, parse_fields
         )
         self.coverage.recognised += recognised
         self.coverage.unrecognised += unrecognised
