@@ -13,8 +13,10 @@ import pytest
 
 from jarvis_cli.diagnose.follow import Follower
 from jarvis_cli.exit_codes import ExitCode
+from jarvis_cli.logs import rules
 from jarvis_cli.logs.analysis import Analyzer
 from jarvis_cli.logs.engine import ENGINES, PURE_ENV, default_engine
+from jarvis_cli.logs.findings import FindingId
 from jarvis_cli.logs.sources import Sources
 from jarvis_cli.main import main
 
@@ -180,6 +182,13 @@ def test_no_batching_when_every_flush_is_one_token(tmp_path: Path) -> None:
     log.cleanup(1, "s")
     _, report = diagnose_text(tmp_path, log.text())
     assert ids(report) == {"no_batching"}
+
+
+def test_every_finding_id_has_one_rule_named_for_it() -> None:
+    """rules.py holds one function per finding id, of the id's name, and no other public
+    name: a new finding is a new rule there."""
+    assert rules.__all__ == sorted(rules.__all__) == sorted(i.value for i in FindingId)
+    assert all(callable(getattr(rules, name)) for name in rules.__all__)
 
 
 def test_log_without_lifecycle_events_is_unusable_never_healthy(tmp_path: Path) -> None:

@@ -10,16 +10,19 @@ import shutil
 import sys
 import sysconfig
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from jarvis_cli.logs import scan
-from jarvis_cli.logs.analysis import Analyzer, Handler
-from jarvis_cli.logs.engine import ENGINES, PURE_ENV, default_engine
+from jarvis_cli.logs.analysis import Analyzer
+from jarvis_cli.logs.engine import C_FEED_LOGFMT, ENGINES, PURE_ENV, default_engine
+from jarvis_cli.logs.flushes import FlushState, feed_logfmt_python
 from jarvis_cli.logs.patterns import EVENT_NAMES, line_ts
 from jarvis_cli.logs.run import analyze
-from jarvis_cli.logs.scan import TIMED, Scanner, _fields
+from jarvis_cli.logs.scan import TIMED, Scanner, parse_fields
+from jarvis_cli.logs.streams import Handler, StreamRecord
 
 from . import cli
 from .logfixtures import TRICKY_LINES, garble, healthy_supersede, random_log
@@ -74,19 +77,25 @@ def test_json_report_names_the_engine_that_ran(tmp_path: Path) -> None:
 
 
 class Recorder(Analyzer):
-    """An analyzer that also records every call the hot loop makes into it."""
+    """An analyzer that also records every call the hot loop makes into it: its flush
+    state's two hooks, and (`recording_handlers`) the handlers."""
 
     def __init__(self, engine: str) -> None:
         super().__init__(engine=engine)
         self.calls: list[tuple[object, ...]] = []
+        self.flush.on_first_emit = self.recording("first_emit", self.flush.on_first_emit)
+        self.flush.on_flush_after_cancel = self.recording(
+            "after_cancel_flush", self.flush.on_flush_after_cancel
+        )
 
-    def _first_emit(self, rid: bytes, ref: int) -> None:
-        self.calls.append(("first_emit", rid, ref))
-        super()._first_emit(rid, ref)
+    def recording(
+        self, name: str, hook: Callable[[bytes, int], None]
+    ) -> Callable[[bytes, int], None]:
+        def record(rid: bytes, ref: int) -> None:
+            self.calls.append((name, rid, ref))
+            hook(rid, ref)
 
-    def _after_cancel_flush(self, rid: bytes, ref: int) -> None:
-        self.calls.append(("after_cancel_flush", rid, ref))
-        super()._after_cancel_flush(rid, ref)
+        return record
 
     def recording_handlers(self) -> dict[bytes, Handler]:
         def wrap(name: str, handler: Handler) -> Handler:
@@ -101,13 +110,13 @@ class Recorder(Analyzer):
     def state(self) -> dict[str, object]:
         return {
             "calls": self.calls,
-            "pending_start": self._pending_start,
-            "pending_sched": self._pending_sched,
-            "emitted": self._emitted,
-            "watch": sorted(self._watch_cancel),
+            "pending_start": self.flush.pending_start,
+            "pending_sched": self.flush.pending_sched,
+            "emitted": self.flush.emitted,
+            "watch": sorted(self.flush.cancelled),
             "stats": self.stats.to_json(),
             "findings": [(f.id, f.message, f.refs, f.session, f.trace) for f in self.findings],
-            "open": sorted(self._by_trace),
+            "open": sorted(record.trace for record in self.open_streams),
         }
 
 
@@ -120,10 +129,42 @@ def feed_both(chunks: list[bytes], base: int) -> dict[str, tuple[list[object], o
         returned: list[object] = []
         at = base
         for chunk in chunks:
-            returned.append(analyzer.feed_logfmt(chunk, at, handlers, TIMED, _fields))
+            returned.append(analyzer.feed_logfmt(chunk, at, handlers, TIMED, parse_fields))
             at += len(chunk)
         results[engine] = (returned, analyzer.state())
     return results
+
+
+@needs_c
+def test_the_c_loop_runs_on_a_bare_flush_state_as_python_does() -> None:
+    """The C loop's whole contract is a `FlushState`: given one alone (no analyzer; its
+    slots refuse any undeclared attribute), it leaves the same dicts, set and counters
+    and calls the same hooks as the Python loop."""
+    assert C_FEED_LOGFMT is not None
+    tail = b"event=flush_start request_id=r1\n"  # r1 is cancelled: a hook is told
+    data = garble(random_log(random.Random(11), steps=600).text().encode(), random.Random(11))
+    data += tail
+    cancelled = StreamRecord("x", "r1", None)
+
+    def read(engine: str) -> tuple[object, ...]:
+        calls: list[tuple[str, bytes, int]] = []
+        state = FlushState(cancelled={b"r1": cancelled})
+        state.on_first_emit = lambda rid, ref: calls.append(("emit", rid, ref))
+        state.on_flush_after_cancel = lambda rid, ref: calls.append(("cancel", rid, ref))
+        if engine == "c":
+            counts = C_FEED_LOGFMT(state, data, 5, {}, TIMED, parse_fields, EVENT_NAMES, line_ts)
+        else:
+            counts = feed_logfmt_python(state, data, 5, {}, TIMED, parse_fields)
+        return (
+            counts,
+            calls,
+            (state.pending_start, state.pending_sched, state.emitted, state.cancelled),
+            (state.flushes, state.tokens, state.multi_token_flushes, state.scheduled),
+        )
+
+    c, python = read("c"), read("python")
+    assert ("cancel", b"r1", 5 + len(data) - len(tail)) in python[1]  # type: ignore[operator]
+    assert c == python
 
 
 @needs_c
@@ -215,15 +256,15 @@ def test_errors_in_callbacks_propagate_and_leak_nothing() -> None:
     def run() -> None:
         analyzer = Analyzer(engine="c")
         handlers = {k.encode(): v for k, v in analyzer.handlers.items()}
-        analyzer.feed_logfmt(data, 1 << 41, handlers, TIMED, _fields)
-        analyzer.feed_logfmt(data, 1 << 70, handlers, TIMED, _fields)
+        analyzer.feed_logfmt(data, 1 << 41, handlers, TIMED, parse_fields)
+        analyzer.feed_logfmt(data, 1 << 70, handlers, TIMED, parse_fields)
         with pytest.raises(RuntimeError):
-            analyzer.feed_logfmt(data, 0, {b"stream_start": boom}, TIMED, _fields)
+            analyzer.feed_logfmt(data, 0, {b"stream_start": boom}, TIMED, parse_fields)
 
     for _ in range(3):
         run()
     gc.collect()
-    held = [sys.getrefcount(x) for x in (data, boom, _fields, TIMED, line_ts, EVENT_NAMES)]
+    held = [sys.getrefcount(x) for x in (data, boom, parse_fields, TIMED, line_ts, EVENT_NAMES)]
     tracemalloc.start()
     try:
         start = tracemalloc.get_traced_memory()[0]
@@ -235,7 +276,9 @@ def test_errors_in_callbacks_propagate_and_leak_nothing() -> None:
         tracemalloc.stop()
     # One object leaked per flush event would be over a megabyte by now.
     assert grown < 256 * 1024, f"{grown} bytes kept after 20 runs"
-    assert [sys.getrefcount(x) for x in (data, boom, _fields, TIMED, line_ts, EVENT_NAMES)] == held
+    assert [
+        sys.getrefcount(x) for x in (data, boom, parse_fields, TIMED, line_ts, EVENT_NAMES)
+    ] == held
 
 
 @needs_c
@@ -289,7 +332,7 @@ def test_an_absurd_token_count_is_read_as_zero_not_a_crash(engine: str) -> None:
         b"event=flush_done request_id=r1 tokens_sent=" + b"9" * 19 + b"\n"
         b"event=flush_done request_id=r1 tokens_sent=7\n"
     )
-    analyzer.feed_logfmt(chunk, 0, {}, TIMED, _fields)
+    analyzer.feed_logfmt(chunk, 0, {}, TIMED, parse_fields)
     assert analyzer.stats.flushes == 3
     assert analyzer.stats.tokens == 7
     assert analyzer.stats.multi_token_flushes == 1

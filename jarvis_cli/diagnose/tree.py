@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from ..logs.analysis import Analyzer
 from ..logs.findings import CLEANUP_UNJUDGED, Finding, FindingId, Severity
+from ..logs.rules import NO_BATCHING_MIN_FLUSHES
 
 
 class Status(enum.StrEnum):
@@ -126,7 +127,7 @@ def build_tree(*, fleet: bool = False) -> Node:
                     Node(
                         "Flushes scheduled and carrying several tokens?",
                         FindingId.NO_BATCHING,
-                        lambda a: a.stats.flushes >= 20,
+                        lambda a: a.stats.flushes >= NO_BATCHING_MIN_FLUSHES,
                     ),
                 ],
             ),

@@ -1,16 +1,18 @@
-/* The hot loop of `jarvis diagnose` in C: a port of `Analyzer.feed_logfmt`.
+/* The hot loop of `jarvis diagnose` in C: a port of `flushes.feed_logfmt_python`.
  *
  * Why C: a jarvis log holds about 4 million flush events per gigabyte. The
  * regex alone (`LOGFMT.finditer`) reads ~300 MB/s and the per-match Python
  * loop halves that; polars and pyarrow, single-threaded, are no faster. Here
  * a vector scan finds each `event=`, a hand-written matcher accepts exactly
- * what `patterns.LOGFMT` accepts, and the three flush events update the
- * analyzer's own dicts and set directly. Everything rare (stream-level
- * events, a first emit, a flush after a cancel) still calls back into
- * Python, so the analysis itself has one implementation. `count_lines` is
- * the scanner's other pass over every byte.
+ * what `patterns.LOGFMT` accepts, and the three flush events update the dicts,
+ * set and counters of a `flushes.FlushState` directly. That object is the
+ * whole contract: the loop reads and writes its declared attributes (named in
+ * PyInit__hotscan below) and nothing else. Everything rare (stream-level
+ * events, a first emit, a flush after a cancel) calls back into Python, through
+ * the handlers and the state's two hooks, so the analysis itself has one
+ * implementation. `count_lines` is the scanner's other pass over every byte.
  *
- * `analysis.py` keeps the Python loop as the reference and the fallback;
+ * `flushes.py` keeps the Python loop as the reference and the fallback;
  * tests/test_diagnose_engines.py feeds both the same logs and compares.
  */
 #define PY_SSIZE_T_CLEAN
@@ -26,8 +28,9 @@
  * unreadable and adds nothing (MAX_COUNT_DIGITS in patterns.py). */
 #define SMALL_DIGITS 18
 
-static PyObject *str_pending_start, *str_pending_sched, *str_emitted, *str_watch_cancel;
-static PyObject *str_first_emit, *str_after_cancel_flush, *str_stats;
+/* The FlushState attributes the loop uses, interned once. */
+static PyObject *str_pending_start, *str_pending_sched, *str_emitted, *str_cancelled;
+static PyObject *str_on_first_emit, *str_on_flush_after_cancel;
 static PyObject *str_flushes, *str_tokens, *str_multi, *str_scheduled;
 
 enum hot { NOT_HOT, FLUSH_DONE, FLUSH_START, FLUSH_SCHEDULED };
@@ -200,9 +203,9 @@ vocabulary_name(PyObject *vocabulary, const char *p, Py_ssize_t len)
     return NULL;
 }
 
-/* Analyzer state and the inputs of one call. */
+/* The flush state and the inputs of one call. */
 typedef struct {
-    PyObject *analyzer, *chunk, *base;
+    PyObject *state, *chunk, *base;
     const char *buf;
     Py_ssize_t len;
     long long base_value; /* valid when base_fast */
@@ -243,14 +246,14 @@ discard(PyObject *dict, PyObject *key)
     return PyDict_DelItem(dict, key);
 }
 
-/* analyzer.<method>(rid, base + offset), result dropped. */
+/* state.<hook>(rid, base + offset), result dropped. */
 static int
-call_back(Scan *scan, PyObject *method, PyObject *rid, Py_ssize_t offset)
+call_back(Scan *scan, PyObject *hook, PyObject *rid, Py_ssize_t offset)
 {
     PyObject *ref = make_ref(scan, offset), *result;
     if (ref == NULL)
         return -1;
-    result = PyObject_CallMethodObjArgs(scan->analyzer, method, rid, ref, NULL);
+    result = PyObject_CallMethodObjArgs(scan->state, hook, rid, ref, NULL);
     Py_DECREF(ref);
     if (result == NULL)
         return -1;
@@ -258,11 +261,11 @@ call_back(Scan *scan, PyObject *method, PyObject *rid, Py_ssize_t offset)
     return 0;
 }
 
-/* stats.<name> += value */
+/* state.<name> += value */
 static int
-add_stat(PyObject *stats, PyObject *name, PyObject *value)
+add_count(PyObject *state, PyObject *name, PyObject *value)
 {
-    PyObject *old = PyObject_GetAttr(stats, name), *sum;
+    PyObject *old = PyObject_GetAttr(state, name), *sum;
     int rc;
     if (old == NULL)
         return -1;
@@ -270,27 +273,25 @@ add_stat(PyObject *stats, PyObject *name, PyObject *value)
     Py_DECREF(old);
     if (sum == NULL)
         return -1;
-    rc = PyObject_SetAttr(stats, name, sum);
+    rc = PyObject_SetAttr(state, name, sum);
     Py_DECREF(sum);
     return rc;
 }
 
-/* The chunk's counters join the analyzer's stats at the end, as in Python. */
+/* The chunk's counters join the state's at the end, as in Python. */
 static int
-add_stats(PyObject *analyzer, long long flushes, PyObject *tokens, long long multi,
-          long long scheduled)
+add_counts(PyObject *state, long long flushes, PyObject *tokens, long long multi,
+           long long scheduled)
 {
-    PyObject *stats = PyObject_GetAttr(analyzer, str_stats);
     PyObject *values[4] = {PyLong_FromLongLong(flushes), Py_NewRef(tokens),
                            PyLong_FromLongLong(multi), PyLong_FromLongLong(scheduled)};
     PyObject *names[4] = {str_flushes, str_tokens, str_multi, str_scheduled};
-    int k, rc = stats == NULL ? -1 : 0;
+    int k, rc = 0;
     for (k = 0; k < 4; k++) {
-        if (rc == 0 && (values[k] == NULL || add_stat(stats, names[k], values[k]) < 0))
+        if (rc == 0 && (values[k] == NULL || add_count(state, names[k], values[k]) < 0))
             rc = -1;
         Py_XDECREF(values[k]);
     }
-    Py_XDECREF(stats);
     return rc;
 }
 
@@ -299,22 +300,23 @@ get_typed(PyObject *obj, PyObject *name, PyTypeObject *type)
 {
     PyObject *value = PyObject_GetAttr(obj, name);
     if (value != NULL && !PyObject_TypeCheck(value, type)) {
-        PyErr_Format(PyExc_TypeError, "analyzer.%U must be a %s", name, type->tp_name);
+        PyErr_Format(PyExc_TypeError, "state.%U must be a %s", name, type->tp_name);
         Py_CLEAR(value);
     }
     return value;
 }
 
 PyDoc_STRVAR(feed_logfmt_doc,
-"feed_logfmt(analyzer, chunk, base, handlers, timed, parse_fields, event_names, line_ts)\n"
+"feed_logfmt(state, chunk, base, handlers, timed, parse_fields, event_names, line_ts)\n"
 "--\n\n"
-"Analyzer.feed_logfmt in C: returns (vocabulary events, other `event=` occurrences).");
+"flushes.feed_logfmt_python in C, on a FlushState: returns (vocabulary events, other\n"
+"`event=` occurrences).");
 
 static PyObject *
 feed_logfmt(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *handlers, *timed, *parse_fields, *line_ts;
-    PyObject *pending_start = NULL, *pending_sched = NULL, *emitted = NULL, *watch = NULL;
+    PyObject *pending_start = NULL, *pending_sched = NULL, *emitted = NULL, *cancelled = NULL;
     PyObject *vocabulary = NULL, *tokens_big = NULL, *result = NULL;
     PyObject *rid = NULL, *last_rid = NULL;
     Py_buffer view = {0};
@@ -327,7 +329,7 @@ feed_logfmt(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Format(PyExc_TypeError, "feed_logfmt takes 8 arguments (%zd given)", nargs);
         return NULL;
     }
-    scan.analyzer = args[0];
+    scan.state = args[0];
     scan.chunk = args[1];
     scan.base = args[2];
     handlers = args[3];
@@ -350,10 +352,10 @@ feed_logfmt(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         scan.base_fast = !overflow && scan.base_value >= 0 && scan.base_value <= LLONG_MAX - n;
     }
-    if ((pending_start = get_typed(scan.analyzer, str_pending_start, &PyDict_Type)) == NULL ||
-        (pending_sched = get_typed(scan.analyzer, str_pending_sched, &PyDict_Type)) == NULL ||
-        (emitted = get_typed(scan.analyzer, str_emitted, &PySet_Type)) == NULL ||
-        (watch = get_typed(scan.analyzer, str_watch_cancel, &PyDict_Type)) == NULL ||
+    if ((pending_start = get_typed(scan.state, str_pending_start, &PyDict_Type)) == NULL ||
+        (pending_sched = get_typed(scan.state, str_pending_sched, &PyDict_Type)) == NULL ||
+        (emitted = get_typed(scan.state, str_emitted, &PySet_Type)) == NULL ||
+        (cancelled = get_typed(scan.state, str_cancelled, &PyDict_Type)) == NULL ||
         (vocabulary = PySequence_Tuple(args[6])) == NULL)
         goto done;
 
@@ -418,7 +420,7 @@ feed_logfmt(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                     if (known < 0)
                         goto done;
                     if (!known && (PySet_Add(emitted, rid) < 0 ||
-                                   call_back(&scan, str_first_emit, rid, s) < 0))
+                                   call_back(&scan, str_on_first_emit, rid, s) < 0))
                         goto done;
                 }
             }
@@ -432,9 +434,10 @@ feed_logfmt(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                     goto done;
                 }
                 Py_DECREF(ref);
-                if (discard(pending_sched, rid) < 0 || (watched = PyDict_Contains(watch, rid)) < 0)
+                if (discard(pending_sched, rid) < 0 ||
+                    (watched = PyDict_Contains(cancelled, rid)) < 0)
                     goto done;
-                if (watched && call_back(&scan, str_after_cancel_flush, rid, s) < 0)
+                if (watched && call_back(&scan, str_on_flush_after_cancel, rid, s) < 0)
                     goto done;
             }
             else if (kind == FLUSH_SCHEDULED) {
@@ -521,7 +524,7 @@ feed_logfmt(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             Py_SETREF(tokens, PyNumber_Add(tokens_big, tokens));
         if (tokens == NULL)
             goto done;
-        rc = add_stats(scan.analyzer, flushes, tokens, multi, scheduled);
+        rc = add_counts(scan.state, flushes, tokens, multi, scheduled);
         Py_DECREF(tokens);
         if (rc < 0)
             goto done;
@@ -534,7 +537,7 @@ done:
     Py_XDECREF(pending_start);
     Py_XDECREF(pending_sched);
     Py_XDECREF(emitted);
-    Py_XDECREF(watch);
+    Py_XDECREF(cancelled);
     Py_XDECREF(vocabulary);
     Py_XDECREF(tokens_big);
     PyBuffer_Release(&view);
@@ -587,7 +590,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef hotscan_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_hotscan",
-    .m_doc = "The hot loop of `jarvis diagnose` in C (see analysis.Analyzer.feed_logfmt).",
+    .m_doc = "The hot loop of `jarvis diagnose` in C (see flushes.feed_logfmt_python).",
     .m_size = -1,
     .m_methods = methods,
 };
@@ -598,11 +601,12 @@ PyInit__hotscan(void)
     struct {
         PyObject **slot;
         const char *text;
-    } names[] = {
-        {&str_pending_start, "_pending_start"}, {&str_pending_sched, "_pending_sched"},
-        {&str_emitted, "_emitted"}, {&str_watch_cancel, "_watch_cancel"},
-        {&str_first_emit, "_first_emit"}, {&str_after_cancel_flush, "_after_cancel_flush"},
-        {&str_stats, "stats"}, {&str_flushes, "flushes"}, {&str_tokens, "tokens"},
+    } names[] = { /* every FlushState attribute the loop reads or writes */
+        {&str_pending_start, "pending_start"}, {&str_pending_sched, "pending_sched"},
+        {&str_emitted, "emitted"}, {&str_cancelled, "cancelled"},
+        {&str_on_first_emit, "on_first_emit"},
+        {&str_on_flush_after_cancel, "on_flush_after_cancel"},
+        {&str_flushes, "flushes"}, {&str_tokens, "tokens"},
         {&str_multi, "multi_token_flushes"}, {&str_scheduled, "scheduled"},
     };
     size_t k;

@@ -1,11 +1,14 @@
-"""The hot loop of `jarvis diagnose` in C (`_hotscan.c`): `Analyzer.feed_logfmt`, ported."""
+"""The hot loop of `jarvis diagnose` in C (`_hotscan.c`): `flushes.feed_logfmt_python`, ported.
+
+It reads and writes only the declared attributes of the `FlushState` it is given."""
 
 from collections.abc import Callable
 
-from .analysis import Analyzer, Handler
+from .flushes import FlushState
+from .streams import Handler
 
 def feed_logfmt(
-    analyzer: Analyzer,
+    state: FlushState,
     chunk: bytes,
     base: int,
     handlers: dict[bytes, Handler],
@@ -15,7 +18,7 @@ def feed_logfmt(
     line_ts: Callable[[bytes, int], float | None],
     /,
 ) -> tuple[int, int]:
-    """Analyzer.feed_logfmt in C: (vocabulary events, other `event=` occurrences)."""
+    """flushes.feed_logfmt_python in C: (vocabulary events, other `event=` occurrences)."""
 
 def count_lines(buffer: bytes, start: int, stop: int, /) -> int:
     """buffer[start:stop].count(b"\\n") without the copy, at memchr speed."""

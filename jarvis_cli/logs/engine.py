@@ -22,7 +22,7 @@ def _load() -> tuple[Callable[..., tuple[int, int]], Callable[[bytes, int, int],
 
 
 _LOADED = _load()
-#: `_hotscan.feed_logfmt` (Analyzer.feed_logfmt in C), or None.
+#: `_hotscan.feed_logfmt` (flushes.feed_logfmt_python in C), or None.
 C_FEED_LOGFMT = _LOADED[0] if _LOADED else None
 #: `_hotscan.count_lines` (bytes.count(b"\n") at memchr speed), or None.
 C_COUNT_LINES = _LOADED[1] if _LOADED else None

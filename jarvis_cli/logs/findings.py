@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import enum
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
+#: Per finding id, how many findings keep their own evidence (the rest are counted).
+MAX_FINDINGS_PER_ID = 50
 
 
 class Severity(enum.IntEnum):
@@ -182,3 +187,32 @@ class Finding:
             "evidence": [e.to_json() for e in self.evidence],
             "remedy": self.remedy,
         }
+
+
+class CappedFindings:
+    """The findings of one analysis, in the order they were judged: up to
+    MAX_FINDINGS_PER_ID of each id are kept, the rest only counted (`suppressed`), so a
+    log with a fault in every stream costs no more memory than one with fifty."""
+
+    def __init__(self) -> None:
+        self.findings: list[Finding] = []
+        self.suppressed: Counter[FindingId] = Counter()
+        self._kept: Counter[FindingId] = Counter()
+        #: How a finding lists its lines: file order, or (several inputs) merged by time.
+        self.order_refs: Callable[[Iterable[int]], list[int]] = sorted
+
+    def settle(self, finding: Finding) -> Finding:
+        """`finding` with its lines listed once each, in order."""
+        finding.refs = self.order_refs(set(finding.refs))
+        return finding
+
+    def report(self, finding: Finding | None) -> None:
+        """Keep `finding`, or count it past its id's limit; None (no finding) is ignored.
+        Lines are put in order only for what is kept: that can read the sources."""
+        if finding is None:
+            return
+        if self._kept[finding.id] >= MAX_FINDINGS_PER_ID:
+            self.suppressed[finding.id] += 1
+            return
+        self._kept[finding.id] += 1
+        self.findings.append(self.settle(finding))

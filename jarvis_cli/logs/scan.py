@@ -22,11 +22,12 @@ from .dialects import VOCABULARY, line_time, parse_line
 from .engine import C_COUNT_LINES
 from .patterns import LOGFMT, NAMED, count_value, line_ts
 from .sources import Buffer, Source
+from .streams import StreamEvents
 
 CHUNK = 8 << 20
 CHECKPOINT_EVERY = 1 << 20
 #: Events whose line timestamp the analyzer needs.
-TIMED = frozenset(n.encode() for n in Analyzer.TIMED)
+TIMED = frozenset(n.encode() for n in StreamEvents.TIMED)
 _HOT = (b"flush_done", b"flush_start", b"flush_scheduled")
 
 
@@ -62,8 +63,9 @@ def _count_lines(chunk: bytes, start: int, stop: int) -> int:
 _BARE_PAIR = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([^ \t]*)")
 
 
-def _fields(rest: bytes) -> dict[str, str]:
-    """The key=value fields of a line's remainder; unquoted lines take a C-only path."""
+def parse_fields(rest: bytes) -> dict[str, str]:
+    """The key=value fields of a logfmt line's remainder, as the hot loop hands them to
+    the handlers; unquoted lines take a C-only path."""
     text = rest.decode("utf-8", "replace")
     if '"' not in text:
         return dict(_BARE_PAIR.findall(text))
@@ -148,7 +150,7 @@ class Scanner:
 
     def _scan_logfmt(self, source: Source, chunk: bytes, at: int) -> None:
         recognised, unrecognised = self.analyzer.feed_logfmt(
-            chunk, source.ref(at), self._handlers, TIMED, _fields
+            chunk, source.ref(at), self._handlers, TIMED, parse_fields
         )
         self.coverage.recognised += recognised
         self.coverage.unrecognised += unrecognised

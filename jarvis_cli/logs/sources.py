@@ -259,11 +259,6 @@ def expand_inputs(paths: list[str]) -> list[list[str]]:
     return inputs
 
 
-def expand_rotated(paths: list[str]) -> list[str]:
-    """`system.log` also means its rotated set, oldest first: `.3.gz`, `.2`, `.1`, then itself."""
-    return [path for files in expand_inputs(paths) for path in files]
-
-
 def _spool(reader: IO[bytes]) -> tuple[mmap.mmap | bytes, IO[bytes]]:
     spool = tempfile.TemporaryFile(prefix="jarvis-diagnose-")  # noqa: SIM115 - outlives this call
     shutil.copyfileobj(reader, spool, 1 << 20)

@@ -31,8 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ..logs.analysis import Analyzer, Handler, StreamRecord
+from ..logs.analysis import Analyzer
 from ..logs.patterns import line_ts
+from ..logs.streams import Handler, StreamRecord
 
 #: Sessions drawn in lanes of their own; later sessions go to the "other streams" lane.
 MAX_LANES = 10_000
