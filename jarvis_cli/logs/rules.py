@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 #: How long a cancelled stream may take to end once its successor started, when the log
-#: does not say (jarvis's `server_start cancel_wait_ms`): the seeds' 2 s.
+#: does not say (jarvis's `server_start cancel_wait_ms`): the original fix's 2 s.
 DEFAULT_CANCEL_WAIT_S = 2.0
 #: Flushes a healthy stream may still start after its cancel: one timer flush that was
 #: already due, and the cleanup flush of what was left.

@@ -4,7 +4,7 @@ close them (every event but the three flush lines, which `flushes.py` reads).
 A stream's record lives only while the stream is open: at its stream_end, or when its
 process restarts, it is judged and dropped, so memory follows the streams open at once,
 not the size of the log. Flush lines find their stream by the id its stream_start
-carried: `stream_id`, else `request_id`, else `trace` (in the seeds' vocabulary a
+carried: `stream_id`, else `request_id`, else `trace` (in the original server's bare lines a
 flush's `request_id` is the trace). What is wrong is the rules' to say (`rules.py`);
 what only the end of the input can tell is judged by the analyzer.
 """
@@ -215,7 +215,7 @@ class StreamEvents:
     def _on_stream_start(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         stream_id = fields.get("stream_id")
         trace = fields.get("trace")
-        # The seeds' flush lines name the trace when there is no stream_id.
+        # The original server's flush lines name the trace when there is no stream_id.
         link = stream_id or fields.get("request_id") or trace
         keys = (link.encode(),) if link else ()
         trace = trace or link or f"@{ref}"
@@ -277,7 +277,7 @@ class StreamEvents:
     def _cancel_wait(self, fields: dict[str, str]) -> None:
         self.stats.cancel_waits += 1
         waited = fields.get("waited_ms")
-        if waited is not None:  # the seeds' lines may not say how long: no 0 ms made up
+        if waited is not None:  # the original server's lines may not say how long: no 0 ms made up
             self.stats.cancel_wait_ms.add(_int(waited))
 
     def _on_prev_stream_finished_cleanly(
