@@ -24,9 +24,19 @@ from jarvis.logfmt import parse_logfmt
 
 from . import processes
 
+#: The repository: test modules run as `python -m tests.<name>` from here.
+ROOT = Path(__file__).resolve().parent.parent
 #: Fixtures that start a real process: a test that uses one is end-to-end.
 PROCESS_FIXTURES = frozenset(
-    {"server_factory", "shared_server", "redis_server", "fakellm", "two_servers", "crlf_url"}
+    {
+        "server_factory",
+        "shared_server",
+        "redis_server",
+        "fakellm",
+        "two_servers",
+        "crlf_url",
+        "llamacpp",
+    }
 )
 
 
@@ -229,6 +239,19 @@ def content_of(events: list[object]) -> str:
 
 def chat_body(prompt: str, *, stream: bool = True, **extra: object) -> dict[str, object]:
     return {"messages": [{"role": "user", "content": prompt}], "stream": stream, **extra}
+
+
+@pytest.fixture(scope="module")
+def llamacpp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[processes.Process]:
+    """llama.cpp's own server (tests/engines/llamacpp.py): 4 slots, 2 threads, the 270M
+    model, on port 0; its whole process group is stopped afterwards (SIGTERM, then KILL)."""
+    workdir = tmp_path_factory.mktemp("llamacpp")
+    server = processes.start(
+        [sys.executable, "-m", "tests.engines.llamacpp", "--port", "0"],
+        name="llamacpp", workdir=workdir, cwd=ROOT, ready="/health", deadline_s=60,
+    )  # fmt: skip
+    yield server
+    server.stop(timeout=5)
 
 
 @pytest.fixture

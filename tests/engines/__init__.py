@@ -1,0 +1,1 @@
+"""Real inference engines the tests start: llama.cpp's own server, on the CPU, offline."""
