@@ -1,0 +1,136 @@
+"""The engine's own busy gauge: does the work stop when the client goes?
+
+A server can end the stream a client sees and still decode the abandoned answer
+for seconds (vLLM, Ollama and SGLang users report it; a proxy that forgets to
+close its upstream request does it too). Only the engine can tell: its
+Prometheus endpoint exposes how many requests it is processing. This module
+reads that gauge (`prometheus_client`'s own parser, so any exposition the
+official client writes is read as it means it) and waits, bounded, for it to
+fall back after the clients left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from jarvis.exceptions import ConfigError
+
+#: Gauges of requests an engine is decoding now, by engine; the first one found is used.
+KNOWN_GAUGES: dict[str, str] = {
+    "llamacpp:requests_processing": "llama.cpp",
+    "vllm:num_requests_running": "vLLM",
+    "sglang:num_running_reqs": "SGLang",
+    "tgi_batch_current_size": "TGI",
+}
+#: How often the gauge is read while waiting for it to fall.
+POLL_S = 0.02
+
+
+def read_gauge(text: str, name: str) -> float | None:
+    """The gauge's value in Prometheus text (summed over its label sets); None if absent."""
+    total: float | None = None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                total = (total or 0.0) + sample.value
+    return total
+
+
+def known_gauge(text: str) -> str | None:
+    """The first gauge of `KNOWN_GAUGES` the exposition has."""
+    names = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    return next((name for name in KNOWN_GAUGES if name in names), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """How the gauge came back after the clients left."""
+
+    #: True when it fell to the level it had before within the bound.
+    idle: bool
+    #: Milliseconds from the clients leaving to the gauge falling (or to the bound).
+    after_ms: float
+    #: The gauge at the end: what is still being processed when not idle.
+    value: float
+
+
+class EngineGauge:
+    """One engine's busy gauge at `metrics_url`, read over HTTP."""
+
+    def __init__(
+        self,
+        metrics_url: str,
+        name: str,
+        *,
+        headers: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = metrics_url
+        self.name = name
+        self._headers = headers or {}
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"<EngineGauge {self.name} at {self.url}>"
+
+    @property
+    def engine(self) -> str:
+        """The engine's name when the gauge is a known one, else the gauge's."""
+        return KNOWN_GAUGES.get(self.name, self.name)
+
+    async def read(self, client: httpx.AsyncClient) -> float:
+        response = await client.get(self.url, headers=self._headers)
+        response.raise_for_status()
+        value = read_gauge(response.text, self.name)
+        if value is None:
+            raise ConfigError(
+                f"{self.url} has no gauge {self.name}: name the busy gauge with --busy-gauge"
+            )
+        return value
+
+    async def wait_idle(
+        self, client: httpx.AsyncClient, *, level: float, since: float, bound_s: float
+    ) -> Idle:
+        """Poll until the gauge is back at `level` (what it read before the work began),
+        at most `bound_s` after `since` (when the clients left, on this clock)."""
+        while True:
+            value = await self.read(client)
+            elapsed = self._clock() - since
+            if value <= level:
+                return Idle(True, elapsed * 1000, value)
+            if elapsed >= bound_s:
+                return Idle(False, elapsed * 1000, value)
+            await asyncio.sleep(POLL_S)
+
+
+async def discover(
+    client: httpx.AsyncClient, metrics_url: str, name: str | None, *, explicit: bool
+) -> EngineGauge | None:
+    """The gauge to watch at `metrics_url`: `name` if given, else the first known one.
+
+    None when nothing is there to watch and the URL was only the default guess; a URL or
+    gauge the user named that does not answer or lacks the gauge is a usage error.
+    """
+    try:
+        response = await client.get(metrics_url)
+        text = response.text if response.status_code == 200 else ""
+    except httpx.HTTPError:
+        text = ""
+    if not text and not explicit and name is None:
+        return None
+    found = name if name is not None else known_gauge(text)
+    if found is None or read_gauge(text, found) is None:
+        if not explicit and name is None:
+            return None
+        wanted = name or "any of " + ", ".join(KNOWN_GAUGES)
+        raise ConfigError(
+            f"{metrics_url} exposes no {wanted}: point --engine-metrics at the engine's "
+            "Prometheus endpoint, or name its busy gauge with --busy-gauge"
+        )
+    return EngineGauge(metrics_url, found)
