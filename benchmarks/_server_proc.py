@@ -21,10 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-HOST = "127.0.0.1"
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+if str(REPO) not in sys.path:
+    # Last, not first: under run_at_commit.sh the commit's jarvis/ (PYTHONPATH) must
+    # win over the checkout's; the checkout is here for tests/processes.py only.
+    sys.path.append(str(REPO))
+
+# Re-exported (`as`): importing _server_proc is what puts tests/ on sys.path.
+from tests import processes as processes  # noqa: E402, PLC0414
+
+HOST = processes.HOST
 STARTUP_DEADLINE_S = 20.0
 STOP_DEADLINE_S = 10.0
-BENCH_DIR = Path(__file__).resolve().parent
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PR_SET_PDEATHSIG = 1
 
@@ -34,6 +43,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
+
+
+def unused_port() -> int:
+    """A loopback port free at this instant, only for a server that cannot bind port 0
+    and say which port it got: redis-server over TCP, locust's master (its workers need
+    the port before it runs). Another process may take it first, so the caller retries
+    when the server reports `ADDRESS_IN_USE`."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+#: What redis-server and locust's master print when the picked port was taken meanwhile.
+ADDRESS_IN_USE = "Address already in use"
 
 
 def cpu_seconds(pid: int) -> float:

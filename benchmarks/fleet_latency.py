@@ -423,7 +423,7 @@ def main() -> int:
         if args.keep_logs:
             keep = Path(args.keep_logs)
             keep.mkdir(parents=True, exist_ok=True)
-            for path in (log1, log2, *workdir.glob("*.stderr"), workdir / "redis.log"):
+            for path in (log1, log2, *workdir.glob("*.stderr"), workdir / "redis.out"):
                 shutil.copy(path, keep / path.name)
 
     results = summarise(result, logs, timeline, args)
