@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _report import table, write_json  # noqa: E402
-from _server_proc import cpu_seconds, free_port, jarvis_argv, running  # noqa: E402
+from _server_proc import cpu_seconds, jarvis_argv, running, unused_port  # noqa: E402
 
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 PROMPT = "Long essay about quantum computing"
@@ -120,7 +120,7 @@ def run_locust(
     procs: list[subprocess.Popen[bytes]] = []
     try:
         if workers:
-            port = free_port()
+            port = unused_port()  # locust's master cannot say which port it bound
             master = locust_argv(url, users, total, "--master", "--master-bind-host",
                                  "127.0.0.1", "--master-bind-port", str(port),
                                  "--expect-workers", str(workers))  # fmt: skip
@@ -164,11 +164,11 @@ def main() -> None:
     seconds = 5.0 if args.quick else 8.0
     rows, results = [], []
     with tempfile.TemporaryDirectory(prefix="swarm-capacity-") as tmp:
-        workdir, port = Path(tmp), free_port()
+        workdir = Path(tmp)
         options = ("--flush-ms", "0", "--token-rate", f"{args.token_rate:g}",
                    "--first-token-ms", "0", "--log-format", "logfmt")  # fmt: skip
-        argv = jarvis_argv(port, workdir / "server.log", *options)
-        with running(("jarvis", argv, port), workdir=workdir) as (server,):
+        argv = jarvis_argv(workdir / "server.log", *options)
+        with running(("jarvis", argv), workdir=workdir) as (server,):
             for users in steps:
                 bare = run_bare(server, workdir, users, seconds)
                 one = run_locust(server, workdir, users, seconds, workers=0)
