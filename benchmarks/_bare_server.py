@@ -1,12 +1,15 @@
 """The CPU baseline: a bare Starlette `StreamingResponse` emitting jarvis's exact SSE bytes.
 
-Same uvicorn settings as `jarvis serve` (uvloop/httptools auto, log level
-warning, no access log, keep-alive 5 s), same token text, the same bytes per
-chunk (its own encoder, built the way jarvis's is: the constant part once per
-stream), one loop yield per token; nothing else: no registry, batcher, log.
+Same uvicorn settings as `jarvis serve` (uvloop/httptools auto, no access log,
+keep-alive 5 s), same token text, the same bytes per chunk (its own encoder,
+built the way jarvis's is: the constant part once per stream), one loop yield
+per token; nothing else: no registry, batcher, log. Log level info, where
+jarvis serve has warning, only so that uvicorn says at startup the port it
+bound ("Uvicorn running on http://127.0.0.1:PORT", read by tests/processes.py):
+without the access log, uvicorn logs nothing at info per request.
 It uses nothing of jarvis but the synthetic model's text, so the same
 baseline measures any commit (`run_at_commit.sh`).
-Run: `python benchmarks/_bare_server.py --port 8001`.
+Run: `python benchmarks/_bare_server.py --port 0`.
 """
 
 from __future__ import annotations
@@ -78,13 +81,13 @@ app = Starlette(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True, help="0: any free port, printed")
     args = parser.parse_args()
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
-        log_level="warning",
+        log_level="info",  # for the startup line only: see the docstring
         access_log=False,
         timeout_keep_alive=5,
         backlog=2048,

@@ -1,8 +1,11 @@
-"""A private redis-server for the fleet benchmarks: start on a free loopback port, count, stop.
+"""A private redis-server for the fleet benchmarks: start on a picked loopback port, count, stop.
 
-No persistence, loopback only, killed with the benchmark (PDEATHSIG). Command
-counts come from `INFO commandstats`; `Monitor` reads `MONITOR` in a thread to
-tell the commands a client sent from those a Lua script ran, and which script.
+The one server here that cannot bind port 0 and say which port it got (over TCP,
+`--port 0` turns TCP off), so its port is picked, and picked again when someone
+took it meanwhile; the rest is `tests/processes.py`'s (start, process-group stop,
+killed with the benchmark). No persistence, loopback only. Command counts come
+from `INFO commandstats`; `Monitor` reads `MONITOR` in a thread to tell the
+commands a client sent from those a Lua script ran, and which script.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,15 +24,12 @@ from pathlib import Path
 from types import FrameType
 
 import redis
-from _server_proc import (
-    HOST,
-    STARTUP_DEADLINE_S,
-    _die_with_parent,
-    cpu_seconds,
-    free_port,
-    terminate,
-)
+from _server_proc import ADDRESS_IN_USE, HOST, cpu_seconds, processes, unused_port
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+#: Tries at a picked port: another process can bind it between the pick and redis's bind.
+BIND_ATTEMPTS = 5
 _MONITOR_LINE = re.compile(r"^\+[0-9.]+ \[\d+ ([^\]]+)\] (.*)$")
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
@@ -39,12 +38,15 @@ _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 class RedisServer:
     """One running redis-server on a loopback port."""
 
-    proc: subprocess.Popen[bytes]
-    port: int
+    process: processes.Process
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return self.process.pid
+
+    @property
+    def port(self) -> int:
+        return self.process.port
 
     def url(self, db: int = 0) -> str:
         return f"redis://{HOST}:{self.port}/{db}"
@@ -67,7 +69,7 @@ class RedisServer:
             client.config_resetstat()
 
     def stop(self) -> None:
-        terminate(self.proc)
+        self.process.stop()
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -76,48 +78,86 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def running_redis(workdir: Path) -> Iterator[RedisServer]:
-    """A redis-server on a free loopback port for the duration of the block.
+    """A redis-server on a picked loopback port for the duration of the block.
 
     SIGTERM to the benchmark becomes SystemExit, so the server is stopped then too.
     """
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    argv = [
-        binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
-        "--dir", str(workdir), "--logfile", str(workdir / "redis.log"),
-    ]  # fmt: skip
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=workdir,
-        preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads yet; see _server_proc.spawn
-    )
-    server = RedisServer(proc, port)
+    server: RedisServer | None = None
     try:
-        _wait_ready(server)
+        server = _start(binary, workdir)
         yield server
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
         signal.signal(signal.SIGTERM, previous)
 
 
-def _wait_ready(server: RedisServer) -> None:
-    end = time.monotonic() + STARTUP_DEADLINE_S
+def _start(binary: str, workdir: Path) -> RedisServer:
+    """Start redis-server on a picked port; pick again if it could not bind it."""
+    for attempt in range(1, BIND_ATTEMPTS + 1):
+        port = unused_port()
+        argv = [
+            binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
+            "--dir", str(workdir),  # and its log on stdout, into redis.out
+        ]  # fmt: skip
+        try:
+            started = processes.start(
+                argv,
+                name="redis",
+                workdir=workdir,
+                cwd=workdir,
+                port=port,
+                ready=None,  # the port accepts; _wait_own then asks who answers
+                die_with_parent=True,
+            )
+            server = RedisServer(started)
+            try:
+                _wait_own(server)
+            except BaseException:
+                started.stop(signal.SIGKILL)
+                raise
+        except processes.StartError as exc:
+            if ADDRESS_IN_USE not in str(exc) or attempt == BIND_ATTEMPTS:
+                raise
+        else:
+            return server
+    raise AssertionError("unreachable")  # the last attempt returns or raises
+
+
+def _wait_own(server: RedisServer) -> None:
+    """Wait until this redis-server answers on its port (INFO gives its `process_id`),
+    not a process that took the picked port first: then this one exits, unable to bind."""
+    end = time.monotonic() + processes.STARTUP_DEADLINE_S
+    proc = server.process.proc
     while time.monotonic() < end:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited with {server.proc.returncode}")
+        if proc.poll() is not None:
+            raise processes.StartError(
+                f"redis-server exited {proc.returncode}:\n{server.process.tail()}"
+            )
         with (
             contextlib.suppress(redis.RedisError, OSError),
-            contextlib.closing(server.client()) as c,
+            contextlib.closing(_one_shot_client(server.port)) as c,
         ):
-            if c.ping():
+            if int(c.info("server")["process_id"]) == server.pid:
                 return
         time.sleep(0.05)
-    raise RuntimeError(f"redis-server did not answer PING within {STARTUP_DEADLINE_S:.0f}s")
+    raise processes.StartError(
+        f"redis-server did not answer within {processes.STARTUP_DEADLINE_S:.0f}s:\n"
+        f"{server.process.tail()}"
+    )
+
+
+def _one_shot_client(port: int) -> redis.Redis:
+    """A client that asks once, briefly: redis-py's default retries would wait seconds
+    on a port held by a process that accepts and never answers."""
+    return redis.Redis(
+        host=HOST, port=port, socket_timeout=0.5, socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
+    )  # fmt: skip
 
 
 def script_sha(source: str) -> str:

@@ -1,39 +1,37 @@
-"""Server subprocesses for the benchmarks: start on a free loopback port, read CPU and RSS, kill.
+"""Server subprocesses for the benchmarks: started as the tests start them, CPU and RSS read.
 
-CPU and RSS come from /proc (Linux only), so the benchmarks need no extra
-dependency and count every thread of the server (log writer, watchdog).
+Start, port, readiness and stop are `tests/processes.py`'s (port 0, the bound
+port read back); here are what only the benchmarks need. CPU and RSS come from
+/proc (Linux only), so the benchmarks need no extra dependency and count every
+thread of the server (log writer, watchdog).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import http.client
 import os
 import resource
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-HOST = "127.0.0.1"
-STARTUP_DEADLINE_S = 20.0
-STOP_DEADLINE_S = 10.0
 BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+if str(REPO) not in sys.path:
+    # Last, not first: under run_at_commit.sh the commit's jarvis/ (PYTHONPATH) must
+    # win over the checkout's; the checkout is here for tests/processes.py only.
+    sys.path.append(str(REPO))
+
+# Re-exported (`as`): importing _server_proc is what puts tests/ on sys.path.
+from tests import processes as processes  # noqa: E402, PLC0414
+
+HOST = processes.HOST
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-_PR_SET_PDEATHSIG = 1
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -123,35 +121,8 @@ def raise_fd_limit(wanted: int) -> int:
     return soft
 
 
-def terminate(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within the deadline."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(STOP_DEADLINE_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(STOP_DEADLINE_S)
-
-
-@dataclass
-class ServerProcess:
-    """One running server subprocess on a loopback port."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    stderr_path: Path
-    argv: list[str] = field(default_factory=list)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+class ServerProcess(processes.Process):
+    """A server started by `tests/processes.py`, with what the benchmarks read of it."""
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pid)
@@ -167,7 +138,7 @@ class ServerProcess:
         return write_syscalls(self.pid)
 
     def get(self, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
-        """A blocking GET, for readiness and state checks outside any event loop."""
+        """A blocking GET, for state checks outside any event loop."""
         conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
         try:
             conn.request("GET", path)
@@ -176,75 +147,58 @@ class ServerProcess:
         finally:
             conn.close()
 
-    def wait_ready(self, path: str = "/healthz", deadline_s: float = STARTUP_DEADLINE_S) -> None:
-        """Poll `path` until it answers 200; fail if the process exits or the deadline passes."""
-        end = time.monotonic() + deadline_s
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.proc.returncode}: {self.stderr_tail()}"
-                )
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                if self.get(path, timeout=0.5)[0] == 200:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not answer {path} within {deadline_s:.0f}s")
-
     def stderr_tail(self, limit: int = 2000) -> str:
+        """The end of what the server printed (stdout and stderr, merged)."""
         try:
-            return self.stderr_path.read_text(encoding="utf-8", errors="replace")[-limit:]
+            return self.tail(limit)
         except OSError:
             return ""
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within the deadline."""
-        terminate(self.proc)
+
+def spawn(name: str, argv: list[str], workdir: Path) -> ServerProcess:
+    """Start `argv` (a server told to bind port 0), read its port, wait until /healthz answers.
+
+    The server dies with the benchmark, even one killed with -9 (`die_with_parent`):
+    the benchmarks start their servers before any thread, so that is safe.
+    """
+    started = processes.start(
+        argv,
+        name=name,
+        workdir=workdir,
+        # Not the repository: `python -m` puts the cwd first on sys.path, and the
+        # server must import jarvis from where the benchmark does (PYTHONPATH).
+        cwd=workdir,
+        die_with_parent=True,
+    )
+    return ServerProcess(started.name, started.proc, started.port, started.output, started.argv)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: the kernel SIGKILLs it if the benchmark dies first."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def spawn(name: str, argv: list[str], port: int, workdir: Path) -> ServerProcess:
-    """Start `argv` (a server listening on `port`) and wait until it answers."""
-    stderr_path = workdir / f"{name}.stderr"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with stderr_path.open("wb") as err:
-        proc = subprocess.Popen(
-            argv,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            env=env,
-            # Not the repository: `python -m` puts the cwd first on sys.path, and the
-            # server must import jarvis from where the benchmark does (PYTHONPATH).
-            cwd=workdir,
-            # The benchmark has no threads yet when it spawns its servers, so
-            # preexec_fn is safe here; it is what stops a killed run orphaning them.
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
-        )
-    server = ServerProcess(name, proc, port, stderr_path, argv)
-    try:
-        server.wait_ready()
-    except BaseException:
-        server.stop()
-        raise
-    return server
-
-
-def jarvis_argv(port: int, log_file: Path, *options: str) -> list[str]:
-    """`jarvis serve` on a loopback port, run by this interpreter."""
+def jarvis_argv(log_file: Path, *options: str) -> list[str]:
+    """`jarvis serve` on loopback port 0, run by this interpreter."""
     return [
         sys.executable, "-m", "jarvis_cli", "serve",
-        "--host", HOST, "--port", str(port), "--log-file", str(log_file),
+        "--host", HOST, "--port", "0", "--log-file", str(log_file),
         *options,
     ]  # fmt: skip
 
 
-def bare_argv(port: int) -> list[str]:
-    """The bare Starlette baseline (`_bare_server.py`) on a loopback port."""
-    return [sys.executable, str(BENCH_DIR / "_bare_server.py"), "--host", HOST, "--port", str(port)]
+def bare_argv() -> list[str]:
+    """The bare Starlette baseline (`_bare_server.py`) on loopback port 0."""
+    return [sys.executable, str(BENCH_DIR / "_bare_server.py"), "--host", HOST, "--port", "0"]
+
+
+def unused_port() -> int:
+    """A loopback port free at this instant, only for a server that cannot bind port 0
+    and say which port it got: redis-server over TCP, locust's master (its workers need
+    the port before it runs). Another process may take it first, so the caller retries
+    when the server reports `ADDRESS_IN_USE`."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+#: What redis-server and locust's master print when the picked port was taken meanwhile.
+ADDRESS_IN_USE = "Address already in use"
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -252,8 +206,9 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
-def running(*servers: tuple[str, list[str], int], workdir: Path) -> Iterator[list[ServerProcess]]:
-    """Start each `(name, argv, port)` server; stop every started one on the way out.
+def running(*servers: tuple[str, list[str]], workdir: Path) -> Iterator[list[ServerProcess]]:
+    """Start each `(name, argv)` server (argv binds port 0), in order; yield them with
+    the ports they bound; stop every started one, its process group, on the way out.
 
     SIGTERM to the benchmark becomes SystemExit, so the `finally` stops the
     servers then too.
@@ -261,8 +216,8 @@ def running(*servers: tuple[str, list[str], int], workdir: Path) -> Iterator[lis
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     started: list[ServerProcess] = []
     try:
-        for name, argv, port in servers:
-            started.append(spawn(name, argv, port, workdir))
+        for name, argv in servers:
+            started.append(spawn(name, argv, workdir))
         yield started
     finally:
         for server in started:

@@ -39,7 +39,6 @@ from _latency import (
 from _report import table, write_json
 from _server_proc import (
     ServerProcess,
-    free_port,
     jarvis_argv,
     machine_busy_seconds,
     own_cpu_seconds,
@@ -241,10 +240,8 @@ def main() -> int:
     flags = ["--token-rate", f"{args.token_rate:g}", "--lag-report", "1"]
     with tempfile.TemporaryDirectory(prefix="jarvis-bench-") as tmp:
         workdir = Path(tmp)
-        port, log_file = free_port(), workdir / "jarvis.log"
-        with running(("jarvis", jarvis_argv(port, log_file, *flags), port), workdir=workdir) as (
-            server,
-        ):
+        log_file = workdir / "jarvis.log"
+        with running(("jarvis", jarvis_argv(log_file, *flags)), workdir=workdir) as (server,):
             print(
                 f"cancel_latency: {args.sessions} busy sessions (token rate {args.token_rate:g}/s, "
                 f"default flush), {args.probe_rounds} x {args.sessions} probe pairs at "

@@ -47,7 +47,6 @@ from _redis_proc import RedisServer, running_redis
 from _report import percentile, table, write_json
 from _server_proc import (
     ServerProcess,
-    free_port,
     jarvis_argv,
     machine_busy_seconds,
     own_cpu_seconds,
@@ -401,10 +400,9 @@ def main() -> int:
         log1, log2 = workdir / "server1.log", workdir / "server2.log"
         with running_redis(workdir) as redis:
             flags = jarvis_flags(args, redis.url(0))
-            port1, port2 = free_port(), free_port()
             specs = [
-                ("server 1", jarvis_argv(port1, log1, *flags), port1),
-                ("server 2", jarvis_argv(port2, log2, *flags), port2),
+                ("server 1", jarvis_argv(log1, *flags)),
+                ("server 2", jarvis_argv(log2, *flags)),
             ]
             with running(*specs, workdir=workdir) as (server1, server2):
                 lease = f", registry lease {args.lease_ms} ms (overridden)" if args.lease_ms else ""
@@ -423,7 +421,7 @@ def main() -> int:
         if args.keep_logs:
             keep = Path(args.keep_logs)
             keep.mkdir(parents=True, exist_ok=True)
-            for path in (log1, log2, *workdir.glob("*.stderr"), workdir / "redis.log"):
+            for path in (log1, log2, *workdir.glob("*.out")):  # both servers' and redis's output
                 shutil.copy(path, keep / path.name)
 
     results = summarise(result, logs, timeline, args)

@@ -27,7 +27,7 @@ from typing import Any
 
 from _redis_proc import Monitor, Op, RedisServer, running_redis, script_sha
 from _report import table, write_json
-from _server_proc import ServerProcess, free_port, jarvis_argv, running
+from _server_proc import ServerProcess, jarvis_argv, running
 from _sse_client import StreamResult, new_session, run, stream_chat
 
 from jarvis._redis_registry import _CLAIM, _RELEASE, _RENEW
@@ -355,9 +355,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="jarvis-bench-") as tmp:
         workdir = Path(tmp)
         with running_redis(workdir) as redis:
-            port = free_port()
-            argv = jarvis_argv(port, workdir / "fleet.log", *flags(args, redis.url(0)))
-            with running(("fleet", argv, port), workdir=workdir) as (server,):
+            argv = jarvis_argv(workdir / "fleet.log", *flags(args, redis.url(0)))
+            with running(("fleet", argv), workdir=workdir) as (server,):
                 time.sleep(1.0)  # /healthz answered: one worker is up, give the other a second
                 print(
                     f"fleet_redis_ops: {args.sessions} sessions per phase, T in {args.tokens}, "
@@ -369,7 +368,7 @@ def main() -> int:
         if args.keep_logs:
             keep = Path(args.keep_logs)
             keep.mkdir(parents=True, exist_ok=True)
-            for path in [*workdir.glob("fleet*.log"), *workdir.glob("*.stderr")]:
+            for path in [*workdir.glob("fleet*.log"), *workdir.glob("*.out")]:  # fleet, redis
                 shutil.copy(path, keep / path.name)
 
     results = summarise(phases, args)

@@ -30,10 +30,9 @@ from _redis_proc import RedisServer, running_redis
 from _report import REPO, machine, table, write_json
 from _server_proc import (
     ServerProcess,
-    _die_with_parent,
-    free_port,
     jarvis_argv,
     machine_busy_seconds,
+    processes,
     running,
     tree_cpu_seconds,
 )
@@ -105,7 +104,8 @@ def run_swarm(
     with output:
         proc = subprocess.Popen(
             argv, stdout=output, stderr=subprocess.STDOUT, cwd=workdir, env=env,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - the tracker has no thread
+            # Dies with the benchmark; checked to have no thread (nor has the tracker).
+            preexec_fn=processes.kill_on_parent_death(),  # noqa: PLW1509
             start_new_session=True,  # so that its locust children can be stopped together
         )  # fmt: skip
         tracker.roots["swarm"] = proc.pid
@@ -230,11 +230,8 @@ def main() -> int:
         logs = workdir / "logs"
         logs.mkdir()
         with running_redis(workdir) as redis:
-            port = free_port()
-            argv = jarvis_argv(
-                port, logs / "system.log", "--registry", redis.url(0), "--workers", "2"
-            )
-            with running(("fleet", argv, port), workdir=workdir) as (fleet,):
+            argv = jarvis_argv(logs / "system.log", "--registry", redis.url(0), "--workers", "2")
+            with running(("fleet", argv), workdir=workdir) as (fleet,):
                 time.sleep(1.0)  # /healthz answered: one worker is up, give the other a second
                 print(
                     f"fleet_soak: jarvis serve --workers 2 --registry {redis.url(0)} on "
@@ -250,7 +247,7 @@ def main() -> int:
         if args.keep:
             keep = Path(args.keep)
             keep.mkdir(parents=True, exist_ok=True)
-            for path in [*worker_logs, workdir / "swarm.out", *workdir.glob("*.stderr")]:
+            for path in [*worker_logs, *workdir.glob("*.out")]:  # swarm, fleet, redis
                 shutil.copy(path, keep / path.name)
             shutil.copytree(workdir / "swarm", keep / "swarm", dirs_exist_ok=True)
 

@@ -25,7 +25,6 @@ from _redis_proc import RedisServer, running_redis
 from _report import median, table, write_json
 from _server_proc import (
     ServerProcess,
-    free_port,
     jarvis_argv,
     machine_busy_seconds,
     own_cpu_seconds,
@@ -271,10 +270,9 @@ def main() -> int:
         with running_redis(workdir) as redis:
             specs = []
             for db, (name, workers) in enumerate(FLEETS.items()):
-                port = free_port()
                 options = [*FLAGS, "--registry", redis.url(db), "--workers", str(workers)]
                 log = workdir / f"fleet{workers}.log"
-                specs.append((name, jarvis_argv(port, log, *options), port))
+                specs.append((name, jarvis_argv(log, *options)))
             with running(*specs, workdir=workdir) as started:
                 servers = {s.name: s for s in started}
                 time.sleep(1.0)  # with --workers 2, /healthz answered before both were up

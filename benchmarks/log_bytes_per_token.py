@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 from _report import table, write_json
-from _server_proc import free_port, jarvis_argv, running
+from _server_proc import jarvis_argv, running
 from _sse_client import StreamResult, new_session, run, stream_chat
 
 from jarvis.synthetic import expected_text, expected_tokens
@@ -126,10 +126,8 @@ def measure(name: str, flags: tuple[str, ...], args: argparse.Namespace) -> Meas
     measurement = Measurement(name, list(flags))
     with tempfile.TemporaryDirectory(prefix="jarvis-bench-") as tmp:
         workdir = Path(tmp)
-        port, log_file = free_port(), workdir / "system.log"
-        with running(("jarvis", jarvis_argv(port, log_file, *flags), port), workdir=workdir) as (
-            server,
-        ):
+        log_file = workdir / "system.log"
+        with running(("jarvis", jarvis_argv(log_file, *flags)), workdir=workdir) as (server,):
             measurement.log_bytes_at_ready = log_file.stat().st_size
             run(lambda: drive(server.url, args, measurement))
         # The server has stopped: its writer thread wrote everything.

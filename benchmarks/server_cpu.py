@@ -23,7 +23,6 @@ from _report import median, table, write_json
 from _server_proc import (
     ServerProcess,
     bare_argv,
-    free_port,
     jarvis_argv,
     machine_busy_seconds,
     own_cpu_seconds,
@@ -188,14 +187,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="jarvis-bench-") as tmp:
         workdir = Path(tmp)
-        jarvis_port, bare_port = free_port(), free_port()
         specs = [
-            (
-                JARVIS,
-                jarvis_argv(jarvis_port, workdir / "jarvis.log", *jarvis_flags(args.flush_ms)),
-                jarvis_port,
-            ),
-            (BARE, bare_argv(bare_port), bare_port),
+            (JARVIS, jarvis_argv(workdir / "jarvis.log", *jarvis_flags(args.flush_ms))),
+            (BARE, bare_argv()),
         ]
         with running(*specs, workdir=workdir) as started:
             servers = {s.name: s for s in started}

@@ -22,7 +22,6 @@ import aiohttp
 from _report import table, write_json
 from _server_proc import (
     ServerProcess,
-    free_port,
     jarvis_argv,
     own_cpu_seconds,
     raise_fd_limit,
@@ -229,9 +228,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="jarvis-bench-") as tmp:
         workdir = Path(tmp)
-        port = free_port()
-        argv = jarvis_argv(port, workdir / "jarvis.log", *JARVIS_FLAGS)
-        with running(("jarvis", argv, port), workdir=workdir) as (server,):
+        argv = jarvis_argv(workdir / "jarvis.log", *JARVIS_FLAGS)
+        with running(("jarvis", argv), workdir=workdir) as (server,):
             print(
                 f"stream_memory: {args.streams} streams in distinct sessions, {args.batch} at a "
                 f"time, against jarvis {' '.join(JARVIS_FLAGS)}; jarvis pid {server.pid}",

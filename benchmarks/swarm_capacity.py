@@ -33,11 +33,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _report import table, write_json  # noqa: E402
-from _server_proc import cpu_seconds, free_port, jarvis_argv, running  # noqa: E402
+from _server_proc import (  # noqa: E402
+    ADDRESS_IN_USE,
+    HOST,
+    cpu_seconds,
+    jarvis_argv,
+    processes,
+    running,
+    unused_port,
+)
 
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 PROMPT = "Long essay about quantum computing"
 WARMUP_S = 3.0
+#: Tries at a picked port for locust's master: another process can take it first.
+BIND_ATTEMPTS = 5
 _FLUSHES = re.compile(rb"^jarvis_flushes_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 
 
@@ -64,9 +74,17 @@ def bare_client(url: str, users: int, seconds: float) -> None:
 
 
 def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """A client process (locust, the bare client): it serves nothing, so it is not
+    started by `processes.start`, but it dies with the benchmark as the servers do."""
     with log.open("wb") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                start_new_session=True)  # fmt: skip
+        return subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+            preexec_fn=processes.kill_on_parent_death(),  # noqa: PLW1509 - checked: no thread
+        )
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -117,25 +135,50 @@ def run_locust(
 ) -> dict[str, float]:
     url = server.url  # type: ignore[attr-defined]
     total = seconds + WARMUP_S + 2
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        if workers:
-            port = free_port()
-            master = locust_argv(url, users, total, "--master", "--master-bind-host",
-                                 "127.0.0.1", "--master-bind-port", str(port),
-                                 "--expect-workers", str(workers))  # fmt: skip
-            procs.append(_spawn(master, workdir / "master.log"))
+    if not workers:
+        alone = [_spawn(locust_argv(url, users, total), workdir / "locust.log")]
+        try:
+            return measure(server, alone, seconds)
+        finally:
+            _stop(alone)
+    for attempt in range(1, BIND_ATTEMPTS + 1):
+        procs: list[subprocess.Popen[bytes]] = []
+        master: processes.Process | None = None
+        try:
+            master = _start_master(url, users, total, workers, workdir)
             for i in range(workers):
                 worker = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
-                          "--master-host", "127.0.0.1", "--master-port", str(port),
+                          "--master-host", HOST, "--master-port", str(master.port),
                           "--loglevel", "WARNING"]  # fmt: skip
                 procs.append(_spawn(worker, workdir / f"worker{i}.log"))
             time.sleep(2)  # workers connect before the clock starts
-        else:
-            procs.append(_spawn(locust_argv(url, users, total), workdir / "locust.log"))
-        return measure(server, procs[1:] if workers else procs, seconds)
-    finally:
-        _stop(procs)
+            if master.proc.poll() is not None:  # another listener had the port first
+                raise processes.StartError(f"locust master exited:\n{master.tail()}")
+            return measure(server, procs, seconds)
+        except processes.StartError as exc:
+            if ADDRESS_IN_USE not in str(exc) or attempt == BIND_ATTEMPTS:
+                raise
+        finally:
+            _stop(procs)
+            if master is not None:
+                master.stop()
+    raise AssertionError("unreachable")  # the last attempt returns or raises
+
+
+def _start_master(
+    url: str, users: int, total: float, workers: int, workdir: Path
+) -> processes.Process:
+    """locust's master on a picked port: it can bind port 0 but cannot tell its workers
+    which port it got, so this is one of the few servers started on a port picked
+    beforehand (the caller picks again when it was taken meanwhile)."""
+    port = unused_port()
+    argv = locust_argv(url, users, total, "--master", "--master-bind-host", HOST,
+                       "--master-bind-port", str(port),
+                       "--expect-workers", str(workers))  # fmt: skip
+    return processes.start(
+        argv, name="locust-master", workdir=workdir, cwd=ROOT, port=port, ready=None,
+        die_with_parent=True,
+    )  # fmt: skip
 
 
 def run_bare(server: object, workdir: Path, users: int, seconds: float) -> dict[str, float]:
@@ -164,11 +207,11 @@ def main() -> None:
     seconds = 5.0 if args.quick else 8.0
     rows, results = [], []
     with tempfile.TemporaryDirectory(prefix="swarm-capacity-") as tmp:
-        workdir, port = Path(tmp), free_port()
+        workdir = Path(tmp)
         options = ("--flush-ms", "0", "--token-rate", f"{args.token_rate:g}",
                    "--first-token-ms", "0", "--log-format", "logfmt")  # fmt: skip
-        argv = jarvis_argv(port, workdir / "server.log", *options)
-        with running(("jarvis", argv, port), workdir=workdir) as (server,):
+        argv = jarvis_argv(workdir / "server.log", *options)
+        with running(("jarvis", argv), workdir=workdir) as (server,):
             for users in steps:
                 bare = run_bare(server, workdir, users, seconds)
                 one = run_locust(server, workdir, users, seconds, workers=0)

@@ -17,29 +17,19 @@ import asyncio
 import inspect
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
+# Puts the checkout last on sys.path, so that under run_at_commit.sh the client
+# measured is the commit's (PYTHONPATH first), as the server is.
+from _server_proc import jarvis_argv, running
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from jarvis_cli.verify.client import ChatClient  # noqa: E402
+from jarvis_cli.verify.client import ChatClient
 
 TOKENS = 400
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def bare_stream(port: int, prompt: str, deadline: float) -> int:
@@ -97,6 +87,19 @@ async def round_of(
     return cpu, wall, sum(counts)
 
 
+def take_turns(port: int, args: argparse.Namespace) -> dict[str, list[tuple[float, float, int]]]:
+    """Rounds of each client in turn (A B B A ...): (CPU seconds, wall seconds, events) each."""
+    results: dict[str, list[tuple[float, float, int]]] = {"verify-hang": [], "bare": []}
+    order = ["verify-hang", "bare", "bare", "verify-hang"] * ((args.rounds + 1) // 2)
+    for kind in order[: 2 * args.rounds]:
+        label = "bare" if kind == "bare" else "verify"
+        cpu, wall, events = asyncio.run(round_of(label, port, args.streams, args.concurrency))
+        results[kind].append((cpu, wall, events))
+        print(f"  {kind:12s} {events:7d} events in {wall:5.2f} s, client {cpu:5.2f} CPU-s "
+              f"({cpu / wall:.0%} of a core)", flush=True)  # fmt: skip
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=4)
@@ -107,35 +110,12 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.streams = 2, 32
-    port = free_port()
-    log = Path(tempfile.mkdtemp(prefix="jarvis-bench-")) / "server.log"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jarvis_cli", "serve", "--port", str(port), "--log-file", str(log),
-         "--flush-ms", "0", "--token-rate", "0", "--first-token-ms", "0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        results: dict[str, list[tuple[float, float, int]]] = {"verify-hang": [], "bare": []}
-        order = ["verify-hang", "bare", "bare", "verify-hang"] * ((args.rounds + 1) // 2)
-        for kind in order[: 2 * args.rounds]:
-            label = "bare" if kind == "bare" else "verify"
-            cpu, wall, events = asyncio.run(round_of(label, port, args.streams, args.concurrency))
-            results[kind].append((cpu, wall, events))
-            print(f"  {kind:12s} {events:7d} events in {wall:5.2f} s, client {cpu:5.2f} CPU-s "
-                  f"({cpu / wall:.0%} of a core)", flush=True)  # fmt: skip
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    with tempfile.TemporaryDirectory(prefix="jarvis-bench-") as tmp:
+        workdir = Path(tmp)
+        flags = ("--flush-ms", "0", "--token-rate", "0", "--first-token-ms", "0")
+        argv = jarvis_argv(workdir / "server.log", *flags)
+        with running(("jarvis", argv), workdir=workdir) as (server,):
+            results = take_turns(server.port, args)
     per_event = {k: statistics.median(c / e * 1e6 for c, _, e in v) for k, v in results.items()}
     saturation = {k: statistics.median(c / w for c, w, _ in v) for k, v in results.items()}
     ratio = per_event["verify-hang"] / per_event["bare"]

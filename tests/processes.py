@@ -5,20 +5,24 @@ free port), prints the address it bound, and that address is read from its
 output: no port is picked beforehand, so two tests can never race for one.
 `start()` then waits, bounded, until a health path answers; `stop()` ends the
 whole process group, so a server's own children (a fleet's workers, a peer's
-uvicorn workers) go with it. Used by `tests/` and, through `sys.path`, by
-`benchmarks/`: this module needs only the standard library and httpx.
+uvicorn workers) go with it; with `die_with_parent`, so does a server whose
+starter was killed. Used by `tests/` and, through `sys.path`, by `benchmarks/`:
+this module needs only the standard library and httpx.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +33,7 @@ STARTUP_DEADLINE_S = 20.0
 #: How a server says where it listens: jarvis serve ("serving on http://…"), uvicorn
 #: ("Uvicorn running on http://…"), and most others print a URL with the real port.
 ANNOUNCED = re.compile(rb"https?://(?:127\.0\.0\.1|localhost):(\d{2,5})\b")
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class StartError(AssertionError):
@@ -84,12 +89,16 @@ def start(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     deadline_s: float = STARTUP_DEADLINE_S,
+    die_with_parent: bool = False,
 ) -> Process:
     """Start `argv` (a server told to bind port 0), read its port, wait until it answers.
 
     `port`: the port when the caller chose it (a server that cannot bind port 0);
     otherwise it is read from the server's output (`ANNOUNCED`). `ready`: a path
     that answers 200 once the server serves; None waits for the port alone.
+    `die_with_parent`: the kernel kills the server when the calling thread ends,
+    however it ends (see `kill_on_parent_death`, which says when that is safe):
+    for a script that may be killed with -9 and must not orphan its servers.
     Raises `StartError` with the server's output if it exits or misses the deadline,
     having stopped it.
     """
@@ -103,6 +112,8 @@ def start(
             env=merged,
             cwd=cwd,
             start_new_session=True,  # its own group: stop() reaches its children
+            # Checked by kill_on_parent_death: only ever set in a one-thread process.
+            preexec_fn=kill_on_parent_death() if die_with_parent else None,  # noqa: PLW1509
         )
     server = Process(name, proc, port or 0, output, list(argv))
     try:
@@ -111,6 +122,36 @@ def start(
         server.stop(signal.SIGKILL)
         raise
     return server
+
+
+def kill_on_parent_death() -> Callable[[], None] | None:
+    """A `preexec_fn` for `subprocess.Popen`: the child gets SIGKILL when the thread
+    that starts it ends, the process included, even by kill -9 (Linux's
+    PR_SET_PDEATHSIG; kept across exec). None (nothing to do) on other systems.
+
+    Safe only in a process with one thread: a preexec_fn runs Python between fork
+    and exec, where the child can deadlock on a lock (malloc's, the import lock)
+    that another thread of the parent held at the fork. So this raises
+    RuntimeError when another Python thread runs; start servers before any thread
+    (an event loop's executor, a reader thread), and from the main thread, since
+    the signal follows the starting thread, not the process.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    if threading.active_count() > 1:
+        raise RuntimeError(
+            "kill_on_parent_death needs a one-thread process (preexec_fn can deadlock "
+            f"in a threaded one); running: {[t.name for t in threading.enumerate()]}"
+        )
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork, not in it
+    parent, sigkill = os.getpid(), int(signal.SIGKILL)
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, sigkill)
+        if os.getppid() != parent:  # the parent died before prctl: nobody will signal us
+            os.kill(os.getpid(), sigkill)
+
+    return preexec
 
 
 def _wait_ready(server: Process, ready: str | None, deadline: float) -> None:
