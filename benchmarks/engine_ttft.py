@@ -22,7 +22,7 @@ import httpx
 from _report import percentile, table, write_json
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.append(str(REPO))  # after any commit export on PYTHONPATH (run_at_commit.sh)
 
 from tests import processes  # noqa: E402
 
@@ -91,19 +91,20 @@ def main() -> None:
         engine = processes.start(
             [sys.executable, "-m", "tests.engines.llamacpp", "--port", "0"],
             name="llamacpp", workdir=work, cwd=REPO, ready="/health", deadline_s=60,
+            die_with_parent=True,
         )  # fmt: skip
         started = [engine]
         try:
             serve = processes.start(
                 [sys.executable, "-m", "jarvis_cli", "serve", "--host", processes.HOST,
                  "--port", "0", "--log-file", str(work / "serve.log"), "--upstream", engine.url],
-                name="serve", workdir=work,
+                name="serve", workdir=work, die_with_parent=True,
             )  # fmt: skip
             started.append(serve)
             example = processes.start(
                 [sys.executable, "-m", "uvicorn", "--app-dir", str(REPO / "examples"),
                  "llamacpp_proxy:app", "--host", processes.HOST, "--port", "0"],
-                name="example", workdir=work, ready=None,
+                name="example", workdir=work, ready=None, die_with_parent=True,
                 env={"LLAMA_URL": engine.url, "APP_LOG_FILE": str(work / "example.log")},
             )  # fmt: skip
             started.append(example)
