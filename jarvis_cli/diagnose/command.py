@@ -14,9 +14,6 @@ from ..durations import parse_duration
 from ..logs.findings import Severity
 from ..logs.patterns import parse_ts
 from ..logs.run import Window, analyze
-from ..timeline.html import check_writable
-from ..timeline.html import write as write_html
-from ..timeline.record import Recorder
 from .report import build_report, render, write_junit
 
 
@@ -111,9 +108,13 @@ def diagnose(
                 inputs, stale_after_s=stale_s, fail_on=threshold, session=session, trace=trace
             )
         )
-    if html is not None:
+    recorder = None
+    if html is not None:  # the timeline's modules load only when a page is asked for
+        from ..timeline.html import check_writable
+        from ..timeline.record import Recorder
+
         check_writable(html)
-    recorder = Recorder() if html is not None else None
+        recorder = Recorder()
     analyzer, sources = analyze(
         inputs,
         stale_after_s=stale_s,
@@ -126,6 +127,8 @@ def diagnose(
     finally:
         sources.close()
     if html is not None and recorder is not None:
+        from ..timeline.html import write as write_html
+
         size = write_html(
             recorder.timeline,
             report,
