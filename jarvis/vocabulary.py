@@ -28,6 +28,10 @@ class Event(enum.StrEnum):
     STREAM_REGISTERED = "stream_registered"
     STREAM_FENCED = "stream_fenced"
     STREAM_END = "stream_end"
+    #: A stream whose `stream_end` said `cleanup_done=False` because its token source was
+    #: still cleaning up (the caller's generator's `finally` outlived `--cancel-wait`) has
+    #: now really finished: without it, a slow cleanup and a leak would read the same.
+    STREAM_CLEANUP_FINISHED = "stream_cleanup_finished"
     FLUSH_SCHEDULED = "flush_scheduled"
     FLUSH_IMMEDIATE = "flush_immediate"
     FLUSH_START = "flush_start"
@@ -148,15 +152,19 @@ EVENTS: dict[Event, EventSpec] = {
             Event.PREV_STREAM_FINISHED_CLEANLY,
             _I,
             "session trace prev_trace waited_ms",
-            "The new stream `trace` waited for the previous ones and they finished "
-            "their cleanup within `--cancel-wait`.",
+            "The new stream `trace` waited `waited_ms` for the previous ones and they finished "
+            "their whole cleanup (the token source's own `finally` included) within "
+            "`--cancel-wait`.",
         ),
         _spec(
             Event.PREV_STREAM_TIMEOUT_ON_CANCEL,
             _W,
             "session trace prev_trace waited_ms",
-            "The previous stream did not finish its cleanup within `--cancel-wait`; "
-            "it is fenced (can emit nothing more) and the new stream goes ahead.",
+            "The previous stream did not finish its cleanup (the token source's own "
+            "`finally` included) within `--cancel-wait`, which is `waited_ms`; it is fenced "
+            "(can emit nothing more) and the new stream goes ahead. Its `stream_end` says "
+            "`cleanup_done=False` until the cleanup is over, and `stream_cleanup_finished` "
+            "says when it is.",
         ),
         _spec(
             Event.STREAM_REGISTERED,
@@ -175,7 +183,19 @@ EVENTS: dict[Event, EventSpec] = {
             _I,
             "trace session stream_id duration_ms reason tokens cleanup_done",
             "The stream's `finally` ran; `cleanup_done=True` once buffers and registry "
-            "entry are gone.",
+            "entry are gone and the token source's own cleanup has finished. "
+            "`cleanup_done=False`: some of it is still running, or was skipped; "
+            "`stream_cleanup_finished` follows if and when it ends.",
+        ),
+        _spec(
+            Event.STREAM_CLEANUP_FINISHED,
+            _W,
+            "trace session stream_id duration_ms cleanup_ms",
+            "A stream that ended with `cleanup_done=False` because its token source was "
+            "still cleaning up (a generator's `finally` that outlived `--cancel-wait`) is now "
+            "cleaned up: its registry entry is gone. `duration_ms` is since `stream_start`, "
+            "as in `stream_end`; `cleanup_ms` is how long the source took to stop once "
+            "cancelled. Slow, not hung: a `cleanup_done=False` without this line is a leak.",
         ),
         _spec(
             Event.FLUSH_SCHEDULED,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -471,3 +472,83 @@ def test_a_trace_id_that_could_split_a_header_or_a_line_is_refused() -> None:
     guard = StreamGuard(log=RecordingLog())  # type: ignore[arg-type]
     with pytest.raises(jarvis.ConfigError, match="trace"):
         guard.response("s", words("x"), trace="a\r\nX-Evil: 1")
+
+
+async def _overlap_with_a_slow_finally(
+    finally_s: float, cancel_wait: float
+) -> tuple[RecordingLog, float, list[int]]:
+    """A streams from a generator whose `finally` takes `finally_s`; B, in the same session,
+    supersedes it. Returns the log, how long B waited before its first byte, and how many
+    records the log held when A's `finally` ended (the first element)."""
+    log = RecordingLog()
+    guard = StreamGuard(log=log, flush_ms=0, cancel_wait=cancel_wait)  # type: ignore[arg-type]
+    finally_ended: list[int] = []
+
+    async def slow_cleanup() -> AsyncIterator[str]:
+        try:
+            while True:
+                yield "a"
+                await asyncio.sleep(0.01)
+        finally:
+            await asyncio.sleep(finally_s)  # the user's cleanup: a DB write, a span export
+            finally_ended.append(len(log.records))
+
+    a, b = Client(), Client()
+    first = asyncio.create_task(guard.response("s", slow_cleanup())(HTTP, a.receive, a.send))
+    await asyncio.wait_for(a.first_body.wait(), 2)
+    started = time.monotonic()
+    second = asyncio.create_task(guard.response("s", words("b"))(HTTP, b.receive, b.send))
+    await asyncio.wait_for(b.first_body.wait(), cancel_wait + finally_s + 1)
+    waited = time.monotonic() - started
+    await asyncio.wait_for(asyncio.gather(first, second), cancel_wait + 1)
+    await until(lambda: guard.live_count() == 0, within=finally_s + 1)
+    return log, waited, finally_ended
+
+
+@pytest.mark.timeout(15)
+async def test_a_finally_past_cancel_wait_is_waited_for_then_reported_still_running() -> None:
+    """The user's generator's `finally` takes 3 s, `cancel_wait=2.0`: B waits the whole
+    2.0 s (not the 1 s a hidden producer bound used to cut it to), the log says the old
+    stream timed out and never that it finished cleanly, its `stream_end` says
+    `cleanup_done=False`, and `stream_cleanup_finished` comes once the `finally` has ended."""
+    log, waited, finally_ended = await _overlap_with_a_slow_finally(3.0, cancel_wait=2.0)
+    assert 1.9 <= waited < 2.8, waited
+    assert log.of(Event.PREV_STREAM_FINISHED_CLEANLY) == []
+    (timeout,) = log.of(Event.PREV_STREAM_TIMEOUT_ON_CANCEL)
+    assert 1900 <= int(timeout["waited_ms"]) < 2800  # type: ignore[call-overload]
+    (start_a, _) = log.of(Event.STREAM_START)
+    ends = {e["stream_id"]: e for e in log.of(Event.STREAM_END)}
+    assert ends[start_a["stream_id"]]["cleanup_done"] is False
+    assert ends[start_a["stream_id"]]["reason"] == "superseded"
+    (late,) = log.of(Event.STREAM_CLEANUP_FINISHED)
+    assert late["stream_id"] == start_a["stream_id"]
+    assert 2900 <= int(late["cleanup_ms"]) < 3800  # type: ignore[call-overload]
+    # Nothing claimed A clean before its `finally` ended; the late line came after it.
+    (ended_at,) = finally_ended
+    late_at = log.records.index((Event.STREAM_CLEANUP_FINISHED, late))
+    assert late_at >= ended_at
+    claims = [
+        i
+        for i, (event, fields) in enumerate(log.records)
+        if event is Event.STREAM_END
+        and fields["stream_id"] == start_a["stream_id"]
+        and fields["cleanup_done"] is True
+    ]
+    assert claims == []
+
+
+@pytest.mark.timeout(15)
+async def test_a_finally_within_cancel_wait_is_waited_for_and_reported_clean() -> None:
+    """A `finally` of 1.5 s under `cancel_wait=2.0` is part of the old stream's cleanup: B
+    waits for it (about 1.5 s, past the old hidden 1 s bound) and only then hears
+    `prev_stream_finished_cleanly`, whose `waited_ms` is that real wait."""
+    log, waited, finally_ended = await _overlap_with_a_slow_finally(1.5, cancel_wait=2.0)
+    assert 1.4 <= waited < 1.95, waited
+    (clean,) = log.of(Event.PREV_STREAM_FINISHED_CLEANLY)
+    assert 1400 <= int(clean["waited_ms"]) < 1950  # type: ignore[call-overload]
+    assert log.of(Event.PREV_STREAM_TIMEOUT_ON_CANCEL) == []
+    assert log.of(Event.STREAM_CLEANUP_FINISHED) == []
+    assert all(e["cleanup_done"] is True for e in log.of(Event.STREAM_END))
+    (ended_at,) = finally_ended
+    clean_at = log.records.index((Event.PREV_STREAM_FINISHED_CLEANLY, clean))
+    assert clean_at >= ended_at
