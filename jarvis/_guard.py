@@ -585,8 +585,8 @@ class GuardedStream:
             reason = run.cancelled_reason()
         elif handle.fenced:
             reason = EndReason.SUPERSEDED
-        elif isinstance(exc, asyncio.CancelledError):
-            reason = EndReason.SHUTDOWN
+        elif isinstance(exc, asyncio.CancelledError):  # the caller gave up on the stream
+            reason = run.abandoned()
         elif isinstance(exc, UpstreamError):  # the app says its upstream failed
             run.error = str(exc)
             reason = EndReason.ERROR

@@ -29,7 +29,7 @@ from ._stream import StreamHandle, StreamState
 from ._types import Emitter
 from .eventlog import EventSink
 from .exceptions import UpstreamError
-from .vocabulary import EndReason, Event
+from .vocabulary import CancelReason, EndReason, Event
 
 if TYPE_CHECKING:  # prometheus_client is imported when a guard is built, not by `import jarvis`
     from ._metrics import Metrics
@@ -93,7 +93,7 @@ class StreamRun:
             else:
                 reason = self.cancelled_reason()
         except asyncio.CancelledError:
-            reason = EndReason.SHUTDOWN  # the server is force-closing its tasks
+            reason = self.abandoned()
             raise
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
@@ -124,6 +124,19 @@ class StreamRun:
         await self.emitter.start()
         parts.batcher.open(h.stream_id, self.emitter.tokens, self.emitter.token)
         return True
+
+    def abandoned(self) -> EndReason:
+        """The end reason of a stream whose task was cancelled from outside the guard.
+
+        The guard's own shutdown tells every stream to stop (`reason=shutdown`) before
+        any task is cancelled, so a stream cancelled without having been told anything
+        was given up by its caller: the client went away (a WebSocket handler cancelling
+        its answer when the socket closes, a middleware cancelling on disconnect). That
+        is a `client_disconnected` cancel, logged as one, and the stream ends
+        `disconnected`; a stream already told why it stops keeps that reason.
+        """
+        self.parts.registry.cancel(self.handle, CancelReason.CLIENT_DISCONNECTED)
+        return self.cancelled_reason()
 
     def cancelled_reason(self) -> EndReason:
         """The end reason of a stream that was told to stop (or lost its race)."""

@@ -146,7 +146,10 @@ EVENTS: dict[Event, EventSpec] = {
             _I,
             "trace session stream_id reason",
             "The stream was told to stop; `reason=registry_new_stream` when a newer "
-            "prompt in the same session superseded it.",
+            "prompt in the same session superseded it; `client_disconnected` when the "
+            "client went away (its connection closed, a write to it failed, or the task "
+            "serving it was cancelled, say by a WebSocket handler whose socket closed); "
+            "`shutdown` only when the guard's own shutdown (its lifespan's end) stopped it.",
         ),
         _spec(
             Event.PREV_STREAM_FINISHED_CLEANLY,

@@ -552,3 +552,80 @@ async def test_a_finally_within_cancel_wait_is_waited_for_and_reported_clean() -
     (ended_at,) = finally_ended
     clean_at = log.records.index((Event.PREV_STREAM_FINISHED_CLEANLY, clean))
     assert clean_at >= ended_at
+
+
+async def test_a_raw_stream_whose_task_is_cancelled_ends_disconnected_not_shutdown() -> None:
+    """The natural WebSocket code cancels the answer task when the socket closes: the
+    guard is not shutting down, so the caller gave up on the stream. It is a
+    `client_disconnected` cancel and ends `disconnected`, cleaned up."""
+    log = RecordingLog()
+    guard = StreamGuard(log=log, flush_ms=0)  # type: ignore[arg-type]
+    streams: list[jarvis.GuardedStream] = []
+
+    async def write(text: str) -> None:
+        return None  # the transport itself never fails here: only the cancel ends it
+
+    async def answer() -> None:
+        async with guard.stream("ws", write) as s:
+            streams.append(s)
+            while await s.send("t"):
+                await asyncio.sleep(0.001)
+
+    task = asyncio.create_task(answer())
+    await until(lambda: bool(streams) and guard.parts.registry.active("ws") is not None)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)
+    (s,) = streams
+    assert s.end is not None and s.end.reason is EndReason.DISCONNECTED
+    (cancelled,) = log.of(Event.STREAM_CANCELLED)
+    assert cancelled["reason"] == "client_disconnected"
+    (end,) = log.of(Event.STREAM_END)
+    assert (end["reason"], end["cleanup_done"]) == ("disconnected", True)
+    assert guard.live_count() == 0
+
+
+async def test_a_response_whose_task_is_cancelled_ends_disconnected_not_shutdown() -> None:
+    """A middleware or server that cancels the request task when the client goes away
+    (no `http.disconnect` ever reaches the guard) ends the SSE stream `disconnected`."""
+    log = RecordingLog()
+    guard = StreamGuard(log=log, flush_ms=0)  # type: ignore[arg-type]
+    client = Client()
+    never = asyncio.Event()
+    task = asyncio.create_task(
+        guard.response("s", words("a", "b", gate=never))(HTTP, client.receive, client.send)
+    )
+    await until(lambda: guard.parts.registry.active("s") is not None)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)
+    (cancelled,) = log.of(Event.STREAM_CANCELLED)
+    assert cancelled["reason"] == "client_disconnected"
+    (end,) = log.of(Event.STREAM_END)
+    assert (end["reason"], end["cleanup_done"]) == ("disconnected", True)
+
+
+async def test_a_task_cancelled_after_the_guards_shutdown_told_it_to_stop_ends_shutdown() -> None:
+    """Shutdown is what the guard's own shutdown does: a stream it told to stop keeps
+    `reason=shutdown` even when the server then cancels the task serving it."""
+    log = RecordingLog()
+    guard = StreamGuard(log=log, flush_ms=0)  # type: ignore[arg-type]
+    streams: list[jarvis.GuardedStream] = []
+
+    async def write(text: str) -> None:
+        return None
+
+    async def answer() -> None:
+        async with guard.stream("ws", write) as s:
+            streams.append(s)
+            await asyncio.Event().wait()  # ignores `s.cancelled`: only the task cancel ends it
+
+    task = asyncio.create_task(answer())
+    await until(lambda: bool(streams))
+    assert await guard.shutdown(wait_s=0.01) == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)
+    assert [c["reason"] for c in log.of(Event.STREAM_CANCELLED)] == ["shutdown"]
+    (end,) = log.of(Event.STREAM_END)
+    assert end["reason"] == "shutdown"
