@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 
 from ._batcher import TokenBatcher
 from ._emitter import SSEEmitter
-from ._encoders import Encoding, OpenAIChunks, StreamEnd, model_of
+from ._encoders import Encoding, OpenAIChunks, StreamEnd, id_prefix_of, model_of
 from ._lifecycle import StreamParts, StreamRun
 from ._registry import Registry, StreamRegistry
 from ._sendwatch import SendWatch
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 #: What a session id may be: anything else is refused, so no client value reaches a
 #: log line or a registry key unchecked.
 SESSION_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+#: What a stream id may start with (`chatcmpl-`): no `_`, so `anon-<id>` is a session id.
+ID_PREFIX = re.compile(r"[A-Za-z0-9.:\-]{0,32}")
 #: Where a guard's log goes: a file path (the fast threaded writer), a stdlib logger,
 #: or None for the `jarvis.stream` logger.
 LogTarget = str | os.PathLike[str] | logging.Logger | None
@@ -109,6 +111,14 @@ def _check_trace(trace: str | None) -> str:
     if not SESSION_ID.fullmatch(trace):
         raise ConfigError("trace must match ^[A-Za-z0-9._:-]{1,128}$")
     return trace
+
+
+def _check_id_prefix(prefix: str) -> str:
+    """A stream id's prefix lands in headers, log lines and `anon-<id>` sessions: it must
+    keep the id a plain token, and an anonymous session a valid session id."""
+    if not ID_PREFIX.fullmatch(prefix):
+        raise ConfigError(f"id_prefix must match ^[A-Za-z0-9.:-]{{0,32}}$, not {prefix!r}")
+    return prefix
 
 
 def _redis_registry() -> type[RedisRegistry]:
@@ -261,7 +271,7 @@ class StreamGuard:
             self,
             session,
             tokens,
-            encode or OpenAIChunks(),
+            OpenAIChunks() if encode is None else encode,
             headers or {},
             trace,
             len(prompt) if prompt is not None else 0,
@@ -276,6 +286,7 @@ class StreamGuard:
         trace: str | None = None,
         model: str = "",
         prompt: str | None = None,
+        id_prefix: str = "",
     ) -> GuardedStream:
         """The lifecycle for a transport that is not SSE: `async with guard.stream(...) as s:`.
 
@@ -285,6 +296,9 @@ class StreamGuard:
         or shutdown stops the stream (check it every iteration); leaving runs
         the whole cleanup, calling `end` with how the stream ended before the
         session's next stream may start. Raises `BadRequest` for an invalid id.
+
+        `model` is logged in `stream_start` (left out when empty); the stream id is
+        `id_prefix` (say `chatcmpl-`, for an OpenAI completion) and 24 hex digits.
         """
         return GuardedStream(
             self,
@@ -294,6 +308,7 @@ class StreamGuard:
             _check_trace(trace),
             model,
             len(prompt) if prompt is not None else 0,
+            _check_id_prefix(id_prefix),
         )
 
     # -- what an app wires in -------------------------------------------------------
@@ -379,7 +394,7 @@ class _GuardedResponse(Response):
         prompt_chars: int,
     ) -> None:
         self.guard = guard
-        self.stream_id = new_stream_id()
+        self.stream_id = new_stream_id(_check_id_prefix(id_prefix_of(encode)))
         self.session = session or f"anon-{self.stream_id}"
         self.trace = trace
         self.tokens = tokens
@@ -502,8 +517,9 @@ class GuardedStream:
         trace: str,
         model: str,
         prompt_chars: int,
+        id_prefix: str = "",
     ) -> None:
-        self.id = new_stream_id()
+        self.id = new_stream_id(id_prefix)
         self.session = session or f"anon-{self.id}"
         self.trace = trace
         #: How the stream ended; set once the `async with` block has been left.

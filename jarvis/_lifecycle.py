@@ -109,14 +109,12 @@ class StreamRun:
     async def open(self) -> bool:
         """`stream_start`, then register; False if the stream lost its session's race."""
         h, parts = self.handle, self.parts
-        parts.log.emit(
-            Event.STREAM_START,
-            trace=h.trace,
-            session=h.session,
-            stream_id=h.stream_id,
-            model=self._model,
-            prompt_chars=self._prompt_chars,
-        )
+        start: dict[str, object] = {"trace": h.trace, "session": h.session}
+        start["stream_id"] = h.stream_id
+        if self._model:  # a stream that names no model says nothing of one, not `model=""`
+            start["model"] = self._model
+        start["prompt_chars"] = self._prompt_chars
+        parts.log.emit(Event.STREAM_START, **start)
         parts.metrics.started.inc()
         parts.metrics.active_streams.inc()
         if not await parts.registry.register(h):

@@ -86,16 +86,32 @@ _CANCEL_TO_END = {
 
 @dataclass(frozen=True, slots=True)
 class EventSpec:
-    """One event: its level, its fields in the order they are written, and what it means."""
+    """One event: its level, its fields in the order they are written, and what it means.
+
+    A field in `optional` is left out of a line that has nothing to say in it (a
+    stream with no model has no `model=`), rather than written empty.
+    """
 
     name: Event
     level: str
     fields: tuple[str, ...]
     meaning: str
+    optional: frozenset[str] = frozenset()
+
+    def allows(self, keys: tuple[str, ...]) -> bool:
+        """Whether a line with these fields, in this order, keeps the vocabulary: every
+        field in order, but for optional ones left out."""
+        present = set(keys)
+        return keys == tuple(f for f in self.fields if f in present) and all(
+            f in present or f in self.optional for f in self.fields
+        )
 
 
 def _spec(name: Event, level: str, fields: str, meaning: str) -> EventSpec:
-    return EventSpec(name, level, tuple(fields.split()), meaning)
+    # "model?" is an optional field.
+    names = tuple(f.rstrip("?") for f in fields.split())
+    optional = frozenset(f.rstrip("?") for f in fields.split() if f.endswith("?"))
+    return EventSpec(name, level, names, meaning, optional)
 
 
 _I, _W, _E = "info", "warning", "error"
@@ -138,8 +154,9 @@ EVENTS: dict[Event, EventSpec] = {
         _spec(
             Event.STREAM_START,
             _I,
-            "trace session stream_id model prompt_chars",
-            "A prompt arrived and became a stream (before it is registered).",
+            "trace session stream_id model? prompt_chars",
+            "A prompt arrived and became a stream (before it is registered). `model` is the "
+            "model the stream's encoding names; a stream that names none has no `model`.",
         ),
         _spec(
             Event.STREAM_CANCELLED,
@@ -335,7 +352,9 @@ def render_markdown() -> str:
         "| --- | --- | --- | --- |",
     ]
     for spec in EVENTS.values():
-        fields = " ".join(f"`{f}`" for f in spec.fields)
+        fields = " ".join(
+            f"`{f}` (optional)" if f in spec.optional else f"`{f}`" for f in spec.fields
+        )
         lines.append(f"| `{spec.name}` | {spec.level} | {fields} | {spec.meaning} |")
     lines += [
         "",

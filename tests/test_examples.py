@@ -77,7 +77,8 @@ async def test_the_minimal_websocket_example_logs_a_closed_socket_as_disconnecte
     tmp_path: Path,
 ) -> None:
     """examples/websocket_minimal.py cancels its answer task when the socket closes (the
-    natural code): the guard logs the stream `disconnected`, never `shutdown`, cleaned up."""
+    natural code): the guard logs the stream `disconnected`, never `shutdown`, cleaned up;
+    its handler is at most ten lines."""
     log = tmp_path / "ws.log"
     handler = (EXAMPLES / "websocket_minimal.py").read_text().split("async def answer")[1]
     code = [line for line in handler.split("\n\n\napp =")[0].splitlines() if line.strip()]
@@ -96,6 +97,9 @@ async def test_the_minimal_websocket_example_logs_a_closed_socket_as_disconnecte
     assert cancelled["reason"] == "client_disconnected"
     assert (end["reason"], end["cleanup_done"], end["session"]) == ("disconnected", "True", "w1")
     assert "shutdown" not in {e.get("reason") for e in events}
+    # Not an OpenAI stream: no `chatcmpl-` id, and no empty model.
+    (start,) = [e for e in events if e["event"] == "stream_start"]
+    assert not start["stream_id"].startswith("chatcmpl-") and "model" not in start
 
 
 def test_adopting_the_guard_is_a_small_diff() -> None:

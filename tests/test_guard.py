@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -188,7 +189,8 @@ async def test_a_failing_source_ends_the_stream_with_error_in_the_terminal_chunk
 
 async def test_stream_start_names_the_model_of_the_encoding_or_none() -> None:
     """`stream_start model=` is what the encoding names (a name, or a callable asked at the
-    start); an encoding that names no model (`PlainText`) logs an empty model."""
+    start); a stream that names no model (`PlainText`, `guard.stream` without `model=`)
+    has no `model` field at all, never an empty one."""
     log = RecordingLog()
     guard = StreamGuard(log=log, flush_ms=0)  # type: ignore[arg-type]
     for session, encode in (
@@ -198,7 +200,44 @@ async def test_stream_start_names_the_model_of_the_encoding_or_none() -> None:
     ):
         client = Client()
         await guard.response(session, words("x"), encode=encode)(HTTP, client.receive, client.send)
-    assert [e["model"] for e in log.of(Event.STREAM_START)] == ["m1", "m2", ""]
+
+    async def write(text: str) -> None:
+        return None
+
+    async with guard.stream("d", write):
+        pass
+    assert [e.get("model") for e in log.of(Event.STREAM_START)] == ["m1", "m2", None, None]
+    assert ["model" in e for e in log.of(Event.STREAM_START)] == [True, True, False, False]
+
+
+async def test_stream_ids_follow_the_wire_format() -> None:
+    """Only OpenAI chunks carry OpenAI's `chatcmpl-` ids: a plain-text or Anthropic
+    response, and a raw stream, get 24 hex digits (Anthropic's wire id is `msg_` and
+    those); `guard.stream(id_prefix=...)` names its own, checked like any header value."""
+    guard = StreamGuard(log=RecordingLog(), flush_ms=0)  # type: ignore[arg-type]
+    ids = {}
+    for name, encode in (("openai", OpenAIChunks()), ("plain", PlainText())):
+        client = Client()
+        await guard.response(name, words("x"), encode=encode)(HTTP, client.receive, client.send)
+        ids[name] = client.headers["x-stream-id"]
+    client = Client()
+    anthropic = guard.response(None, words("x"), encode=AnthropicEvents("c"))
+    await anthropic(HTTP, client.receive, client.send)
+    ids["anthropic"] = client.headers["x-stream-id"]
+    assert re.fullmatch(r"chatcmpl-[0-9a-f]{24}", ids["openai"])
+    assert re.fullmatch(r"[0-9a-f]{24}", ids["plain"])
+    assert re.fullmatch(r"[0-9a-f]{24}", ids["anthropic"])
+    assert f'"id":"msg_{ids["anthropic"]}"' in client.body.decode()
+    # The anonymous session of a stream is a session id a client may send back.
+    assert re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", client.headers["x-session-id"])
+
+    async def write(text: str) -> None:
+        return None
+
+    assert re.fullmatch(r"[0-9a-f]{24}", guard.stream("r", write).id)
+    assert guard.stream("r", write, id_prefix="chatcmpl-").id.startswith("chatcmpl-")
+    with pytest.raises(jarvis.ConfigError, match="id_prefix"):
+        guard.stream("r", write, id_prefix="a b")
 
 
 def test_plain_text_encoder_bytes() -> None:
