@@ -668,3 +668,72 @@ async def test_a_task_cancelled_after_the_guards_shutdown_told_it_to_stop_ends_s
     assert [c["reason"] for c in log.of(Event.STREAM_CANCELLED)] == ["shutdown"]
     (end,) = log.of(Event.STREAM_END)
     assert end["reason"] == "shutdown"
+
+
+async def test_error_response_gives_refusals_the_apps_own_shape_and_status() -> None:
+    """`StreamGuard(error_response=...)` builds the response to every refusal: the 400 of
+    a bad session id and the 503 of a registry that is down each reach it as a
+    `BadRequest`; what it returns is sent (with `X-Trace-Id` added) and its status is
+    the one `request_rejected` logs."""
+    from starlette.responses import JSONResponse
+
+    from jarvis._registry import StreamRegistry
+
+    seen: list[jarvis.BadRequest] = []
+
+    def problem(exc: jarvis.BadRequest) -> JSONResponse:
+        seen.append(exc)
+        status = 422 if exc.status == 400 else exc.status
+        return JSONResponse({"detail": exc.message, "field": exc.param}, status_code=status)
+
+    log = RecordingLog()
+    guard = StreamGuard(log=log, error_response=problem)  # type: ignore[arg-type]
+    client = Client()
+    await guard.response("a b", words("x"))(HTTP, client.receive, client.send)
+    assert client.status == 422
+    assert json.loads(client.body) == {
+        "detail": "the session id must match ^[A-Za-z0-9._:-]{1,128}$",
+        "field": "X-Session-Id",
+    }
+    assert client.headers["x-trace-id"] == log.of(Event.REQUEST_REJECTED)[0]["trace"]
+    assert log.of(Event.REQUEST_REJECTED)[0]["status"] == 422
+
+    class Down(StreamRegistry):
+        def unavailable(self) -> bool:
+            return True
+
+    guard.parts.registry = Down(log)
+    client = Client()
+    await guard.response("s", words("x"))(HTTP, client.receive, client.send)
+    assert client.status == 503
+    assert seen[-1].code == "registry_unavailable"
+    assert [r["status"] for r in log.of(Event.REQUEST_REJECTED)] == [422, 503]
+    assert log.of(Event.STREAM_START) == []
+
+
+async def test_the_session_error_names_where_the_id_came_from() -> None:
+    """An app that reads the session id from its body says so (`session_from=`): the 400's
+    `param` names that field, not the header; the header stays the default."""
+    guard = StreamGuard(log=RecordingLog())  # type: ignore[arg-type]
+    client = Client()
+    bad = guard.response("a b", words("x"), session_from="metadata.session_id")
+    await bad(HTTP, client.receive, client.send)
+    error = json.loads(client.body)["error"]
+    assert (error["param"], error["code"]) == ("metadata.session_id", "invalid_session_id")
+    client = Client()
+    await guard.response("a b", words("x"))(HTTP, client.receive, client.send)
+    assert json.loads(client.body)["error"]["param"] == "X-Session-Id"
+
+    async def write(text: str) -> None:
+        return None
+
+    with pytest.raises(jarvis.BadRequest) as refused:
+        guard.stream("a b", write, session_from="query:session")
+    assert refused.value.param == "query:session"
+
+
+def test_error_response_must_be_callable() -> None:
+    """A hook that cannot be called is refused when the guard is built, not at the first
+    refusal."""
+    with pytest.raises(jarvis.ConfigError, match="error_response"):
+        StreamGuard(error_response="json")  # type: ignore[arg-type]
