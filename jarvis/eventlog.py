@@ -22,7 +22,7 @@ from typing import IO, Literal, Protocol
 from ._sink import new_sink
 from .exceptions import ConfigError
 from .logfile import RotatingFile
-from .logfmt import format_json, format_logfmt, format_value
+from .logfmt import bound, format_json, format_logfmt, format_value
 from .vocabulary import EVENTS, Event
 
 LogFormat = Literal["logfmt", "json"]
@@ -123,7 +123,7 @@ class EventLog:
         level, name = _HEADS[event]
         head = f" level={level} event={name}"
         if fixed:
-            head += " " + " ".join(f"{k}={format_value(v)}" for k, v in fixed.items())
+            head += " " + " ".join(f"{k}={format_value(bound(k, v))}" for k, v in fixed.items())
         rest = spec.fields[len(fixed) :]
         if not rest:
             return self._sink.bind((head,))

@@ -10,8 +10,34 @@ in step. Names follow the original server's log lines verbatim
 from __future__ import annotations
 
 import enum
+import re
 import sys
 from dataclasses import dataclass
+
+#: Past this many characters (code points) a value is cut in a log line: no client value,
+#: however long, makes a line longer than the vocabulary allows.
+VALUE_LIMIT = 256
+#: Fields whose values are longer by nature, each with its own bound (all above VALUE_LIMIT).
+FIELD_LIMITS: dict[str, int] = {"message": 1024, "prev_trace": 1024, "stack": 4096}
+#: What follows the kept part of a cut value: the whole value's length, in characters.
+CUT_MARK = "\u2026[{length} chars]"
+#: A cut value, as a reader finds it (after unescaping): the kept part, then the mark. A
+#: value is cut exactly when this matches and the kept part is its field's whole bound
+#: long: an uncut value is never that long, so no client can forge a cut.
+CUT_VALUE = re.compile(r"(?P<kept>.*)\u2026\[(?P<length>[0-9]+) chars\]", re.DOTALL)
+
+
+def value_limit(field: str) -> int:
+    """How many characters of `field`'s value a log line keeps."""
+    return FIELD_LIMITS.get(field, VALUE_LIMIT)
+
+
+def cut_length(field: str, value: str) -> int | None:
+    """The original length of a value the log cut, or None if `value` is whole."""
+    match = CUT_VALUE.fullmatch(value)
+    if match is None or len(match["kept"]) != value_limit(field):
+        return None
+    return int(match["length"])
 
 
 class Event(enum.StrEnum):
@@ -345,6 +371,20 @@ def render_markdown() -> str:
         "`\\uNNNN` escapes for every control character (C0, DEL, C1) and U+2028/U+2029, "
         "so no client value can split a line or forge a key. "
         "With `--log-format json` each line is one JSON object with the same keys.",
+        "",
+        f"Every value is bounded. One longer than {VALUE_LIMIT} characters "
+        + "("
+        + ", ".join(f"`{name}`: {limit}" for name, limit in FIELD_LIMITS.items())
+        + ") is cut: the first that many characters are kept, then "
+        + f"`{CUT_MARK.format(length='N')}`, N being the whole value's length: an 8 KB "
+        + "session id is logged as "
+        + f'`session="<its first {VALUE_LIMIT} characters>{CUT_MARK.format(length=8192)}"` '
+        + "(quoted, as every value holding the `\u2026` is; in JSON it is `\\u2026`). "
+        + "A value is cut exactly when it ends in that "
+        + "mark and the part before the mark is its field's whole bound long: a value that "
+        + "was not cut is never that long, so a client cannot forge a cut. Lengths are in "
+        + "characters (code points), before escaping; `jarvis.vocabulary.cut_length` reads "
+        + "one back.",
         "",
         "Flush events carry `request_id`, which equals the stream's `stream_id`.",
         "",
