@@ -22,7 +22,7 @@ _WHERE: dict[str, str] = {
         ("AnthropicEvents", "Encoder", "Encoding", "OpenAIChunks", "PlainText", "StreamEnd"),
         "._encoders",
     ),
-    **dict.fromkeys(("GuardedStream", "StreamGuard"), "._guard"),
+    **dict.fromkeys(("ErrorResponse", "GuardedStream", "StreamGuard"), "._guard"),
     **dict.fromkeys(("LOGGER_NAME", "LogfmtFormatter"), "._stdlog"),
     **dict.fromkeys(
         (
@@ -42,7 +42,7 @@ _WHERE: dict[str, str] = {
 
 if typing.TYPE_CHECKING:  # what type checkers and editors read; the same names as _WHERE
     from ._encoders import AnthropicEvents, Encoder, Encoding, OpenAIChunks, PlainText, StreamEnd
-    from ._guard import GuardedStream, StreamGuard
+    from ._guard import ErrorResponse, GuardedStream, StreamGuard
     from ._stdlog import LOGGER_NAME, LogfmtFormatter
     from .exceptions import (
         BadRequest,
@@ -80,6 +80,7 @@ __all__ = [
     "Encoder",
     "Encoding",
     "EndReason",
+    "ErrorResponse",
     "Event",
     "EventSpec",
     "GuardSettings",

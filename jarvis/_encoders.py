@@ -73,6 +73,13 @@ class NamedEncoding(Protocol):
     def __call__(self, stream_id: str) -> Encoder: ...
 
 
+def id_prefix_of(encode: Encoding) -> str:
+    """How the ids of `encode`'s streams begin: its `id_prefix` attribute (OpenAI's
+    `chatcmpl-`), or nothing for an encoding that has none."""
+    prefix = getattr(encode, "id_prefix", "")
+    return prefix if isinstance(prefix, str) else ""
+
+
 def model_of(encode: Encoding) -> str:
     """The model `encode` names, asked now; "" for an encoding that names none."""
     if not isinstance(encode, NamedEncoding):
@@ -93,12 +100,16 @@ def finish_reason_for(reason: EndReason, *, hit_max_tokens: bool) -> str:
 
 
 class OpenAIChunks:
-    """OpenAI `chat.completion.chunk` events, the chunk `id` being the stream id.
+    """OpenAI `chat.completion.chunk` events, the chunk `id` being the stream id
+    (`chatcmpl-` and 24 hex digits, as OpenAI's).
 
     The end is a chunk with `finish_reason` (`stop`, `length`, `cancelled` or
     `error`) that also says jarvis's `end_reason`, the usage chunk when asked
     for, and `data: [DONE]`, so every stream ends the way OpenAI clients expect.
     """
+
+    #: How the ids of its streams begin, as OpenAI's do.
+    id_prefix = "chatcmpl-"
 
     def __init__(
         self,
@@ -256,7 +267,7 @@ class _AnthropicStream:
 
     def __init__(self, spec: AnthropicEvents, stream_id: str) -> None:
         self._spec = spec
-        self._id = "msg_" + stream_id.removeprefix("chatcmpl-")
+        self._id = "msg_" + stream_id.removeprefix("chatcmpl-").removeprefix("msg_")
 
     def head(self) -> bytes:
         model = self._spec.model

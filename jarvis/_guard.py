@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 
 from ._batcher import TokenBatcher
 from ._emitter import SSEEmitter
-from ._encoders import Encoding, OpenAIChunks, StreamEnd, model_of
+from ._encoders import Encoding, OpenAIChunks, StreamEnd, id_prefix_of, model_of
 from ._lifecycle import StreamParts, StreamRun
 from ._registry import Registry, StreamRegistry
 from ._sendwatch import SendWatch
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 #: What a session id may be: anything else is refused, so no client value reaches a
 #: log line or a registry key unchecked.
 SESSION_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+#: What a stream id may start with (`chatcmpl-`): no `_`, so `anon-<id>` is a session id.
+ID_PREFIX = re.compile(r"[A-Za-z0-9.:\-]{0,32}")
 #: Where a guard's log goes: a file path (the fast threaded writer), a stdlib logger,
 #: or None for the `jarvis.stream` logger.
 LogTarget = str | os.PathLike[str] | logging.Logger | None
@@ -53,6 +55,12 @@ LogTarget = str | os.PathLike[str] | logging.Logger | None
 Write = Callable[[str], Awaitable[object]]
 #: `guard.stream`'s end callback: given how the stream ended, before its session moves on.
 OnEnd = Callable[[StreamEnd], Awaitable[object]]
+#: `StreamGuard(error_response=...)`: the response to a request refused before any stream
+#: exists (`BadRequest`: a bad session id's 400, the registry down's 503), in the app's own
+#: error shape. Its status is the one logged in `request_rejected`.
+ErrorResponse = Callable[[BadRequest], Response]
+#: Where a session id comes from unless `session_from=` says otherwise: the header.
+SESSION_HEADER = "X-Session-Id"
 #: Where `StreamGuard`'s keyword defaults come from: one definition of each setting.
 _DEFAULTS = GuardSettings()
 
@@ -66,14 +74,15 @@ REGISTRY_DOWN = BadRequest(
 )
 
 
-def check_session(value: str | None) -> str | None:
-    """A session id as given by a client, validated; None when absent."""
+def check_session(value: str | None, *, param: str = SESSION_HEADER) -> str | None:
+    """A session id as given by a client, validated; None when absent. `param` is where
+    the client put it (a header, a body field), as the refusal's `param` names it."""
     if value is None:
         return None
     if not SESSION_ID.fullmatch(value):
         raise BadRequest(
             "the session id must match ^[A-Za-z0-9._:-]{1,128}$",
-            param="X-Session-Id",
+            param=param,
             code="invalid_session_id",
         )
     return value
@@ -111,6 +120,14 @@ def _check_trace(trace: str | None) -> str:
     return trace
 
 
+def _check_id_prefix(prefix: str) -> str:
+    """A stream id's prefix lands in headers, log lines and `anon-<id>` sessions: it must
+    keep the id a plain token, and an anonymous session a valid session id."""
+    if not ID_PREFIX.fullmatch(prefix):
+        raise ConfigError(f"id_prefix must match ^[A-Za-z0-9.:-]{{0,32}}$, not {prefix!r}")
+    return prefix
+
+
 def _redis_registry() -> type[RedisRegistry]:
     """`RedisRegistry`, imported on first use: redis is the `fleet` extra, and a guard in
     one process never needs it; without it, say which extra to install."""
@@ -137,8 +154,10 @@ class StreamGuard:
     `send_timeout` seconds ends its stream. Every step is logged with the
     vocabulary of `jarvis.EVENTS`.
 
-    Every keyword but `log` is a field of `GuardSettings`, which holds its
-    default and its rule; `StreamGuard.from_settings(settings)` takes one whole.
+    Every keyword but `log` and `error_response` is a field of `GuardSettings`, which
+    holds its default and its rule; `StreamGuard.from_settings(settings)` takes one whole.
+    `error_response` builds the response to a refused request (`reject`) in the app's
+    own error shape; by default it is an OpenAI-style error body.
     """
 
     def __init__(
@@ -150,6 +169,7 @@ class StreamGuard:
         send_timeout: float = _DEFAULTS.send_timeout,
         shutdown_timeout: float = _DEFAULTS.shutdown_timeout,
         log: LogTarget = None,
+        error_response: ErrorResponse | None = None,
         log_format: LogFormat = _DEFAULTS.log_format,
         watchdog_ms: float = _DEFAULTS.watchdog_ms,
         lag_report_s: float = _DEFAULTS.lag_report_s,
@@ -167,6 +187,9 @@ class StreamGuard:
             lag_report_s=lag_report_s,
             registry=registry,
         )
+        if error_response is not None and not callable(error_response):
+            raise ConfigError("error_response= takes a callable: BadRequest -> Response")
+        self._error_response = error_response
         sink, self._owned_log = _open_log(log, log_format)
         from ._metrics import Metrics  # prometheus_client: loaded with the first guard
 
@@ -197,9 +220,15 @@ class StreamGuard:
         )
 
     @classmethod
-    def from_settings(cls, settings: GuardSettings, *, log: LogTarget = None) -> StreamGuard:
+    def from_settings(
+        cls,
+        settings: GuardSettings,
+        *,
+        log: LogTarget = None,
+        error_response: ErrorResponse | None = None,
+    ) -> StreamGuard:
         """A guard with every setting of `settings` (`ServerConfig.guard`, say)."""
-        return cls(log=log, **dataclasses.asdict(settings))
+        return cls(log=log, error_response=error_response, **dataclasses.asdict(settings))
 
     def __repr__(self) -> str:
         return f"<StreamGuard live={self.live_count()} cancel_wait={self.cancel_wait}s>"
@@ -241,18 +270,21 @@ class StreamGuard:
         headers: Mapping[str, str] | None = None,
         trace: str | None = None,
         prompt: str | None = None,
+        session_from: str = SESSION_HEADER,
     ) -> Response:
         """An ASGI response that streams `tokens` as the session's one stream.
 
         `session_id` None gives the stream a session of its own; an invalid one
-        is refused with a 400 (an OpenAI-style error body), logged as
-        `request_rejected`. `encode` is the wire format, by default OpenAI
-        `chat.completion.chunk` (see `OpenAIChunks`, `PlainText`,
+        is refused with a 400 (`reject`: an OpenAI-style error body unless the guard
+        has an `error_response`), logged as `request_rejected`; `session_from` is
+        where the client put it, named as the error's `param` (`"X-Session-Id"`, or
+        a body field such as `"metadata.session_id"`). `encode` is the wire format,
+        by default OpenAI `chat.completion.chunk` (see `OpenAIChunks`, `PlainText`,
         `AnthropicEvents`). `prompt` is used only for its length in the log.
         """
         trace = _check_trace(trace)
         try:
-            session = check_session(session_id)
+            session = check_session(session_id, param=session_from)
         except BadRequest as exc:
             return self.reject(exc, trace=trace, session=session_id)
         if self._parts.registry.unavailable():
@@ -261,7 +293,7 @@ class StreamGuard:
             self,
             session,
             tokens,
-            encode or OpenAIChunks(),
+            OpenAIChunks() if encode is None else encode,
             headers or {},
             trace,
             len(prompt) if prompt is not None else 0,
@@ -276,6 +308,8 @@ class StreamGuard:
         trace: str | None = None,
         model: str = "",
         prompt: str | None = None,
+        id_prefix: str = "",
+        session_from: str = SESSION_HEADER,
     ) -> GuardedStream:
         """The lifecycle for a transport that is not SSE: `async with guard.stream(...) as s:`.
 
@@ -284,16 +318,21 @@ class StreamGuard:
         to `write`; `s.cancelled` turns true once a newer prompt, a disconnect
         or shutdown stops the stream (check it every iteration); leaving runs
         the whole cleanup, calling `end` with how the stream ended before the
-        session's next stream may start. Raises `BadRequest` for an invalid id.
+        session's next stream may start. Raises `BadRequest` for an invalid id (its
+        `param` is `session_from`).
+
+        `model` is logged in `stream_start` (left out when empty); the stream id is
+        `id_prefix` (say `chatcmpl-`, for an OpenAI completion) and 24 hex digits.
         """
         return GuardedStream(
             self,
-            check_session(session_id),
+            check_session(session_id, param=session_from),
             write,
             end,
             _check_trace(trace),
             model,
             len(prompt) if prompt is not None else 0,
+            _check_id_prefix(id_prefix),
         )
 
     # -- what an app wires in -------------------------------------------------------
@@ -332,22 +371,30 @@ class StreamGuard:
         trace: str | None = None,
         session: str | None = None,
         detail: str | None = None,
-    ) -> JSONResponse:
+    ) -> Response:
         """The error response for a request refused before any stream exists.
 
-        Logged as `request_rejected`; `detail` replaces the message in the log
-        only (say, the exception behind a 500 the client sees as "internal error").
+        The guard's `error_response(exc)` if it has one, else `exc.to_body()` (OpenAI's
+        error shape) with `exc.status`; either carries `X-Trace-Id` unless it set its
+        own. Logged as `request_rejected` with the status actually sent; `detail`
+        replaces the message in the log only (say, the exception behind a 500 the
+        client sees as "internal error").
         """
         trace = trace or new_trace_id()
+        if self._error_response is None:
+            response: Response = JSONResponse(exc.to_body(), status_code=exc.status)
+        else:
+            response = self._error_response(exc)
+        response.headers.setdefault("X-Trace-Id", trace)
         self._parts.log.emit(
             Event.REQUEST_REJECTED,
             trace=trace,
             session=session,
-            status=exc.status,
+            status=response.status_code,
             code=exc.code,
             message=exc.message if detail is None else detail,
         )
-        return JSONResponse(exc.to_body(), status_code=exc.status, headers={"X-Trace-Id": trace})
+        return response
 
     # -- what an app may show -------------------------------------------------------
 
@@ -379,7 +426,7 @@ class _GuardedResponse(Response):
         prompt_chars: int,
     ) -> None:
         self.guard = guard
-        self.stream_id = new_stream_id()
+        self.stream_id = new_stream_id(_check_id_prefix(id_prefix_of(encode)))
         self.session = session or f"anon-{self.stream_id}"
         self.trace = trace
         self.tokens = tokens
@@ -502,8 +549,9 @@ class GuardedStream:
         trace: str,
         model: str,
         prompt_chars: int,
+        id_prefix: str = "",
     ) -> None:
-        self.id = new_stream_id()
+        self.id = new_stream_id(id_prefix)
         self.session = session or f"anon-{self.id}"
         self.trace = trace
         #: How the stream ended; set once the `async with` block has been left.
@@ -585,8 +633,8 @@ class GuardedStream:
             reason = run.cancelled_reason()
         elif handle.fenced:
             reason = EndReason.SUPERSEDED
-        elif isinstance(exc, asyncio.CancelledError):
-            reason = EndReason.SHUTDOWN
+        elif isinstance(exc, asyncio.CancelledError):  # the caller gave up on the stream
+            reason = run.abandoned()
         elif isinstance(exc, UpstreamError):  # the app says its upstream failed
             run.error = str(exc)
             reason = EndReason.ERROR

@@ -5,7 +5,9 @@ cancellation every iteration; the stream waits for *either* the producer or
 its cancel signal, so a cancel takes effect even while the token source is
 slow. Cleanup order is fixed: buffers (flushing what is left), the terminal
 event, then the registry entry, so a successor's first byte always follows
-this stream's last one.
+this stream's last one. The token source's own cleanup (the `finally` of the
+caller's generator, run in the producer) is part of the stream's: the entry
+is released, and `done` resolved, only once it has finished.
 
 Three methods are seams, public and documented as such: `stop_requested`,
 `await_producer` and `cleanup`. `jarvis.faults` overrides them to reproduce
@@ -27,13 +29,14 @@ from ._stream import StreamHandle, StreamState
 from ._types import Emitter
 from .eventlog import EventSink
 from .exceptions import UpstreamError
-from .vocabulary import EndReason, Event
+from .vocabulary import CancelReason, EndReason, Event
 
 if TYPE_CHECKING:  # prometheus_client is imported when a guard is built, not by `import jarvis`
     from ._metrics import Metrics
 
-#: How long a cancelled producer task may take to unwind (it should take ~0).
-PRODUCER_STOP_S = 1.0
+#: Producers still running their token source's cleanup after their stream's `stream_end`:
+#: held here so that the loop, which keeps tasks only weakly, cannot drop one.
+_LINGERING: set[asyncio.Task[None]] = set()
 
 
 @dataclass(slots=True)
@@ -73,6 +76,9 @@ class StreamRun:
         self.error: str | None = None
         self._model = model
         self._prompt_chars = prompt_chars
+        self._producer: asyncio.Task[None] | None = None
+        # When (ms into the stream) the producer was cancelled: a late cleanup's start.
+        self._stopped_at_ms = 0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.handle!r}>"
@@ -87,7 +93,7 @@ class StreamRun:
             else:
                 reason = self.cancelled_reason()
         except asyncio.CancelledError:
-            reason = EndReason.SHUTDOWN  # the server is force-closing its tasks
+            reason = self.abandoned()
             raise
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
@@ -103,14 +109,12 @@ class StreamRun:
     async def open(self) -> bool:
         """`stream_start`, then register; False if the stream lost its session's race."""
         h, parts = self.handle, self.parts
-        parts.log.emit(
-            Event.STREAM_START,
-            trace=h.trace,
-            session=h.session,
-            stream_id=h.stream_id,
-            model=self._model,
-            prompt_chars=self._prompt_chars,
-        )
+        start: dict[str, object] = {"trace": h.trace, "session": h.session}
+        start["stream_id"] = h.stream_id
+        if self._model:  # a stream that names no model says nothing of one, not `model=""`
+            start["model"] = self._model
+        start["prompt_chars"] = self._prompt_chars
+        parts.log.emit(Event.STREAM_START, **start)
         parts.metrics.started.inc()
         parts.metrics.active_streams.inc()
         if not await parts.registry.register(h):
@@ -118,6 +122,19 @@ class StreamRun:
         await self.emitter.start()
         parts.batcher.open(h.stream_id, self.emitter.tokens, self.emitter.token)
         return True
+
+    def abandoned(self) -> EndReason:
+        """The end reason of a stream whose task was cancelled from outside the guard.
+
+        The guard's own shutdown tells every stream to stop (`reason=shutdown`) before
+        any task is cancelled, so a stream cancelled without having been told anything
+        was given up by its caller: the client went away (a WebSocket handler cancelling
+        its answer when the socket closes, a middleware cancelling on disconnect). That
+        is a `client_disconnected` cancel, logged as one, and the stream ends
+        `disconnected`; a stream already told why it stops keeps that reason.
+        """
+        self.parts.registry.cancel(self.handle, CancelReason.CLIENT_DISCONNECTED)
+        return self.cancelled_reason()
 
     def cancelled_reason(self) -> EndReason:
         """The end reason of a stream that was told to stop (or lost its race)."""
@@ -127,12 +144,18 @@ class StreamRun:
     async def _produce(self, tokens: AsyncIterator[str]) -> EndReason:
         h = self.handle
         producer = asyncio.create_task(self._pump(tokens), name=f"producer:{h.stream_id}")
+        self._producer = producer
         try:
             await self.await_producer(producer)
         finally:
             if not producer.done():
+                self._stopped_at_ms = h.elapsed_ms()
                 producer.cancel()
-                await asyncio.wait({producer}, timeout=PRODUCER_STOP_S)
+                # The source's `finally` runs in the producer: give it what a newer prompt
+                # gives this stream, `cancel_wait`. Past it the stream ends anyway, says its
+                # cleanup is not done, and `_release_once_stopped` waits on (never cancels
+                # again) what is still running.
+                await asyncio.wait({producer}, timeout=self.parts.cancel_wait)
         if self.stop_requested():
             return self.cancelled_reason()
         if h.fenced:
@@ -191,7 +214,9 @@ class StreamRun:
             await self.cleanup(StreamEnd(reason, h.tokens, self.error))
         finally:
             # Done means the registry entry is gone and `done` resolved (ENDED), even if
-            # the emitter's last write raised; a variant that skips cleanup stays STOPPING.
+            # the emitter's last write raised; a variant that skips cleanup stays STOPPING,
+            # and so does a stream whose token source is still cleaning up (a
+            # `stream_cleanup_finished` line follows when it has).
             cleanup_done = h.state is StreamState.ENDED
             parts.log.emit(
                 Event.STREAM_END,
@@ -208,7 +233,8 @@ class StreamRun:
         return cleanup_done
 
     async def cleanup(self, end: StreamEnd) -> None:
-        """Buffers, the emitter's end, then the registry entry (always, even if one raised).
+        """Buffers, the emitter's end, then the registry entry (always, even if one raised),
+        once the token source has stopped.
 
         A seam: `close` runs it in the `finally`; the skip-cleanup and slow-cleanup
         variants override it.
@@ -219,8 +245,41 @@ class StreamRun:
             parts.log.emit(Event.EVENT_BUFFERS_CLEANED, trace=h.trace, request_id=h.stream_id)
             await self.emitter.finish(end)
         finally:
-            parts.registry.release(h)
-            h.finish()
+            self._release_once_stopped()
+
+    def _release_once_stopped(self) -> None:
+        """Release the registry entry and resolve `done`: now, or when the producer ends.
+
+        A producer that outlived `cancel_wait` is still running the caller's code (its
+        generator's `finally`): until it ends, the stream is not cleaned up, whatever
+        `stream_end` had to say in the meantime. It stays live in the registry (fenced if
+        a newer prompt went ahead), so a later prompt waits for it and nobody is told
+        it finished.
+        """
+        producer = self._producer
+        if producer is None or producer.done():
+            self.parts.registry.release(self.handle)
+            self.handle.finish()
+            return
+        _LINGERING.add(producer)
+        producer.add_done_callback(self._finished_late)
+
+    def _finished_late(self, producer: asyncio.Task[None]) -> None:
+        _LINGERING.discard(producer)
+        if not producer.cancelled():
+            producer.exception()  # retrieved: the stream has ended, there is no one to tell
+        h, parts = self.handle, self.parts
+        parts.registry.release(h)
+        h.finish()
+        now_ms = h.elapsed_ms()
+        parts.log.emit(
+            Event.STREAM_CLEANUP_FINISHED,
+            trace=h.trace,
+            session=h.session,
+            stream_id=h.stream_id,
+            duration_ms=now_ms,
+            cleanup_ms=now_ms - self._stopped_at_ms,
+        )
 
 
 async def _close_tokens(tokens: AsyncIterator[str]) -> None:

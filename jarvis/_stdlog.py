@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from .logfmt import format_logfmt, format_value
+from .logfmt import bound_fields, format_logfmt, format_value
 from .vocabulary import EVENTS, Event
 
 #: The logger a guard writes to when it is given no `log=`.
@@ -42,7 +42,8 @@ class LoggerSink:
     """Emits vocabulary events as records of a stdlib logger.
 
     The record carries the event and its fields as `record.jarvis_event` and
-    `record.jarvis_fields`, so a formatter can write them as structured data.
+    `record.jarvis_fields`, so a formatter can write them as structured data; the
+    fields are bounded already (`jarvis.logfmt.bound`), as in the message.
     """
 
     def __init__(self, logger: logging.Logger) -> None:
@@ -54,6 +55,7 @@ class LoggerSink:
     def emit(self, event: Event, /, **fields: object) -> None:
         level, name = _HEADS[event]
         if self.logger.isEnabledFor(level):
+            fields = bound_fields(fields)  # type: ignore[assignment]
             self.logger.log(
                 level,
                 "%s",
@@ -91,7 +93,7 @@ class LogfmtFormatter(logging.Formatter):
         event = getattr(record, "jarvis_event", None)
         fields = getattr(record, "jarvis_fields", None)
         if isinstance(event, str) and isinstance(fields, Mapping):
-            return format_logfmt(ts, level, event, fields)
+            return format_logfmt(ts, level, event, fields, bounded=True)  # by LoggerSink
         line = (
             f"ts={ts} level={level} logger={format_value(record.name)} "
             f"msg={format_value(record.getMessage())}"

@@ -39,9 +39,10 @@ class IllegalTransitionError(RuntimeError):
     """A lifecycle bug: a stream was asked to move to a state it cannot reach."""
 
 
-def new_stream_id() -> str:
-    """An OpenAI-style completion id; it doubles as the batcher's request id."""
-    return "chatcmpl-" + secrets.token_hex(12)
+def new_stream_id(prefix: str = "") -> str:
+    """A stream id: `prefix` (the wire format's, `chatcmpl-` for OpenAI chunks) and 24
+    hex digits; it doubles as the batcher's request id."""
+    return prefix + secrets.token_hex(12)
 
 
 def new_trace_id() -> str:

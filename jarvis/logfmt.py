@@ -2,8 +2,9 @@
 
 Values that come from clients pass through here, so the encoders guarantee
 that no value can split a line or forge a key: every control byte (C0, DEL,
-C1) and the Unicode line separators are escaped, and any value that is not
-a plain token is quoted.
+C1) and the Unicode line separators are escaped, any value that is not a
+plain token is quoted, and every value is bounded (`bound`: cut past its
+field's limit, with a mark that says the original length).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+
+from .vocabulary import CUT_MARK, VALUE_LIMIT, value_limit
 
 # A value made only of these characters is written bare: `session=abc-1`.
 _BARE = re.compile(r"[A-Za-z0-9_.:/@+\-]+")
@@ -42,6 +45,32 @@ def _render_str(text: str) -> str:
     return '"' + _NEEDS_ESCAPE.sub(_escape_char, text) + '"'
 
 
+def bound(key: str, value: object) -> object:
+    """`value` as a log line may hold it: whole if short enough for field `key`, else its
+    first `value_limit(key)` characters and `…[N chars]` (N: its whole length)."""
+    kind = type(value)
+    if kind is str:
+        text: str = value  # type: ignore[assignment]
+    elif kind is int or kind is float or kind is bool or value is None:
+        return value
+    else:
+        text = str(value)
+    if len(text) <= VALUE_LIMIT:
+        return value
+    limit = value_limit(key)
+    if len(text) <= limit:
+        return value
+    return text[:limit] + CUT_MARK.format(length=len(text))
+
+
+def bound_fields(fields: Mapping[str, object]) -> Mapping[str, object]:
+    """`fields` with every value bounded (the same mapping when none needed it)."""
+    for key, value in fields.items():
+        if bound(key, value) is not value:
+            return {k: bound(k, v) for k, v in fields.items()}
+    return fields
+
+
 def format_value(value: object) -> str:
     """Render one logfmt value: bare when safe, else quoted and escaped."""
     if type(value) is str:
@@ -65,19 +94,28 @@ def format_value(value: object) -> str:
     return _render_str(str(value))
 
 
-def format_logfmt(ts: str, level: str, event: str, fields: Mapping[str, object]) -> str:
-    """One logfmt line (no newline): `ts=… level=… event=…` first, then the fields."""
+def format_logfmt(
+    ts: str, level: str, event: str, fields: Mapping[str, object], *, bounded: bool = False
+) -> str:
+    """One logfmt line (no newline): `ts=… level=… event=…` first, then the fields, each
+    value bounded (`bounded=True`: the caller already bounded them, so nothing is cut
+    twice)."""
     head = f"ts={ts} level={level} event={event}"
     if not fields:
         return head
     fv = format_value
-    return head + " " + " ".join([f"{key}={fv(value)}" for key, value in fields.items()])
+    if bounded:
+        return head + " " + " ".join([f"{key}={fv(value)}" for key, value in fields.items()])
+    return (
+        head + " " + " ".join([f"{key}={fv(bound(key, value))}" for key, value in fields.items()])
+    )
 
 
 def format_json(ts: str, level: str, event: str, fields: Mapping[str, object]) -> str:
-    """One JSON line (no newline); `ensure_ascii` escapes every non-ASCII character."""
+    """One JSON line (no newline), each value bounded; `ensure_ascii` escapes every
+    non-ASCII character."""
     record: dict[str, object] = {"ts": ts, "level": level, "event": event}
-    record.update(fields)
+    record.update(bound_fields(fields))
     return json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=str)
 
 

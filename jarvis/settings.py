@@ -76,8 +76,9 @@ class GuardSettings:
     cancel_wait: float = _setting(
         2.0,
         flag="--cancel-wait",
-        help="Seconds a new prompt waits for the session's old stream to clean up; past "
-        "it, the old stream is fenced (nothing it still writes reaches the wire).",
+        help="Seconds a new prompt waits for the session's old stream to clean up (its "
+        "token source's own finally included); past it, the old stream is fenced (nothing "
+        "it still writes reaches the wire).",
         rule="> 0 seconds",
         accepts=lambda v: v > 0,
     )

@@ -10,8 +10,34 @@ in step. Names follow the original server's log lines verbatim
 from __future__ import annotations
 
 import enum
+import re
 import sys
 from dataclasses import dataclass
+
+#: Past this many characters (code points) a value is cut in a log line: no client value,
+#: however long, makes a line longer than the vocabulary allows.
+VALUE_LIMIT = 256
+#: Fields whose values are longer by nature, each with its own bound (all above VALUE_LIMIT).
+FIELD_LIMITS: dict[str, int] = {"message": 1024, "prev_trace": 1024, "stack": 4096}
+#: What follows the kept part of a cut value: the whole value's length, in characters.
+CUT_MARK = "\u2026[{length} chars]"
+#: A cut value, as a reader finds it (after unescaping): the kept part, then the mark. A
+#: value is cut exactly when this matches and the kept part is its field's whole bound
+#: long: an uncut value is never that long, so no client can forge a cut.
+CUT_VALUE = re.compile(r"(?P<kept>.*)\u2026\[(?P<length>[0-9]+) chars\]", re.DOTALL)
+
+
+def value_limit(field: str) -> int:
+    """How many characters of `field`'s value a log line keeps."""
+    return FIELD_LIMITS.get(field, VALUE_LIMIT)
+
+
+def cut_length(field: str, value: str) -> int | None:
+    """The original length of a value the log cut, or None if `value` is whole."""
+    match = CUT_VALUE.fullmatch(value)
+    if match is None or len(match["kept"]) != value_limit(field):
+        return None
+    return int(match["length"])
 
 
 class Event(enum.StrEnum):
@@ -28,6 +54,10 @@ class Event(enum.StrEnum):
     STREAM_REGISTERED = "stream_registered"
     STREAM_FENCED = "stream_fenced"
     STREAM_END = "stream_end"
+    #: A stream whose `stream_end` said `cleanup_done=False` because its token source was
+    #: still cleaning up (the caller's generator's `finally` outlived `--cancel-wait`) has
+    #: now really finished: without it, a slow cleanup and a leak would read the same.
+    STREAM_CLEANUP_FINISHED = "stream_cleanup_finished"
     FLUSH_SCHEDULED = "flush_scheduled"
     FLUSH_IMMEDIATE = "flush_immediate"
     FLUSH_START = "flush_start"
@@ -82,16 +112,32 @@ _CANCEL_TO_END = {
 
 @dataclass(frozen=True, slots=True)
 class EventSpec:
-    """One event: its level, its fields in the order they are written, and what it means."""
+    """One event: its level, its fields in the order they are written, and what it means.
+
+    A field in `optional` is left out of a line that has nothing to say in it (a
+    stream with no model has no `model=`), rather than written empty.
+    """
 
     name: Event
     level: str
     fields: tuple[str, ...]
     meaning: str
+    optional: frozenset[str] = frozenset()
+
+    def allows(self, keys: tuple[str, ...]) -> bool:
+        """Whether a line with these fields, in this order, keeps the vocabulary: every
+        field in order, but for optional ones left out."""
+        present = set(keys)
+        return keys == tuple(f for f in self.fields if f in present) and all(
+            f in present or f in self.optional for f in self.fields
+        )
 
 
 def _spec(name: Event, level: str, fields: str, meaning: str) -> EventSpec:
-    return EventSpec(name, level, tuple(fields.split()), meaning)
+    # "model?" is an optional field.
+    names = tuple(f.rstrip("?") for f in fields.split())
+    optional = frozenset(f.rstrip("?") for f in fields.split() if f.endswith("?"))
+    return EventSpec(name, level, names, meaning, optional)
 
 
 _I, _W, _E = "info", "warning", "error"
@@ -134,29 +180,37 @@ EVENTS: dict[Event, EventSpec] = {
         _spec(
             Event.STREAM_START,
             _I,
-            "trace session stream_id model prompt_chars",
-            "A prompt arrived and became a stream (before it is registered).",
+            "trace session stream_id model? prompt_chars",
+            "A prompt arrived and became a stream (before it is registered). `model` is the "
+            "model the stream's encoding names; a stream that names none has no `model`.",
         ),
         _spec(
             Event.STREAM_CANCELLED,
             _I,
             "trace session stream_id reason",
             "The stream was told to stop; `reason=registry_new_stream` when a newer "
-            "prompt in the same session superseded it.",
+            "prompt in the same session superseded it; `client_disconnected` when the "
+            "client went away (its connection closed, a write to it failed, or the task "
+            "serving it was cancelled, say by a WebSocket handler whose socket closed); "
+            "`shutdown` only when the guard's own shutdown (its lifespan's end) stopped it.",
         ),
         _spec(
             Event.PREV_STREAM_FINISHED_CLEANLY,
             _I,
             "session trace prev_trace waited_ms",
-            "The new stream `trace` waited for the previous ones and they finished "
-            "their cleanup within `--cancel-wait`.",
+            "The new stream `trace` waited `waited_ms` for the previous ones and they finished "
+            "their whole cleanup (the token source's own `finally` included) within "
+            "`--cancel-wait`.",
         ),
         _spec(
             Event.PREV_STREAM_TIMEOUT_ON_CANCEL,
             _W,
             "session trace prev_trace waited_ms",
-            "The previous stream did not finish its cleanup within `--cancel-wait`; "
-            "it is fenced (can emit nothing more) and the new stream goes ahead.",
+            "The previous stream did not finish its cleanup (the token source's own "
+            "`finally` included) within `--cancel-wait`, which is `waited_ms`; it is fenced "
+            "(can emit nothing more) and the new stream goes ahead. Its `stream_end` says "
+            "`cleanup_done=False` until the cleanup is over, and `stream_cleanup_finished` "
+            "says when it is.",
         ),
         _spec(
             Event.STREAM_REGISTERED,
@@ -175,7 +229,19 @@ EVENTS: dict[Event, EventSpec] = {
             _I,
             "trace session stream_id duration_ms reason tokens cleanup_done",
             "The stream's `finally` ran; `cleanup_done=True` once buffers and registry "
-            "entry are gone.",
+            "entry are gone and the token source's own cleanup has finished. "
+            "`cleanup_done=False`: some of it is still running, or was skipped; "
+            "`stream_cleanup_finished` follows if and when it ends.",
+        ),
+        _spec(
+            Event.STREAM_CLEANUP_FINISHED,
+            _W,
+            "trace session stream_id duration_ms cleanup_ms",
+            "A stream that ended with `cleanup_done=False` because its token source was "
+            "still cleaning up (a generator's `finally` that outlived `--cancel-wait`) is now "
+            "cleaned up: its registry entry is gone. `duration_ms` is since `stream_start`, "
+            "as in `stream_end`; `cleanup_ms` is how long the source took to stop once "
+            "cancelled. Slow, not hung: a `cleanup_done=False` without this line is a leak.",
         ),
         _spec(
             Event.FLUSH_SCHEDULED,
@@ -306,13 +372,29 @@ def render_markdown() -> str:
         "so no client value can split a line or forge a key. "
         "With `--log-format json` each line is one JSON object with the same keys.",
         "",
+        f"Every value is bounded. One longer than {VALUE_LIMIT} characters "
+        + "("
+        + ", ".join(f"`{name}`: {limit}" for name, limit in FIELD_LIMITS.items())
+        + ") is cut: the first that many characters are kept, then "
+        + f"`{CUT_MARK.format(length='N')}`, N being the whole value's length: an 8 KB "
+        + "session id is logged as "
+        + f'`session="<its first {VALUE_LIMIT} characters>{CUT_MARK.format(length=8192)}"` '
+        + "(quoted, as every value holding the `\u2026` is; in JSON it is `\\u2026`). "
+        + "A value is cut exactly when it ends in that "
+        + "mark and the part before the mark is its field's whole bound long: a value that "
+        + "was not cut is never that long, so a client cannot forge a cut. Lengths are in "
+        + "characters (code points), before escaping; `jarvis.vocabulary.cut_length` reads "
+        + "one back.",
+        "",
         "Flush events carry `request_id`, which equals the stream's `stream_id`.",
         "",
         "| event | level | fields | meaning |",
         "| --- | --- | --- | --- |",
     ]
     for spec in EVENTS.values():
-        fields = " ".join(f"`{f}`" for f in spec.fields)
+        fields = " ".join(
+            f"`{f}` (optional)" if f in spec.optional else f"`{f}`" for f in spec.fields
+        )
         lines.append(f"| `{spec.name}` | {spec.level} | {fields} | {spec.meaning} |")
     lines += [
         "",

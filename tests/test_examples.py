@@ -3,6 +3,7 @@ what docs/adopt.md and docs/library.md say they do."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import difflib
 import json
@@ -15,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 from websockets.asyncio.client import connect
+
+from jarvis.logfmt import parse_logfmt
 
 from . import processes
 
@@ -67,6 +70,36 @@ async def test_websocket_example_ends_the_old_answer_before_the_new_one_starts(
     assert text == "a stand in model streams words like these "
     # Nothing of the old answer after the new answer's first message.
     assert messages.index(old[-1]) < messages.index(new[0])
+
+
+@pytest.mark.timeout(30)
+async def test_the_minimal_websocket_example_logs_a_closed_socket_as_disconnected(
+    tmp_path: Path,
+) -> None:
+    """examples/websocket_minimal.py cancels its answer task when the socket closes (the
+    natural code): the guard logs the stream `disconnected`, never `shutdown`, cleaned up;
+    its handler is at most ten lines."""
+    log = tmp_path / "ws.log"
+    handler = (EXAMPLES / "websocket_minimal.py").read_text().split("async def answer")[1]
+    code = [line for line in handler.split("\n\n\napp =")[0].splitlines() if line.strip()]
+    assert len(code) <= 10, code
+    with serving("websocket_minimal", tmp_path, {"APP_LOG_FILE": str(log)}) as address:
+        async with connect(f"ws://{address}/chat?session=w1", open_timeout=5) as ws:
+            await ws.send("hello")
+            first = await asyncio.wait_for(ws.recv(), 5)
+            assert str(first).startswith("hello ")
+        async with asyncio.timeout(5):
+            while "event=stream_end" not in (log.read_text() if log.exists() else ""):
+                await asyncio.sleep(0.05)
+    events = [parse_logfmt(line) for line in log.read_text().splitlines()]
+    (cancelled,) = [e for e in events if e["event"] == "stream_cancelled"]
+    (end,) = [e for e in events if e["event"] == "stream_end"]
+    assert cancelled["reason"] == "client_disconnected"
+    assert (end["reason"], end["cleanup_done"], end["session"]) == ("disconnected", "True", "w1")
+    assert "shutdown" not in {e.get("reason") for e in events}
+    # Not an OpenAI stream: no `chatcmpl-` id, and no empty model.
+    (start,) = [e for e in events if e["event"] == "stream_start"]
+    assert not start["stream_id"].startswith("chatcmpl-") and "model" not in start
 
 
 def test_adopting_the_guard_is_a_small_diff() -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -187,7 +189,8 @@ async def test_a_failing_source_ends_the_stream_with_error_in_the_terminal_chunk
 
 async def test_stream_start_names_the_model_of_the_encoding_or_none() -> None:
     """`stream_start model=` is what the encoding names (a name, or a callable asked at the
-    start); an encoding that names no model (`PlainText`) logs an empty model."""
+    start); a stream that names no model (`PlainText`, `guard.stream` without `model=`)
+    has no `model` field at all, never an empty one."""
     log = RecordingLog()
     guard = StreamGuard(log=log, flush_ms=0)  # type: ignore[arg-type]
     for session, encode in (
@@ -197,7 +200,44 @@ async def test_stream_start_names_the_model_of_the_encoding_or_none() -> None:
     ):
         client = Client()
         await guard.response(session, words("x"), encode=encode)(HTTP, client.receive, client.send)
-    assert [e["model"] for e in log.of(Event.STREAM_START)] == ["m1", "m2", ""]
+
+    async def write(text: str) -> None:
+        return None
+
+    async with guard.stream("d", write):
+        pass
+    assert [e.get("model") for e in log.of(Event.STREAM_START)] == ["m1", "m2", None, None]
+    assert ["model" in e for e in log.of(Event.STREAM_START)] == [True, True, False, False]
+
+
+async def test_stream_ids_follow_the_wire_format() -> None:
+    """Only OpenAI chunks carry OpenAI's `chatcmpl-` ids: a plain-text or Anthropic
+    response, and a raw stream, get 24 hex digits (Anthropic's wire id is `msg_` and
+    those); `guard.stream(id_prefix=...)` names its own, checked like any header value."""
+    guard = StreamGuard(log=RecordingLog(), flush_ms=0)  # type: ignore[arg-type]
+    ids = {}
+    for name, encode in (("openai", OpenAIChunks()), ("plain", PlainText())):
+        client = Client()
+        await guard.response(name, words("x"), encode=encode)(HTTP, client.receive, client.send)
+        ids[name] = client.headers["x-stream-id"]
+    client = Client()
+    anthropic = guard.response(None, words("x"), encode=AnthropicEvents("c"))
+    await anthropic(HTTP, client.receive, client.send)
+    ids["anthropic"] = client.headers["x-stream-id"]
+    assert re.fullmatch(r"chatcmpl-[0-9a-f]{24}", ids["openai"])
+    assert re.fullmatch(r"[0-9a-f]{24}", ids["plain"])
+    assert re.fullmatch(r"[0-9a-f]{24}", ids["anthropic"])
+    assert f'"id":"msg_{ids["anthropic"]}"' in client.body.decode()
+    # The anonymous session of a stream is a session id a client may send back.
+    assert re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", client.headers["x-session-id"])
+
+    async def write(text: str) -> None:
+        return None
+
+    assert re.fullmatch(r"[0-9a-f]{24}", guard.stream("r", write).id)
+    assert guard.stream("r", write, id_prefix="chatcmpl-").id.startswith("chatcmpl-")
+    with pytest.raises(jarvis.ConfigError, match="id_prefix"):
+        guard.stream("r", write, id_prefix="a b")
 
 
 def test_plain_text_encoder_bytes() -> None:
@@ -471,3 +511,229 @@ def test_a_trace_id_that_could_split_a_header_or_a_line_is_refused() -> None:
     guard = StreamGuard(log=RecordingLog())  # type: ignore[arg-type]
     with pytest.raises(jarvis.ConfigError, match="trace"):
         guard.response("s", words("x"), trace="a\r\nX-Evil: 1")
+
+
+async def _overlap_with_a_slow_finally(
+    finally_s: float, cancel_wait: float
+) -> tuple[RecordingLog, float, list[int]]:
+    """A streams from a generator whose `finally` takes `finally_s`; B, in the same session,
+    supersedes it. Returns the log, how long B waited before its first byte, and how many
+    records the log held when A's `finally` ended (the first element)."""
+    log = RecordingLog()
+    guard = StreamGuard(log=log, flush_ms=0, cancel_wait=cancel_wait)  # type: ignore[arg-type]
+    finally_ended: list[int] = []
+
+    async def slow_cleanup() -> AsyncIterator[str]:
+        try:
+            while True:
+                yield "a"
+                await asyncio.sleep(0.01)
+        finally:
+            await asyncio.sleep(finally_s)  # the user's cleanup: a DB write, a span export
+            finally_ended.append(len(log.records))
+
+    a, b = Client(), Client()
+    first = asyncio.create_task(guard.response("s", slow_cleanup())(HTTP, a.receive, a.send))
+    await asyncio.wait_for(a.first_body.wait(), 2)
+    started = time.monotonic()
+    second = asyncio.create_task(guard.response("s", words("b"))(HTTP, b.receive, b.send))
+    await asyncio.wait_for(b.first_body.wait(), cancel_wait + finally_s + 1)
+    waited = time.monotonic() - started
+    await asyncio.wait_for(asyncio.gather(first, second), cancel_wait + 1)
+    await until(lambda: guard.live_count() == 0, within=finally_s + 1)
+    return log, waited, finally_ended
+
+
+@pytest.mark.timeout(15)
+async def test_a_finally_past_cancel_wait_is_waited_for_then_reported_still_running() -> None:
+    """The user's generator's `finally` takes 3 s, `cancel_wait=2.0`: B waits the whole
+    2.0 s (not the 1 s a hidden producer bound used to cut it to), the log says the old
+    stream timed out and never that it finished cleanly, its `stream_end` says
+    `cleanup_done=False`, and `stream_cleanup_finished` comes once the `finally` has ended."""
+    log, waited, finally_ended = await _overlap_with_a_slow_finally(3.0, cancel_wait=2.0)
+    assert 1.9 <= waited < 2.8, waited
+    assert log.of(Event.PREV_STREAM_FINISHED_CLEANLY) == []
+    (timeout,) = log.of(Event.PREV_STREAM_TIMEOUT_ON_CANCEL)
+    assert 1900 <= int(timeout["waited_ms"]) < 2800  # type: ignore[call-overload]
+    (start_a, _) = log.of(Event.STREAM_START)
+    ends = {e["stream_id"]: e for e in log.of(Event.STREAM_END)}
+    assert ends[start_a["stream_id"]]["cleanup_done"] is False
+    assert ends[start_a["stream_id"]]["reason"] == "superseded"
+    (late,) = log.of(Event.STREAM_CLEANUP_FINISHED)
+    assert late["stream_id"] == start_a["stream_id"]
+    assert 2900 <= int(late["cleanup_ms"]) < 3800  # type: ignore[call-overload]
+    # Nothing claimed A clean before its `finally` ended; the late line came after it.
+    (ended_at,) = finally_ended
+    late_at = log.records.index((Event.STREAM_CLEANUP_FINISHED, late))
+    assert late_at >= ended_at
+    claims = [
+        i
+        for i, (event, fields) in enumerate(log.records)
+        if event is Event.STREAM_END
+        and fields["stream_id"] == start_a["stream_id"]
+        and fields["cleanup_done"] is True
+    ]
+    assert claims == []
+
+
+@pytest.mark.timeout(15)
+async def test_a_finally_within_cancel_wait_is_waited_for_and_reported_clean() -> None:
+    """A `finally` of 1.5 s under `cancel_wait=2.0` is part of the old stream's cleanup: B
+    waits for it (about 1.5 s, past the old hidden 1 s bound) and only then hears
+    `prev_stream_finished_cleanly`, whose `waited_ms` is that real wait."""
+    log, waited, finally_ended = await _overlap_with_a_slow_finally(1.5, cancel_wait=2.0)
+    assert 1.4 <= waited < 1.95, waited
+    (clean,) = log.of(Event.PREV_STREAM_FINISHED_CLEANLY)
+    assert 1400 <= int(clean["waited_ms"]) < 1950  # type: ignore[call-overload]
+    assert log.of(Event.PREV_STREAM_TIMEOUT_ON_CANCEL) == []
+    assert log.of(Event.STREAM_CLEANUP_FINISHED) == []
+    assert all(e["cleanup_done"] is True for e in log.of(Event.STREAM_END))
+    (ended_at,) = finally_ended
+    clean_at = log.records.index((Event.PREV_STREAM_FINISHED_CLEANLY, clean))
+    assert clean_at >= ended_at
+
+
+async def test_a_raw_stream_whose_task_is_cancelled_ends_disconnected_not_shutdown() -> None:
+    """The natural WebSocket code cancels the answer task when the socket closes: the
+    guard is not shutting down, so the caller gave up on the stream. It is a
+    `client_disconnected` cancel and ends `disconnected`, cleaned up."""
+    log = RecordingLog()
+    guard = StreamGuard(log=log, flush_ms=0)  # type: ignore[arg-type]
+    streams: list[jarvis.GuardedStream] = []
+
+    async def write(text: str) -> None:
+        return None  # the transport itself never fails here: only the cancel ends it
+
+    async def answer() -> None:
+        async with guard.stream("ws", write) as s:
+            streams.append(s)
+            while await s.send("t"):
+                await asyncio.sleep(0.001)
+
+    task = asyncio.create_task(answer())
+    await until(lambda: bool(streams) and guard.parts.registry.active("ws") is not None)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)
+    (s,) = streams
+    assert s.end is not None and s.end.reason is EndReason.DISCONNECTED
+    (cancelled,) = log.of(Event.STREAM_CANCELLED)
+    assert cancelled["reason"] == "client_disconnected"
+    (end,) = log.of(Event.STREAM_END)
+    assert (end["reason"], end["cleanup_done"]) == ("disconnected", True)
+    assert guard.live_count() == 0
+
+
+async def test_a_response_whose_task_is_cancelled_ends_disconnected_not_shutdown() -> None:
+    """A middleware or server that cancels the request task when the client goes away
+    (no `http.disconnect` ever reaches the guard) ends the SSE stream `disconnected`."""
+    log = RecordingLog()
+    guard = StreamGuard(log=log, flush_ms=0)  # type: ignore[arg-type]
+    client = Client()
+    never = asyncio.Event()
+    task = asyncio.create_task(
+        guard.response("s", words("a", "b", gate=never))(HTTP, client.receive, client.send)
+    )
+    await until(lambda: guard.parts.registry.active("s") is not None)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)
+    (cancelled,) = log.of(Event.STREAM_CANCELLED)
+    assert cancelled["reason"] == "client_disconnected"
+    (end,) = log.of(Event.STREAM_END)
+    assert (end["reason"], end["cleanup_done"]) == ("disconnected", True)
+
+
+async def test_a_task_cancelled_after_the_guards_shutdown_told_it_to_stop_ends_shutdown() -> None:
+    """Shutdown is what the guard's own shutdown does: a stream it told to stop keeps
+    `reason=shutdown` even when the server then cancels the task serving it."""
+    log = RecordingLog()
+    guard = StreamGuard(log=log, flush_ms=0)  # type: ignore[arg-type]
+    streams: list[jarvis.GuardedStream] = []
+
+    async def write(text: str) -> None:
+        return None
+
+    async def answer() -> None:
+        async with guard.stream("ws", write) as s:
+            streams.append(s)
+            await asyncio.Event().wait()  # ignores `s.cancelled`: only the task cancel ends it
+
+    task = asyncio.create_task(answer())
+    await until(lambda: bool(streams))
+    assert await guard.shutdown(wait_s=0.01) == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)
+    assert [c["reason"] for c in log.of(Event.STREAM_CANCELLED)] == ["shutdown"]
+    (end,) = log.of(Event.STREAM_END)
+    assert end["reason"] == "shutdown"
+
+
+async def test_error_response_gives_refusals_the_apps_own_shape_and_status() -> None:
+    """`StreamGuard(error_response=...)` builds the response to every refusal: the 400 of
+    a bad session id and the 503 of a registry that is down each reach it as a
+    `BadRequest`; what it returns is sent (with `X-Trace-Id` added) and its status is
+    the one `request_rejected` logs."""
+    from starlette.responses import JSONResponse
+
+    from jarvis._registry import StreamRegistry
+
+    seen: list[jarvis.BadRequest] = []
+
+    def problem(exc: jarvis.BadRequest) -> JSONResponse:
+        seen.append(exc)
+        status = 422 if exc.status == 400 else exc.status
+        return JSONResponse({"detail": exc.message, "field": exc.param}, status_code=status)
+
+    log = RecordingLog()
+    guard = StreamGuard(log=log, error_response=problem)  # type: ignore[arg-type]
+    client = Client()
+    await guard.response("a b", words("x"))(HTTP, client.receive, client.send)
+    assert client.status == 422
+    assert json.loads(client.body) == {
+        "detail": "the session id must match ^[A-Za-z0-9._:-]{1,128}$",
+        "field": "X-Session-Id",
+    }
+    assert client.headers["x-trace-id"] == log.of(Event.REQUEST_REJECTED)[0]["trace"]
+    assert log.of(Event.REQUEST_REJECTED)[0]["status"] == 422
+
+    class Down(StreamRegistry):
+        def unavailable(self) -> bool:
+            return True
+
+    guard.parts.registry = Down(log)
+    client = Client()
+    await guard.response("s", words("x"))(HTTP, client.receive, client.send)
+    assert client.status == 503
+    assert seen[-1].code == "registry_unavailable"
+    assert [r["status"] for r in log.of(Event.REQUEST_REJECTED)] == [422, 503]
+    assert log.of(Event.STREAM_START) == []
+
+
+async def test_the_session_error_names_where_the_id_came_from() -> None:
+    """An app that reads the session id from its body says so (`session_from=`): the 400's
+    `param` names that field, not the header; the header stays the default."""
+    guard = StreamGuard(log=RecordingLog())  # type: ignore[arg-type]
+    client = Client()
+    bad = guard.response("a b", words("x"), session_from="metadata.session_id")
+    await bad(HTTP, client.receive, client.send)
+    error = json.loads(client.body)["error"]
+    assert (error["param"], error["code"]) == ("metadata.session_id", "invalid_session_id")
+    client = Client()
+    await guard.response("a b", words("x"))(HTTP, client.receive, client.send)
+    assert json.loads(client.body)["error"]["param"] == "X-Session-Id"
+
+    async def write(text: str) -> None:
+        return None
+
+    with pytest.raises(jarvis.BadRequest) as refused:
+        guard.stream("a b", write, session_from="query:session")
+    assert refused.value.param == "query:session"
+
+
+def test_error_response_must_be_callable() -> None:
+    """A hook that cannot be called is refused when the guard is built, not at the first
+    refusal."""
+    with pytest.raises(jarvis.ConfigError, match="error_response"):
+        StreamGuard(error_response="json")  # type: ignore[arg-type]

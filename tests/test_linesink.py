@@ -120,6 +120,10 @@ def test_event_log_on_the_c_sink_writes_bound_and_emitted_lines_alike(tmp_path: 
     log.bind(Event.FLUSH_DONE, request_id="chatcmpl-1")(3, 17)
     log.emit(Event.CLEANUP_BUFFER, request_id="we ird")
     log.bind(Event.CLEANUP_BUFFER, request_id="we ird")()
+    # A value past its bound is cut before either sink sees it: the C sink formats no
+    # string value, so both sinks write the same cut bytes.
+    log.emit(Event.FLUSH_DONE, request_id="r" * 8192, tokens_sent=1, size=2)
+    log.bind(Event.FLUSH_DONE, request_id="r" * 8192)(1, 2)
     log.close()
     lines = [STAMP.sub(b"", line) for line in path.read_bytes().splitlines()]
     assert (
@@ -128,3 +132,9 @@ def test_event_log_on_the_c_sink_writes_bound_and_emitted_lines_alike(tmp_path: 
         == b"level=info event=flush_done request_id=chatcmpl-1 tokens_sent=3 size=17"
     )
     assert lines[2] == lines[3] == b'level=info event=cleanup_buffer request_id="we ird"'
+    cut = ("r" * 256 + "\u2026[8192 chars]").encode()
+    assert (
+        lines[4]
+        == lines[5]
+        == b'level=info event=flush_done request_id="' + cut + b'" tokens_sent=1 size=2'
+    )

@@ -16,8 +16,8 @@ import time
 import httpx
 import pytest
 
-from jarvis.logfmt import format_json, format_logfmt, format_value, parse_logfmt
-from jarvis.vocabulary import EVENTS, Event
+from jarvis.logfmt import bound, format_json, format_logfmt, format_value, parse_logfmt
+from jarvis.vocabulary import EVENTS, Event, cut_length
 
 from .conftest import ServerProcess
 from .streams import raw_chat_request, raw_exchange
@@ -111,8 +111,9 @@ def send_hostile(server: ServerProcess, value: bytes) -> str | None:
     """Send one hostile session value and check its outcome.
 
     Returns the trace when the app refused it (a JSON 400 whose `request_rejected`
-    line carries the exact value), or None when the HTTP layer refused it (a 400 or a
-    closed connection, and not a byte of it in the log).
+    line carries the exact value, cut past its bound with its length said), or None
+    when the HTTP layer refused it (a 400 or a closed connection, and not a byte of it
+    in the log).
     """
     raw = raw_exchange(server.port, raw_chat_request(value), TIMEOUT_S)
     response = None if raw is None else (raw.status, raw.headers, raw.body)
@@ -130,7 +131,10 @@ def send_hostile(server: ServerProcess, value: bytes) -> str | None:
     assert list(fields) == REJECTED_FIELDS
     assert fields["event"] == "request_rejected"
     # HTTP field values are bytes; the server reads them as latin-1, one char per byte.
-    assert fields["session"] == value.decode("latin-1")
+    sent = value.decode("latin-1")
+    assert fields["session"] == bound("session", sent)
+    if fields["session"] != sent:  # the 8 KB one: its first 256 characters and its length
+        assert cut_length("session", fields["session"]) == len(sent)
     assert fields["status"] == "400"
     assert fields["code"] == "invalid_session_id"
     assert fields["message"] == error["message"]
@@ -151,7 +155,8 @@ def test_hostile_session_is_refused_and_logged_verbatim_on_one_line(
 ) -> None:
     """Spaces, `=`, quotes, tabs, forged `event=`/fields, fake escapes, 8 KB, non-ASCII and
     C1 bytes: a JSON 400 on X-Session-Id, and exactly one `request_rejected` line whose
-    `session` parses back to exactly the bytes sent and whose later fields are intact."""
+    `session` parses back to exactly the bytes sent (the 8 KB one cut to its bound, with
+    its length) and whose later fields are intact."""
     assert send_hostile(shared_server, value) is not None
 
 
@@ -327,7 +332,7 @@ def test_logfmt_line_round_trips_every_value_without_forging_keys() -> None:
             "level": "warning",
             "event": "request_rejected",
             "trace": "abc",
-            "session": value,
+            "session": bound("session", value),  # whole, or cut past its bound
             "status": "400",
         }, repr(value)
 
@@ -361,5 +366,5 @@ def test_json_line_is_one_ascii_line_that_loads_back() -> None:
         assert line.splitlines() == [line]
         record = json.loads(line)
         assert list(record) == ["ts", "level", "event", "session", "status"]
-        assert record["session"] == value
+        assert record["session"] == bound("session", value)
         assert record["status"] == 400

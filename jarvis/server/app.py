@@ -137,7 +137,12 @@ class CompletionResponse(Response):
             parts.append(text)
 
         stream = ctx.guard.stream(
-            self.session, write, trace=self.trace, model=chat.model, prompt=chat.prompt
+            self.session,
+            write,
+            trace=self.trace,
+            model=chat.model,
+            prompt=chat.prompt,
+            id_prefix=OpenAIChunks.id_prefix,  # the body is an OpenAI `chat.completion`
         )
         listener = asyncio.create_task(watch_disconnect(receive, stream.disconnect))
         try:

@@ -6,7 +6,8 @@ dropped connection or a hang. An HTTP parser may refuse some ids before the
 application sees them (uvicorn refuses ESC), so one more request carries a
 forged log line in the one request field a server is likely to log, the
 model name. With a log, every line written meanwhile must still parse as one
-event, each refusal must name the session it refused byte for byte, and the
+event, each refusal must name the session it refused byte for byte (past the
+log's bound on a value, its first characters and its length: `jarvis.logfmt.bound`), and the
 forged model must never appear as a line of its own. Only under --strict (jarvis's
 contract) must every line parse and each refusal be logged as `request_rejected`.
 """
@@ -17,6 +18,7 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
+from jarvis.logfmt import bound
 from jarvis.vocabulary import Event
 
 from ...chatapi.session import Carrier, set_path
@@ -173,7 +175,7 @@ async def _judge_log(
 ) -> None:
     """No hostile value split a line or forged one. jarvis's contract (--strict) also
     demands that every line parse and that each refusal be logged by its session."""
-    refused = {a.value.decode("latin-1") for a in answers if a.app_refusal} if strict else set()
+    refused = {_as_logged(a.value) for a in answers if a.app_refusal} if strict else set()
     lines = await _settled_lines(path, mark, refused)
     for line in lines:
         split = not line.parseable and any(m in line.text for m in SPLIT_MARKS)
@@ -192,7 +194,7 @@ async def _judge_log(
     for answer in answers:
         if answer.app_refusal:
             checks.expect(
-                answer.value.decode("latin-1") in named,
+                _as_logged(answer.value) in named,
                 f"session id {answer.name}: refused, but no request_rejected line names "
                 f"{answer.value[:40]!r} exactly",
             )
@@ -208,6 +210,11 @@ async def _settled_lines(path: Path, mark: int, refused: set[str]) -> list[serve
         if refused <= _rejected_sessions(lines) or loop.time() >= settle_by:
             return lines
         await asyncio.sleep(0.05)
+
+
+def _as_logged(value: bytes) -> str:
+    """A refused session id as jarvis's log names it: whole, or cut past its bound."""
+    return str(bound("session", value.decode("latin-1")))
 
 
 def _rejected_sessions(lines: list[serverlog.LogLine]) -> set[str]:
