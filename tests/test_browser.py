@@ -23,7 +23,8 @@ from .conftest import ServerProcess
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(40)]
+# One Chromium at a time (one xdist worker): two on 2 cores stretch the page's timers.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(40), pytest.mark.xdist_group("browser")]
 
 #: A fast synthetic model: a "Long essay" (400 tokens) streams for about a second.
 FAST = ("--token-rate", "400", "--first-token-ms", "5")
@@ -42,7 +43,7 @@ def text(page: Page, testid: str) -> str:
     return page.get_by_test_id(testid).text_content() or ""
 
 
-def send_prompts(page: Page, prompts: list[str], gap_ms: int = 30) -> float:
+def send_prompts(page: Page, prompts: list[str], gap_ms: int = 15) -> float:
     """Type each prompt into `prompt` and click `send`, `gap_ms` apart, from inside the
     page (a person's fastest, and timed by the page's clock: Playwright's round trips on
     a loaded machine cannot stretch it); the seconds from the first click to the last."""

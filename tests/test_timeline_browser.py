@@ -18,7 +18,7 @@ from .browser import open_browser, screenshot, screenshot_path
 from .logfixtures import LogBuilder
 
 #: Every test here starts real processes (servers, the CLI, a browser): the e2e lane.
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("browser")]
 
 #: The highlight colour of a picked stream (timeline.js), as canvas pixels read it.
 PICK_RGB = (245, 158, 11)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +20,24 @@ import pytest
 
 from . import processes
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+#: One worker builds and installs the wheel once for the module.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300), pytest.mark.xdist_group("wheel")]
 
 ROOT = Path(__file__).resolve().parent.parent
+#: What a copy of the checkout leaves out to build the wheel from: at the top, and anywhere.
+TOP_ONLY = shutil.ignore_patterns(".git", ".venv*", "build", "dist", "logs", "reports")
+ANYWHERE = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.so", ".*_cache")
+
+
+def not_sources(folder: str, names: list[str]) -> set[str]:
+    """`copytree`'s ignore: the checkout's own state, never a package folder (such as
+    jarvis_cli/logs) that happens to share a top-level folder's name."""
+    skipped = set(ANYWHERE(folder, names))
+    if Path(folder) == ROOT:
+        skipped |= set(TOP_ONLY(folder, names))
+    return skipped
+
+
 #: What only the extras bring: none may be installed, or imported by `import jarvis`.
 EXTRAS_ONLY = ("fastapi", "typer", "rich", "httpx", "httpx_sse", "redis", "locust")
 #: Installed with the user's uvicorn, but `import jarvis` must not load it either.
@@ -29,11 +45,13 @@ NOT_IMPORTED = (*EXTRAS_ONLY, "click", "prometheus_client")
 
 
 def pip(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """The dev venv's pip (the locked one), run for us."""
-    return subprocess.run(
+    """The dev venv's pip (the locked one), run for us; a failure shows what pip said."""
+    done = subprocess.run(
         [sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
-        capture_output=True, text=True, timeout=timeout, check=True,
+        capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
+    assert done.returncode == 0, f"pip {' '.join(args[:2])} failed:\n{done.stderr[-3000:]}"
+    return done
 
 
 def lock_pins(path: Path) -> str:
@@ -50,7 +68,11 @@ def lock_pins(path: Path) -> str:
 def core_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv holding the wheel, its core dependencies and uvicorn: its python."""
     work = tmp_path_factory.mktemp("wheel")
-    pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(work / "dist"), str(ROOT))
+    # Built from a copy: pip builds in the source tree (build/, *.egg-info), and the
+    # checkout is not this test's to write in.
+    source = work / "source"
+    shutil.copytree(ROOT, source, ignore=not_sources)
+    pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(work / "dist"), str(source))
     (wheel,) = (work / "dist").glob("jarvis_streamkit-*.whl")
     venv = work / "venv"
     subprocess.run(
