@@ -100,6 +100,9 @@ class Analyzer:
         #: The timestamp of the last line that had one (the end, when the input's own
         #: last line has none).
         self.last_ts: float | None = None
+        #: (chunk, line start) -> the line's time, for the events that need it as read:
+        #: the prefix parse by default; the scanner sets the full reader's.
+        self.line_time: Callable[[bytes, int], float | None] = line_ts
 
     # -- what the runner and the timeline plug in --------------------------------
 
@@ -185,9 +188,11 @@ class Analyzer:
         """
         if self.engine == "c" and C_FEED_LOGFMT is not None:
             return C_FEED_LOGFMT(
-                self.flush, chunk, base, handlers, timed, parse_fields, EVENT_NAMES, line_ts
+                self.flush, chunk, base, handlers, timed, parse_fields, EVENT_NAMES, self.line_time
             )
-        return feed_logfmt_python(self.flush, chunk, base, handlers, timed, parse_fields)
+        return feed_logfmt_python(
+            self.flush, chunk, base, handlers, timed, parse_fields, self.line_time
+        )
 
     # -- every other event -----------------------------------------------------
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from ..logs.analysis import Analyzer
-from ..logs.patterns import line_ts
+from ..logs.scan import time_at
 from ..logs.streams import Handler, StreamRecord
 
 #: Sessions drawn in lanes of their own; later sessions go to the "other streams" lane.
@@ -229,7 +229,7 @@ class Recorder:
         if ts is None:
             chunk, at = self._chunk, ref - self._base
             if 0 <= at < len(chunk):
-                ts = line_ts(chunk, chunk.rfind(b"\n", 0, at) + 1)
+                ts = time_at(chunk, chunk.rfind(b"\n", 0, at) + 1)
             elif self._analyzer is not None:
                 ts = self._analyzer.ts_at(ref)
         if ts is None:
@@ -411,7 +411,7 @@ class Recorder:
                 else:  # a slow block (few flushes a bin): each flush at its own time
                     for match in _FLUSH_DONE.finditer(chunk, pos, stop):
                         line = max(pos, chunk.rfind(b"\n", pos, match.start()) + 1)
-                        when = line_ts(chunk, line)
+                        when = time_at(chunk, line)
                         rid = match[1]
                         self._flush(rid, first if when is None else when, lane_of.get(rid, OTHER))
             pos = stop
@@ -444,7 +444,7 @@ def _first_time(chunk: bytes, start: int, stop: int) -> float | None:
     """The time of the first of a block's lines that has one (looking at a few)."""
     pos = start
     for _ in range(TIMED_LINE_PROBE):
-        when = line_ts(chunk, pos)
+        when = time_at(chunk, pos)
         if when is not None:
             return when
         pos = chunk.find(b"\n", pos, stop) + 1
@@ -459,8 +459,8 @@ def _last_time(chunk: bytes, start: int, stop: int) -> float | None:
     for _ in range(TIMED_LINE_PROBE):
         line = chunk.rfind(b"\n", start, end) + 1
         if line <= start:
-            return line_ts(chunk, start)
-        when = line_ts(chunk, line)
+            return time_at(chunk, start)
+        when = time_at(chunk, line)
         if when is not None:
             return when
         end = line - 1

@@ -1,12 +1,12 @@
 """The target server's own log, read during a run: new lines since a mark, and evidence.
 
 These are plain synchronous reads of a local file; callers on the event loop
-run them with `asyncio.to_thread`. Lines are read by the line reader `jarvis
-diagnose` uses (`jarvis_cli/logs/dialects.py`), so a server that logs with stdlib
-`logging`, loguru or structlog is read as well as jarvis, and both tools agree
-on every line. The full lifecycle reconstruction lives in `jarvis_cli/logs` (the
-`leaks` scenario uses it); this module only slices lines and links a session's
-streams.
+run them with `asyncio.to_thread`. This module reads no line itself: `parse` is
+`jarvis diagnose`'s line reader (`jarvis_cli/logs/dialects.py`), so a server that
+logs with stdlib `logging`, loguru, structlog or a JSON formatter is read as well as
+jarvis, and both tools agree on every line (tests/test_log_formats.py). The full
+lifecycle reconstruction lives in `jarvis_cli/logs` (the `leaks` scenario uses it);
+this module only slices lines, links a session's streams and quotes evidence.
 
 A log path also names the files of a fleet: `jarvis serve --workers N --log-file
 system.log` writes `system.w1.log` ... `system.wN.log` and no `system.log`. Every
@@ -20,12 +20,28 @@ import heapq
 import math
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from jarvis.vocabulary import Event
 
-from ..logs.dialects import parse_line
+from ..logs.dialects import LogLine, parse_line
+from ..logs.dialects import read_line as parse
+
+__all__ = [
+    "LINK_FIELDS",
+    "MAX_LINE",
+    "LogLine",
+    "Mark",
+    "clip",
+    "event_lines",
+    "files",
+    "lines_since",
+    "parse",
+    "session_ended",
+    "session_starts",
+    "size",
+    "worker_files",
+]
 
 #: Evidence lines are cut to this many characters (a loop_blocked stack can be long).
 MAX_LINE = 600
@@ -141,40 +157,6 @@ def _file_lines_since(path: Path, offset: int) -> list[str]:
     # form feed inside a logged value, and judge one line as two.
     text = data[:end].decode("utf-8", "replace")
     return [line.removesuffix("\r") for line in text.split("\n")]
-
-
-@dataclass(frozen=True, slots=True)
-class LogLine:
-    """One line, as the line reader sees it; `fields` is empty when it is no log event.
-
-    `dialect` names the form it was read in ("logfmt", "json", "stdlib", "loguru",
-    "uvicorn", "plain"), None when the reader knows none.
-    """
-
-    text: str
-    fields: dict[str, str]
-    dialect: str | None = None
-
-    @property
-    def event(self) -> str | None:
-        return self.fields.get("event")
-
-    @property
-    def parseable(self) -> bool:
-        """A whole log event in a dialect the reader knows: a jarvis line, a stdlib or
-        loguru line of the user's server, an access line; not a fragment or a
-        continuation (a logfmt line must name its event)."""
-        if self.dialect is None:
-            return False
-        return self.dialect != "logfmt" or self.event is not None
-
-
-def parse(text: str) -> LogLine:
-    """A log line in any dialect `jarvis diagnose` reads; anything else yields no fields."""
-    record = parse_line(text)
-    if record is None:
-        return LogLine(text, {})
-    return LogLine(text, record.fields, record.dialect)
 
 
 def event_lines(path: Path, event: Event, offset: int = 0) -> list[str]:
