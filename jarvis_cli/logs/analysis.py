@@ -74,6 +74,10 @@ class Coverage:
         }
 
 
+#: The findings that judge an open stream at the end of the input on their own.
+_OPEN_STREAM_FINDINGS = frozenset({FindingId.STREAM_NOT_ENDED, FindingId.CANCEL_IGNORED})
+
+
 class Analyzer:
     """Feeds on events in order; `finish()` judges what is left and keeps the findings."""
 
@@ -251,11 +255,21 @@ class Analyzer:
 
     def _judge_totals(self) -> Iterator[Finding]:
         stats = self.stats
+        streams = self.streams
         timeouts = rules.cancel_timeouts(
-            stats.cancel_timeouts, stats.cancel_wait_ms, self.streams.timeouts
+            stats.cancel_timeouts, stats.cancel_wait_ms, streams.timeouts, streams.timeout_frames
         )
         if timeouts is not None:
             yield timeouts
+        slow = rules.slow_cancels(
+            streams.slow_wait_count,
+            streams.slow_wait_max_ms,
+            streams.cancel_wait_s,
+            streams.slow_waits,
+            streams.slow_frames,
+        )
+        if slow is not None:
+            yield slow
         done, cleaned = stats.cleanup_recorded > 0, stats.buffers_cleaned > 0
         for unproven in self.streams.unproven:
             incomplete = rules.cleanup_incomplete(
@@ -275,7 +289,11 @@ class Analyzer:
     def finish(self, end_ts: float | None, ts_of: Callable[[int], float | None]) -> None:
         """End of input: judge what is still open against the last timestamp seen."""
         now = end_ts if end_ts is not None else self.last_ts
-        for finding in [*self._judge_open(now, ts_of), *self._judge_totals()]:
+        at_end = list(self._judge_open(now, ts_of))
+        judged = {f.trace for f in at_end if f.id in _OPEN_STREAM_FINDINGS}
+        still_open = [r for r in self.streams.open_streams if r.trace not in judged]
+        found_open = rules.streams_open(still_open, now=now, stale_after_s=self.stale_after_s)
+        for finding in [*at_end, found_open, *self._judge_totals()]:
             self.judged.report(finding)
         if self.streams.unproven_dropped and self.cleanup_applies:
             self.judged.suppressed[FindingId.CLEANUP_INCOMPLETE] += self.streams.unproven_dropped

@@ -123,6 +123,16 @@ class StreamEvents:
         self._open_by_session: dict[str, list[StreamRecord]] = {}
         #: The first prev_stream_timeout_on_cancel lines: the cancel_timeouts evidence.
         self.timeouts: list[int] = []
+        #: The first cancel waits that took half the bound or more, and how many did.
+        self.slow_waits: list[int] = []
+        self.slow_wait_count = 0
+        self.slow_wait_max_ms = 0
+        #: Where the loop was stuck while a new prompt waited (from loop_blocked stacks),
+        #: for the timeouts and for the slow waits.
+        self.timeout_frames: list[str] = []
+        self.slow_frames: list[str] = []
+        #: Per input, the last loop_blocked: (its ref, the frame it names).
+        self._last_blocked: dict[int, tuple[int, str]] = {}
         #: Inputs whose last watchdog line is a loop_blocked (no loop_recovered after it).
         self.loop_stuck: set[int] = set()
         #: Streams that ended without proving their cleanup (up to MAX_FINDINGS_PER_ID),
@@ -274,16 +284,38 @@ class StreamEvents:
         if rid is not None:
             self.flush.pending_sched.pop(rid.encode(), None)
 
-    def _cancel_wait(self, fields: dict[str, str]) -> None:
+    def _cancel_wait(self, fields: dict[str, str]) -> int | None:
         self.stats.cancel_waits += 1
         waited = fields.get("waited_ms")
-        if waited is not None:  # the original server's lines may not say how long: no 0 ms made up
-            self.stats.cancel_wait_ms.add(_int(waited))
+        if waited is None:  # the original server's lines may not say how long: no 0 ms made up
+            return None
+        self.stats.cancel_wait_ms.add(_int(waited))
+        return _int(waited)
+
+    def _blocked_while(self, ref: int, waited_ms: int | None) -> str | None:
+        """The frame of a loop_blocked that this process logged while the cancel wait
+        ending at `ref` ran (within `waited_ms` before it), if any."""
+        blocked = self._last_blocked.get(self.input_of(ref))
+        if blocked is None or waited_ms is None:
+            return None
+        at, frame = blocked
+        blocked_ts, now = self.ts_at(at), self.ts_at(ref)
+        if blocked_ts is None or now is None:
+            return None
+        return frame if now - waited_ms / 1000 - 0.05 <= blocked_ts <= now else None
 
     def _on_prev_stream_finished_cleanly(
         self, fields: dict[str, str], ref: int, ts: float | None
     ) -> None:
-        self._cancel_wait(fields)
+        waited = self._cancel_wait(fields)
+        if waited is not None and waited >= rules.SLOW_CANCEL_SHARE * self.cancel_wait_s * 1000:
+            self.slow_wait_count += 1
+            self.slow_wait_max_ms = max(self.slow_wait_max_ms, waited)
+            if len(self.slow_waits) < rules.TIMEOUTS_QUOTED:
+                self.slow_waits.append(ref)
+            frame = self._blocked_while(ref, waited)
+            if frame is not None and len(self.slow_frames) < rules.TIMEOUTS_QUOTED:
+                self.slow_frames.append(frame)
         # In a fleet the two streams are in two processes' logs, whose clocks may disagree
         # by more than the debounce: merged by time, the old stream's cancel and end can
         # come after the new one's first flush. The registry's word that it waited for
@@ -296,15 +328,19 @@ class StreamEvents:
     def _on_prev_stream_timeout_on_cancel(
         self, fields: dict[str, str], ref: int, ts: float | None
     ) -> None:
-        self._cancel_wait(fields)
+        waited = self._cancel_wait(fields)
         self.stats.cancel_timeouts += 1
         if len(self.timeouts) < rules.TIMEOUTS_QUOTED:
             self.timeouts.append(ref)
+        frame = self._blocked_while(ref, waited)
+        if frame is not None and len(self.timeout_frames) < rules.TIMEOUTS_QUOTED:
+            self.timeout_frames.append(frame)
 
     def _on_loop_blocked(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         self.stats.loop_blocked += 1
         self.stats.watchdog_lines += 1
         self.loop_stuck.add(self.input_of(ref))
+        self._last_blocked[self.input_of(ref)] = (ref, rules.blocked_frame(fields))
         self.findings.report(rules.loop_blocked(fields, ref))
 
     def _on_loop_recovered(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
