@@ -21,11 +21,15 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jarvis.vocabulary import Event
 
 from ..logs.dialects import LogLine, parse_line
 from ..logs.dialects import read_line as parse
+
+if TYPE_CHECKING:
+    from ..logs.analysis import Analyzer
 
 __all__ = [
     "LINK_FIELDS",
@@ -36,6 +40,7 @@ __all__ = [
     "event_lines",
     "files",
     "lines_since",
+    "loop_blocked_stacks",
     "parse",
     "session_ended",
     "session_starts",
@@ -205,6 +210,57 @@ def session_ended(path: Path, mark: int, session: str) -> bool:
             if fields.get("session") == session and not (named and ids):
                 return True  # nothing to link by but the session itself
     return False
+
+
+#: loop_blocked lines quoted with their stacks, at most.
+MAX_STACKS = 5
+
+
+def loop_blocked_stacks(path: Path, since: float | None = None) -> list[str]:
+    """Where the server's loop was stuck, from its own log: the watchdog's loop_blocked
+    lines written since the wall-clock time `since` (every file of a fleet's log), each
+    with its stack one frame a line, innermost first. For a server that is not this
+    run's process, whose stack no signal can ask for. Read with diagnose's analysis
+    (the same reader, the window found by bisection), so a long log costs little."""
+    from ..logs.rules import blocked_frame
+    from ..logs.run import Window, analyze
+    from ..logs.streams import Handler
+
+    found: list[tuple[int, dict[str, str]]] = []
+
+    def attach(analyzer: Analyzer) -> None:
+        handlers: dict[str, Handler] = analyzer.handlers
+        theirs = handlers.get(Event.LOOP_BLOCKED.value)
+
+        def keep(fields: dict[str, str], ref: int, ts: float | None) -> None:
+            if theirs is not None:
+                theirs(fields, ref, ts)
+            found.append((ref, fields))
+
+        handlers[Event.LOOP_BLOCKED.value] = keep
+
+    paths = [str(file) for file in files(path) if file.exists()]
+    if not paths:
+        return [f"stacks: not captured (no server log at {path})"]
+    _, sources = analyze(paths, window=Window(since=since), attach=attach)
+    try:
+        quoted = [(sources.resolve(ref), fields) for ref, fields in found[:MAX_STACKS]]
+    finally:
+        sources.close()
+    if not quoted:
+        return [
+            "stacks: not captured (the server is not this run's own process, and its log "
+            "has no loop_blocked line since the run began: is its watchdog running?)"
+        ]
+    lines = [f"stacks: from the server's log, {len(found)} loop_blocked line(s) of its watchdog:"]
+    for evidence, fields in quoted:
+        frames = (fields.get("stack") or "").split(" <- ")
+        lines.append(
+            f"  {Path(evidence.file).name}:{evidence.line}: the event loop did not answer for "
+            f"{fields.get('lag_ms', '?')} ms; stuck in {blocked_frame(fields)}"
+        )
+        lines += [f"    {'<- ' if n else ''}{frame}" for n, frame in enumerate(frames) if frame]
+    return lines
 
 
 def clip(text: str) -> str:
