@@ -97,9 +97,10 @@ def build_tree(*, fleet: bool = False) -> Node:
                         lambda a: a.stats.watchdog_lines > 0,
                     ),
                     Node(
-                        "Does every flush_start get its flush_done?",
+                        "Does every flush that began finish?",
                         FindingId.FLUSH_STUCK,
                         _saw_flushes,
+                        "no flush lines (flush, or flush_start and flush_done) in this log",
                     ),
                     Node(
                         "Does every stream reach stream_end?",
@@ -123,6 +124,9 @@ def build_tree(*, fleet: bool = False) -> Node:
                         "Are pending flush tasks cancelled at cleanup?",
                         FindingId.FLUSH_TASK_LEAK,
                         lambda a: a.stats.scheduled > 0,
+                        "no flush_scheduled lines: only a log that records each scheduled "
+                        "flush (older jarvis servers' three flush lines) can show a "
+                        "pending one left behind",
                     ),
                 ],
             ),

@@ -173,6 +173,9 @@ class Analyzer:
     def flush_done(self, rid: bytes, tokens: int, ref: int) -> None:
         self.flush.flush_done(rid, tokens, ref)
 
+    def flush_line(self, rid: bytes, tokens: int, ref: int) -> None:
+        self.flush.flush_line(rid, tokens, ref)
+
     def emitted(self, rid: bytes, ref: int) -> None:
         """The stream of `rid` wrote to its client at `ref`."""
         self.flush.wrote(rid, ref)
@@ -282,7 +285,9 @@ class Analyzer:
             )
             if incomplete is not None:
                 yield incomplete
-        batching = rules.no_batching(stats.flushes, stats.scheduled, stats.multi_token_flushes)
+        batching = rules.no_batching(
+            stats.flushes, stats.scheduled, stats.multi_token_flushes, stats.flush_ms
+        )
         if batching is not None:
             yield batching
 

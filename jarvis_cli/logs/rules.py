@@ -96,13 +96,16 @@ def flush_stuck(
     open_for_s: float | None = None,
     loop_stuck: bool = False,
 ) -> Finding | None:
-    """A flush_start (at `started`) never got its flush_done: its stream `ended` first, or
-    at the end of the input it has waited FLUSH_STUCK_AFTER_S (`open_for_s`; None: no
-    time to tell) or its process's loop is stuck."""
+    """A flush began and never finished: a flush_start (at `started`) with no flush_done,
+    or a flush_slow (the watchdog saw its write under way) with no flush line after
+    it. Its stream `ended` first, or at the end of the input it has waited
+    FLUSH_STUCK_AFTER_S (`open_for_s`; None: no time to tell) or its process's loop is
+    stuck."""
     if ended is not None and record is not None:
         return _finding(
             FindingId.FLUSH_STUCK,
-            f"{record.label} ended with a flush_start that never got its flush_done",
+            f"{record.label} ended with a flush that began (flush_start, flush_slow) and "
+            "never finished",
             [started, ended],
             record,
         )
@@ -111,7 +114,8 @@ def flush_stuck(
         return None
     return _finding(
         FindingId.FLUSH_STUCK,
-        f"flush_start for {rid.decode(errors='replace')} never got its flush_done",
+        f"a flush of {rid.decode(errors='replace')} began (flush_start, flush_slow) and "
+        "never finished",
         [started],
         record,
     )
@@ -344,9 +348,15 @@ def flush_task_leak(record: StreamRecord, scheduled: int, ended: int) -> Finding
     )
 
 
-def no_batching(flushes: int, scheduled: int, multi_token_flushes: int) -> Finding | None:
-    """Tokens went one per flush, and no flush was ever scheduled: batching is off."""
+def no_batching(
+    flushes: int, scheduled: int, multi_token_flushes: int, flush_ms: float | None = None
+) -> Finding | None:
+    """Tokens went one per flush, and no flush was ever scheduled: batching is off. A
+    server_start that names a debounce window (`flush_ms` > 0) says batching is on: a
+    model slower than the window sends one token a flush through it."""
     if flushes < NO_BATCHING_MIN_FLUSHES or scheduled or multi_token_flushes:
+        return None
+    if flush_ms is not None and flush_ms > 0:
         return None
     return _finding(
         FindingId.NO_BATCHING,

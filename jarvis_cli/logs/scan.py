@@ -29,6 +29,7 @@ CHECKPOINT_EVERY = 1 << 20
 #: Events whose line timestamp the analyzer needs.
 TIMED = frozenset(n.encode() for n in StreamEvents.TIMED)
 _HOT = (b"flush_done", b"flush_start", b"flush_scheduled")
+_FLUSH = b"flush"
 
 
 #: The dialect names `sniff` returns: the logfmt hot loop, or the line reader.
@@ -140,6 +141,15 @@ class Scanner:
         """Dispatch one parsed event (any dialect), hot names included."""
         a = self.analyzer
         ref = source.ref(offset)
+        if name == _FLUSH and fields.get("trace"):
+            if ts is not None:
+                a.last_ts = ts
+            sent = fields.get("tokens")
+            key = fields["trace"].encode()
+            a.flush_line(key, count_value(sent), ref)
+            if sent is None:  # a flush with no count still wrote to the client
+                a.emitted(key, ref)
+            return
         rid = fields.get("request_id")
         if name in _HOT and rid is not None:
             key = rid.encode()

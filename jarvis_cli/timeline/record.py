@@ -6,8 +6,9 @@ closes one (`Analyzer.on_open`/`on_close`: a stream_end, or the restart of its p
 and finds the stream of a marker line with the analyzer's rule (`stream_of`), so the
 page and the report never disagree on which line belongs to which stream. It wraps the
 handlers of the stream-level events (one call per stream, per cancel, per cleanup)
-and, for the flush lines the hot loop reads in C, counts each chunk's `flush_done`
-lines per stream with one regex sweep after the loop has read the chunk. Flushes take
+and, for the flush lines the hot loop reads in C, counts each chunk's finished
+flushes (`flush`, or an older log's `flush_done`) per stream with one regex sweep
+after the loop has read the chunk. Flushes take
 the time of their block (`DENSITY_BLOCK` bytes, a few hundred lines), not their own,
 when the block spans less than a quarter of a density bin: parsing a timestamp per
 flush of a busy log would cost more than the whole scan. A slower block (a quiet
@@ -67,7 +68,8 @@ NO_SESSION = "(no session)"
 #: The end reason of a bar whose process restarted before its stream_end.
 RESTARTED = "restarted"
 
-_FLUSH_DONE = re.compile(rb"event=flush_done request_id=([^ \n]+)")
+#: A finished flush: today's one line (`flush trace=`), an older server's `flush_done`.
+_FLUSH_DONE = re.compile(rb"event=(?:flush trace|flush_done request_id)=([^ \n]+)")
 
 
 class Mark(StrEnum):
@@ -188,7 +190,8 @@ class Recorder:
         for name, ours_handler in ours.items():
             theirs = analyzer.handlers.get(name)
             analyzer.handlers[name] = _chain(ours_handler, theirs)
-        feed, flush_done, finish = analyzer.feed_logfmt, analyzer.flush_done, analyzer.finish
+        feed, finish = analyzer.feed_logfmt, analyzer.finish
+        flush_done, flush_line = analyzer.flush_done, analyzer.flush_line
 
         def feed_logfmt(
             chunk: bytes,
@@ -208,19 +211,23 @@ class Recorder:
                 self._retire()
             return counts
 
-        def on_flush_done(rid: bytes, tokens: int, ref: int) -> None:
-            flush_done(rid, tokens, ref)
-            if analyzer.last_ts is None:
-                self.timeline.limits.untimed_flushes += 1
-            else:
-                self._flush(rid, analyzer.last_ts)
+        def counted(seen: Callable[[bytes, int, int], None]) -> Callable[[bytes, int, int], None]:
+            def on_flush(rid: bytes, tokens: int, ref: int) -> None:
+                seen(rid, tokens, ref)
+                if analyzer.last_ts is None:
+                    self.timeline.limits.untimed_flushes += 1
+                else:
+                    self._flush(rid, analyzer.last_ts)
+
+            return on_flush
 
         def on_finish(end_ts: float | None, ts_of: Callable[[int], float | None]) -> None:
             finish(end_ts, ts_of)
             self._finish(analyzer, end_ts)
 
         analyzer.feed_logfmt = feed_logfmt  # type: ignore[method-assign]
-        analyzer.flush_done = on_flush_done  # type: ignore[method-assign]
+        analyzer.flush_done = counted(flush_done)  # type: ignore[method-assign,assignment]
+        analyzer.flush_line = counted(flush_line)  # type: ignore[method-assign,assignment]
         analyzer.finish = on_finish  # type: ignore[method-assign]
 
     def _ts(self, ref: int, ts: float | None) -> float | None:
