@@ -383,7 +383,7 @@ def test_flushes_in_blocks_without_a_timed_first_line_still_count(tmp_path: Path
     untimed = "\n".join(["banner"] * 5000 + ["event=flush_done request_id=r1 tokens_sent=1"]) + "\n"
     data = drawn(log.text() + untimed, tmp_path)
     assert sum(data["density"]["n"]) == log.text().count("event=flush_done")
-    assert any("1 flush_done lines have no timestamp" in note for note in data["notes"])
+    assert any("1 flush lines have no timestamp" in note for note in data["notes"])
 
 
 def test_bars_follow_the_analyzers_matching_session_ends_and_restarts(tmp_path: Path) -> None:

@@ -150,9 +150,10 @@ def _stats_table(a: Analyzer) -> Table:
                   f"p99 {w.quantile(0.99):.0f} ms, max {w.max:.0f} ms; "
                   f"{s.cancel_timeouts} timed out")  # fmt: skip
     table.add_row("durations", f"p50 {d.quantile(0.5):.0f} ms, p99 {d.quantile(0.99):.0f} ms")
+    # Only an older server's log says how many flushes were scheduled (flush_scheduled).
+    scheduled = f"{s.scheduled:,} scheduled, " if s.scheduled else ""
     batched = f"{s.multi_token_flushes:,} with several tokens"
-    table.add_row("flushes", f"{s.flushes:,} ({s.scheduled:,} scheduled, {batched}), "
-                  f"{s.tokens:,} tokens")  # fmt: skip
+    table.add_row("flushes", f"{s.flushes:,} ({scheduled}{batched}), {s.tokens:,} tokens")
     if s.loop_blocked or s.max_loop_lag_ms:
         table.add_row("event loop", f"{s.loop_blocked} blocked, max lag {s.max_loop_lag_ms} ms")
     if a.shared_registry:
