@@ -23,7 +23,8 @@ _WHERE: dict[str, str] = {
         "._encoders",
     ),
     **dict.fromkeys(("ErrorResponse", "GuardedStream", "StreamGuard"), "._guard"),
-    **dict.fromkeys(("LOGGER_NAME", "LogfmtFormatter"), "._stdlog"),
+    **dict.fromkeys(("LOGGER_NAME", "JsonFormatter", "LogfmtFormatter"), "._stdlog"),
+    "structlog_fields": "._structlog",
     **dict.fromkeys(
         (
             "BadRequest",
@@ -43,7 +44,8 @@ _WHERE: dict[str, str] = {
 if typing.TYPE_CHECKING:  # what type checkers and editors read; the same names as _WHERE
     from ._encoders import AnthropicEvents, Encoder, Encoding, OpenAIChunks, PlainText, StreamEnd
     from ._guard import ErrorResponse, GuardedStream, StreamGuard
-    from ._stdlog import LOGGER_NAME, LogfmtFormatter
+    from ._stdlog import LOGGER_NAME, JsonFormatter, LogfmtFormatter
+    from ._structlog import structlog_fields
     from .exceptions import (
         BadRequest,
         ConfigError,
@@ -86,6 +88,7 @@ __all__ = [
     "GuardSettings",
     "GuardedStream",
     "JarvisError",
+    "JsonFormatter",
     "LogfmtFormatter",
     "OpenAIChunks",
     "PlainText",
@@ -96,4 +99,5 @@ __all__ = [
     "ToolError",
     "UpstreamError",
     "__version__",
+    "structlog_fields",
 ]

@@ -6,19 +6,29 @@ with `await` (never `time.sleep`), so the loop keeps serving. A buffer past
 cancels a pending flush task, flushes what is left and drops the buffer.
 No lock is held across the loop: a per-request `asyncio.Lock` only keeps the
 order of chunks when a timer flush and an immediate flush meet.
+
+A flush is one log line, `flush trace=… tokens=…`, written when its write returns:
+most of a log is flushes, and three lines each (scheduled, start, done) were most
+of its bytes. What started it (the debounce timer, a full buffer, the end, the
+cleanup, token by token) is the `trigger` label of `jarvis_flushes_total`, not a
+field: at ~8 tokens a flush each byte of the line costs an eighth of a byte a token.
+A write that does not return is not lost to the log: while it runs, the buffer says
+so (`in_flight`), and the loop watchdog's thread writes `flush_slow` for one that
+takes too long, even while the loop is blocked inside it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .eventlog import EventSink
-from .vocabulary import Event
+from .vocabulary import Event, FlushTrigger
 
 if TYPE_CHECKING:  # prometheus_client is imported when a guard is built, not by `import jarvis`
     from ._metrics import Metrics
@@ -30,17 +40,32 @@ EmitToken = Callable[[str], Awaitable[bool]]
 Sleep = Callable[[float], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A flush whose write has not returned: its stream's trace, its bytes, and since
+    when (on the batcher's clock)."""
+
+    trace: str
+    size: int
+    since: float
+
+
 @dataclass(slots=True)
 class _Buffer:
     emit: Emit
     emit_token: EmitToken
-    #: `flush_start size=` and `flush_done tokens_sent= size=` bound to the request id.
-    log_start: Callable[..., None]
-    log_done: Callable[..., None]
+    #: How the request's lines name it: its trace.
+    writing_name: str
+    #: `flush trace=<trace> tokens=`, bound: called with the tokens sent.
+    log_flush: Callable[..., None]
     parts: list[str] = field(default_factory=list)
     size: int = 0
     flush_task: asyncio.Task[None] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The write under way, if any, as (size, since): read by the watchdog's thread,
+    #: one attribute set and cleared whole, so it sees a flush in flight or none. (A
+    #: tuple: this is set twice per flush, and a flush per token at `flush_ms=0`.)
+    writing: tuple[int, float] | None = None
 
     def take(self) -> tuple[list[str], int]:
         parts, size = self.parts, self.size
@@ -75,8 +100,11 @@ class TokenBatcher:
         flush_bytes: int = 1024,
         metrics: Metrics | None = None,
         sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock` stamps a write's start (`in_flight`): the watchdog's clock."""
         self._log = log
+        self._clock = clock
         self._delay = flush_ms / 1000
         self._delay_ms = flush_ms
         self._flush_bytes = flush_bytes
@@ -98,20 +126,43 @@ class TokenBatcher:
         """A buffer this large flushes at once."""
         return self._flush_bytes
 
-    def open(self, request_id: str, emit: Emit, emit_token: EmitToken | None = None) -> None:
+    @property
+    def flush_counts(self) -> Counter[str]:
+        """Flushes so far, by what started them (`FlushTrigger`): `jarvis_flushes_total`."""
+        return self._flush_counts
+
+    def open(
+        self,
+        request_id: str,
+        emit: Emit,
+        emit_token: EmitToken | None = None,
+        *,
+        trace: str | None = None,
+    ) -> None:
         """Start buffering for one request; `emit` writes a flushed batch, `emit_token`
-        (default: `emit`) one token from the producer, token by token.
+        (default: `emit`) one token from the producer, token by token. `trace` is how
+        the request's `flush` lines name it (default: the request id).
 
         A seam: every byte of the request reaches its stream through these two
         writers, so a variant that wraps them (the blocking-flush fault) changes how
         each batch is written without touching the batching.
         """
+        name = trace or request_id
         self._buffers[request_id] = _Buffer(
             emit,
             emit_token or _one_token(emit),
-            self._log.bind(Event.FLUSH_START, request_id=request_id),
-            self._log.bind(Event.FLUSH_DONE, request_id=request_id),
+            name,
+            self._log.bind(Event.FLUSH, trace=name),
         )
+
+    def in_flight(self) -> list[InFlight]:
+        """Every flush whose write has not returned. Safe from another thread (the
+        watchdog's): a copy of the buffers, and one attribute read of each."""
+        return [
+            InFlight(buffer.writing_name, *writing)
+            for buffer in list(self._buffers.values())
+            if (writing := buffer.writing) is not None
+        ]
 
     def has_pending_flush(self, request_id: str) -> bool:
         buffer = self._buffers.get(request_id)
@@ -140,22 +191,19 @@ class TokenBatcher:
         buffer.parts.append(token)
         buffer.size += len(token.encode())
         if buffer.size >= self._flush_bytes:
-            self._log.emit(Event.FLUSH_IMMEDIATE, request_id=request_id, size=buffer.size)
-            self._cancel_pending(request_id, buffer)
-            await self._flush(request_id, buffer, "immediate")
+            self._cancel_pending(buffer)
+            await self._flush(request_id, buffer, FlushTrigger.IMMEDIATE)
         elif buffer.flush_task is None:
             buffer.flush_task = asyncio.create_task(self._flush_later(request_id, buffer))
-            self._log.emit(Event.FLUSH_SCHEDULED, request_id=request_id, delay_ms=self._delay_ms)
 
     async def flush_on_end(self, request_id: str) -> None:
         """The token source ended or failed: flush what is left now."""
         buffer = self._buffers.get(request_id)
         if buffer is None:
             return
-        self._cancel_pending(request_id, buffer)
+        self._cancel_pending(buffer)
         if buffer.parts:
-            self._log.emit(Event.FLUSH_ON_END, request_id=request_id, size=buffer.size)
-            await self._flush(request_id, buffer, "end")
+            await self._flush(request_id, buffer, FlushTrigger.END)
         else:
             await self._settle(buffer)
 
@@ -166,18 +214,16 @@ class TokenBatcher:
             return
         if buffer.flush_task is not None:
             self._log.emit(Event.CLEANUP_FLUSH_TASK, request_id=request_id)
-            self._cancel_pending(request_id, buffer)
+            self._cancel_pending(buffer)
         try:
             if buffer.parts:
-                self._log.emit(Event.FLUSH_ON_CLEANUP, request_id=request_id, size=buffer.size)
-                await self._flush(request_id, buffer, "cleanup")
+                await self._flush(request_id, buffer, FlushTrigger.CLEANUP)
             else:
                 await self._settle(buffer)
         finally:
             buffer.parts.clear()
             buffer.size = 0
             del self._buffers[request_id]
-            self._log.emit(Event.CLEANUP_BUFFER, request_id=request_id)
 
     @staticmethod
     async def _settle(buffer: _Buffer) -> None:
@@ -185,11 +231,11 @@ class TokenBatcher:
         async with buffer.lock:
             pass
 
-    def _cancel_pending(self, request_id: str, buffer: _Buffer) -> None:
+    @staticmethod
+    def _cancel_pending(buffer: _Buffer) -> None:
         task, buffer.flush_task = buffer.flush_task, None
         if task is not None and not task.done():
             task.cancel()
-            self._log.emit(Event.FLUSH_CANCELLED, request_id=request_id)
 
     async def _flush_later(self, request_id: str, buffer: _Buffer) -> None:
         await self._sleep(self._delay)
@@ -197,7 +243,7 @@ class TokenBatcher:
         # and cancelling it would lose a chunk half-way through its write.
         if buffer.flush_task is asyncio.current_task():
             buffer.flush_task = None
-        await self._flush(request_id, buffer, "debounce")
+        await self._flush(request_id, buffer, FlushTrigger.DEBOUNCE)
 
     async def _flush(self, request_id: str, buffer: _Buffer, trigger: str) -> None:
         async with buffer.lock:
@@ -208,17 +254,20 @@ class TokenBatcher:
         if buffer.parts:  # a batch was put back: keep the order
             buffer.parts.append(token)
             buffer.size += len(token.encode())
-            await self._write(request_id, buffer, "token")
+            await self._write(request_id, buffer, FlushTrigger.TOKEN)
             return
         size = len(token.encode())
-        buffer.log_start(size)
+        buffer.writing = (size, self._clock())
         try:
             sent = await buffer.emit_token(token)
         except asyncio.CancelledError:
             buffer.put_back([token], size)
+            buffer.log_flush(0)
             raise
-        buffer.log_done(1 if sent else 0, size)
-        self._flush_counts["token"] += 1
+        finally:
+            buffer.writing = None
+        buffer.log_flush(1 if sent else 0)
+        self._flush_counts[FlushTrigger.TOKEN] += 1
 
     async def _write(self, request_id: str, buffer: _Buffer, trigger: str) -> None:
         """Send what is buffered as one chunk (callers hold the lock where it matters)."""
@@ -226,13 +275,17 @@ class TokenBatcher:
             return
         parts, size = buffer.take()
         text, tokens = "".join(parts), len(parts)
-        buffer.log_start(size)
+        buffer.writing = (size, self._clock())
         try:
             sent = await buffer.emit(text, tokens)
         except asyncio.CancelledError:
             # Cancelled while waiting to write (a paused transport): nothing reached
-            # the wire, so the batch goes back and cleanup sends it, in order.
+            # the wire, so the batch goes back and cleanup sends it, in order. The
+            # flush ended all the same, with nothing sent: its line says so.
             buffer.put_back(parts, size)
+            buffer.log_flush(0)
             raise
-        buffer.log_done(tokens if sent else 0, size)
+        finally:
+            buffer.writing = None
+        buffer.log_flush(tokens if sent else 0)
         self._flush_counts[trigger] += 1

@@ -217,6 +217,7 @@ class StreamGuard:
             report_every_s=lag_report_s,
             metrics=metrics,
             active_streams=self.live_count,
+            flushing=lambda: self._parts.batcher.in_flight(),  # noqa: PLW0108 - a fault may swap the batcher
         )
 
     @classmethod

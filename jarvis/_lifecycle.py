@@ -120,7 +120,7 @@ class StreamRun:
         if not await parts.registry.register(h):
             return False
         await self.emitter.start()
-        parts.batcher.open(h.stream_id, self.emitter.tokens, self.emitter.token)
+        parts.batcher.open(h.stream_id, self.emitter.tokens, self.emitter.token, trace=h.trace)
         return True
 
     def abandoned(self) -> EndReason:

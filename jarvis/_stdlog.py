@@ -1,19 +1,22 @@
-"""The log vocabulary through stdlib `logging`: the `jarvis.stream` logger and `LogfmtFormatter`.
+"""The log vocabulary through stdlib `logging`: the `jarvis.stream` logger, and the
+formatters that write its records as `jarvis serve` does (`LogfmtFormatter`,
+`JsonFormatter`).
 
 A library must log where its user's logging config sends things, so a guard
 without `log=` emits every event as a record of the `jarvis.stream` logger.
 The message is logfmt (`event=stream_start trace=... session=...`), which
-`jarvis diagnose` reads under any common format; `LogfmtFormatter` writes
-the whole record exactly as `jarvis serve` writes its own log.
+`jarvis diagnose` reads under any common format, JSON ones included; the two
+formatters write the event and its fields as fields of the line instead.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 
-from .logfmt import bound_fields, format_logfmt, format_value
+from .logfmt import bound_fields, format_json, format_logfmt, format_value
 from .vocabulary import EVENTS, Event
 
 #: The logger a guard writes to when it is given no `log=`.
@@ -101,3 +104,31 @@ class LogfmtFormatter(logging.Formatter):
         if record.exc_info:
             line += " exc=" + format_value(self.formatException(record.exc_info))
         return line
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats records as JSON lines, one object a line: what `jarvis serve --log-format
+    json` writes, and `diagnose` reads.
+
+    A record of the guard becomes `{"ts": …, "level": …, "event": …, <fields>}`, byte
+    for byte what `jarvis serve --log-format json` writes. Any other record becomes
+    `{"ts": …, "level": …, "logger": …, "msg": …}` (plus `"exc"`). Every non-ASCII
+    character is escaped, so a line is one line whatever a client sent.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = _timestamp(record.created)
+        level = record.levelname.lower()
+        event = getattr(record, "jarvis_event", None)
+        fields = getattr(record, "jarvis_fields", None)
+        if isinstance(event, str) and isinstance(fields, Mapping):
+            return format_json(ts, level, event, fields)
+        line: dict[str, object] = {
+            "ts": ts,
+            "level": level,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=True, separators=(",", ":"), default=str)

@@ -5,7 +5,11 @@ A heartbeat task on the loop stamps the time every `interval`. A thread
 clock: past `threshold` it logs `loop_blocked` with the loop thread's current
 stack, taken from `sys._current_frames()`, while the loop is still blocked;
 `loop_recovered` when the heartbeat resumes; and a periodic `loop_lag` line.
-The decision logic is the pure `check(now)`, tested with a fake clock.
+It also watches the batcher's writes (`flushing`): a flush whose write has run
+past `threshold` gets one `flush_slow` line, written from this thread, so a flush
+that never returns shows in the log even when it blocks the loop (a flush's own
+line is written only when its write returns). The decision logic is the pure
+`check(now)`, tested with a fake clock.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -25,6 +29,7 @@ from .eventlog import EventSink
 from .vocabulary import Event
 
 if TYPE_CHECKING:  # prometheus_client is imported when a guard is built, not by `import jarvis`
+    from ._batcher import InFlight
     from ._metrics import Metrics
 
 _STACK_DEPTH = 12
@@ -60,14 +65,20 @@ class LoopWatchdog:
         interval_s: float = 0.05,
         metrics: Metrics | None = None,
         active_streams: Callable[[], int] = lambda: 0,
+        flushing: Callable[[], Iterable[InFlight]] = tuple,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`flushing` lists the writes under way (`TokenBatcher.in_flight`), stamped
+        with `clock`; it is called from the watchdog's thread."""
         self._log = log
         self._threshold = threshold_s
         self._report_every = report_every_s
         self._interval = interval_s
         self._metrics = metrics
         self._active_streams = active_streams
+        self._flushing = flushing
+        #: (trace, since) of the writes already reported slow, while they run.
+        self._slow_reported: set[tuple[str, float]] = set()
         self._clock = clock
         self._beat = clock()
         self._blocked_since: float | None = None
@@ -117,6 +128,26 @@ class LoopWatchdog:
                 )
             )
             self._max_lag = 0.0
+        reports += self._slow_flushes(now)
+        return reports
+
+    def _slow_flushes(self, now: float) -> list[_Report]:
+        """One `flush_slow` per write under way for `threshold` or more."""
+        reports: list[_Report] = []
+        running: set[tuple[str, float]] = set()
+        for flush in self._flushing():
+            key = (flush.trace, flush.since)
+            running.add(key)
+            if now - flush.since >= self._threshold and key not in self._slow_reported:
+                self._slow_reported.add(key)
+                waited_ms = round((now - flush.since) * 1000)
+                reports.append(
+                    _Report(
+                        Event.FLUSH_SLOW,
+                        {"trace": flush.trace, "size": flush.size, "waited_ms": waited_ms},
+                    )
+                )
+        self._slow_reported &= running  # forget the writes that returned
         return reports
 
     def start(self) -> None:

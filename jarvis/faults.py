@@ -120,10 +120,17 @@ class _BlockingBatcher(TokenBatcher):
     """blocking-flush: every write, a batch or one token, goes through the original flush
     path's lock and `time.sleep`."""
 
-    def open(self, request_id: str, emit: Emit, emit_token: EmitToken | None = None) -> None:
+    def open(
+        self,
+        request_id: str,
+        emit: Emit,
+        emit_token: EmitToken | None = None,
+        *,
+        trace: str | None = None,
+    ) -> None:
         delay_s = self.flush_ms / 1000
         token = None if emit_token is None else _locked(delay_s, emit_token)
-        super().open(request_id, _locked(delay_s, emit), token)
+        super().open(request_id, _locked(delay_s, emit), token, trace=trace)
 
 
 class _IgnoreCancel(StreamRun):

@@ -41,7 +41,8 @@ def cut_length(field: str, value: str) -> int | None:
 
 
 class Event(enum.StrEnum):
-    """Every event name the server may write."""
+    """Every event name of the vocabulary: what the server writes, and what older
+    servers wrote (`EventSpec.retired`), which `jarvis diagnose` still reads."""
 
     SERVER_START = "server_start"
     SERVER_STOP = "server_stop"
@@ -58,6 +59,8 @@ class Event(enum.StrEnum):
     #: still cleaning up (the caller's generator's `finally` outlived `--cancel-wait`) has
     #: now really finished: without it, a slow cleanup and a leak would read the same.
     STREAM_CLEANUP_FINISHED = "stream_cleanup_finished"
+    FLUSH = "flush"
+    FLUSH_SLOW = "flush_slow"
     FLUSH_SCHEDULED = "flush_scheduled"
     FLUSH_IMMEDIATE = "flush_immediate"
     FLUSH_START = "flush_start"
@@ -110,12 +113,30 @@ _CANCEL_TO_END = {
 }
 
 
+class FlushTrigger(enum.StrEnum):
+    """What started a flush: the `trigger` label of the `jarvis_flushes_total` metric."""
+
+    #: The debounce timer the first token of a batch started ran out.
+    DEBOUNCE = "debounce"
+    #: The buffer passed `--flush-bytes`.
+    IMMEDIATE = "immediate"
+    #: The token source ended (or failed): what was left.
+    END = "end"
+    #: A stopped stream's cleanup: what was left.
+    CLEANUP = "cleanup"
+    #: Token by token (`--flush-ms 0`): one token, one chunk.
+    TOKEN = "token"  # noqa: S105 - a flush trigger, not a secret
+
+
 @dataclass(frozen=True, slots=True)
 class EventSpec:
     """One event: its level, its fields in the order they are written, and what it means.
 
     A field in `optional` is left out of a line that has nothing to say in it (a
     stream with no model has no `model=`), rather than written empty.
+
+    A `retired` event is no longer written (the line that replaced it says so in
+    `meaning`); it stays in the vocabulary because `jarvis diagnose` reads old logs.
     """
 
     name: Event
@@ -123,6 +144,7 @@ class EventSpec:
     fields: tuple[str, ...]
     meaning: str
     optional: frozenset[str] = frozenset()
+    retired: bool = False
 
     def allows(self, keys: tuple[str, ...]) -> bool:
         """Whether a line with these fields, in this order, keeps the vocabulary: every
@@ -138,6 +160,14 @@ def _spec(name: Event, level: str, fields: str, meaning: str) -> EventSpec:
     names = tuple(f.rstrip("?") for f in fields.split())
     optional = frozenset(f.rstrip("?") for f in fields.split() if f.endswith("?"))
     return EventSpec(name, level, names, meaning, optional)
+
+
+def _retired(name: Event, level: str, fields: str, meaning: str) -> EventSpec:
+    return EventSpec(name, level, tuple(fields.split()), meaning, retired=True)
+
+
+#: What an older server's flush events became: one `flush` line per flush.
+_BY_FLUSH = "No longer written: one `flush` line per flush says it."
 
 
 _I, _W, _E = "info", "warning", "error"
@@ -244,46 +274,71 @@ EVENTS: dict[Event, EventSpec] = {
             "cancelled. Slow, not hung: a `cleanup_done=False` without this line is a leak.",
         ),
         _spec(
+            Event.FLUSH,
+            _I,
+            "trace tokens",
+            "One flush, written when its write returns: one SSE chunk, of which `tokens` "
+            "tokens reached the client (0: none did, the client was gone or the stream "
+            "fenced; a write cut short puts its batch back, and the cleanup's flush sends "
+            "it). It names its stream by `trace`. What started it (the debounce timer, "
+            "`--flush-bytes`, the end, the cleanup, token by token) is the `trigger` label "
+            "of the `jarvis_flushes_total` metric: one line per flush, kept short, since "
+            "flushes are most of a log.",
+        ),
+        _spec(
+            Event.FLUSH_SLOW,
+            _W,
+            "trace size waited_ms",
+            "A flush has been writing for `waited_ms` (past `--watchdog-ms`) and has not "
+            "returned: the watchdog thread writes it once per flush, while the write is "
+            "still under way, so a flush that never finishes shows even when the loop is "
+            "blocked. Its `flush` line follows if it finishes; `jarvis diagnose` calls "
+            "one that never does `flush_stuck`.",
+        ),
+        _retired(
             Event.FLUSH_SCHEDULED,
             _I,
             "request_id delay_ms",
-            "First token of a batch: a flush task will run after the debounce delay.",
+            "First token of a batch: a flush task will run after the debounce delay. " + _BY_FLUSH,
         ),
-        _spec(
+        _retired(
             Event.FLUSH_IMMEDIATE,
             _I,
             "request_id size",
-            "The buffer passed `--flush-bytes`: flush now instead of waiting.",
+            "The buffer passed `--flush-bytes`: flush now instead of waiting. " + _BY_FLUSH,
         ),
-        _spec(
+        _retired(
             Event.FLUSH_START,
             _I,
             "request_id size",
-            "A flush begins; `size` is the number of bytes of text in the batch.",
+            "A flush begins; `size` is the number of bytes of text in the batch. A flush "
+            "that does not finish is `flush_slow` now.",
         ),
-        _spec(
+        _retired(
             Event.FLUSH_DONE,
             _I,
             "request_id tokens_sent size",
-            "A flush wrote one SSE chunk holding `tokens_sent` tokens.",
+            "A flush wrote one SSE chunk holding `tokens_sent` tokens. " + _BY_FLUSH,
         ),
-        _spec(
+        _retired(
             Event.FLUSH_CANCELLED,
             _I,
             "request_id",
-            "A pending flush task was cancelled before it ran.",
+            "A pending flush task was cancelled before it ran. No longer written: a "
+            "timer that never ran wrote nothing, and cleanup says `cleanup_flush_task`.",
         ),
-        _spec(
+        _retired(
             Event.FLUSH_ON_END,
             _I,
             "request_id size",
-            "The token source ended (or failed): what is left in the buffer is flushed.",
+            "The token source ended (or failed): what is left in the buffer is flushed. "
+            + _BY_FLUSH,
         ),
-        _spec(
+        _retired(
             Event.FLUSH_ON_CLEANUP,
             _I,
             "request_id size",
-            "Cleanup flushes what is left in the buffer of a stopped stream.",
+            "Cleanup flushes what is left in the buffer of a stopped stream. " + _BY_FLUSH,
         ),
         _spec(
             Event.CLEANUP_FLUSH_TASK,
@@ -291,8 +346,12 @@ EVENTS: dict[Event, EventSpec] = {
             "request_id",
             "Cleanup found a pending flush task and cancels it.",
         ),
-        _spec(
-            Event.CLEANUP_BUFFER, _I, "request_id", "Cleanup cleared the request's token buffer."
+        _retired(
+            Event.CLEANUP_BUFFER,
+            _I,
+            "request_id",
+            "Cleanup cleared the request's token buffer. No longer written: "
+            "`event_buffers_cleaned` follows at once and says it.",
         ),
         _spec(
             Event.EVENT_BUFFERS_CLEANED,
@@ -386,16 +445,26 @@ def render_markdown() -> str:
         + "characters (code points), before escaping; `jarvis.vocabulary.cut_length` reads "
         + "one back.",
         "",
-        "Flush events carry `request_id`, which equals the stream's `stream_id`.",
+        "A flush is one line, `flush`, naming its stream by `trace`; `cleanup_flush_task` "
+        "carries `request_id`, which equals the stream's `stream_id`. A flush that does "
+        "not return is `flush_slow`, written by the watchdog's thread while it runs.",
         "",
         "| event | level | fields | meaning |",
         "| --- | --- | --- | --- |",
     ]
-    for spec in EVENTS.values():
-        fields = " ".join(
-            f"`{f}` (optional)" if f in spec.optional else f"`{f}`" for f in spec.fields
-        )
-        lines.append(f"| `{spec.name}` | {spec.level} | {fields} | {spec.meaning} |")
+    lines += [_row(spec) for spec in EVENTS.values() if not spec.retired]
+    lines += [
+        "",
+        "## Read in older logs",
+        "",
+        "Servers before the one-line flush wrote three lines per flush (`flush_scheduled`, "
+        "`flush_start`, `flush_done`) and more around them. No server writes these now; "
+        "`jarvis diagnose` and the timeline still read them.",
+        "",
+        "| event | level | fields | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [_row(spec) for spec in EVENTS.values() if spec.retired]
     lines += [
         "",
         "## Reasons",
@@ -404,8 +473,15 @@ def render_markdown() -> str:
         "",
         "`stream_cancelled reason=`: " + ", ".join(f"`{r}`" for r in CancelReason) + ".",
         "",
+        "`jarvis_flushes_total{trigger=}`: " + ", ".join(f"`{t}`" for t in FlushTrigger) + ".",
+        "",
     ]
     return "\n".join(lines)
+
+
+def _row(spec: EventSpec) -> str:
+    fields = " ".join(f"`{f}` (optional)" if f in spec.optional else f"`{f}`" for f in spec.fields)
+    return f"| `{spec.name}` | {spec.level} | {fields} | {spec.meaning} |"
 
 
 if __name__ == "__main__":

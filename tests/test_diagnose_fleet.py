@@ -483,7 +483,9 @@ def test_single_file_results_are_unchanged_by_the_merge(tmp_path: Path, engine: 
     exit code, finding counts and a digest of every finding (message, evidence file:line
     and text) equal what the code before the merge gave (tests/logs/fleet/
     single_file_baseline.json, computed at 179d115; digests re-taken for a remedy's
-    wording only)."""
+    wording, flush_stuck's (a flush that began: flush_start or flush_slow), and
+    cancel_timeouts naming the frame a loop_blocked caught meanwhile; the warnings added
+    since, LATER_FINDINGS, left out)."""
     baseline = json.loads(BASELINE.read_text())
     for name, files in single_file_cases().items():
         folder = tmp_path / name

@@ -37,16 +37,22 @@ class Wire:
         return self.accept
 
 
+def triggers(batcher: TokenBatcher) -> dict[str, int]:
+    """What started each flush, as the jarvis_flushes_total metric counts it."""
+    return {str(k): v for k, v in batcher.flush_counts.items() if v}
+
+
 async def settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
 
 
 async def test_first_token_schedules_one_flush_and_the_window_batches_tokens() -> None:
-    """Tokens inside the debounce window leave as one chunk; one flush_scheduled."""
+    """Tokens inside the debounce window leave as one chunk, logged as one `flush` line
+    naming the stream's trace, counted under trigger=debounce."""
     log, sleep, wire = RecordingLog(), ManualSleep(), Wire()
     batcher = TokenBatcher(log, flush_ms=75, flush_bytes=1024, sleep=sleep)
-    batcher.open("r1", wire)
+    batcher.open("r1", wire, trace="t1")
     for token in ["a", " b", " c"]:
         await batcher.add("r1", token)
     await settle()
@@ -55,26 +61,22 @@ async def test_first_token_schedules_one_flush_and_the_window_batches_tokens() -
     sleep.gate.set()
     await settle()
     assert wire.chunks == [("a b c", 3)]
-    assert log.names() == ["flush_scheduled", "flush_start", "flush_done"]
-    assert log.of(Event.FLUSH_DONE) == [{"request_id": "r1", "tokens_sent": 3, "size": 5}]
-    assert log.of(Event.FLUSH_SCHEDULED) == [{"request_id": "r1", "delay_ms": 75}]
+    assert log.of(Event.FLUSH) == [{"trace": "t1", "tokens": 3}]
+    assert log.names() == ["flush"]
+    assert triggers(batcher) == {"debounce": 1}
 
 
 async def test_buffer_over_flush_bytes_flushes_at_once_and_cancels_the_timer() -> None:
-    """flush_immediate when the buffer passes flush_bytes; the pending timer is cancelled."""
+    """A buffer past flush_bytes flushes at once (trigger=immediate), one line; the
+    pending timer is cancelled."""
     log, sleep, wire = RecordingLog(), ManualSleep(), Wire()
     batcher = TokenBatcher(log, flush_ms=75, flush_bytes=8, sleep=sleep)
     batcher.open("r1", wire)
     await batcher.add("r1", "1234")
     await batcher.add("r1", "56789")
     assert wire.chunks == [("123456789", 2)]
-    assert log.names() == [
-        "flush_scheduled",
-        "flush_immediate",
-        "flush_cancelled",
-        "flush_start",
-        "flush_done",
-    ]
+    assert log.of(Event.FLUSH) == [{"trace": "r1", "tokens": 2}]
+    assert triggers(batcher) == {"immediate": 1}
     assert not batcher.has_pending_flush("r1")
 
 
@@ -86,24 +88,20 @@ async def test_flush_ms_zero_streams_token_by_token() -> None:
     for token in ["x", "y", "z"]:
         await batcher.add("r1", token)
     assert wire.chunks == [("x", 1), ("y", 1), ("z", 1)]
-    assert "flush_scheduled" not in log.names()
+    assert log.names() == ["flush"] * 3
+    assert triggers(batcher) == {"token": 3}
 
 
 async def test_flush_on_end_sends_the_rest_before_the_stream_closes() -> None:
-    """End of the source: the pending timer is cancelled and the rest flushed (flush_on_end)."""
+    """End of the source: the pending timer is cancelled and the rest flushed (trigger=end)."""
     log, sleep, wire = RecordingLog(), ManualSleep(), Wire()
     batcher = TokenBatcher(log, flush_ms=75, sleep=sleep)
     batcher.open("r1", wire)
     await batcher.add("r1", "tail")
     await batcher.flush_on_end("r1")
     assert wire.chunks == [("tail", 1)]
-    assert log.names() == [
-        "flush_scheduled",
-        "flush_cancelled",
-        "flush_on_end",
-        "flush_start",
-        "flush_done",
-    ]
+    assert log.names() == ["flush"]
+    assert triggers(batcher) == {"end": 1}
 
 
 async def test_cleanup_cancels_pending_flush_flushes_leftover_and_clears_the_buffer() -> None:
@@ -115,15 +113,8 @@ async def test_cleanup_cancels_pending_flush_flushes_leftover_and_clears_the_buf
     await batcher.add("r1", "over")
     await batcher.cleanup_request_buffers("r1")
     assert wire.chunks == [("leftover", 2)]
-    assert log.names() == [
-        "flush_scheduled",
-        "cleanup_flush_task",
-        "flush_cancelled",
-        "flush_on_cleanup",
-        "flush_start",
-        "flush_done",
-        "cleanup_buffer",
-    ]
+    assert log.names() == ["cleanup_flush_task", "flush"]
+    assert triggers(batcher) == {"cleanup": 1}
     assert batcher.buffered("r1") == ""
     assert "buffers=0" in repr(batcher)
     # The cancelled timer never fires a flush afterwards.
@@ -160,12 +151,12 @@ async def test_cleanup_waits_for_a_timer_flush_already_writing() -> None:
 
 
 async def test_refused_write_is_logged_as_zero_tokens_sent() -> None:
-    """A fenced or disconnected stream: flush_done tokens_sent=0, nothing claimed as sent."""
+    """A fenced or disconnected stream: flush tokens=0, nothing claimed as sent."""
     log, wire = RecordingLog(), Wire(accept=False)
     batcher = TokenBatcher(log, flush_ms=0)
     batcher.open("r1", wire)
     await batcher.add("r1", "lost")
-    assert log.of(Event.FLUSH_DONE) == [{"request_id": "r1", "tokens_sent": 0, "size": 4}]
+    assert log.of(Event.FLUSH) == [{"trace": "r1", "tokens": 0}]
 
 
 async def test_requests_have_separate_buffers() -> None:
@@ -229,3 +220,25 @@ async def test_a_flush_cancelled_before_its_write_puts_the_batch_back_in_order()
     await batcher.add("r", "two")  # a later token (the flush path is free again)
     await batcher.cleanup_request_buffers("r")
     assert "".join(wire) == "one two"
+
+
+async def test_a_write_under_way_is_in_flight_until_it_returns() -> None:
+    """While a flush's write has not returned, `in_flight` names it (trace, size, since,
+    on the batcher's clock): what the watchdog's thread reads to write flush_slow.
+    A write cut short still gets its line, with nothing sent."""
+    log, release = RecordingLog(), asyncio.Event()
+
+    async def stuck(text: str, count: int) -> bool:
+        await release.wait()
+        return True
+
+    batcher = TokenBatcher(log, flush_ms=0, clock=lambda: 42.0)
+    batcher.open("r1", stuck, trace="t1")
+    write = asyncio.create_task(batcher.add("r1", "tok"))
+    await settle()
+    assert [(f.trace, f.size, f.since) for f in batcher.in_flight()] == [("t1", 3, 42.0)]
+    assert log.names() == []
+    write.cancel()
+    await asyncio.gather(write, return_exceptions=True)
+    assert batcher.in_flight() == []
+    assert log.of(Event.FLUSH) == [{"trace": "t1", "tokens": 0}]

@@ -20,11 +20,15 @@ SHORT = "What is 2+2?"
 
 
 def flushes_after(events: list[dict[str, str]], stream_id: str, marker_index: int) -> int:
-    """Tokens flushed by `stream_id` after log position `marker_index`."""
+    """Tokens flushed by `stream_id` after log position `marker_index` (its `flush` lines
+    name its trace)."""
+    trace = next(
+        e["trace"] for e in events if e["event"] == "stream_start" and e["stream_id"] == stream_id
+    )
     return sum(
-        int(e["tokens_sent"])
+        int(e["tokens"])
         for e in events[marker_index:]
-        if e["event"] == "flush_done" and e["request_id"] == stream_id
+        if e["event"] == "flush" and e["trace"] == trace
     )
 
 

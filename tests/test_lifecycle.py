@@ -81,7 +81,7 @@ async def test_a_completed_stream_emits_each_token_then_cleans_up_in_order() -> 
     ]
     names = log.names()
     assert names[:2] == ["stream_start", "stream_registered"]
-    assert names[-3:] == ["cleanup_buffer", "event_buffers_cleaned", "stream_end"]
+    assert names[-3:] == ["flush", "event_buffers_cleaned", "stream_end"]
     (end,) = log.of(Event.STREAM_END)
     assert (end["duration_ms"], end["tokens"], end["cleanup_done"]) == (500, 2, True)
     assert handle.state is StreamState.ENDED and handle.done.done()

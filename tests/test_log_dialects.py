@@ -337,3 +337,56 @@ def test_serverlog_lines_since_a_mark_inside_a_line_start_at_the_next_one(tmp_pa
         second.decode().rstrip("\n"),
     ]
     assert serverlog.lines_since(log, len(first) + len(second)) == []
+
+
+@pytest.mark.parametrize(
+    ("line", "stamp"),
+    [
+        ("[2026-11-30 05:33:35,000] INFO jarvis.stream - event=stream_end trace=t1 session=s1 "
+         "cleanup_done=True", "2026-11-30 05:33:35,000"),
+        ("[2026-11-30 05:33:35 +0000] [42] [INFO] event=stream_end trace=t1 session=s1 "
+         "cleanup_done=True", "2026-11-30T05:33:35+00:00"),
+        ("INFO 2026-11-30 05:33:35,000 _stdlog 42 7 event=stream_end trace=t1 session=s1 "
+         "cleanup_done=True", "2026-11-30 05:33:35,000"),
+        ("Nov 30 05:33:35 host app[42]: ts=2026-11-30T05:33:35.000000Z level=info "
+         "event=stream_end trace=t1 session=s1 cleanup_done=True", "2026-11-30T05:33:35Z"),
+        ('{"event": "event=stream_end trace=t1 session=s1 cleanup_done=True", '
+         '"timestamp": "2026-11-30T05:33:35Z"}', "2026-11-30T05:33:35Z"),
+        ('{"@timestamp": "2026-11-30T05:33:35.000Z", "log.level": "info", "message": '
+         '"event=stream_end trace=t1 session=s1 cleanup_done=True"}', "2026-11-30T05:33:35Z"),
+    ],
+)  # fmt: skip
+def test_event_pairs_are_read_after_any_prefix_and_inside_a_json_message(
+    line: str, stamp: str
+) -> None:
+    """jarvis's records (`event=NAME k=v`) under any formatter: the event is NAME, not the
+    logger's name before it, cleanup_done is True (not `True",`), and the time is the
+    prefix's stamp (or the record's own ts=)."""
+    record = parse_line(line)
+    assert record is not None
+    assert record.event == "stream_end"
+    assert (record.fields["trace"], record.fields["cleanup_done"]) == ("t1", "True")
+    assert record.ts == parse_time(stamp)
+    assert serverlog.parse(line).event == "stream_end"
+
+
+def test_a_json_line_with_a_logfmt_message_goes_to_the_line_reader(tmp_path: Path) -> None:
+    """structlog's JSON over the stdlib bridge (`{"event": "event=stream_end … cleanup_done=
+    True"}`): diagnose reads the inner logfmt, so a healthy run is healthy, with no
+    cleanup_incomplete that blames the user's `finally`."""
+    path = tmp_path / "app.log"
+    lines = []
+    for n in range(3):
+        for event, extra in (
+            ("stream_start", f"session=s{n}"),
+            ("stream_end", "cleanup_done=True"),
+        ):
+            message = f"event={event} trace=t{n} {extra}"
+            lines.append(json.dumps({"event": message, "level": "info",
+                                     "timestamp": f"2026-11-30T05:33:3{n}Z"}))  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    for engine in ENGINES:
+        report = diagnose(path, engine)
+        assert report.findings == []
+        assert report.verdict == "healthy"
+        assert report.analyzer.stats.cleanup_recorded == 3

@@ -290,8 +290,9 @@ def _chat(url: str, session: str) -> bytes:
 def test_jarvis_serve_rotates_its_log_by_size(server_factory) -> None:  # type: ignore[no-untyped-def]
     """The flags reach the server: with --log-max-mb it rotates while streaming and keeps
     --log-backups old files."""
+    # A stream logs ~0.7 KB since a flush is one line: 4 KB needs more of them.
     server = server_factory("--log-max-mb", "0.004", "--log-backups", "2", "--token-rate", "0")
-    for i in range(4):
+    for i in range(12):
         assert _chat(server.url, f"rot{i}").endswith(b"data: [DONE]\n\n")
     rotated = Path(f"{server.log_path}.1")
     deadline = time.monotonic() + 5

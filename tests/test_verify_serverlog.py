@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jarvis.server.fleet import worker_log_path
+from jarvis_cli.logs.dialects import parse_time
 from jarvis_cli.verify import serverlog
 
 
@@ -76,3 +77,41 @@ def test_serverlog_links_a_stream_end_in_the_worker_that_ran_the_stream(tmp_path
     assert not serverlog.session_ended(log, mark, "s1")
     _write(w2, "ts=2026-01-01T00:00:03.000000Z level=info event=stream_end trace=t2")
     assert serverlog.session_ended(log, mark, "s1")
+
+
+def test_loop_blocked_stacks_come_from_the_servers_own_log(tmp_path: Path) -> None:
+    """A server that is not verify-hang's process, with --log-file: the stacks of a hang
+    are its watchdog's loop_blocked lines written since the run began, one frame a line,
+    in any format the reader reads (here the user's `[asctime] levelname name - msg`)."""
+    log = tmp_path / "app.log"
+    stack = "jarvis/faults.py:72:blocking_flush <- jarvis/_batcher.py:230:_write"
+    _write(
+        log,
+        "[2026-01-01 00:00:01,000] ERROR jarvis.stream - event=loop_blocked lag_ms=300 "
+        'stack="old.py:1:before_the_run"',
+        "[2026-01-01 00:00:05,000] ERROR jarvis.stream - event=loop_blocked lag_ms=900 "
+        f'stack="{stack}"',
+    )
+    since = parse_time("2026-01-01 00:00:03,000")
+    lines = serverlog.loop_blocked_stacks(log, since)
+    assert lines == [
+        "stacks: from the server's log, 1 loop_blocked line(s) of its watchdog:",
+        "  app.log:2: the event loop did not answer for 900 ms; stuck in "
+        "jarvis/faults.py:72:blocking_flush",
+        "    jarvis/faults.py:72:blocking_flush",
+        "    <- jarvis/_batcher.py:230:_write",
+    ]
+    assert runner_stacks(log, since) == lines
+    later = parse_time("2026-01-01 00:00:09,000")
+    assert (
+        "no loop_blocked line since the run began" in serverlog.loop_blocked_stacks(log, later)[0]
+    )
+
+
+def runner_stacks(log: Path, since: float | None) -> list[str]:
+    """What verify-hang prints for a hang of a server it did not start (`--url`)."""
+    import asyncio
+
+    from jarvis_cli.verify.runner import _stacks
+
+    return asyncio.run(_stacks(None, log, since or 0.0))

@@ -74,3 +74,16 @@ def test_bound_fast_path_writes_exactly_what_emit_writes(tmp_path: Path) -> None
     assert first == second
     assert third == fourth
     assert 'request_id="we ird"' in third
+
+
+def test_no_retired_event_is_written_by_the_package() -> None:
+    """A retired event (an older server's three flush lines, and what folded into the one
+    `flush` line) stays readable but nothing in jarvis/ emits or binds it."""
+    retired = {spec.name.name for spec in EVENTS.values() if spec.retired}
+    assert {"FLUSH_SCHEDULED", "FLUSH_START", "FLUSH_DONE", "CLEANUP_BUFFER"} <= retired
+    for path in (ROOT / "jarvis").rglob("*.py"):
+        if path.name == "vocabulary.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        for name in retired:
+            assert f"Event.{name}" not in text, (path, name)

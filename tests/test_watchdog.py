@@ -70,3 +70,33 @@ def test_format_stack_is_innermost_first() -> None:
 
     stack = format_stack(sys._getframe())
     assert stack.split(" <- ")[0].endswith(":test_format_stack_is_innermost_first")
+
+
+def test_a_flush_that_does_not_return_is_reported_slow_once_while_it_runs() -> None:
+    """A write under way for the threshold or more: one flush_slow (its trace, size and
+    how long so far), written from the watchdog's side, even while the loop is stuck;
+    not again while it runs, and a later flush of the stream is a new one."""
+    from jarvis._batcher import InFlight
+
+    writes = [InFlight("t1", 40, 10.0)]
+    dog = LoopWatchdog(
+        RecordingLog(),
+        threshold_s=0.25,
+        interval_s=0.05,
+        report_every_s=0,
+        flushing=lambda: writes,
+        clock=lambda: 0.0,
+    )
+
+    def check(now: float):
+        dog.beat(now)  # the loop answers: only the write is slow
+        return dog.check(now)
+
+    assert check(10.2) == []
+    (slow,) = check(10.3)
+    assert slow.event is Event.FLUSH_SLOW
+    assert slow.fields == {"trace": "t1", "size": 40, "waited_ms": 300}
+    assert check(10.6) == [], "once per flush"
+    writes[:] = [InFlight("t1", 8, 11.0)]
+    assert check(11.1) == []
+    assert [r.fields["waited_ms"] for r in check(11.3)] == [300]

@@ -28,6 +28,9 @@ class Node:
     applies: Callable[[Analyzer], bool] = lambda a: True
     #: Why the question does not apply, and what to log so that it does.
     unjudged: str = "nothing in the log to judge"
+    #: Findings that answer the question too, short of `finding` (a warning: slow, not
+    #: yet failed; open, not yet stale).
+    related: tuple[FindingId, ...] = ()
     children: list[Node] = field(default_factory=list)
     status: Status = Status.NOT_APPLICABLE
     findings: list[Finding] = field(default_factory=list)
@@ -77,6 +80,7 @@ def build_tree(*, fleet: bool = False) -> Node:
             "Does the previous stream clean up within the cancel wait?",
             FindingId.CANCEL_TIMEOUTS,
             lambda a: a.stats.cancel_waits > 0,
+            related=(FindingId.SLOW_CANCELS,),
         ),
     ]
     if fleet:
@@ -93,14 +97,16 @@ def build_tree(*, fleet: bool = False) -> Node:
                         lambda a: a.stats.watchdog_lines > 0,
                     ),
                     Node(
-                        "Does every flush_start get its flush_done?",
+                        "Does every flush that began finish?",
                         FindingId.FLUSH_STUCK,
                         _saw_flushes,
+                        "no flush lines (flush, or flush_start and flush_done) in this log",
                     ),
                     Node(
                         "Does every stream reach stream_end?",
                         FindingId.STREAM_NOT_ENDED,
                         lambda a: a.stats.streams > 0,
+                        related=(FindingId.STREAMS_OPEN,),
                     ),
                 ],
             ),
@@ -118,6 +124,9 @@ def build_tree(*, fleet: bool = False) -> Node:
                         "Are pending flush tasks cancelled at cleanup?",
                         FindingId.FLUSH_TASK_LEAK,
                         lambda a: a.stats.scheduled > 0,
+                        "no flush_scheduled lines: only a log that records each scheduled "
+                        "flush (older jarvis servers' three flush lines) can show a "
+                        "pending one left behind",
                     ),
                 ],
             ),
@@ -148,7 +157,7 @@ def evaluate(node: Node, analyzer: Analyzer, findings: list[Finding]) -> Status:
         else:
             node.status = Status.NOT_APPLICABLE
         return node.status
-    node.findings = [f for f in findings if f.id is node.finding]
+    node.findings = [f for f in findings if f.id is node.finding or f.id in node.related]
     if node.findings:
         worst = max(f.severity for f in node.findings)
         node.status = Status.FAIL if worst >= Severity.ERROR else Status.WARN

@@ -33,7 +33,7 @@ static PyObject *str_pending_start, *str_pending_sched, *str_emitted, *str_cance
 static PyObject *str_on_first_emit, *str_on_flush_after_cancel;
 static PyObject *str_flushes, *str_tokens, *str_multi, *str_scheduled;
 
-enum hot { NOT_HOT, FLUSH_DONE, FLUSH_START, FLUSH_SCHEDULED };
+enum hot { NOT_HOT, FLUSH_DONE, FLUSH_START, FLUSH_SCHEDULED, FLUSH_LINE };
 
 /* Does `lit` sit at b[i:]? Never reads past n. */
 static inline int
@@ -109,16 +109,48 @@ count_events(const char *b, Py_ssize_t lo, Py_ssize_t hi)
     return count;
 }
 
-/* The first branch of LOGFMT at q (just after `event=`):
+/* The value [*r0, *r1) from i (non-empty, up to a space or newline), then an optional
+ * `<count>` key of `count_len` bytes and its digits [*t0, *t1) (-1 when absent).
+ * Returns 0 when the value is empty. */
+static int
+match_value_count(const char *b, Py_ssize_t n, Py_ssize_t i, const char *count,
+                  Py_ssize_t count_len, Py_ssize_t *r0, Py_ssize_t *r1, Py_ssize_t *t0,
+                  Py_ssize_t *t1)
+{
+    *r0 = i;
+    while (i < n && b[i] != ' ' && b[i] != '\n')
+        i++;
+    if (i == *r0)
+        return 0;
+    *r1 = i;
+    *t0 = *t1 = -1;
+    if (at(b, n, i, count, count_len) && i + count_len < n && is_digit(b[i + count_len])) {
+        i += count_len;
+        *t0 = i;
+        while (i < n && is_digit(b[i]))
+            i++;
+        *t1 = i;
+    }
+    return 1;
+}
+
+/* The first two branches of LOGFMT at q (just after `event=`):
  *   (flush_done|flush_start|flush_scheduled) request_id=([^ \n]+)(?: tokens_sent=(\d+))?
- * Returns which name matched, or NOT_HOT; sets the request id span [*r0, *r1)
- * and the digits span [*t0, *t1) (both -1 when there is no tokens_sent). */
+ *   |flush trace=([^ \n]+)(?: tokens=(\d+))?
+ * Returns which matched (FLUSH_LINE: the second), or NOT_HOT; sets the request id (or
+ * trace) span [*r0, *r1) and the digits span [*t0, *t1) (both -1 when there is no
+ * count). */
 static enum hot
 match_hot(const char *b, Py_ssize_t n, Py_ssize_t q, Py_ssize_t *r0, Py_ssize_t *r1,
           Py_ssize_t *t0, Py_ssize_t *t1)
 {
     enum hot kind;
     Py_ssize_t i;
+    if (at(b, n, q, "flush trace=", 12)) {
+        /* an empty trace: the third branch may still take the bare name */
+        return match_value_count(b, n, q + 12, " tokens=", 8, r0, r1, t0, t1) ? FLUSH_LINE
+                                                                              : NOT_HOT;
+    }
     if (at(b, n, q, "flush_done", 10)) {
         kind = FLUSH_DONE;
         i = q + 10;
@@ -136,27 +168,13 @@ match_hot(const char *b, Py_ssize_t n, Py_ssize_t q, Py_ssize_t *r0, Py_ssize_t 
     }
     if (!at(b, n, i, " request_id=", 12))
         return NOT_HOT;
-    i += 12;
-    *r0 = i;
-    while (i < n && b[i] != ' ' && b[i] != '\n')
-        i++;
-    if (i == *r0)
-        return NOT_HOT; /* the second branch may still take the bare name */
-    *r1 = i;
-    *t0 = *t1 = -1;
-    if (at(b, n, i, " tokens_sent=", 13) && i + 13 < n && is_digit(b[i + 13])) {
-        i += 13;
-        *t0 = i;
-        while (i < n && is_digit(b[i]))
-            i++;
-        *t1 = i;
-    }
-    return kind;
+    /* an empty request id: the third branch may still take the bare name */
+    return match_value_count(b, n, i + 12, " tokens_sent=", 13, r0, r1, t0, t1) ? kind : NOT_HOT;
 }
 
-/* The second branch of LOGFMT at q, in the regex's order of alternatives:
+/* The third branch of LOGFMT at q, in the regex's order of alternatives:
  *   ((?:stream|flush|cleanup|loop|prev_stream|server|registry)_[a-z_]+
- *    |event_buffers_cleaned|upstream_error|request_rejected)\b
+ *    |event_buffers_cleaned|upstream_error|request_rejected|flush)\b
  * [a-z_]+ is greedy and a shorter run always ends between two word characters,
  * so only the longest run can meet \b. Returns the end of the name, or -1. */
 static Py_ssize_t
@@ -168,7 +186,8 @@ match_name(const char *b, Py_ssize_t n, Py_ssize_t q)
         Py_ssize_t len;
     } families[] = {LIT("stream_"), LIT("flush_"), LIT("cleanup_"),
                     LIT("loop_"), LIT("prev_stream_"), LIT("server_"), LIT("registry_")},
-      names[] = {LIT("event_buffers_cleaned"), LIT("upstream_error"), LIT("request_rejected")};
+      names[] = {LIT("event_buffers_cleaned"), LIT("upstream_error"), LIT("request_rejected"),
+                 LIT("flush")};
 #undef LIT
     size_t k;
     for (k = 0; k < sizeof families / sizeof *families; k++) {
@@ -383,11 +402,24 @@ feed_logfmt(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                     goto done;
                 Py_XSETREF(last_rid, Py_NewRef(rid));
             }
-            if (t0 >= 0) {
-                /* tokens_sent makes it a flush_done, whatever the name (as in Python). */
+            if (kind == FLUSH_LINE) {
+                /* One line, one whole flush: as flush_done, and a flush after a cancel
+                 * is told here (an older log tells it at flush_start). */
+                int watched;
                 flushes++;
-                if (discard(pending_start, rid) < 0)
+                if (discard(pending_start, rid) < 0 ||
+                    (watched = PyDict_Contains(cancelled, rid)) < 0)
                     goto done;
+                if (watched && call_back(&scan, str_on_flush_after_cancel, rid, s) < 0)
+                    goto done;
+            }
+            if (t0 >= 0) {
+                /* A count makes it a flush_done, whatever the name (as in Python). */
+                if (kind != FLUSH_LINE) {
+                    flushes++;
+                    if (discard(pending_start, rid) < 0)
+                        goto done;
+                }
                 if (!(t1 - t0 == 1 && scan.buf[t0] == '0')) {
                     int more, known;
                     if (t1 - t0 <= SMALL_DIGITS) {
@@ -451,7 +483,7 @@ feed_logfmt(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 if (rc < 0)
                     goto done;
             }
-            else { /* a flush_done cut short before tokens_sent */
+            else if (kind != FLUSH_LINE) { /* a flush_done cut short before tokens_sent */
                 flushes++;
                 if (discard(pending_start, rid) < 0)
                     goto done;

@@ -74,6 +74,10 @@ class Coverage:
         }
 
 
+#: The findings that judge an open stream at the end of the input on their own.
+_OPEN_STREAM_FINDINGS = frozenset({FindingId.STREAM_NOT_ENDED, FindingId.CANCEL_IGNORED})
+
+
 class Analyzer:
     """Feeds on events in order; `finish()` judges what is left and keeps the findings."""
 
@@ -100,6 +104,9 @@ class Analyzer:
         #: The timestamp of the last line that had one (the end, when the input's own
         #: last line has none).
         self.last_ts: float | None = None
+        #: (chunk, line start) -> the line's time, for the events that need it as read:
+        #: the prefix parse by default; the scanner sets the full reader's.
+        self.line_time: Callable[[bytes, int], float | None] = line_ts
 
     # -- what the runner and the timeline plug in --------------------------------
 
@@ -166,6 +173,9 @@ class Analyzer:
     def flush_done(self, rid: bytes, tokens: int, ref: int) -> None:
         self.flush.flush_done(rid, tokens, ref)
 
+    def flush_line(self, rid: bytes, tokens: int, ref: int) -> None:
+        self.flush.flush_line(rid, tokens, ref)
+
     def emitted(self, rid: bytes, ref: int) -> None:
         """The stream of `rid` wrote to its client at `ref`."""
         self.flush.wrote(rid, ref)
@@ -185,9 +195,11 @@ class Analyzer:
         """
         if self.engine == "c" and C_FEED_LOGFMT is not None:
             return C_FEED_LOGFMT(
-                self.flush, chunk, base, handlers, timed, parse_fields, EVENT_NAMES, line_ts
+                self.flush, chunk, base, handlers, timed, parse_fields, EVENT_NAMES, self.line_time
             )
-        return feed_logfmt_python(self.flush, chunk, base, handlers, timed, parse_fields)
+        return feed_logfmt_python(
+            self.flush, chunk, base, handlers, timed, parse_fields, self.line_time
+        )
 
     # -- every other event -----------------------------------------------------
 
@@ -246,11 +258,21 @@ class Analyzer:
 
     def _judge_totals(self) -> Iterator[Finding]:
         stats = self.stats
+        streams = self.streams
         timeouts = rules.cancel_timeouts(
-            stats.cancel_timeouts, stats.cancel_wait_ms, self.streams.timeouts
+            stats.cancel_timeouts, stats.cancel_wait_ms, streams.timeouts, streams.timeout_frames
         )
         if timeouts is not None:
             yield timeouts
+        slow = rules.slow_cancels(
+            streams.slow_wait_count,
+            streams.slow_wait_max_ms,
+            streams.cancel_wait_s,
+            streams.slow_waits,
+            streams.slow_frames,
+        )
+        if slow is not None:
+            yield slow
         done, cleaned = stats.cleanup_recorded > 0, stats.buffers_cleaned > 0
         for unproven in self.streams.unproven:
             incomplete = rules.cleanup_incomplete(
@@ -263,14 +285,20 @@ class Analyzer:
             )
             if incomplete is not None:
                 yield incomplete
-        batching = rules.no_batching(stats.flushes, stats.scheduled, stats.multi_token_flushes)
+        batching = rules.no_batching(
+            stats.flushes, stats.scheduled, stats.multi_token_flushes, stats.flush_ms
+        )
         if batching is not None:
             yield batching
 
     def finish(self, end_ts: float | None, ts_of: Callable[[int], float | None]) -> None:
         """End of input: judge what is still open against the last timestamp seen."""
         now = end_ts if end_ts is not None else self.last_ts
-        for finding in [*self._judge_open(now, ts_of), *self._judge_totals()]:
+        at_end = list(self._judge_open(now, ts_of))
+        judged = {f.trace for f in at_end if f.id in _OPEN_STREAM_FINDINGS}
+        still_open = [r for r in self.streams.open_streams if r.trace not in judged]
+        found_open = rules.streams_open(still_open, now=now, stale_after_s=self.stale_after_s)
+        for finding in [*at_end, found_open, *self._judge_totals()]:
             self.judged.report(finding)
         if self.streams.unproven_dropped and self.cleanup_applies:
             self.judged.suppressed[FindingId.CLEANUP_INCOMPLETE] += self.streams.unproven_dropped

@@ -1,21 +1,31 @@
 """The one line reader: a log line in any dialect we know, as an event, its fields, its time.
 
-`jarvis diagnose` (for every log that is not jarvis's own logfmt, which has a C fast
-path) and `jarvis verify-hang` (`cli/verify/serverlog.py`) both read lines here, so
-the two can never disagree on what a line says. Dialects, tried in this order:
+`jarvis diagnose` and `jarvis verify-hang` (`jarvis_cli/verify/serverlog.py`) both read
+lines here, so the two can never disagree on what a line says. (diagnose's hot loop
+reads jarvis's own logfmt in bulk; it takes the same `event=NAME k=v` after any prefix,
+its timestamps come from `line_time` when the line does not start with one, and a test
+holds the two to the same facts on every format in tests/test_log_formats.py.)
+Dialects, tried in this order:
 
-- JSON objects: jarvis `--log-format json`, structlog's JSONRenderer (`event`,
-  `timestamp`), JSON formatters of stdlib logging (`message`, `asctime`);
+- JSON objects: jarvis `--log-format json` and `jarvis.JsonFormatter`, structlog's
+  JSONRenderer (`event`, `timestamp`), JSON formatters of stdlib logging
+  (python-json-logger's `message`/`asctime`, ECS's `@timestamp`/`log.level`, Google
+  Cloud's `severity`). A message that is itself logfmt (`{"event": "event=stream_end
+  … cleanup_done=True"}`, jarvis's records through a JSON formatter) is read as such;
 - logfmt: jarvis's `ts=… level=… event=…`, any line that starts with `key=`;
+- `event=NAME k=v …` after any prefix: jarvis's records (`jarvis.stream`, whose message
+  is logfmt) under any text format: stdlib, uvicorn, gunicorn, Django, loguru,
+  structlog's console, journald's `Dec 07 00:00:00 host app[123]:`. The time is the
+  prefix's (a known head, else its first ISO-8601 stamp), or the message's own `ts=`;
 - text with a head: stdlib `logging` (`%(asctime)s %(levelname)s %(name)s: %(message)s`,
   `%(asctime)s - %(name)s - %(levelname)s - %(message)s`, `LEVEL:name:message`),
   loguru's default (`time | LEVEL | name:function:line - message`), uvicorn's
   `LEVEL:     message`, structlog's console renderer, a bare timestamp or level;
 - the original server's bare style: `stream_start trace=abc session=s1`.
 
-In text dialects the event is the first word of the message and the rest is read as
-logfmt (`key=value`, values bare or quoted with `"` or `'`). ANSI colour sequences
-(loguru `colorize=True`, structlog's console) are dropped before anything else.
+In text dialects without `event=` the event is the first word of the message and the
+rest is read as logfmt (`key=value`, values bare or quoted with `"` or `'`). ANSI colour
+sequences (loguru `colorize=True`, structlog's console) are dropped before anything else.
 """
 
 from __future__ import annotations
@@ -36,13 +46,20 @@ VOCABULARY = frozenset(e.value for e in Event)
 # Only colours (SGR, `ESC [ … m`): any other control sequence in a line (erase, cursor
 # moves) is no formatter's doing, and leaves the line unreadable, as a forged one should be.
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_TS = r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?"
+# A zone may follow after a space: `%z` in a datefmt (gunicorn's `[%Y-%m-%d %H:%M:%S %z]`).
+_TS = r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?: ?(?:Z|[+-]\d\d:?\d\d))?"
+# syslog's and journald's `short` stamp: `Dec  7 00:00:00`, no year (read as this year).
+_SYSLOG_TS = r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d"
 _LEVEL = r"(?i:TRACE|DEBUG|INFO|SUCCESS|NOTICE|WARNING|WARN|ERROR|CRITICAL|FATAL|EXCEPTION)"
 _NAME = r"[A-Za-z_<][\w.<>\-]*"
 #: Text heads, most specific first: (dialect, pattern up to the message).
 _HEADS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (dialect, re.compile(pattern))
     for dialect, pattern in (
+        (
+            "journald",
+            rf"(?P<ts>{_SYSLOG_TS})\s+\S+\s+(?P<logger>[^\s\[\]:]+)(?:\[\d+\])?:\s?",
+        ),
         ("loguru", rf"(?P<ts>{_TS})\s*\|\s*(?P<level>{_LEVEL})\s*\|\s*(?P<logger>\S+?)\s+-\s?"),
         (
             "stdlib",
@@ -64,12 +81,18 @@ _PAIR = re.compile(
     r"""(?:^|(?<=\s))([A-Za-z_][\w.\-]*)=("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|\S*)"""
 )
 _QUOTED_ESCAPE = re.compile(r"\\(.)")
+#: `event=` as a pair of its own (at the start or after a space): where a jarvis record
+#: begins inside whatever a formatter put before it.
+_EVENT_AT = re.compile(r"(?:^|(?<=\s))event=(?=[A-Za-z_\"'])")
+_ISO_STAMP = re.compile(_TS)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_SPACED_ZONE = re.compile(r"\s+(?=(?:Z|[+-]\d\d:?\d\d)$)")
 _WORD = re.compile(r"[A-Za-z_][\w.\-]*")
 _LOGFMT_START = re.compile(r"[A-Za-z_][\w.\-]*=")
 #: Keys that hold a JSON record's time, message and level, in order of preference.
 _JSON_TS = ("ts", "timestamp", "time", "asctime", "@timestamp")
 _JSON_EVENT = ("event", "message", "msg")
-_JSON_LEVEL = ("level", "levelname", "severity")
+_JSON_LEVEL = ("level", "levelname", "severity", "log.level")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +125,13 @@ def _second(text: str) -> float | None:
 def parse_time(text: str) -> float | None:
     """Epoch seconds of an ISO-8601-ish stamp (`T` or space, `.` or `,`), or epoch digits.
 
-    Naive stamps are local time, as `logging` and loguru write them by default.
+    Naive stamps are local time, as `logging` and loguru write them by default; a
+    syslog stamp (`Dec  7 00:00:00`, journald's `short`) has no year: this year's.
     """
-    text = text.strip().replace(",", ".").replace(" ", "T", 1)
+    text = text.strip()
+    if text[:1].isalpha():
+        return _syslog_time(text)
+    text = _SPACED_ZONE.sub("", text).replace(",", ".").replace(" ", "T", 1)
     if text.endswith("Z"):
         text = text[:-1] + "+00:00"
     head, dot, rest = text.partition(".")
@@ -115,6 +142,20 @@ def parse_time(text: str) -> float | None:
     if whole is None:
         return _epoch(text)
     return whole + int(rest[:digits][:6].ljust(6, "0")) / 1e6
+
+
+@lru_cache(maxsize=4096)
+def _syslog_time(text: str) -> float | None:
+    try:
+        stamp = datetime.strptime(text, "%b %d %H:%M:%S")
+    except ValueError:
+        return None
+    now = datetime.now()
+    when = stamp.replace(year=now.year).timestamp()
+    # A December line read in January is last year's: no stamp lies a day ahead.
+    if when > now.timestamp() + 86400:
+        when = stamp.replace(year=now.year - 1).timestamp()
+    return when
 
 
 def _epoch(text: str) -> float | None:
@@ -140,8 +181,28 @@ def pairs(text: str) -> dict[str, str]:
     return {key: _unquote(raw) for key, raw in _PAIR.findall(text)}
 
 
+def _logfmt_record(text: str) -> tuple[str | None, dict[str, str]]:
+    """The event and fields of `event=NAME k=v …` anywhere in `text` (None when there is
+    no `event=` pair): the pairs from `event=` on, over any pairs before it."""
+    at = _EVENT_AT.search(text)
+    if at is None:
+        return None, {}
+    fields = pairs(text[at.start() :])
+    event = fields.get("event")
+    if not event:
+        return None, {}
+    if at.start():
+        fields = {**pairs(text[: at.start()]), **fields}
+    return event, fields
+
+
 def _message(text: str) -> tuple[str | None, dict[str, str]]:
-    """A message's event (its first word) and fields (the logfmt pairs after it)."""
+    """A message's event and fields: `event=NAME` and the logfmt pairs after it, else its
+    first word and the pairs after that."""
+    if "event=" in text:
+        event, fields = _logfmt_record(text)
+        if event is not None:
+            return event, fields
     words = text.split(None, 1)
     if not words:
         return None, {}
@@ -205,10 +266,15 @@ def parse_line(line: str | bytes) -> Record | None:
     if _LOGFMT_START.match(text):
         return _logfmt(text)
     record = _text(text)
-    if record is not None:
-        return record
+    if record is None:
+        record = _prefixed(text) if "event=" in text else _bare(text)
+    return record
+
+
+def _bare(text: str) -> Record | None:
+    """The original server's `stream_start trace=…`: a vocabulary name, then pairs."""
     words = text.split(None, 1)
-    if words[0] not in VOCABULARY:  # a bare `stream_start trace=…`, nothing else
+    if words[0] not in VOCABULARY:
         return None
     fields = pairs(words[1]) if len(words) > 1 else {}
     fields["event"] = words[0]
@@ -238,10 +304,63 @@ def _text(text: str) -> Record | None:
             found["level"] = found["level"].lower()
         if event is not None:
             found["event"] = event
+        if fields.get("ts"):  # the record's own stamp (jarvis's logfmt) beats the head's
+            found.pop("ts", None)
         fields.update(found)
-        stamp = found.get("ts")
+        stamp = fields.get("ts") or _stamp_before_event(text, match.end())
         return Record(dialect, event, fields, parse_time(stamp) if stamp else None)
     return None
+
+
+def _stamp_before_event(text: str, default_end: int) -> str | None:
+    """The first ISO-8601 stamp before the line's `event=` (else before `default_end`):
+    where a format puts its time after the level (Django's `{levelname} {asctime}`)."""
+    at = _EVENT_AT.search(text)
+    found = _ISO_STAMP.search(text, 0, at.start() if at else default_end)
+    return found[0] if found else None
+
+
+def _prefixed(text: str) -> Record | None:
+    """`event=NAME k=v …` after a prefix no head describes (Django's `{levelname}
+    {asctime} …`, a custom format): the time is the message's `ts=`, else the first
+    ISO-8601 stamp of the prefix."""
+    event, fields = _logfmt_record(text)
+    if event is None or _CONTROL.search(text):
+        return None  # a terminal control sequence before it is no formatter's doing
+    stamp = fields.get("ts") or _stamp_before_event(text, len(text))
+    return Record("prefixed", event, fields, parse_time(stamp) if stamp else None)
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One line of text as the reader sees it (verify-hang's unit): `fields` is empty
+    when it is no log event; `dialect` names the form it was read in, None when the
+    reader knows none."""
+
+    text: str
+    fields: dict[str, str]
+    dialect: str | None = None
+
+    @property
+    def event(self) -> str | None:
+        return self.fields.get("event")
+
+    @property
+    def parseable(self) -> bool:
+        """A whole log event in a dialect the reader knows: a jarvis line, a stdlib or
+        loguru line of the user's server, an access line; not a fragment or a
+        continuation (a logfmt line must name its event)."""
+        if self.dialect is None:
+            return False
+        return self.dialect != "logfmt" or self.event is not None
+
+
+def read_line(text: str) -> LogLine:
+    """`parse_line` of a text line, with the text kept; anything unreadable has no fields."""
+    record = parse_line(text)
+    if record is None:
+        return LogLine(text, {})
+    return LogLine(text, record.fields, record.dialect)
 
 
 def line_time(line: bytes) -> float | None:

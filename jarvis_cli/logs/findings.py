@@ -34,6 +34,12 @@ class FindingId(enum.StrEnum):
     FLUSH_TASK_LEAK = "flush_task_leak"
     NO_BATCHING = "no_batching"
     REGISTRY_UNAVAILABLE = "registry_unavailable"
+    #: Streams with a stream_start and no stream_end when the log ends, not (yet) old
+    #: enough to be stream_not_ended: still running, or the start of a hang.
+    STREAMS_OPEN = "streams_open"
+    #: New prompts that waited long (half the cancel wait or more) for the previous
+    #: stream's cleanup, and still got it in time: slow, not yet a timeout.
+    SLOW_CANCELS = "slow_cancels"
 
 
 SEVERITY: dict[FindingId, Severity] = {
@@ -47,6 +53,8 @@ SEVERITY: dict[FindingId, Severity] = {
     FindingId.FLUSH_TASK_LEAK: Severity.ERROR,
     FindingId.NO_BATCHING: Severity.WARNING,
     FindingId.REGISTRY_UNAVAILABLE: Severity.ERROR,
+    FindingId.STREAMS_OPEN: Severity.WARNING,
+    FindingId.SLOW_CANCELS: Severity.WARNING,
 }
 
 REMEDY: dict[FindingId, str] = {
@@ -99,6 +107,17 @@ REMEDY: dict[FindingId, str] = {
         "from every worker (address, network, auth, maxclients), and what stalled it (its "
         "log, SLOWLOG, memory, persistence)? Each worker logs its own outage: the evidence "
         "names the file, hence the worker, that saw it."
+    ),
+    FindingId.STREAMS_OPEN: (
+        "Streams were still open when the log ends. If the server was still streaming when "
+        "the log was read, read it again once they finish; if they never end, their finally "
+        "does not run or hangs (stream_not_ended after --stale-after)."
+    ),
+    FindingId.SLOW_CANCELS: (
+        "The previous stream's cleanup took half the cancel wait or more: a little slower "
+        "and new prompts time out waiting (cancel_timeouts). Where the evidence names a "
+        "frame (the watchdog's loop_blocked stack while the new prompt waited), that code "
+        "blocks the loop: make it async or move it to a thread."
     ),
 }
 

@@ -30,7 +30,9 @@ __all__ = [
     "loop_blocked",
     "no_batching",
     "registry_unavailable",
+    "slow_cancels",
     "stream_not_ended",
+    "streams_open",
 ]
 
 #: How long a cancelled stream may take to end once its successor started, when the log
@@ -43,8 +45,12 @@ POST_CANCEL_FLUSH_ALLOWANCE = 2
 FLUSH_STUCK_AFTER_S = 1.0
 #: Flushes enough to say that batching is off when none carried several tokens.
 NO_BATCHING_MIN_FLUSHES = 20
-#: How many cancel timeouts the cancel_timeouts finding quotes.
+#: How many cancel timeouts the cancel_timeouts finding quotes (and slow cancels theirs).
 TIMEOUTS_QUOTED = 5
+#: A cancel wait this share of the cancel bound or more is slow (a timeout is 1.0).
+SLOW_CANCEL_SHARE = 0.5
+#: How many open streams the streams_open finding lists as evidence.
+OPEN_QUOTED = 20
 
 
 def _finding(
@@ -66,12 +72,17 @@ def _stale(open_for_s: float | None, stale_after_s: float | None) -> bool:
     return open_for_s is not None and stale_after_s is not None and open_for_s > stale_after_s
 
 
+def blocked_frame(fields: dict[str, str]) -> str:
+    """The innermost frame of a `loop_blocked` line's stack: where the loop is stuck."""
+    return fields.get("stack", "?").split(" <- ")[0] or "?"
+
+
 def loop_blocked(fields: dict[str, str], ref: int) -> Finding:
     """The watchdog saw the event loop stop answering (a `loop_blocked` line)."""
     return _finding(
         FindingId.LOOP_BLOCKED,
         f"the event loop did not answer for {fields.get('lag_ms', '?')} ms; stuck in: "
-        f"{fields.get('stack', '?').split(' <- ')[0]}",
+        f"{blocked_frame(fields)}",
         [ref],
     )
 
@@ -85,13 +96,16 @@ def flush_stuck(
     open_for_s: float | None = None,
     loop_stuck: bool = False,
 ) -> Finding | None:
-    """A flush_start (at `started`) never got its flush_done: its stream `ended` first, or
-    at the end of the input it has waited FLUSH_STUCK_AFTER_S (`open_for_s`; None: no
-    time to tell) or its process's loop is stuck."""
+    """A flush began and never finished: a flush_start (at `started`) with no flush_done,
+    or a flush_slow (the watchdog saw its write under way) with no flush line after
+    it. Its stream `ended` first, or at the end of the input it has waited
+    FLUSH_STUCK_AFTER_S (`open_for_s`; None: no time to tell) or its process's loop is
+    stuck."""
     if ended is not None and record is not None:
         return _finding(
             FindingId.FLUSH_STUCK,
-            f"{record.label} ended with a flush_start that never got its flush_done",
+            f"{record.label} ended with a flush that began (flush_start, flush_slow) and "
+            "never finished",
             [started, ended],
             record,
         )
@@ -100,7 +114,8 @@ def flush_stuck(
         return None
     return _finding(
         FindingId.FLUSH_STUCK,
-        f"flush_start for {rid.decode(errors='replace')} never got its flush_done",
+        f"a flush of {rid.decode(errors='replace')} began (flush_start, flush_slow) and "
+        "never finished",
         [started],
         record,
     )
@@ -130,6 +145,26 @@ def stream_not_ended(
         f"{record.label} open for {open_for_s:.1f} s with no stream_end",
         [record.start, record.cancelled, record.first_emit],
         record,
+    )
+
+
+def streams_open(
+    records: list[StreamRecord], *, now: float | None, stale_after_s: float
+) -> Finding | None:
+    """Streams with a stream_start and no stream_end at the end of the input that no
+    other rule took (none is older than `stale_after_s`, none was cancelled and left
+    running): still streaming when the log was read, or the start of a hang. A warning
+    with the count, the first OPEN_QUOTED listed."""
+    if not records:
+        return None
+    ages = [now - r.start_ts for r in records if now is not None and r.start_ts is not None]
+    span = f", open {min(ages):.1f} to {max(ages):.1f} s" if ages else ""
+    named = ", ".join(r.trace for r in records[:5]) + (", …" if len(records) > 5 else "")
+    return _finding(
+        FindingId.STREAMS_OPEN,
+        f"{len(records)} stream(s) started and have no stream_end when the log ends{span} "
+        f"({named}); under --stale-after ({stale_after_s:g} s) they may still be running",
+        [r.start for r in records[:OPEN_QUOTED]],
     )
 
 
@@ -222,18 +257,45 @@ def cancel_ignored(
     )
 
 
-def cancel_timeouts(timeouts: int, waits: Percentiles, quoted: Iterable[int]) -> Finding | None:
+def cancel_timeouts(
+    timeouts: int, waits: Percentiles, quoted: Iterable[int], frames: Iterable[str] = ()
+) -> Finding | None:
     """New prompts timed out waiting for the previous stream's cleanup (`timeouts` of
-    them; `quoted`: the first few lines)."""
+    them; `quoted`: the first few lines; `frames`: where the watchdog saw the loop stuck
+    while they waited, when it did)."""
     if not timeouts:
         return None
     return _finding(
         FindingId.CANCEL_TIMEOUTS,
         f"{timeouts} new prompt(s) timed out waiting for the previous "
         f"stream's cleanup (waited p50 {waits.quantile(0.5):.0f} ms, "
-        f"max {waits.max:.0f} ms)",
+        f"max {waits.max:.0f} ms)" + _blocked_in(frames),
         quoted,
     )
+
+
+def slow_cancels(
+    slow: int, max_ms: int, cancel_wait_s: float, quoted: Iterable[int], frames: Iterable[str] = ()
+) -> Finding | None:
+    """New prompts waited SLOW_CANCEL_SHARE of the cancel wait or more for the previous
+    stream's cleanup, and got it in time (`slow` of them; `quoted`: the first few
+    lines; `frames`: where the watchdog saw the loop stuck meanwhile)."""
+    if not slow:
+        return None
+    return _finding(
+        FindingId.SLOW_CANCELS,
+        f"{slow} new prompt(s) waited {SLOW_CANCEL_SHARE * cancel_wait_s * 1000:.0f} ms or "
+        f"more (max {max_ms} ms) for the previous stream's cleanup, within the "
+        f"{cancel_wait_s:g} s cancel wait" + _blocked_in(frames),
+        quoted,
+    )
+
+
+def _blocked_in(frames: Iterable[str]) -> str:
+    named = list(dict.fromkeys(frames))
+    if not named:
+        return ""
+    return "; meanwhile the watchdog saw the event loop stuck in: " + ", ".join(named[:3])
 
 
 def cleanup_incomplete(
@@ -286,9 +348,15 @@ def flush_task_leak(record: StreamRecord, scheduled: int, ended: int) -> Finding
     )
 
 
-def no_batching(flushes: int, scheduled: int, multi_token_flushes: int) -> Finding | None:
-    """Tokens went one per flush, and no flush was ever scheduled: batching is off."""
+def no_batching(
+    flushes: int, scheduled: int, multi_token_flushes: int, flush_ms: float | None = None
+) -> Finding | None:
+    """Tokens went one per flush, and no flush was ever scheduled: batching is off. A
+    server_start that names a debounce window (`flush_ms` > 0) says batching is on: a
+    model slower than the window sends one token a flush through it."""
     if flushes < NO_BATCHING_MIN_FLUSHES or scheduled or multi_token_flushes:
+        return None
+    if flush_ms is not None and flush_ms > 0:
         return None
     return _finding(
         FindingId.NO_BATCHING,

@@ -29,6 +29,7 @@ CHECKPOINT_EVERY = 1 << 20
 #: Events whose line timestamp the analyzer needs.
 TIMED = frozenset(n.encode() for n in StreamEvents.TIMED)
 _HOT = (b"flush_done", b"flush_start", b"flush_scheduled")
+_FLUSH = b"flush"
 
 
 #: The dialect names `sniff` returns: the logfmt hot loop, or the line reader.
@@ -38,17 +39,23 @@ LINES_DIALECT = "lines"
 
 def sniff(head: bytes) -> str:
     """Pick the reader for a buffer from its first 64 KiB: "logfmt" when its lifecycle
-    lines are jarvis logfmt (the hot loop reads them), else "lines" (any dialect)."""
+    lines are jarvis logfmt, after any prefix (the hot loop reads them), else "lines"
+    (any dialect). A JSON line is never the hot loop's, even with `event=` in its
+    message: the line reader unquotes the JSON first."""
     lines = [line for line in head.split(b"\n")[:400] if line.strip()]
     if not lines or b"\x1b" in head:  # colours cut values: only the line reader copes
         return LOGFMT_DIALECT if not lines else LINES_DIALECT
-    logfmt_lines = sum(1 for line in lines if LOGFMT.search(line))
+    logfmt_lines = sum(1 for line in lines if _hot_line(line))
     other_lines = sum(
         1
         for line in lines
-        if not LOGFMT.search(line) and NAMED.search(line) and _vocabulary_event(line)
+        if not _hot_line(line) and NAMED.search(line) and _vocabulary_event(line)
     )
     return LINES_DIALECT if other_lines > logfmt_lines else LOGFMT_DIALECT
+
+
+def _hot_line(line: bytes) -> bool:
+    return line.lstrip()[:1] != b"{" and LOGFMT.search(line) is not None
 
 
 def _vocabulary_event(line: bytes) -> bool:
@@ -79,6 +86,9 @@ class Scanner:
         self.analyzer = analyzer
         self.coverage = analyzer.coverage
         self._handlers = {name.encode(): h for name, h in analyzer.handlers.items()}
+        # A lifecycle line that does not start with its time (a `[stamp]`, a journald
+        # head) takes it from the line reader, as verify-hang would.
+        analyzer.line_time = time_at
         self._count_lines: Callable[[bytes, int, int], int] = _count_lines
         if analyzer.engine == "c" and C_COUNT_LINES is not None:
             self._count_lines = C_COUNT_LINES
@@ -131,6 +141,15 @@ class Scanner:
         """Dispatch one parsed event (any dialect), hot names included."""
         a = self.analyzer
         ref = source.ref(offset)
+        if name == _FLUSH and fields.get("trace"):
+            if ts is not None:
+                a.last_ts = ts
+            sent = fields.get("tokens")
+            key = fields["trace"].encode()
+            a.flush_line(key, count_value(sent), ref)
+            if sent is None:  # a flush with no count still wrote to the client
+                a.emitted(key, ref)
+            return
         rid = fields.get("request_id")
         if name in _HOT and rid is not None:
             key = rid.encode()
@@ -185,9 +204,6 @@ def time_at(buffer: Buffer | bytes, start: int) -> float | None:
     ts = line_ts(buffer, start)
     if ts is not None:
         return ts
-    head = buffer[start : start + 1]
-    if head not in (b"{", b"\x1b", b"["):
-        return None
     stop = buffer.find(b"\n", start)
     return line_time(buffer[start : stop if stop >= 0 else len(buffer)])
 

@@ -80,6 +80,8 @@ class Stats:
     registry_failures: int = 0
     registry_outages: int = 0
     registry_refused: int = 0
+    #: The debounce window a jarvis server_start names (`flush_ms`), None when none does.
+    flush_ms: float | None = None
 
     @property
     def flushes(self) -> int:

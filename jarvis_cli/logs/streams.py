@@ -3,9 +3,10 @@ close them (every event but the three flush lines, which `flushes.py` reads).
 
 A stream's record lives only while the stream is open: at its stream_end, or when its
 process restarts, it is judged and dropped, so memory follows the streams open at once,
-not the size of the log. Flush lines find their stream by the id its stream_start
-carried: `stream_id`, else `request_id`, else `trace` (in the original server's bare lines a
-flush's `request_id` is the trace). What is wrong is the rules' to say (`rules.py`);
+not the size of the log. Flush lines find their stream by an id its stream_start
+carried: today's `flush` names the `trace`; an older server's flush lines the
+`stream_id` as `request_id` (in the original server's bare lines a flush's
+`request_id` is the trace). What is wrong is the rules' to say (`rules.py`);
 what only the end of the input can tell is judged by the analyzer.
 """
 
@@ -44,7 +45,7 @@ class StreamRecord:
     start_ts: float | None = None
     #: Which stream_start this was, in the order read (several inputs: merged by time).
     seq: int = 0
-    #: The id flush lines name this stream by: stream_id, else request_id, else trace.
+    #: The ids flush lines may name this stream by: stream_id (or request_id), and trace.
     keys: tuple[bytes, ...] = ()
     #: The first newer stream of the session to start while this one was open.
     newer_start: StreamRecord | None = None
@@ -86,6 +87,13 @@ def _one_input(ref: int) -> int:
     return 0
 
 
+def _float(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
 def _int(value: str | None) -> int:
     try:
         return int(value or 0)
@@ -101,7 +109,7 @@ class StreamEvents:
     HANDLED: frozenset[str] = frozenset(
         {
             "stream_start", "stream_cancelled", "stream_fenced", "event_buffers_cleaned",
-            "flush_on_cleanup", "flush_on_end", "flush_cancelled",
+            "flush_on_cleanup", "flush_on_end", "flush_cancelled", "flush_slow",
             "prev_stream_finished_cleanly", "prev_stream_timeout_on_cancel", "loop_blocked",
             "server_start", "loop_lag", "loop_recovered", "request_rejected", "stream_end",
             "registry_unavailable", "registry_recovered",
@@ -123,6 +131,16 @@ class StreamEvents:
         self._open_by_session: dict[str, list[StreamRecord]] = {}
         #: The first prev_stream_timeout_on_cancel lines: the cancel_timeouts evidence.
         self.timeouts: list[int] = []
+        #: The first cancel waits that took half the bound or more, and how many did.
+        self.slow_waits: list[int] = []
+        self.slow_wait_count = 0
+        self.slow_wait_max_ms = 0
+        #: Where the loop was stuck while a new prompt waited (from loop_blocked stacks),
+        #: for the timeouts and for the slow waits.
+        self.timeout_frames: list[str] = []
+        self.slow_frames: list[str] = []
+        #: Per input, the last loop_blocked: (its ref, the frame it names).
+        self._last_blocked: dict[int, tuple[int, str]] = {}
         #: Inputs whose last watchdog line is a loop_blocked (no loop_recovered after it).
         self.loop_stuck: set[int] = set()
         #: Streams that ended without proving their cleanup (up to MAX_FINDINGS_PER_ID),
@@ -215,9 +233,10 @@ class StreamEvents:
     def _on_stream_start(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         stream_id = fields.get("stream_id")
         trace = fields.get("trace")
-        # The original server's flush lines name the trace when there is no stream_id.
+        # An older server's flush lines name the stream_id (or, in the original server's
+        # bare lines, the trace); today's `flush` names the trace.
         link = stream_id or fields.get("request_id") or trace
-        keys = (link.encode(),) if link else ()
+        keys = tuple(dict.fromkeys(k.encode() for k in (link, trace) if k))
         trace = trace or link or f"@{ref}"
         record = StreamRecord(
             trace, stream_id, fields.get("session"), start=ref, start_ts=ts, keys=keys
@@ -225,8 +244,8 @@ class StreamEvents:
         self.stats.streams += 1
         record.seq = self.stats.streams
         self._by_trace[trace] = record
-        if keys:
-            self._by_rid[keys[0]] = record
+        for key in keys:
+            self._by_rid[key] = record
         if record.session is not None:
             self.stats.sessioned_streams += 1
             older = self._open_by_session.setdefault(record.session, [])
@@ -269,21 +288,49 @@ class StreamEvents:
     _on_flush_on_cleanup = _expect_final_flush
     _on_flush_on_end = _expect_final_flush
 
+    def _on_flush_slow(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        """A flush still writing when the watchdog looked: open until its `flush` line."""
+        trace = fields.get("trace")
+        if trace:
+            self.flush.pending_start[trace.encode()] = ref
+
     def _on_flush_cancelled(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         rid = fields.get("request_id")
         if rid is not None:
             self.flush.pending_sched.pop(rid.encode(), None)
 
-    def _cancel_wait(self, fields: dict[str, str]) -> None:
+    def _cancel_wait(self, fields: dict[str, str]) -> int | None:
         self.stats.cancel_waits += 1
         waited = fields.get("waited_ms")
-        if waited is not None:  # the original server's lines may not say how long: no 0 ms made up
-            self.stats.cancel_wait_ms.add(_int(waited))
+        if waited is None:  # the original server's lines may not say how long: no 0 ms made up
+            return None
+        self.stats.cancel_wait_ms.add(_int(waited))
+        return _int(waited)
+
+    def _blocked_while(self, ref: int, waited_ms: int | None) -> str | None:
+        """The frame of a loop_blocked that this process logged while the cancel wait
+        ending at `ref` ran (within `waited_ms` before it), if any."""
+        blocked = self._last_blocked.get(self.input_of(ref))
+        if blocked is None or waited_ms is None:
+            return None
+        at, frame = blocked
+        blocked_ts, now = self.ts_at(at), self.ts_at(ref)
+        if blocked_ts is None or now is None:
+            return None
+        return frame if now - waited_ms / 1000 - 0.05 <= blocked_ts <= now else None
 
     def _on_prev_stream_finished_cleanly(
         self, fields: dict[str, str], ref: int, ts: float | None
     ) -> None:
-        self._cancel_wait(fields)
+        waited = self._cancel_wait(fields)
+        if waited is not None and waited >= rules.SLOW_CANCEL_SHARE * self.cancel_wait_s * 1000:
+            self.slow_wait_count += 1
+            self.slow_wait_max_ms = max(self.slow_wait_max_ms, waited)
+            if len(self.slow_waits) < rules.TIMEOUTS_QUOTED:
+                self.slow_waits.append(ref)
+            frame = self._blocked_while(ref, waited)
+            if frame is not None and len(self.slow_frames) < rules.TIMEOUTS_QUOTED:
+                self.slow_frames.append(frame)
         # In a fleet the two streams are in two processes' logs, whose clocks may disagree
         # by more than the debounce: merged by time, the old stream's cancel and end can
         # come after the new one's first flush. The registry's word that it waited for
@@ -296,15 +343,19 @@ class StreamEvents:
     def _on_prev_stream_timeout_on_cancel(
         self, fields: dict[str, str], ref: int, ts: float | None
     ) -> None:
-        self._cancel_wait(fields)
+        waited = self._cancel_wait(fields)
         self.stats.cancel_timeouts += 1
         if len(self.timeouts) < rules.TIMEOUTS_QUOTED:
             self.timeouts.append(ref)
+        frame = self._blocked_while(ref, waited)
+        if frame is not None and len(self.timeout_frames) < rules.TIMEOUTS_QUOTED:
+            self.timeout_frames.append(frame)
 
     def _on_loop_blocked(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         self.stats.loop_blocked += 1
         self.stats.watchdog_lines += 1
         self.loop_stuck.add(self.input_of(ref))
+        self._last_blocked[self.input_of(ref)] = (ref, rules.blocked_frame(fields))
         self.findings.report(rules.loop_blocked(fields, ref))
 
     def _on_loop_recovered(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
@@ -317,6 +368,9 @@ class StreamEvents:
         wait_ms = _int(fields.get("cancel_wait_ms"))
         if wait_ms > 0:
             self.cancel_wait_s = wait_ms / 1000
+        flush_ms = fields.get("flush_ms")
+        if flush_ms is not None:
+            self.stats.flush_ms = _float(flush_ms)
         here = self.input_of(ref)
         self.fleet.started(here, fields.get("registry"))
         origin = Origin.of(fields)

@@ -230,7 +230,7 @@ def _notes(timeline: Timeline, report: Report, finding_lanes: int) -> list[str]:
         )
     if limits.untimed_flushes:
         notes.append(
-            f"{limits.untimed_flushes:,} flush_done lines have no timestamp near them: "
+            f"{limits.untimed_flushes:,} flush lines have no timestamp near them: "
             "counted, not in the density"
         )
     if limits.loop_spans_dropped:

@@ -6,8 +6,9 @@ closes one (`Analyzer.on_open`/`on_close`: a stream_end, or the restart of its p
 and finds the stream of a marker line with the analyzer's rule (`stream_of`), so the
 page and the report never disagree on which line belongs to which stream. It wraps the
 handlers of the stream-level events (one call per stream, per cancel, per cleanup)
-and, for the flush lines the hot loop reads in C, counts each chunk's `flush_done`
-lines per stream with one regex sweep after the loop has read the chunk. Flushes take
+and, for the flush lines the hot loop reads in C, counts each chunk's finished
+flushes (`flush`, or an older log's `flush_done`) per stream with one regex sweep
+after the loop has read the chunk. Flushes take
 the time of their block (`DENSITY_BLOCK` bytes, a few hundred lines), not their own,
 when the block spans less than a quarter of a density bin: parsing a timestamp per
 flush of a busy log would cost more than the whole scan. A slower block (a quiet
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from ..logs.analysis import Analyzer
-from ..logs.patterns import line_ts
+from ..logs.scan import time_at
 from ..logs.streams import Handler, StreamRecord
 
 #: Sessions drawn in lanes of their own; later sessions go to the "other streams" lane.
@@ -67,7 +68,8 @@ NO_SESSION = "(no session)"
 #: The end reason of a bar whose process restarted before its stream_end.
 RESTARTED = "restarted"
 
-_FLUSH_DONE = re.compile(rb"event=flush_done request_id=([^ \n]+)")
+#: A finished flush: today's one line (`flush trace=`), an older server's `flush_done`.
+_FLUSH_DONE = re.compile(rb"event=(?:flush trace|flush_done request_id)=([^ \n]+)")
 
 
 class Mark(StrEnum):
@@ -188,7 +190,8 @@ class Recorder:
         for name, ours_handler in ours.items():
             theirs = analyzer.handlers.get(name)
             analyzer.handlers[name] = _chain(ours_handler, theirs)
-        feed, flush_done, finish = analyzer.feed_logfmt, analyzer.flush_done, analyzer.finish
+        feed, finish = analyzer.feed_logfmt, analyzer.finish
+        flush_done, flush_line = analyzer.flush_done, analyzer.flush_line
 
         def feed_logfmt(
             chunk: bytes,
@@ -208,19 +211,23 @@ class Recorder:
                 self._retire()
             return counts
 
-        def on_flush_done(rid: bytes, tokens: int, ref: int) -> None:
-            flush_done(rid, tokens, ref)
-            if analyzer.last_ts is None:
-                self.timeline.limits.untimed_flushes += 1
-            else:
-                self._flush(rid, analyzer.last_ts)
+        def counted(seen: Callable[[bytes, int, int], None]) -> Callable[[bytes, int, int], None]:
+            def on_flush(rid: bytes, tokens: int, ref: int) -> None:
+                seen(rid, tokens, ref)
+                if analyzer.last_ts is None:
+                    self.timeline.limits.untimed_flushes += 1
+                else:
+                    self._flush(rid, analyzer.last_ts)
+
+            return on_flush
 
         def on_finish(end_ts: float | None, ts_of: Callable[[int], float | None]) -> None:
             finish(end_ts, ts_of)
             self._finish(analyzer, end_ts)
 
         analyzer.feed_logfmt = feed_logfmt  # type: ignore[method-assign]
-        analyzer.flush_done = on_flush_done  # type: ignore[method-assign]
+        analyzer.flush_done = counted(flush_done)  # type: ignore[method-assign,assignment]
+        analyzer.flush_line = counted(flush_line)  # type: ignore[method-assign,assignment]
         analyzer.finish = on_finish  # type: ignore[method-assign]
 
     def _ts(self, ref: int, ts: float | None) -> float | None:
@@ -229,7 +236,7 @@ class Recorder:
         if ts is None:
             chunk, at = self._chunk, ref - self._base
             if 0 <= at < len(chunk):
-                ts = line_ts(chunk, chunk.rfind(b"\n", 0, at) + 1)
+                ts = time_at(chunk, chunk.rfind(b"\n", 0, at) + 1)
             elif self._analyzer is not None:
                 ts = self._analyzer.ts_at(ref)
         if ts is None:
@@ -411,7 +418,7 @@ class Recorder:
                 else:  # a slow block (few flushes a bin): each flush at its own time
                     for match in _FLUSH_DONE.finditer(chunk, pos, stop):
                         line = max(pos, chunk.rfind(b"\n", pos, match.start()) + 1)
-                        when = line_ts(chunk, line)
+                        when = time_at(chunk, line)
                         rid = match[1]
                         self._flush(rid, first if when is None else when, lane_of.get(rid, OTHER))
             pos = stop
@@ -444,7 +451,7 @@ def _first_time(chunk: bytes, start: int, stop: int) -> float | None:
     """The time of the first of a block's lines that has one (looking at a few)."""
     pos = start
     for _ in range(TIMED_LINE_PROBE):
-        when = line_ts(chunk, pos)
+        when = time_at(chunk, pos)
         if when is not None:
             return when
         pos = chunk.find(b"\n", pos, stop) + 1
@@ -459,8 +466,8 @@ def _last_time(chunk: bytes, start: int, stop: int) -> float | None:
     for _ in range(TIMED_LINE_PROBE):
         line = chunk.rfind(b"\n", start, end) + 1
         if line <= start:
-            return line_ts(chunk, start)
-        when = line_ts(chunk, line)
+            return time_at(chunk, start)
+        when = time_at(chunk, line)
         if when is not None:
             return when
         end = line - 1

@@ -178,7 +178,7 @@ async def _scenarios(
                 outcome.hung_during = name
                 if prober is not None:
                     outcome.silent_s = round(prober.log.silent_for(ctx.clock()), 3)
-                outcome.stacks = await _stacks(server)
+                outcome.stacks = await _stacks(server, ctx.target.log_path, ctx.started_wall)
                 result.evidence += outcome.stacks
             _record(view, outcome, result)
         if prober is not None and all(name in _AFTERWARDS for name in plan.scenarios):
@@ -297,9 +297,12 @@ async def _server_hung(ctx: Context, prober: Prober | None, server: EmbeddedServ
     return status == 0
 
 
-async def _stacks(server: EmbeddedServer | None) -> list[str]:
+async def _stacks(server: EmbeddedServer | None, log_path: Path | None, since: float) -> list[str]:
     if server is None:
-        return ["stacks: not captured (the server is not this run's own process)"]
+        if log_path is not None:  # its own watchdog's word, from --log-file
+            return await asyncio.to_thread(serverlog.loop_blocked_stacks, log_path, since)
+        return ["stacks: not captured (the server is not this run's own process; "
+                "--log-file gives its watchdog's loop_blocked stacks)"]  # fmt: skip
     if server.proc.returncode is not None:
         tail = await asyncio.to_thread(server.stderr_tail)
         return [f"the embedded server exited with code {server.proc.returncode}:", tail]

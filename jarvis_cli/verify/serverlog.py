@@ -1,12 +1,12 @@
 """The target server's own log, read during a run: new lines since a mark, and evidence.
 
 These are plain synchronous reads of a local file; callers on the event loop
-run them with `asyncio.to_thread`. Lines are read by the line reader `jarvis
-diagnose` uses (`jarvis_cli/logs/dialects.py`), so a server that logs with stdlib
-`logging`, loguru or structlog is read as well as jarvis, and both tools agree
-on every line. The full lifecycle reconstruction lives in `jarvis_cli/logs` (the
-`leaks` scenario uses it); this module only slices lines and links a session's
-streams.
+run them with `asyncio.to_thread`. This module reads no line itself: `parse` is
+`jarvis diagnose`'s line reader (`jarvis_cli/logs/dialects.py`), so a server that
+logs with stdlib `logging`, loguru, structlog or a JSON formatter is read as well as
+jarvis, and both tools agree on every line (tests/test_log_formats.py). The full
+lifecycle reconstruction lives in `jarvis_cli/logs` (the `leaks` scenario uses it);
+this module only slices lines, links a session's streams and quotes evidence.
 
 A log path also names the files of a fleet: `jarvis serve --workers N --log-file
 system.log` writes `system.w1.log` ... `system.wN.log` and no `system.log`. Every
@@ -20,12 +20,33 @@ import heapq
 import math
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jarvis.vocabulary import Event
 
-from ..logs.dialects import parse_line
+from ..logs.dialects import LogLine, parse_line
+from ..logs.dialects import read_line as parse
+
+if TYPE_CHECKING:
+    from ..logs.analysis import Analyzer
+
+__all__ = [
+    "LINK_FIELDS",
+    "MAX_LINE",
+    "LogLine",
+    "Mark",
+    "clip",
+    "event_lines",
+    "files",
+    "lines_since",
+    "loop_blocked_stacks",
+    "parse",
+    "session_ended",
+    "session_starts",
+    "size",
+    "worker_files",
+]
 
 #: Evidence lines are cut to this many characters (a loop_blocked stack can be long).
 MAX_LINE = 600
@@ -143,40 +164,6 @@ def _file_lines_since(path: Path, offset: int) -> list[str]:
     return [line.removesuffix("\r") for line in text.split("\n")]
 
 
-@dataclass(frozen=True, slots=True)
-class LogLine:
-    """One line, as the line reader sees it; `fields` is empty when it is no log event.
-
-    `dialect` names the form it was read in ("logfmt", "json", "stdlib", "loguru",
-    "uvicorn", "plain"), None when the reader knows none.
-    """
-
-    text: str
-    fields: dict[str, str]
-    dialect: str | None = None
-
-    @property
-    def event(self) -> str | None:
-        return self.fields.get("event")
-
-    @property
-    def parseable(self) -> bool:
-        """A whole log event in a dialect the reader knows: a jarvis line, a stdlib or
-        loguru line of the user's server, an access line; not a fragment or a
-        continuation (a logfmt line must name its event)."""
-        if self.dialect is None:
-            return False
-        return self.dialect != "logfmt" or self.event is not None
-
-
-def parse(text: str) -> LogLine:
-    """A log line in any dialect `jarvis diagnose` reads; anything else yields no fields."""
-    record = parse_line(text)
-    if record is None:
-        return LogLine(text, {})
-    return LogLine(text, record.fields, record.dialect)
-
-
 def event_lines(path: Path, event: Event, offset: int = 0) -> list[str]:
     """The lines of one event written since the mark `offset` (see `lines_since`)."""
     return [
@@ -223,6 +210,57 @@ def session_ended(path: Path, mark: int, session: str) -> bool:
             if fields.get("session") == session and not (named and ids):
                 return True  # nothing to link by but the session itself
     return False
+
+
+#: loop_blocked lines quoted with their stacks, at most.
+MAX_STACKS = 5
+
+
+def loop_blocked_stacks(path: Path, since: float | None = None) -> list[str]:
+    """Where the server's loop was stuck, from its own log: the watchdog's loop_blocked
+    lines written since the wall-clock time `since` (every file of a fleet's log), each
+    with its stack one frame a line, innermost first. For a server that is not this
+    run's process, whose stack no signal can ask for. Read with diagnose's analysis
+    (the same reader, the window found by bisection), so a long log costs little."""
+    from ..logs.rules import blocked_frame
+    from ..logs.run import Window, analyze
+    from ..logs.streams import Handler
+
+    found: list[tuple[int, dict[str, str]]] = []
+
+    def attach(analyzer: Analyzer) -> None:
+        handlers: dict[str, Handler] = analyzer.handlers
+        theirs = handlers.get(Event.LOOP_BLOCKED.value)
+
+        def keep(fields: dict[str, str], ref: int, ts: float | None) -> None:
+            if theirs is not None:
+                theirs(fields, ref, ts)
+            found.append((ref, fields))
+
+        handlers[Event.LOOP_BLOCKED.value] = keep
+
+    paths = [str(file) for file in files(path) if file.exists()]
+    if not paths:
+        return [f"stacks: not captured (no server log at {path})"]
+    _, sources = analyze(paths, window=Window(since=since), attach=attach)
+    try:
+        quoted = [(sources.resolve(ref), fields) for ref, fields in found[:MAX_STACKS]]
+    finally:
+        sources.close()
+    if not quoted:
+        return [
+            "stacks: not captured (the server is not this run's own process, and its log "
+            "has no loop_blocked line since the run began: is its watchdog running?)"
+        ]
+    lines = [f"stacks: from the server's log, {len(found)} loop_blocked line(s) of its watchdog:"]
+    for evidence, fields in quoted:
+        frames = (fields.get("stack") or "").split(" <- ")
+        lines.append(
+            f"  {Path(evidence.file).name}:{evidence.line}: the event loop did not answer for "
+            f"{fields.get('lag_ms', '?')} ms; stuck in {blocked_frame(fields)}"
+        )
+        lines += [f"    {'<- ' if n else ''}{frame}" for n, frame in enumerate(frames) if frame]
+    return lines
 
 
 def clip(text: str) -> str:
