@@ -426,3 +426,33 @@ def test_slow_cancels_warn_and_name_the_frame_the_watchdog_saw(tmp_path: Path) -
     _, report = diagnose_text(tmp_path, log.text())
     timeouts = next(f for f in report["findings"] if f["id"] == "cancel_timeouts")
     assert "sync_cleanup" not in timeouts["message"]  # blocked 5 s before its 2 s wait
+
+
+def test_a_cleanup_that_outlived_the_cancel_wait_and_then_finished_is_slow_not_a_leak(
+    tmp_path: Path,
+) -> None:
+    """The guard's log for a generator whose `finally` took 3 s with a 2 s cancel wait: A's
+    stream_end says cleanup_done=False, B logs the timeout, and stream_cleanup_finished
+    follows. A warning about the timeout, never cleanup_incomplete; without the later line,
+    cleanup_incomplete (a stream that never cleaned up)."""
+    log = LogBuilder().emit("server_start", version="0", cancel_wait_ms=2000)
+    log.start(1, "s").flush(1, one_line=True).cancel(1, "s")
+    log.at(2.0).emit("prev_stream_timeout_on_cancel", level="warning", session="s", trace="t2",
+                     prev_trace="t1", waited_ms=2000)  # fmt: skip
+    log.emit("stream_end", trace="t1", session="s", stream_id="r1", duration_ms=2100,
+             reason="superseded", tokens=4, cleanup_done=False)  # fmt: skip
+    log.start(2, "s").flush(2, one_line=True)
+    cut = len(log.lines)
+    log.at(1.0).emit("stream_cleanup_finished", level="warning", trace="t1", session="s",
+                     stream_id="r1", duration_ms=3100, cleanup_ms=3000)  # fmt: skip
+    log.emit("stream_end", trace="t2", session="s", stream_id="r2", duration_ms=1000,
+             reason="completed", tokens=4, cleanup_done=True)  # fmt: skip
+    code, report = diagnose_text(tmp_path, log.text())
+    found = ids(report)
+    assert "cleanup_incomplete" not in found, report["findings"]
+    assert "cancel_timeouts" in found
+    assert code == ExitCode.OK
+    leak = "\n".join(log.lines[:cut] + log.lines[cut + 1 :]) + "\n"
+    code, report = diagnose_text(tmp_path, leak, name="leak.log")
+    assert "cleanup_incomplete" in ids(report)
+    assert code == ExitCode.FAILURE

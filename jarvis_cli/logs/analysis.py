@@ -273,6 +273,10 @@ class Analyzer:
         )
         if slow is not None:
             yield slow
+        for late in streams.late_cleanups():
+            never = rules.cleanup_incomplete(late.record, late.ended, cleanup_done=late.cleanup_done)
+            if never is not None:
+                yield never
         done, cleaned = stats.cleanup_recorded > 0, stats.buffers_cleaned > 0
         for unproven in self.streams.unproven:
             incomplete = rules.cleanup_incomplete(

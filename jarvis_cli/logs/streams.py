@@ -101,6 +101,19 @@ def _int(value: str | None) -> int:
         return 0
 
 
+#: Streams whose cleanup_done=False waits for a later stream_cleanup_finished line.
+LATE_CLEANUPS = 10_000
+
+
+@dataclass(slots=True)
+class LateCleanup:
+    """A stream_end with cleanup_done other than True, waiting to be told it finished."""
+
+    record: StreamRecord
+    ended: int
+    cleanup_done: str
+
+
 class StreamEvents:
     """The handlers of every stream-level event (`handlers`), and the open streams they
     keep. Findings go to `findings` as they are judged; counts to `stats`."""
@@ -112,7 +125,7 @@ class StreamEvents:
             "flush_on_cleanup", "flush_on_end", "flush_cancelled", "flush_slow",
             "prev_stream_finished_cleanly", "prev_stream_timeout_on_cancel", "loop_blocked",
             "server_start", "loop_lag", "loop_recovered", "request_rejected", "stream_end",
-            "registry_unavailable", "registry_recovered",
+            "registry_unavailable", "registry_recovered", "stream_cleanup_finished",
         }
     )  # fmt: skip
     #: Events whose timestamp every line needs (stream age, cancel age). Others look
@@ -147,6 +160,12 @@ class StreamEvents:
         #: and how many more did.
         self.unproven: list[UnprovenCleanup] = []
         self.unproven_dropped = 0
+        #: Streams whose stream_end said cleanup_done=False, by stream id and by trace: a
+        #: stream_cleanup_finished line may yet say the cleanup was slow, not skipped. What
+        #: is left here at the end of the input never finished (at most LATE_CLEANUPS; past
+        #: that, judged at once).
+        self.late: dict[str, LateCleanup] = {}
+        self.late_finished = 0
         #: Lines only a jarvis server writes (server_start, fences, registry lines).
         self.jarvis_lines = 0
         self.cancel_wait_s = rules.DEFAULT_CANCEL_WAIT_S
@@ -441,7 +460,7 @@ class StreamEvents:
         # Most streams end clean: each rule is asked only where it can find something.
         report, flush = self.findings.report, self.flush
         if cleanup_done is not None and cleanup_done != "True":
-            report(rules.cleanup_incomplete(record, ref, cleanup_done=cleanup_done))
+            self._cleanup_not_done(record, ref, cleanup_done)
         elif cleanup_done is None or not record.cleaned:
             self._unproven_cleanup(record, ref, cleanup_done is None, not record.cleaned)
         for key in record.keys:
@@ -466,6 +485,36 @@ class StreamEvents:
                 )
             )
         self._close(record)
+
+    def _cleanup_not_done(self, record: StreamRecord, ref: int, cleanup_done: str) -> None:
+        """cleanup_done=False: a leak, unless a stream_cleanup_finished line follows (the
+        token source's own cleanup outlived the cancel wait and then ended). Judged then,
+        or at the end of the input."""
+        if len(self.late) >= 2 * LATE_CLEANUPS:
+            self.findings.report(rules.cleanup_incomplete(record, ref, cleanup_done=cleanup_done))
+            return
+        late = LateCleanup(record, ref, cleanup_done)
+        for key in (record.stream_id, record.trace):
+            if key:
+                self.late[key] = late
+
+    def _on_stream_cleanup_finished(
+        self, fields: dict[str, str], ref: int, ts: float | None
+    ) -> None:
+        self.jarvis_lines += 1
+        late = None
+        for key in (fields.get("stream_id"), fields.get("trace")):
+            if key and key in self.late:
+                late = self.late.pop(key)
+        if late is None:
+            return  # its stream_end was before this log began, or it ended clean
+        for key in (late.record.stream_id, late.record.trace):
+            self.late.pop(key or "", None)
+        self.late_finished += 1
+
+    def late_cleanups(self) -> list[LateCleanup]:
+        """The streams whose cleanup_done=False no stream_cleanup_finished has answered."""
+        return list({id(late): late for late in self.late.values()}.values())
 
     # -- bookkeeping ---------------------------------------------------------------
 
