@@ -1,7 +1,9 @@
 """Token batching: a non-blocking, per-request debounce (docs/background.md).
 
-The first token of a batch schedules a flush task that sleeps `flush_ms`
-with `await` (never `time.sleep`), so the loop keeps serving. A buffer past
+A stream's first token is sent at once (the debounce must not delay the
+first token a user sees); after it, the first token of a batch schedules a
+flush task that sleeps `flush_ms` with `await` (never `time.sleep`), so the
+loop keeps serving. A buffer past
 `flush_bytes` flushes at once. One flush becomes one SSE chunk. Cleanup
 cancels a pending flush task, flushes what is left and drops the buffer.
 No lock is held across the loop: a per-request `asyncio.Lock` only keeps the
@@ -62,6 +64,8 @@ class _Buffer:
     size: int = 0
     flush_task: asyncio.Task[None] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The stream's first token has gone out (at once, before any debounce).
+    started: bool = False
     #: The write under way, if any, as (size, since): read by the watchdog's thread,
     #: one attribute set and cleared whole, so it sees a flush in flight or none. (A
     #: tuple: this is set twice per flush, and a flush per token at `flush_ms=0`.)
@@ -190,7 +194,12 @@ class TokenBatcher:
             return
         buffer.parts.append(token)
         buffer.size += len(token.encode())
-        if buffer.size >= self._flush_bytes:
+        if not buffer.started:
+            # Leading edge: the first token goes now, and the debounce batches the rest.
+            # Waiting `flush_ms` for company would add that much to every answer's TTFT.
+            buffer.started = True
+            await self._flush(request_id, buffer, FlushTrigger.FIRST)
+        elif buffer.size >= self._flush_bytes:
             self._cancel_pending(buffer)
             await self._flush(request_id, buffer, FlushTrigger.IMMEDIATE)
         elif buffer.flush_task is None:

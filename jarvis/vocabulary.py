@@ -116,6 +116,9 @@ _CANCEL_TO_END = {
 class FlushTrigger(enum.StrEnum):
     """What started a flush: the `trigger` label of the `jarvis_flushes_total` metric."""
 
+    #: A stream's first token, sent at once: the debounce never delays the first token
+    #: a user sees (time to first token is what a chat UI is judged by).
+    FIRST = "first"
     #: The debounce timer the first token of a batch started ran out.
     DEBOUNCE = "debounce"
     #: The buffer passed `--flush-bytes`.

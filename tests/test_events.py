@@ -38,8 +38,18 @@ class Wire:
 
 
 def triggers(batcher: TokenBatcher) -> dict[str, int]:
-    """What started each flush, as the jarvis_flushes_total metric counts it."""
-    return {str(k): v for k, v in batcher.flush_counts.items() if v}
+    """What started each flush after a stream's first token (`started`), as the
+    jarvis_flushes_total metric counts it."""
+    return {str(k): v for k, v in batcher.flush_counts.items() if v and k != "first"}
+
+
+async def started(batcher: TokenBatcher, rid: str, wire: Wire, log: RecordingLog) -> None:
+    """Past the leading edge: the stream's first token has gone, alone and at once; the
+    wire and the log are cleared for what the test is about (the batching after it)."""
+    await batcher.add(rid, "0")
+    assert wire.chunks == [("0", 1)]
+    wire.chunks.clear()
+    log.records.clear()
 
 
 async def settle() -> None:
@@ -47,12 +57,30 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_first_token_schedules_one_flush_and_the_window_batches_tokens() -> None:
-    """Tokens inside the debounce window leave as one chunk, logged as one `flush` line
-    naming the stream's trace, counted under trigger=debounce."""
+async def test_the_first_token_leaves_at_once_and_the_debounce_batches_the_rest() -> None:
+    """Leading edge: a stream's first token is one chunk at once (trigger=first), with no
+    timer: the debounce never adds to time to first token. The next token starts one."""
     log, sleep, wire = RecordingLog(), ManualSleep(), Wire()
     batcher = TokenBatcher(log, flush_ms=75, flush_bytes=1024, sleep=sleep)
     batcher.open("r1", wire, trace="t1")
+    await batcher.add("r1", "Hello")
+    assert wire.chunks == [("Hello", 1)]
+    assert log.of(Event.FLUSH) == [{"trace": "t1", "tokens": 1}]
+    assert sleep.delays == []
+    assert {str(k): v for k, v in batcher.flush_counts.items() if v} == {"first": 1}
+    await batcher.add("r1", " world")
+    await settle()
+    assert sleep.delays == [0.075]
+    assert wire.chunks == [("Hello", 1)]
+
+
+async def test_after_the_first_token_the_window_batches_tokens() -> None:
+    """After the first, tokens inside the debounce window leave as one chunk, logged as
+    one `flush` line naming the stream's trace, counted under trigger=debounce."""
+    log, sleep, wire = RecordingLog(), ManualSleep(), Wire()
+    batcher = TokenBatcher(log, flush_ms=75, flush_bytes=1024, sleep=sleep)
+    batcher.open("r1", wire, trace="t1")
+    await started(batcher, "r1", wire, log)
     for token in ["a", " b", " c"]:
         await batcher.add("r1", token)
     await settle()
@@ -72,6 +100,7 @@ async def test_buffer_over_flush_bytes_flushes_at_once_and_cancels_the_timer() -
     log, sleep, wire = RecordingLog(), ManualSleep(), Wire()
     batcher = TokenBatcher(log, flush_ms=75, flush_bytes=8, sleep=sleep)
     batcher.open("r1", wire)
+    await started(batcher, "r1", wire, log)
     await batcher.add("r1", "1234")
     await batcher.add("r1", "56789")
     assert wire.chunks == [("123456789", 2)]
@@ -97,6 +126,7 @@ async def test_flush_on_end_sends_the_rest_before_the_stream_closes() -> None:
     log, sleep, wire = RecordingLog(), ManualSleep(), Wire()
     batcher = TokenBatcher(log, flush_ms=75, sleep=sleep)
     batcher.open("r1", wire)
+    await started(batcher, "r1", wire, log)
     await batcher.add("r1", "tail")
     await batcher.flush_on_end("r1")
     assert wire.chunks == [("tail", 1)]
@@ -109,6 +139,7 @@ async def test_cleanup_cancels_pending_flush_flushes_leftover_and_clears_the_buf
     log, sleep, wire = RecordingLog(), ManualSleep(), Wire()
     batcher = TokenBatcher(log, flush_ms=75, sleep=sleep)
     batcher.open("r1", wire)
+    await started(batcher, "r1", wire, log)
     await batcher.add("r1", "left")
     await batcher.add("r1", "over")
     await batcher.cleanup_request_buffers("r1")
@@ -131,7 +162,8 @@ async def test_cleanup_waits_for_a_timer_flush_already_writing() -> None:
 
     async def slow_wire(text: str, count: int) -> bool:
         order.append(f"start:{text}")
-        await release.wait()
+        if text != "0":  # the first token's own write (the leading edge) is quick
+            await release.wait()
         order.append(f"end:{text}")
         return True
 
@@ -140,14 +172,15 @@ async def test_cleanup_waits_for_a_timer_flush_already_writing() -> None:
 
     batcher = TokenBatcher(log, flush_ms=75, sleep=no_wait)
     batcher.open("r1", slow_wire)
-    await batcher.add("r1", "first")
+    await batcher.add("r1", "0")
+    await batcher.add("r1", "next")
     await settle()  # the timer fired and is now blocked inside the write
     cleanup = asyncio.create_task(batcher.cleanup_request_buffers("r1"))
     await settle()
     assert not cleanup.done()
     release.set()
     await asyncio.wait_for(cleanup, 1.0)
-    assert order == ["start:first", "end:first"]
+    assert order == ["start:0", "end:0", "start:next", "end:next"]
 
 
 async def test_refused_write_is_logged_as_zero_tokens_sent() -> None:
@@ -166,6 +199,8 @@ async def test_requests_have_separate_buffers() -> None:
     batcher = TokenBatcher(log, flush_ms=75, sleep=sleep)
     batcher.open("a", a)
     batcher.open("b", b)
+    await started(batcher, "a", a, log)
+    await started(batcher, "b", b, log)
     await batcher.add("a", "A")
     await batcher.add("b", "B")
     await batcher.cleanup_request_buffers("a")

@@ -265,8 +265,9 @@ def test_anthropic_encoder_bytes() -> None:
 
 
 async def test_raw_stream_batches_to_write_and_tells_end_before_the_session_moves_on() -> None:
-    """`guard.stream`: sends are batched into `write`; a newer stream cancels the older,
-    whose `end` callback runs (superseded) before the newer one's first write."""
+    """`guard.stream`: the first send goes at once, later ones are batched into `write`; a
+    newer stream cancels the older, whose `end` callback runs (superseded) before the
+    newer one's first write."""
     guard = StreamGuard(log=RecordingLog(), flush_ms=5)  # type: ignore[arg-type]
     wire: list[str] = []
 
@@ -282,6 +283,7 @@ async def test_raw_stream_batches_to_write_and_tells_end_before_the_session_move
         async with guard.stream("s", write, end=end) as s:
             await s.send("a")
             await s.send("b")
+            await s.send("c")
             entered.set()
             while not s.cancelled:
                 await asyncio.sleep(0.001)
@@ -290,11 +292,11 @@ async def test_raw_stream_batches_to_write_and_tells_end_before_the_session_move
     task = asyncio.create_task(older())
     await entered.wait()
     async with guard.stream("s", write, end=end) as newer:
-        assert await newer.send("c")
+        assert await newer.send("d")
     first = await asyncio.wait_for(task, 2)
     assert first.end is not None and first.end.reason is EndReason.SUPERSEDED
     assert newer.end == StreamEnd(EndReason.COMPLETED, 1)
-    assert wire == ["ab", "<end superseded>", "c", "<end completed>"]
+    assert wire == ["a", "bc", "<end superseded>", "d", "<end completed>"]
 
 
 async def test_the_callers_own_exception_in_a_raw_stream_is_a_caller_error() -> None:

@@ -227,6 +227,10 @@ def test_event_log_refuses_rotation_on_stdout() -> None:
         EventLog(None, max_bytes=1024)
 
 
+#: Lines `_stream` writes.
+STREAM_LINES = 8
+
+
 def _stream(log: EventLog, n: int) -> None:
     trace, session, sid = f"t{n}", f"s{n % 3}", f"r{n}"
     log.emit(Event.STREAM_START, trace=trace, session=session, stream_id=sid, model="m",
@@ -257,8 +261,15 @@ def test_diagnose_reads_a_set_this_rotation_wrote_as_one_log(
         for n in range(streams):
             _stream(log, n)
             if n % 4 == 3:  # several batches, so several rotations
-                size = bytes_in(tmp_path)
-                wait_until(lambda size=size: bytes_in(tmp_path) > size, "a batch written")
+                # Every line emitted so far is in the files (counting lines, not growth:
+                # the writer may have written the batch before a size could be taken).
+                emitted = 1 + STREAM_LINES * (n + 1)
+                wait_until(
+                    lambda emitted=emitted: (
+                        sum(len(lines_of(f)) for f in tmp_path.iterdir()) == emitted
+                    ),
+                    "a batch written",
+                )
     finally:
         log.close()
     rotated = sorted(p.name for p in tmp_path.iterdir() if p.name != "system.log")
