@@ -63,17 +63,22 @@ def verify_hang(
     Any server: OpenAI or Anthropic dialect, or any API a --target file
     describes; the session in a header, the body, the query or a cookie. A
     verdict rests on what is observable: bytes, timing, and each prompt's
-    natural length, learnt during the run in fresh sessions. How a superseded
-    stream ends (a finish reason, [DONE], an error event, a plain close) is
-    reported, not judged, unless --strict.
+    natural answer, learnt during the run in fresh sessions (its very text when
+    the model is deterministic). How a superseded stream ends (a finish reason,
+    [DONE], an error event, a plain close) is reported, not judged, unless
+    --strict. A server that refuses the first request for a reason the set-up
+    explains (401, 404, no stream) is a usage error (exit 2) saying what to
+    change, never a verdict.
 
     Sends a new prompt into sessions whose previous answer is still streaming
     (the classic manual test: "Long essay about quantum computing", then "What is
     2+2?" 50 ms later, in many sessions at once), plus bursts, disconnects
     (FIN and RST), a client that stops reading and hostile session ids, while
-    probing /healthz every 50 ms. Every request has a hard deadline: a hung
-    server is a FAIL within --deadline, never a stuck tool. Scenarios a server
-    cannot support (no /v1/streams, no log) are SKIPPED, never passed.
+    probing /healthz every 50 ms. A request that gets no byte for --deadline
+    while no other stream gets one either is hung: a FAIL within that bound,
+    never a stuck tool; one that streams slowly or waits in the server's queue
+    is slow, never hung. Scenarios a server cannot support (no /v1/streams, no
+    log) are SKIPPED, never passed.
 
     Without --url it starts the embedded reference server (a subprocess on a
     free loopback port), tests it, stops it, and checks its log too. With
@@ -81,8 +86,9 @@ def verify_hang(
     behind one port sharing one stream per session through Redis.
 
     Exit codes: 0 every scenario that ran passed, 1 a stability failure (a
-    hang, a leak, an overlap), 2 usage error, 3 server unreachable, failed to
-    start, or nothing could be checked.
+    hang, a leak, an overlap), 2 usage error (a flag, or a set-up the server
+    refuses), 3 server unreachable, failed to start, or nothing could be
+    checked.
 
         jarvis verify-hang
         jarvis verify-hang --fault no-cancel          # watch it catch the bug
@@ -90,6 +96,7 @@ def verify_hang(
         jarvis verify-hang --url http://localhost:8001/v1 --expect independent
         jarvis verify-hang --url http://127.0.0.1:9000 --session-in body:metadata.session_id
         jarvis verify-hang --url http://127.0.0.1:9000 --dialect anthropic --health /health
+        jarvis verify-hang --url https://api.example.com --api-key "$KEY" --header 'X-Team: a'
         jarvis verify-hang --target my-api.toml
         jarvis verify-hang --url http://127.0.0.1:8001 --url http://127.0.0.1:8002
         jarvis verify-hang --workers 2 --registry redis://127.0.0.1:6379/0

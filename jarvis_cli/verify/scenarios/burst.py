@@ -40,7 +40,7 @@ from .context import (
 SIZE = 4
 WINDOW_S = 0.05
 CYCLES = 2
-#: One prompt for every member of a burst, so one calibration gives its natural length.
+#: One prompt for every member of a burst, so one calibration gives its natural answer.
 PROMPT = "Long essay burst"
 TOKENS = 40
 

@@ -1,10 +1,12 @@
 """What every scenario gets (the plan, the target, a client) and the judgements they share.
 
 A verdict rests on what can be observed on any server: bytes, timing, and
-each prompt's natural length, learnt during the run by streaming the same
-prompt in fresh sessions (`..natural`). How a stream ends (a finish reason of
-any value, an end marker, an error event, a plain close) is reported, never
-judged, unless `--strict` asks for jarvis's own contract.
+each prompt's natural answer, learnt during the run by streaming the same
+prompt in fresh sessions (`..natural`): its very text when the model is
+deterministic, else only that it ends with a natural finish and the end
+marker. How a cut stream ends (a finish reason of any value, an end marker, an
+error event, a plain close) is reported, never judged, unless `--strict` asks
+for jarvis's own contract.
 """
 
 from __future__ import annotations
