@@ -19,6 +19,7 @@ import httpx
 
 from ..chatapi import ChatRequest
 from .activity import Activity
+from .client import is_event_stream, is_success
 
 #: The most response head we wait for before calling a response malformed.
 MAX_HEAD = 64 * 1024
@@ -75,9 +76,7 @@ class Connection:
     @property
     def streaming(self) -> bool:
         """The response is a stream: a 2xx carrying text/event-stream."""
-        return 200 <= self.status < 300 and self.content_type.partition(";")[0].strip().lower() == (
-            "text/event-stream"
-        )
+        return is_success(self.status) and is_event_stream(self.content_type)
 
     async def read_until(self, marker: bytes, limit: int = MAX_HEAD) -> bool:
         """Read until `marker` has arrived (True) or the peer closed (False); caller bounds time."""
