@@ -9,6 +9,7 @@
     └── ToolError [1]          a `jarvis` command cannot do its job; raised in jarvis_cli:
         ├── InputError [3]     diagnose: an input cannot be read (logs/sources.py)
         ├── Unreachable [3]    verify-hang, swarm: nothing answers at the URL (verify/target.py)
+        ├── SetupError [2]     verify-hang: the server refuses how it is asked (verify/target.py)
         ├── LocustFailed [3]   swarm: locust did not run to the end (swarm/runner.py)
         └── ReportMissing [3]  swarm: locust left no stats to judge (swarm/thresholds.py)
 

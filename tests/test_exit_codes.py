@@ -20,7 +20,7 @@ from jarvis_cli.logs.sources import InputError
 from jarvis_cli.main import main
 from jarvis_cli.swarm.runner import LocustFailed
 from jarvis_cli.swarm.thresholds import ReportMissing
-from jarvis_cli.verify.target import Unreachable
+from jarvis_cli.verify.target import SetupError, Unreachable
 
 
 def _tree(root: type[JarvisError]) -> list[type[JarvisError]]:
@@ -51,6 +51,7 @@ def test_every_error_carries_an_exit_code_that_exit_codes_names() -> None:
         (ToolError, ExitCode.FAILURE),
         (InputError, ExitCode.UNAVAILABLE),
         (Unreachable, ExitCode.UNAVAILABLE),
+        (SetupError, ExitCode.USAGE),
         (LocustFailed, ExitCode.UNAVAILABLE),
         (ReportMissing, ExitCode.UNAVAILABLE),
     ],

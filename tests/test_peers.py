@@ -18,12 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
-from .peers import PEERS, ROOT, Expectation, Peer, fill, running
+from .peers import PEERS, ROOT, USAGE, Expectation, Peer, fill, running
 
 RUN_TIMEOUT_S = 60.0
 DOC = ROOT / "docs" / "verify-hang.md"
 DOC_SECTION = "## Servers that are not jarvis"
-EXIT_CODES = {"pass": 0, "fail": 1}
+EXIT_CODES = {"pass": 0, "fail": 1, USAGE: 2}
 
 
 @dataclass
@@ -82,6 +82,14 @@ def test_verify_hang_verdict_on_a_peer_matches_the_table(
         port = int(url.rsplit(":", 1)[1])
         args = fill(expectation.args, port=port, log=tmp_path / f"{peer.name}.log")
         run = verify_hang(url, args, tmp_path)
+    for text in expectation.says:
+        assert text in run.stderr, run.explain()
+    if expectation.verdict == USAGE:
+        # A set-up error is no verdict: no report, no table, no traceback, exit 2.
+        assert run.code == 2, run.explain()
+        assert not run.report, run.explain()
+        assert "Traceback" not in run.stderr
+        return
     assert run.report, run.explain()
     assert run.report["verdict"] == expectation.verdict, run.explain()
     assert run.code == EXIT_CODES[expectation.verdict], run.explain()
@@ -194,3 +202,81 @@ def test_the_first_lines_say_what_was_detected_on_an_unknown_server(tmp_path: Pa
     assert head[2].startswith("verify-hang: skipping: the model: the server lists none"), head
     assert "jarvis-synthetic" not in run.stderr
     assert run.report["target"]["model"] is None
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(180)
+def test_a_correct_server_whose_model_is_not_deterministic_passes_ten_runs_out_of_ten(
+    tmp_path: Path,
+) -> None:
+    """varying_lengths: answer lengths vary up to 8x between runs of one prompt, and every
+    stream ends `stop` + [DONE], superseded or not. Ten full runs in a row all pass: length
+    is never a failure on its own, and the overlap and burst verdicts rest on timing."""
+    verdicts = []
+    with running(PEERS["varying_lengths"], tmp_path) as url:
+        for i in range(10):
+            workdir = tmp_path / f"run{i}"
+            workdir.mkdir()
+            run = verify_hang(url, [], workdir)
+            verdicts.append((run.code, run.report.get("verdict"), sorted(run.failing)))
+            assert run.code == 0, f"run {i + 1} of 10: {run.explain()}"
+    assert verdicts == [(0, "pass", [])] * 10
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)
+def test_a_url_with_a_wrong_path_is_exit_2_naming_the_request_and_url(tmp_path: Path) -> None:
+    """`--url http://host:port/api` on a server at `/`: the first request is a 404, which is
+    the set-up's fault: exit 2 at once, naming the request and --url, no verdict, and
+    hostile_input never got to 'pass' on 404s."""
+    with running(PEERS["stop_done"], tmp_path) as url:
+        run = verify_hang(f"{url}/api", [], tmp_path)
+    assert run.code == 2, run.explain()
+    assert not run.report
+    assert f"POST {url}/api/v1/chat/completions answered HTTP 404" in run.stderr
+    assert f"check --url (is {url}/api the server's base URL?)" in run.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)
+def test_leftover_tokens_in_the_next_answer_are_corruption_with_the_differing_text(
+    tmp_path: Path,
+) -> None:
+    """leftover_tokens hangs nothing and runs nothing at once; B is even long enough. What
+    is wrong is B's text: overlap's first evidence line says corrupted bytes, how many
+    characters are not its answer, and quotes them."""
+    with running(PEERS["leftover_tokens"], tmp_path) as url:
+        run = verify_hang(url, ["--scenario", "overlap"], tmp_path)
+    assert run.code == 1, run.explain()
+    first = run.evidence("overlap")[0]
+    assert re.search(
+        r"B\d \S+ \(session \S+\): B is the newest prompt of its session, but corrupted bytes: "
+        r"its text starts with \d+ character\(s\) that are not its answer \('[a-z ]+'…?\), "
+        r"then the answer a fresh session gets",
+        first,
+    ), first
+    assert "two streams" not in first
+    assert not run.report["scenarios"][0]["hung"]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)
+def test_a_server_that_queues_beyond_its_slots_is_slow_with_figures_never_a_hang(
+    tmp_path: Path,
+) -> None:
+    """slots (4 slots, a first-come queue, as llama.cpp): with a --deadline shorter than the
+    queue's wait, overlap passes and says how many prompts were in flight, how many
+    streamed at once and the waits; nothing says HANG."""
+    with running(PEERS["slots"], tmp_path) as url:
+        run = verify_hang(url, ["--expect", "independent", "--deadline", "2",
+                                "--scenario", "overlap", "--rounds", "2"], tmp_path)  # fmt: skip
+    assert run.code == 0, run.explain()
+    overlap = run.report["scenarios"][0]
+    queueing = overlap["metrics"]["queueing"]
+    assert queueing["streaming_max"] == 4, queueing
+    assert queueing["in_flight_max"] >= 12, queueing
+    assert queueing["wait"]["max_ms"] > 2000, "some prompt waited longer than --deadline"
+    assert "at most 4 streamed at once (the server queues the rest)" in overlap["summary"]
+    assert "slow, not hung" in overlap["summary"]
+    assert run.report["verdict"] == "pass"
+    assert "HANG" not in run.stderr

@@ -22,8 +22,11 @@ from jarvis.exceptions import ConfigError, ServerStartError
 from jarvis_cli import testing
 from jarvis_cli.testing import Status, averify_hang, verify_hang
 from jarvis_cli.testing._server import NAME as APP_THREAD_NAME
+from jarvis_cli.verify.target import SetupError
 
 from .peers import PEERS, ROOT, running
+from .peers.auth_required import API_KEY as AUTH_KEY
+from .peers.auth_required import app as auth_app
 from .peers.stop_done import app as correct_app
 
 pytest_plugins = ["pytester"]
@@ -179,22 +182,27 @@ def test_app_whose_startup_fails_raises_server_start_error() -> None:
         ("examples.naive_app:app", {}, r"takes an http\(s\):// URL.*an import string\?"),
         ("ftp://127.0.0.1/", {}, r"takes an http\(s\):// URL, not 'ftp://127.0.0.1/'"),
         (correct_app, {"scenarios": ["overlapp"]}, r"unknown --scenario 'overlapp'; choose"),
-        (correct_app, {"scenario": ["overlap"]}, r"has no option 'scenario'; it has: api_key"),
-        (correct_app, {"expect": "both"}, r"expect= takes 'supersede' or 'independent'"),
+        (correct_app, {"scenario": ["overlap"]},
+         r"no option 'scenario' \(did you mean 'scenarios'\?\); the options are: api_key"),
+        (correct_app, {"expect": "both"}, r"--expect takes supersede or independent, not 'both'"),
+        (correct_app, {"target": "no-such-api.toml"}, r"--target no-such-api.toml: cannot read"),
+        (correct_app, {"headers": ["X-Team"]}, r"--header 'X-Team': write it as 'Name: value'"),
+        (correct_app, {"faults": ["no-cancel"]}, r"--fault switches bugs on in the embedded"),
+        (correct_app, {"rounds": "5"}, r"--rounds takes an integer, not '5'"),
         (correct_app, {"session_in": "nowhere"}, r"--session-in takes one of header:NAME"),
         (correct_app, {"rounds": 0}, r"--rounds must be 1\.\.100"),
     ],
     ids=[
         "int", "wsgi", "class", "import-string", "ftp", "unknown-scenario", "unknown-option",
-        "expect", "session-in", "rounds",
+        "expect", "target-file", "header", "fault", "rounds-type", "session-in", "rounds",
     ],
 )  # fmt: skip
 @pytest.mark.timeout(10)
 def test_bad_input_is_a_config_error_before_anything_starts(
     target: object, options: dict[str, Any], message: str
 ) -> None:
-    """Input that cannot work raises ConfigError with a message naming the fix, before any
-    server is started."""
+    """Input that cannot work raises ConfigError with a message naming the fix (the flag
+    of the command, whose options these are), before any server is started."""
     with pytest.raises(ConfigError, match=message):
         verify_hang(target, **options)
     assert _app_threads() == []
@@ -223,3 +231,41 @@ def test_the_guarded_example_passes_every_scenario(
     passed = [r.name for r in report.results if r.status is Status.PASS]
     assert {"overlap", "burst", "isolation", "disconnect"} <= set(passed), report.explain()
     assert _app_threads() == []
+
+
+@pytest.mark.timeout(60)
+def test_an_app_behind_an_api_key_passes_with_the_key_and_is_a_setup_error_without() -> None:
+    """The plugin takes the command's options: with `api_key` every request carries it
+    (the raw-socket scenarios too: disconnect passes, not a 401); without it the run ends
+    with SetupError (exit 2) naming --api-key, before any scenario."""
+    report = verify_hang(
+        auth_app, api_key=AUTH_KEY, scenarios=["overlap", "disconnect"], rounds=1, sessions=2
+    )
+    assert report.passed, report.explain()
+    assert report.result("disconnect").status is Status.PASS
+    with pytest.raises(SetupError, match=r"answered HTTP 401 .*\n.*pass --api-key KEY"):
+        verify_hang(auth_app, scenarios=["overlap"])
+    headers = {"X-Api-Key": AUTH_KEY}
+    report = verify_hang(auth_app, headers=headers, scenarios=["overlap"], rounds=1, sessions=2)
+    assert report.passed, report.explain()
+    assert _app_threads() == []
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(60)
+def test_an_api_that_is_not_openai_shaped_is_tested_through_its_target_file(
+    tmp_path: Path,
+) -> None:
+    """`verify_hang(url, target="api.toml")` (which raised TypeError when `target` was the
+    app's own keyword): the custom_api peer, described by its target file, passes; the
+    target file's dialect and session are what the report says it spoke."""
+    with running(PEERS["custom_api"], tmp_path) as url:
+        report = verify_hang(url, target=str(ROOT / "tests" / "peers" / "custom_api.toml"),
+                             scenarios=["baseline", "overlap", "burst"], rounds=2,
+                             junit=str(tmp_path / "verify.xml"))  # fmt: skip
+    assert report.passed, report.explain()
+    target = report.to_json()["target"]
+    assert isinstance(target, dict)
+    assert target["dialect"] == "target"
+    assert target["session_in"] == "body:conversation_id"
+    assert (tmp_path / "verify.xml").read_text(encoding="utf-8").count("<testcase") == 3

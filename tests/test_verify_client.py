@@ -1,4 +1,5 @@
-"""verify-hang's SSE client: transcripts judged from events, and the hard deadline."""
+"""verify-hang's SSE client: transcripts judged from events, the idle bound (slow is not
+hung), the headers every request carries, and the first request's set-up errors."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 
 from jarvis_cli.chatapi import SessionIn, SSEEvent, dialect_named
 from jarvis_cli.chatapi.dialect import OpenAI
 from jarvis_cli.verify.client import ChatClient, Transcript
+from jarvis_cli.verify.results import quoted
+from jarvis_cli.verify.target import SetupError, first_request
+from jarvis_cli.verify.wire import Address, request_bytes
 
 SSE = {"content-type": "text/event-stream"}
 
@@ -27,7 +32,7 @@ def chunk(stream_id: str, content: str = "", finish: str | None = None, end: str
 
 
 def transcript(*payloads: tuple[float, str]) -> Transcript:
-    t = Transcript("A", "s1", "p", None, sent_at=0.0, status=200)
+    t = Transcript("A", "s1", "p", None, sent_at=0.0, status=200, content_type="text/event-stream")
     for at, data in payloads:
         piece = OpenAI().read(SSEEvent("message", data))
         assert piece is not None
@@ -186,7 +191,7 @@ async def test_line_separators_inside_a_token_and_crlf_endings_read_as_one_event
     t, _ = await _one(body)
     assert t.malformed == 0
     assert t.text == text
-    assert t.ending == "finish_reason stop and the end marker"
+    assert t.ending == "a natural finish (stop) and the end marker"
 
 
 async def test_the_anthropic_dialect_reads_messages_streaming() -> None:
@@ -233,3 +238,134 @@ async def test_a_sessions_prompts_take_turns_among_several_urls() -> None:
     finally:
         await client.aclose()
     assert hosts == ["one", "two", "one", "one"]
+
+
+def test_endings_are_said_in_words_every_dialect_reads_alike() -> None:
+    """A natural finish is 'a natural finish (stop)' or '(end_turn)', never an OpenAI field
+    name; another finish is an early stop."""
+    natural = transcript(
+        (0.1, json.dumps({"id": "x", "choices": [{"delta": {}, "finish_reason": "stop"}]}))
+    )
+    assert natural.ending == "a natural finish (stop), then a plain close"
+    early = transcript(
+        (0.1, json.dumps({"id": "x", "choices": [{"finish_reason": "cancelled"}]})),
+        (0.1, "[DONE]"),
+    )
+    assert early.ending == "an early stop (cancelled) and the end marker"
+
+
+async def test_the_api_key_and_every_header_go_on_streamed_and_raw_requests() -> None:
+    """--api-key and --header travel on the httpx request and in the bytes a raw socket
+    writes (disconnect, slow_reader, hostile_input), and a --header wins over the key's
+    header of the same name, whatever its case."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, headers=SSE, content=b"data: [DONE]\n\n")
+
+    client = ChatClient(
+        ["http://test:8000"], model="m", deadline=1.0, api_key="k1",
+        headers=(("X-Team", "blue"),), transport=httpx.MockTransport(handler),
+    )  # fmt: skip
+    try:
+        await client.stream("p", session="s", label="A")
+        await client.get_json("/v1/models")
+    finally:
+        await client.aclose()
+    assert seen[0].headers["authorization"] == "Bearer k1"
+    assert seen[0].headers["x-team"] == "blue"
+    assert seen[1].headers["authorization"] == "Bearer k1"  # discovery and probes too
+    raw = request_bytes(Address.of(client.base_url), client.request("p", session="s",
+                                                                    max_tokens=3))  # fmt: skip
+    assert b"\r\nAuthorization: Bearer k1\r\n" in raw
+    assert b"\r\nX-Team: blue\r\n" in raw
+    assert b"\r\nX-Session-Id: s\r\n" in raw
+    replaced = ChatClient(["http://t"], model="m", deadline=1.0, api_key="k1",
+                          headers=(("authorization", "Token t2"),))  # fmt: skip
+    try:
+        assert replaced.headers == {"authorization": "Token t2"}
+    finally:
+        await replaced.aclose()
+
+
+def _sse_body(*pieces: tuple[float, bytes]) -> AsyncIterator[bytes]:
+    async def body() -> AsyncIterator[bytes]:
+        for delay, data in pieces:
+            await asyncio.sleep(delay)
+            yield data
+
+    return body()
+
+
+async def test_a_stream_waiting_its_turn_while_others_stream_is_queued_not_hung() -> None:
+    """A server with one slot: the second prompt gets no byte for longer than the idle
+    bound, but the first streams all along, so the second is slow, never hung; and a
+    stream that trickles comment bytes is slow too."""
+    words = [(0.05, chunk("a", "w").encode()) for _ in range(16)]
+    bodies = iter([
+        [*words, (0.0, b"data: [DONE]\n\n")],  # streams for ~0.8 s
+        [(0.8, chunk("b", "late").encode()), (0.0, b"data: [DONE]\n\n")],  # waits its turn
+        [(0.1, b": keepalive\n")] * 8 + [(0.0, chunk("c", "slow").encode())],  # trickles
+    ])  # fmt: skip
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=SSE, content=_sse_body(*next(bodies)))
+
+    client = ChatClient(["http://test"], model="m", deadline=0.3,
+                        transport=httpx.MockTransport(handler))  # fmt: skip
+    try:
+        first = asyncio.create_task(client.stream("p", session="s1", label="A"))
+        await asyncio.sleep(0.01)
+        second = await client.stream("p", session="s2", label="B")
+        trickle = await client.stream("p", session="s3", label="C")
+        await first
+    finally:
+        await client.aclose()
+    assert not second.hung, second.problem()
+    assert second.text == "late"
+    assert not trickle.hung
+    assert trickle.text == "slow"
+
+
+async def test_the_first_refusal_the_set_up_explains_is_a_setup_error_naming_the_fix() -> None:
+    """401, 404 and a 200 that is not a stream end the run with SetupError (exit 2): the
+    message names the request, quotes the body (escaped, bounded) and says what to
+    change; a 201 stream and a 503 are left to the scenarios."""
+    cases = {
+        "401": (httpx.Response(401, text="no key \x1b[2K"), ["--api-key KEY",
+                "Authorization: Bearer KEY", "answered HTTP 401", "\\x1b[2K"]),
+        "404": (httpx.Response(404, text="Not Found"), ["check --url (is http://test",
+                "POST http://test/v1/chat/completions answered HTTP 404 'Not Found'"]),
+        "json": (httpx.Response(200, json={"choices": []}), ["Content-Type 'application/json'",
+                 "not an event stream", "--dialect", "--target FILE.toml"]),
+    }  # fmt: skip
+    for name, (response, said) in cases.items():
+        client = ChatClient(["http://test"], model="m", deadline=1.0,
+                            transport=httpx.MockTransport(lambda _, r=response: r))  # fmt: skip
+        try:
+            with pytest.raises(SetupError) as caught:
+                await first_request(client, session="s", prompt="p", tokens=3)
+        finally:
+            await client.aclose()
+        assert SetupError.exit_code == 2
+        for text in said:
+            assert text in str(caught.value), (name, str(caught.value))
+    for response in (
+        httpx.Response(201, headers=SSE, content=b"data: [DONE]\n\n"),
+        httpx.Response(503, text="busy"),
+    ):
+        client = ChatClient(["http://test"], model="m", deadline=1.0,
+                            transport=httpx.MockTransport(lambda _, r=response: r))  # fmt: skip
+        try:
+            await first_request(client, session="s", prompt="p", tokens=3)
+        finally:
+            await client.aclose()
+
+
+def test_quoted_evidence_is_bounded_and_escaped() -> None:
+    """What a server sent is quoted with control characters, quotes and backslashes
+    escaped, and cut with an ellipsis."""
+    assert quoted("a'b\\c\n\x1b") == "'a\\'b\\\\c\\n\\x1b'"
+    assert quoted("x" * 10, limit=4) == "'xxxx'…"
+    assert quoted(b"\xff ok") == "'\ufffd ok'"

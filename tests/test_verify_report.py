@@ -50,7 +50,10 @@ def test_failures_lead_the_evidence_and_a_hang_says_so() -> None:
     result = checks.result("", {})
     assert result.status is Status.FAIL
     assert result.hung
-    assert result.summary.startswith("hang: 1 unanswered within the deadline; A: no complete")
+    assert result.summary.startswith(
+        "hang: 1 request(s) got no byte for the idle bound while the server sent nothing on "
+        "any stream; A: no complete"
+    )
     assert result.evidence[:2] == ["B: text differs", "A: no complete response within the deadline"]
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from jarvis.exceptions import ConfigError
 
+from .headers import merged
 from .request import ChatRequest
 from .session import SessionIn
 from .sse import Event
@@ -97,11 +99,13 @@ class Dialect(ABC):
         session_in: SessionIn,
         model: str,
         max_tokens: int | None,
+        headers: Mapping[str, str] | None = None,
     ) -> ChatRequest:
-        """The whole request, the session placed where this server reads it."""
+        """The whole request, the session placed where this server reads it. `headers`
+        (the user's --header and API key) go over the dialect's own, under the session."""
         body = self.body(prompt, model=model, max_tokens=max_tokens, session=session)
         request = ChatRequest(self.path, body, method=self.method)
-        request.headers.update(self.extra_headers())
+        request.headers.update(merged(self.extra_headers(), headers or {}))
         if session is not None:
             session_in.place(
                 session,

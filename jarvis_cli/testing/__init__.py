@@ -15,9 +15,10 @@ from collections.abc import Callable
 
 import pytest
 
+from ..verify.options import VerifyOptions
 from ..verify.results import ScenarioResult, Status
 from ._report import VerifyReport
-from ._run import VerifyOptions, averify_hang, verify_hang
+from ._run import averify_hang, verify_hang
 
 __all__ = [
     "ScenarioResult",

@@ -22,12 +22,20 @@ class VerifyReport:
     evidence, metrics) in run order; `to_json()` is the `--json` report.
     """
 
-    __slots__ = ("_report", "_serving")
+    __slots__ = ("_report", "_serving", "_verbose")
 
-    def __init__(self, report: Report, serving: Sequence[str] = ()) -> None:
+    def __init__(
+        self, report: Report, serving: Sequence[str] = (), *, verbose: bool = False
+    ) -> None:
         self._report = report
         #: What went wrong serving the app itself (it would not stop): each fails the run.
         self._serving = tuple(serving)
+        #: `verbose=True` was asked for: explain() shows every line of evidence.
+        self._verbose = verbose
+
+    def served(self, notes: Sequence[str]) -> VerifyReport:
+        """This report, with what went wrong serving the app (each fails the run)."""
+        return VerifyReport(self._report, [*self._serving, *notes], verbose=self._verbose)
 
     def __repr__(self) -> str:
         scenarios = ", ".join(f"{r.name} {r.status.value}" for r in self.results)
@@ -60,7 +68,8 @@ class VerifyReport:
         return self._report.to_json()
 
     def explain(self) -> str:
-        """Plain text: the verdict, a line per scenario, the first evidence of each failure."""
+        """Plain text: the verdict, a line per scenario, the first evidence of each failure
+        (all of it with `verbose=True`)."""
         run = self._report.run
         counts = ", ".join(f"{self._report.count(s)} {s.value}" for s in Status)
         lines = [
@@ -74,9 +83,10 @@ class VerifyReport:
             evidence = [line for item in result.evidence for line in item.splitlines()]
             if evidence and result.summary.startswith(evidence[0]):
                 evidence = evidence[1:]  # the summary says it already
-            lines += [f"       {line}" for line in evidence[:EXPLAINED_EVIDENCE]]
-            if len(evidence) > EXPLAINED_EVIDENCE:
-                more = len(evidence) - EXPLAINED_EVIDENCE
+            shown = len(evidence) if self._verbose else EXPLAINED_EVIDENCE
+            lines += [f"       {line}" for line in evidence[:shown]]
+            if len(evidence) > shown:
+                more = len(evidence) - shown
                 lines.append(f"       … {more} more line(s) in report.result({result.name!r})")
         if run.hung_during is not None:
             lines.append(f"  the server hung during {run.hung_during}")

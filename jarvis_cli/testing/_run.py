@@ -1,63 +1,42 @@
 """`verify_hang` and `averify_hang`: check the input, serve the app if given one, run the
-scenarios as `verify-hang --url` does (verdicts rest on behaviour alone), wrap the report."""
+scenarios as `verify-hang --url` does (verdicts rest on behaviour alone), wrap the report.
+The options are the command's own (`jarvis_cli.verify.options.VerifyOptions`)."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import os
 import urllib.parse
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 from ._report import VerifyReport
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
-    from ..verify.plan import Plan
+    from ..verify.options import Prepared, VerifyOptions
     from ..verify.report import Report
-    from ..verify.runner import Spec
 
 
-class VerifyOptions(TypedDict, total=False):
-    """The options of `verify_hang`, each named after a `jarvis verify-hang` flag (an error
-    names the flag); one left out takes the flag's default with `--url`."""
-
-    #: Run only these scenarios (`--scenario`), e.g. `["overlap"]`; default: all.
-    scenarios: Sequence[str] | str
-    #: `"supersede"` (one stream per session; default) or `"independent"` (`--expect`).
-    expect: str
-    #: Seconds any request may take before it counts as hung (`--deadline`, 5).
-    deadline: float
-    #: Sessions that overlap at once (`--sessions`, 8), and rounds of overlap (`--rounds`, 5).
-    sessions: int
-    rounds: int
-    #: The bound (s) on a superseded stream's end (`--cancel-wait`, 2).
-    cancel_wait: float
-    #: `openai` or `anthropic` (`--dialect`); where the session id travels, such as
-    #: `header:X-Session-Id` or `body:metadata.session_id` (`--session-in`).
-    dialect: str
-    session_in: str
-    #: A cheap path to probe, such as `/health` (`--health`).
-    health: str
-    #: The model to ask for (`--model`), the bearer token (`--api-key`), and the server's
-    #: structured log, for the leak checks (`--log-file`).
-    model: str
-    api_key: str
-    log_file: str | os.PathLike[str]
-
-
-def verify_hang(target: ASGIApp | str, **options: Unpack[VerifyOptions]) -> VerifyReport:
+def verify_hang(
+    app: ASGIApp | str, /, options: VerifyOptions | None = None, **settings: Any
+) -> VerifyReport:
     """Run verify-hang against an ASGI app (served on 127.0.0.1 meanwhile) or a URL.
 
-    Blocks until the run ends (each request within `deadline`, each scenario
-    within its budget). An app is served on a thread with an event loop of its
-    own, so an app that blocks its loop is seen as a hung server, as it would be
-    in production. Bad input raises `jarvis.exceptions.ConfigError`; a URL where
-    nothing answers, `Unreachable` (a `ToolError`). In async tests, use
-    `await averify_hang(...)`.
+    The options are `jarvis verify-hang`'s, one for one, by the same names
+    (`VerifyOptions`): `target="api.toml"`, `dialect="anthropic"`,
+    `session_in="body:metadata.session_id"`, `headers=["X-Team: a"]`, `api_key=...`,
+    `expect="independent"`, `scenarios=["overlap"]`, `junit="verify.xml"`, ...; pass
+    them as keywords, or as a `VerifyOptions` (keywords then override it). One left out
+    takes the flag's default with `--url`.
+
+    Blocks until the run ends. An app is served on a thread with an event loop of its
+    own, so an app that blocks its loop is seen as a hung server, as it would be in
+    production. Bad input raises `jarvis.exceptions.ConfigError`; a URL where nothing
+    answers, `Unreachable`; a server that refuses the first request for a reason the
+    options explain (401, 404, no stream), `SetupError` (`ToolError`s). In async tests,
+    use `await averify_hang(...)`.
     """
     if _in_event_loop():
         from jarvis.exceptions import ConfigError
@@ -66,29 +45,35 @@ def verify_hang(target: ASGIApp | str, **options: Unpack[VerifyOptions]) -> Veri
             "verify_hang() blocks, and this thread runs an event loop (an async test?): "
             "use `await averify_hang(...)` instead"
         )
-    checked, plan, spec_for = _prepare(target, options)
+    checked, prepare = _prepare(app, options, settings)
     if isinstance(checked, str):
-        return VerifyReport(asyncio.run(_verify(plan, spec_for(checked))))
+        prepared = prepare(checked)
+        return _written(prepared, asyncio.run(_verify(prepared)))
     from ._server import AppThread
 
     host = AppThread(checked)
     with host as url:
-        report = asyncio.run(_verify(plan, spec_for(url)))
-    return VerifyReport(report, host.notes)
+        prepared = prepare(url)
+        report = _written(prepared, asyncio.run(_verify(prepared)))
+    return report.served(host.notes)
 
 
-async def averify_hang(target: ASGIApp | str, **options: Unpack[VerifyOptions]) -> VerifyReport:
+async def averify_hang(
+    app: ASGIApp | str, /, options: VerifyOptions | None = None, **settings: Any
+) -> VerifyReport:
     """`verify_hang` for async tests. An app is served on the test's own event loop, so it
     may use the test's async fixtures; but an app that blocks that loop stalls the run as
     well, where the sync `verify_hang` reports a hang."""
-    checked, plan, spec_for = _prepare(target, options)
+    checked, prepare = _prepare(app, options, settings)
     if isinstance(checked, str):
-        return VerifyReport(await _verify(plan, spec_for(checked)))
+        prepared = prepare(checked)
+        return _written(prepared, await _verify(prepared))
     from ._server import served
 
     async with served(checked) as here:
-        report = await _verify(plan, spec_for(here.url))
-    return VerifyReport(report, here.notes)
+        prepared = prepare(here.url)
+        report = _written(prepared, await _verify(prepared))
+    return report.served(here.notes)
 
 
 def _in_event_loop() -> bool:
@@ -100,57 +85,28 @@ def _in_event_loop() -> bool:
 
 
 def _prepare(
-    target: object, options: VerifyOptions
-) -> tuple[ASGIApp | str, Plan, Callable[[str], Spec]]:
-    """Check everything before anything starts: the target (an app or a URL), the plan,
-    and how to speak to the server, as a Spec for the URL it will have."""
-    from jarvis.exceptions import ConfigError
+    app: object, options: VerifyOptions | None, settings: dict[str, Any]
+) -> tuple[ASGIApp | str, Callable[[str], Prepared]]:
+    """Check everything before anything starts: the app or URL, and the options (as the
+    command checks its flags), then how to prepare the run for the URL it will have."""
+    from ..verify.options import VerifyOptions
 
-    from ..chatapi.resolve import chat_api
-    from ..verify.plan import REMOTE_CANCEL_WAIT_S, Expect, Plan
-    from ..verify.runner import Spec
+    chosen = (options or VerifyOptions()).replace(**settings)
+    checked = _target(app)
+    chosen.prepare(served="http://127.0.0.1:1")  # every check, before the app is served
 
-    unknown = sorted(set(options) - VerifyOptions.__optional_keys__)
-    if unknown:
-        known = ", ".join(sorted(VerifyOptions.__optional_keys__))
-        raise ConfigError(f"verify_hang() has no option {unknown[0]!r}; it has: {known}")
-    checked = _target(target)
-    try:
-        expect = Expect(options.get("expect", Expect.SUPERSEDE))
-    except ValueError:
-        raise ConfigError(
-            f"expect= takes 'supersede' or 'independent', not {options.get('expect')!r}"
-        ) from None
-    names = options.get("scenarios") or []
-    sizes: dict[str, Any] = {
-        k: v for k, v in options.items() if k in ("deadline", "sessions", "rounds")
-    }
-    plan = Plan(
-        strict=False,
-        expect=expect,
-        cancel_wait=options.get("cancel_wait", REMOTE_CANCEL_WAIT_S),
-        scenarios=Plan.select([names] if isinstance(names, str) else list(names)),
-        **sizes,
-    )
-    chat = chat_api(
-        dialect=options.get("dialect"),
-        session_in=options.get("session_in"),
-        health=options.get("health"),
-    )
-    log_file = options.get("log_file")
+    def prepare(url: str) -> Prepared:
+        return chosen.prepare(served=url)
 
-    def spec_for(url: str) -> Spec:
-        return Spec(
-            urls=(url,),
-            log_file=None if log_file is None else Path(log_file),
-            model=options.get("model"),
-            api_key=options.get("api_key"),
-            dialect=chat.dialect,
-            session_in=chat.session_in,
-            health=chat.health,
-        )
+    return checked, prepare
 
-    return checked, plan, spec_for
+
+def _written(prepared: Prepared, report: Report) -> VerifyReport:
+    """The report, with the files its options ask for written (JSON, JUnit, the page)."""
+    from ..verify import outputs
+
+    outputs.write(report, prepared, None)
+    return VerifyReport(report, verbose=prepared.options.verbose)
 
 
 def _target(target: object) -> ASGIApp | str:
@@ -178,8 +134,8 @@ def _target(target: object) -> ASGIApp | str:
     )
 
 
-async def _verify(plan: Plan, spec: Spec) -> Report:
+async def _verify(prepared: Prepared) -> Report:
     from ..verify.report import QuietView, Report
     from ..verify.runner import run
 
-    return Report(plan, await run(plan, spec, QuietView()))
+    return Report(prepared.plan, await run(prepared.plan, prepared.spec, QuietView()))

@@ -1,11 +1,12 @@
-"""An async SSE client for streamed chat answers: hard deadlines, arrival times, stream ids.
+"""An async SSE client for streamed chat answers: idle bounds, arrival times, stream ids.
 
-httpx's timeouts bound one read, not a whole stream, so every request here
-runs under `asyncio.timeout(deadline)` as well: a server that trickles bytes
-forever, or none at all, still yields a `Transcript` marked `hung` in time.
-Events are read with httpx-sse (lines end at CR, LF or CRLF only, as the SSE
-spec says) and interpreted by the server's dialect (`jarvis_cli/chatapi`); every
-event is stamped when it arrives and keeps its stream id, so "a chunk of A
+A request is hung when no byte arrives on it for the idle bound (`deadline`)
+while none arrives on any other stream of the run either (`activity.py`): a
+stream that waits in a server's queue, or trickles, is slow, never hung, and
+the scenario's budget bounds it. The body is read byte by byte (every byte is
+progress) and decoded as the SSE spec says (`chatapi.sse`: lines end at CR, LF
+or CRLF only), then interpreted by the server's dialect (`jarvis_cli/chatapi`);
+every event is stamped when it arrives and keeps its stream id, so "a chunk of A
 after B's first chunk" is a fact read off the transcript, not a guess.
 """
 
@@ -19,14 +20,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from httpx_sse import EventSource, SSEError
 
-from ..chatapi import ChatRequest, Dialect, Piece, SessionIn
+from ..chatapi import ChatRequest, Dialect, Piece, SessionIn, SSEDecoder
 from ..chatapi.dialect import OpenAI
+from ..chatapi.headers import Header, merged
 from ..chatapi.session import DEFAULT_SESSION_IN
+from .activity import Activity, until_idle
+from .results import quoted
 
 #: How much of a refused request's body a transcript keeps (for evidence).
 BODY_KEEP = 300
+#: What an answer to a streaming request must be: any 2xx carrying this content type.
+EVENT_STREAM = "text/event-stream"
+
+
+def is_success(status: int) -> bool:
+    """A 2xx: the server took the request (201 and 202 are answers like 200)."""
+    return 200 <= status < 300
+
+
+def is_event_stream(content_type: str | None) -> bool:
+    return (content_type or "").partition(";")[0].strip().lower() == EVENT_STREAM
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +67,8 @@ class Transcript:
     max_tokens: int | None
     sent_at: float
     status: int = 0
+    #: The response's Content-Type ("" before a response head arrived).
+    content_type: str = ""
     #: `X-Stream-Id` when the server sends it, else the first id an event carries.
     stream_id: str | None = None
     #: When the response head arrived (the server is serving the request).
@@ -65,13 +81,20 @@ class Transcript:
     error: str | None = None
     #: An error event the server sent in the stream, as text.
     error_event: str | None = None
-    #: No complete response within the deadline.
+    #: No byte on it, nor on any other stream of the run, for the idle bound.
     hung: bool = False
+    #: The idle bound that `hung` went past (seconds).
+    idle_s: float = 0.0
     #: Events the dialect cannot read (data that is not JSON): a corrupted stream.
     malformed: int = 0
     body: str = ""
     #: The base URL that served it (several --url: a session's prompts take turns).
     url: str = ""
+    #: The request as sent: its method and the path (with the query) under `url`.
+    method: str = "POST"
+    path: str = ""
+    #: When its last byte arrived (the response head counts); `sent_at` before any.
+    last_byte_at: float | None = None
 
     # -- what the events say ---------------------------------------------------
 
@@ -98,10 +121,25 @@ class Transcript:
         return self.finish_reason is not None and self.done_at is not None
 
     @property
+    def streamed(self) -> bool:
+        """The response is a stream: a 2xx carrying text/event-stream."""
+        return is_success(self.status) and is_event_stream(self.content_type)
+
+    @property
     def answered(self) -> bool:
         """The server streamed to an end it chose: no hang, no refusal, no broken
         connection. How it ended (marker, finish reason, plain close) is `ending`."""
-        return not self.hung and self.status == 200 and self.error is None
+        return not self.hung and self.streamed and self.error is None
+
+    @property
+    def complete(self) -> bool:
+        """It said it was done: a natural finish and the dialect's end marker."""
+        return self.natural and self.done_at is not None
+
+    @property
+    def request_line(self) -> str:
+        """`POST http://host:port/v1/chat/completions`: the request, as a message names it."""
+        return f"{self.method} {self.url}{self.path}"
 
     @property
     def first_chunk_at(self) -> float | None:
@@ -114,20 +152,24 @@ class Transcript:
 
     @property
     def ending(self) -> str:  # noqa: PLR0911 - one answer per way a stream can end
-        """How the stream ended, in words: reported as a note, never a verdict."""
+        """How the stream ended, in words any dialect reads the same ("a natural finish
+        (end_turn) and the end marker"): reported as a note, never a verdict."""
         if self.hung:
-            return "no end within the deadline"
-        if self.status != 200:
+            return f"nothing: no byte for {self.idle_s:g} s"
+        if not is_success(self.status):
             return f"HTTP {self.status or 'error'}"
         if self.error is not None:
             return "a broken connection"
         if self.error_event is not None:
             return "an error event"
         finish = self.finish_reason
-        if self.done_at is not None:
-            return f"finish_reason {finish} and the end marker" if finish else "the end marker"
+        said = ""
         if finish:
-            return f"finish_reason {finish}, then a plain close"
+            said = f"a natural finish ({finish})" if self.natural else f"an early stop ({finish})"
+        if self.done_at is not None:
+            return f"{said} and the end marker" if said else "the end marker"
+        if said:
+            return f"{said}, then a plain close"
         return "a plain close"
 
     @property
@@ -135,7 +177,7 @@ class Transcript:
         """jarvis's contract (`--strict`): completed, superseded, error, cut, refused, hung."""
         if self.hung:
             return "hung"
-        if self.status != 200:
+        if not is_success(self.status):
             return "refused" if self.status else "error"
         if not self.terminal:
             return "cut"
@@ -163,9 +205,17 @@ class Transcript:
         `strict` (jarvis's contract) demands a finish reason and the end marker; `cut_ok`
         takes a broken connection as one more way to end (a superseded stream's)."""
         if self.hung:
-            return "no complete response within the deadline"
-        if self.status != 200:
-            return f"HTTP {self.status or 'error'}: {self.error or self.body[:120]}"
+            return (
+                f"hung: no byte for {self.idle_s:g} s, and none on any other stream of the "
+                "run meanwhile"
+            )
+        if not is_success(self.status):
+            return f"HTTP {self.status or 'error'}: {self.error or quoted(self.body)}"
+        if not self.streamed:
+            return (
+                f"HTTP {self.status} with Content-Type {self.content_type or 'none'!r}: not "
+                f"an event stream: {quoted(self.body)}"
+            )
         if self.error is not None and not cut_ok:
             return f"the connection broke mid-stream ({self.error})"
         if strict and not self.terminal:
@@ -199,7 +249,9 @@ class Transcript:
 
 
 class ChatClient:
-    """Streams chat answers from one server (or several replicas), each within a deadline."""
+    """Streams chat answers from one server (or several replicas); a request ends when
+    the server ends it, or when it and every other stream of the run sat idle for the
+    idle bound (`deadline`)."""
 
     def __init__(
         self,
@@ -210,23 +262,28 @@ class ChatClient:
         dialect: Dialect | None = None,
         session_in: SessionIn = DEFAULT_SESSION_IN,
         api_key: str | None = None,
+        headers: Sequence[Header] = (),
         clock: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.dialect = dialect or OpenAI()
         self.session_in = session_in
-        #: Sent with every request (the API key, if any); the prober reuses them.
-        self.headers = self.dialect.auth_headers(api_key)
+        #: Sent with every request, streamed, raw or probe: the API key in the dialect's
+        #: header, then each --header (which wins over the key for the same name).
+        self.headers = merged(self.dialect.auth_headers(api_key), headers)
         self.urls = list(urls)
         self.base_url = self.urls[0]
         self.model = model
         self.deadline = deadline
         self._clock = clock
+        #: When any stream of this client last received a byte.
+        self.activity = Activity(clock=clock)
         self._turns: dict[str | None, int] = {}
-        # httpx's own timeouts sit just past the hard deadline, so the hard one decides.
+        # Reads have no timeout of their own: a stream waiting in the server's queue
+        # while others move is not hung, and `until_idle` decides when one is.
         self._http = httpx.AsyncClient(
             headers=self.headers,
-            timeout=httpx.Timeout(deadline + 1.0),
+            timeout=httpx.Timeout(deadline + 1.0, read=None, pool=None),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
             transport=transport,
         )
@@ -235,7 +292,7 @@ class ChatClient:
         urls = " ".join(self.urls)
         return (
             f"<ChatClient {urls} {self.dialect.name} model={self.model!r} "
-            f"deadline={self.deadline:g}s>"
+            f"idle bound={self.deadline:g}s>"
         )
 
     def url_for(self, session: str | None) -> str:
@@ -248,12 +305,14 @@ class ChatClient:
     def request(
         self, prompt: str, *, session: str | None, max_tokens: int | None, model: str | None = None
     ) -> ChatRequest:
+        """The request, with every header the user gave: a raw socket sends it as is."""
         return self.dialect.request(
             prompt,
             session=session,
             session_in=self.session_in,
             model=model or self.model,
             max_tokens=max_tokens,
+            headers=self.headers,
         )
 
     async def stream(
@@ -269,22 +328,35 @@ class ChatClient:
     ) -> Transcript:
         """Send one streaming request and read it to the end; never raises for the wire.
 
-        `answered` is set when the response head arrives, so a caller can time a second
-        request from the moment the server is serving this one."""
+        `deadline` (default: the client's) is the idle bound: no byte on this request nor
+        on any other for that long, and it is hung. `answered` is set when the response
+        head arrives, so a caller can time a second request from the moment the server
+        is serving this one."""
         request = self.request(prompt, session=session, max_tokens=max_tokens, model=model)
         t = Transcript(label, session, prompt, max_tokens, sent_at=self._clock())
         t.url = self.url_for(session)
+        t.method, t.path = request.method, request.target
+        t.idle_s = deadline or self.deadline
         try:
-            async with asyncio.timeout(deadline or self.deadline):
-                await self._read(t, request, answered)
-        except (TimeoutError, httpx.TimeoutException):
-            t.hung = True
-        except SSEError as exc:
-            t.error = f"not an event stream: {exc}"
+            hung, _ = await until_idle(
+                self._read(t, request, answered),
+                idle=t.idle_s,
+                own_last=lambda: t.last_byte_at or t.sent_at,
+                activity=self.activity,
+                clock=self._clock,
+            )
+            t.hung = hung
         except httpx.HTTPError as exc:
             t.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         t.ended_at = self._clock()
         return t
+
+    def _got(self, t: Transcript) -> float:
+        """A byte arrived on `t`: progress for it and for the run."""
+        now = self._clock()
+        t.last_byte_at = now
+        self.activity.saw(now)
+        return now
 
     async def _read(
         self, t: Transcript, request: ChatRequest, answered: asyncio.Event | None
@@ -294,23 +366,29 @@ class ChatClient:
             t.url + request.path,
             params=request.params,
             json=request.body,
-            headers={"Accept": "text/event-stream", **request.all_headers()},
+            headers={"Accept": EVENT_STREAM, **request.all_headers()},
         ) as response:
-            t.headers_at = self._clock()
+            t.headers_at = self._got(t)
             if answered is not None:
                 answered.set()
             t.status = response.status_code
+            t.content_type = response.headers.get("content-type", "")
             t.stream_id = response.headers.get("x-stream-id")
-            if response.status_code != 200:
-                t.body = (await response.aread()).decode("utf-8", "replace")[:BODY_KEEP]
+            if not t.streamed:
+                t.body = await _head_of(response)
+                if is_success(t.status):
+                    t.error = f"not an event stream: Content-Type {t.content_type or 'none'!r}"
                 return
-            clock, read = self._clock, self.dialect.read
-            async for sse in EventSource(response).aiter_sse():
-                if sse.event == "message" and not sse.data:
-                    continue  # a blank dispatch (an id alone): says nothing
-                piece = read(sse)
-                if piece is not None:
-                    t.absorb(piece, clock())
+            decoder, read = SSEDecoder(), self.dialect.read
+            async for data in response.aiter_bytes():
+                at = self._got(t)
+                for sse in decoder.feed(data):
+                    if sse.event == "message" and not sse.data:
+                        continue  # a blank dispatch (an id alone): says nothing
+                    piece = read(sse)
+                    if piece is not None:
+                        t.absorb(piece, at)
+            decoder.close()
 
     async def get_json(self, path: str, *, within: float = 2.0) -> tuple[int, Any]:
         """GET `path` on the first URL: (status, decoded JSON or None); (0, None) if no
@@ -327,3 +405,14 @@ class ChatClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+async def _head_of(response: httpx.Response) -> str:
+    """The start of a body that is not a stream (a refusal, say), for evidence: read no
+    further than `BODY_KEEP` bytes, so a server that never ends its body cannot hold us."""
+    kept = b""
+    async for data in response.aiter_bytes():
+        kept += data
+        if len(kept) >= BODY_KEEP:
+            break
+    return kept[:BODY_KEEP].decode("utf-8", "replace")

@@ -12,6 +12,26 @@ from dataclasses import dataclass, field
 
 #: Failures kept per scenario; the rest are counted ("… and 12 more").
 MAX_FAILURES = 25
+#: Characters of what a server sent that one piece of evidence quotes.
+QUOTED = 120
+
+
+def quoted(text: str | bytes, limit: int = QUOTED) -> str:
+    """What a server sent, for evidence: at most `limit` characters, in quotes, with every
+    control character, quote and backslash escaped (`'\\x1b[31m'`), so that no body can
+    draw on a terminal or forge a line; `…` when cut."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    body = "".join(_escaped(c) for c in text[:limit])
+    return f"'{body}'" + ("…" if len(text) > limit else "")
+
+
+def _escaped(c: str) -> str:
+    if c == "'":
+        return "\\'"
+    if c == "\\" or not c.isprintable():
+        return repr(c)[1:-1]  # \n, \x1b, \u2028, \\
+    return c
 
 
 class Status(enum.StrEnum):
@@ -30,7 +50,7 @@ class ScenarioResult:
     metrics: dict[str, object] = field(default_factory=dict)
     evidence: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    #: A request got no complete answer within the deadline.
+    #: A request got no byte for the idle bound while no other stream got one either.
     hung: bool = False
 
     def to_json(self) -> dict[str, object]:
@@ -57,7 +77,7 @@ class Checks:
         self.dropped = 0
         self.skipped: list[str] = []
         self.notes: list[str] = []
-        #: Failures that are hangs (no complete answer within the deadline), and the first.
+        #: Failures that are hangs (no byte for the idle bound, on any stream), and the first.
         self.hangs = 0
         self.first_hang = ""
 
@@ -126,7 +146,10 @@ class Checks:
             more = len(self.failures) + self.dropped - 1
             summary = self.failures[0].splitlines()[0] + (f" (+{more} more)" if more else "")
             if self.hung:
-                summary = f"hang: {self.hangs} unanswered within the deadline; {self.first_hang}"
+                summary = (
+                    f"hang: {self.hangs} request(s) got no byte for the idle bound while the "
+                    f"server sent nothing on any stream; {self.first_hang}"
+                )
         elif self.checked == 0:
             status = Status.SKIP
             summary = self.skipped[0].removeprefix("skipped: ") if self.skipped else summary

@@ -26,18 +26,21 @@ import httpx
 
 from ..chatapi import Dialect, SessionIn
 from ..chatapi.dialect import OpenAI
+from ..chatapi.headers import Header
 from ..chatapi.session import DEFAULT_SESSION_IN
 from . import serverlog
-from .client import ChatClient
+from .client import ChatClient, is_success
 from .embedded import EmbeddedServer, start_embedded
 from .plan import Plan
 from .probe import Probe, ProbeLog, Prober
 from .results import ScenarioResult, Status
 from .scenarios import RUNNABLE, Context, responsiveness
+from .scenarios.baseline import PROMPT as BASELINE
+from .scenarios.baseline import TOKENS as BASELINE_TOKENS
 from .scenarios.burst import PROMPT as BURST
 from .scenarios.burst import TOKENS as BURST_TOKENS
 from .scenarios.context import LONG, LONG_TOKENS, SHORT, SHORT_TOKENS
-from .target import JARVIS_MODEL, Target, discover, normalise_url
+from .target import JARVIS_MODEL, Target, discover, first_request, normalise_url
 
 #: The prober's silence (seconds) that, after a scenario hung, means the server is hung.
 HUNG_SILENCE_S = 1.0
@@ -74,6 +77,8 @@ class Spec:
     registry: str | None = None
     model: str | None = None
     api_key: str | None = None
+    #: `--header`s, on every request (the API key's header comes first; these win).
+    headers: tuple[Header, ...] = ()
     dialect: Dialect = field(default_factory=OpenAI)
     session_in: SessionIn = DEFAULT_SESSION_IN
     health: str | None = None
@@ -119,6 +124,7 @@ async def run(
         dialect=spec.dialect,
         session_in=spec.session_in,
         api_key=spec.api_key,
+        headers=spec.headers,
     )
     outcome: RunResult | None = None
     try:
@@ -132,6 +138,8 @@ async def run(
         client.model = target.model
         view.target(target)
         ctx = Context(plan, target, client, secrets.token_hex(3), started_wall, clock)
+        # A refusal the set-up explains (401, 404, no stream...) ends the run here, exit 2.
+        await first_request(client, session=ctx.session("first"), prompt=SHORT, tokens=SHORT_TOKENS)
         outcome = RunResult(target, [], started_wall)
         await _scenarios(ctx, server, view, outcome)
     finally:
@@ -203,7 +211,12 @@ async def _scenarios(
 def _calibrate(ctx: Context) -> None:
     """Learn the natural answers of the prompts the scenarios send, in fresh sessions,
     while the first scenarios run (once; later calls find them started)."""
-    for prompt, tokens in ((LONG, LONG_TOKENS), (SHORT, SHORT_TOKENS), (BURST, BURST_TOKENS)):
+    for prompt, tokens in (
+        (LONG, LONG_TOKENS),
+        (SHORT, SHORT_TOKENS),
+        (BURST, BURST_TOKENS),
+        (BASELINE, BASELINE_TOKENS),
+    ):
         ctx.naturals.calibrate(prompt, tokens)
 
 
@@ -217,17 +230,37 @@ async def _run_one(ctx: Context, name: str, view: View) -> ScenarioResult:
         _calibrate(ctx)
     view.started(name)
     began = ctx.clock()
-    budget = ctx.plan.budget()
+    budget = ctx.budget()
     scenario = _leaks_per_file if name == "leaks" else RUNNABLE[name]
     try:
         async with asyncio.timeout(budget):
             result = await scenario(ctx)
     except TimeoutError:
-        result = ScenarioResult(
-            name, Status.FAIL, f"hang: the scenario did not finish within {budget:g} s", hung=True
-        )
+        result = out_of_budget(ctx, name, budget)
     result.seconds = ctx.clock() - began
     return result
+
+
+def out_of_budget(ctx: Context, name: str, budget: float) -> ScenarioResult:
+    """A scenario that ran past its budget: hung if the server had gone quiet on every
+    stream for the idle bound, else slow (bytes were still arriving), which is a failure
+    of this run to finish, never a hang."""
+    quiet = ctx.client.activity.quiet_for(ctx.clock())
+    if quiet >= ctx.plan.deadline:
+        return ScenarioResult(
+            name,
+            Status.FAIL,
+            f"hang: the scenario did not finish within {budget:g} s, and no stream has "
+            f"received a byte for {quiet:.1f} s",
+            hung=True,
+        )
+    return ScenarioResult(
+        name,
+        Status.FAIL,
+        f"slow, not hung: the scenario did not finish within its budget of {budget:g} s, "
+        f"though the server was still streaming (its last byte {quiet * 1000:.0f} ms ago); "
+        "fewer --sessions or --rounds finish sooner",
+    )
 
 
 async def _leaks_per_file(ctx: Context) -> ScenarioResult:
@@ -273,7 +306,7 @@ def _not_run(name: str, hung_during: str) -> ScenarioResult:
 def _ping(http: httpx.AsyncClient, path: str) -> Callable[[], Awaitable[None]]:
     async def ping() -> None:
         response = await http.get(path)
-        if response.status_code != 200:
+        if not is_success(response.status_code):
             raise httpx.HTTPStatusError(
                 f"HTTP {response.status_code}", request=response.request, response=response
             )

@@ -11,12 +11,15 @@ import asyncio
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
 
 from ..chatapi import ChatRequest
+from .activity import Activity
+from .client import is_event_stream, is_success
 
 #: The most response head we wait for before calling a response malformed.
 MAX_HEAD = 64 * 1024
@@ -42,6 +45,15 @@ class Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     received: bytes = b""
+    #: When it was opened, and when its last byte arrived (None: none yet).
+    opened_at: float = 0.0
+    last_byte_at: float | None = None
+    #: The run's progress, told of every byte this connection receives.
+    activity: Activity | None = None
+
+    def last_progress(self) -> float:
+        """When this connection last moved: its last byte, else its opening."""
+        return self.last_byte_at or self.opened_at
 
     @property
     def status(self) -> int:
@@ -51,20 +63,41 @@ class Connection:
             return int(line[1])
         return 0
 
+    @property
+    def content_type(self) -> str:
+        """The Content-Type of the response head received so far, or ""."""
+        head = self.received.partition(b"\r\n\r\n")[0]
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-type":
+                return value.strip().decode("latin-1")
+        return ""
+
+    @property
+    def streaming(self) -> bool:
+        """The response is a stream: a 2xx carrying text/event-stream."""
+        return is_success(self.status) and is_event_stream(self.content_type)
+
     async def read_until(self, marker: bytes, limit: int = MAX_HEAD) -> bool:
         """Read until `marker` has arrived (True) or the peer closed (False); caller bounds time."""
         while marker not in self.received:
             data = await self.reader.read(65536)
             if not data:
                 return False
-            self.received += data
+            self._got(data)
             if len(self.received) > limit and marker not in self.received:
                 return False
         return True
 
     async def read_to_end(self) -> None:
         while data := await self.reader.read(65536):
-            self.received += data
+            self._got(data)
+
+    def _got(self, data: bytes) -> None:
+        self.received += data
+        self.last_byte_at = time.monotonic()
+        if self.activity is not None:
+            self.activity.saw(self.last_byte_at)
 
     def drop(self, *, reset: bool) -> None:
         """Leave: a FIN, or with `reset` an RST (SO_LINGER with a zero timeout)."""
@@ -83,8 +116,11 @@ class Connection:
             pass
 
 
-async def connect(address: Address, *, rcvbuf: int | None = None) -> Connection:
-    """Open a connection; `rcvbuf` shrinks the receive buffer first (a slow reader)."""
+async def connect(
+    address: Address, *, rcvbuf: int | None = None, activity: Activity | None = None
+) -> Connection:
+    """Open a connection; `rcvbuf` shrinks the receive buffer first (a slow reader), and
+    `activity` hears of every byte it receives."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
     family, kind, proto, _, sockaddr = infos[0]
@@ -101,7 +137,7 @@ async def connect(address: Address, *, rcvbuf: int | None = None) -> Connection:
     except BaseException:
         sock.close()
         raise
-    return Connection(reader, writer)
+    return Connection(reader, writer, opened_at=time.monotonic(), activity=activity)
 
 
 def request_bytes(

@@ -25,10 +25,13 @@ class Expectation:
     """One `verify-hang --url URL <args>` run against a peer, and its outcome."""
 
     args: tuple[str, ...]
+    #: `pass` or `fail` (the report's verdict), or `exit 2` (a set-up error, no report).
     verdict: str
     failing: frozenset[str] = frozenset()
     #: Scenarios that fail or pass by chance (which worker the kernel hands a connection).
     by_chance: frozenset[str] = frozenset()
+    #: What stderr must say (an exit 2 names the option to change).
+    says: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ def _fail(*scenarios: str) -> frozenset[str]:
 
 
 PASS, FAIL = "pass", "fail"  # report["verdict"]
+USAGE = "exit 2"  # the set-up is wrong: no verdict at all
 
 PEERS: dict[str, Peer] = {
     peer.name: peer
@@ -91,7 +95,11 @@ PEERS: dict[str, Peer] = {
         Peer(
             "custom_api",
             _module("custom_api"),
-            (Expectation(("--target", "tests/peers/custom_api.toml"), PASS),),
+            (
+                Expectation(("--target", "tests/peers/custom_api.toml"), PASS),
+                # Without its target file: POST /v1/chat/completions is a 404.
+                Expectation((), USAGE, says=("answered HTTP 404", "--url", "--target")),
+            ),
             health="/api/ping",
         ),
         Peer(
@@ -100,6 +108,29 @@ PEERS: dict[str, Peer] = {
             (Expectation(("--dialect", "anthropic"), PASS),),
         ),
         Peer("unicode_crlf", _module("unicode_crlf"), (Expectation((), PASS),)),
+        Peer(
+            "auth_required",
+            _module("auth_required"),
+            (
+                Expectation(("--api-key", "peer-secret"), PASS),
+                Expectation(("--header", "X-Api-Key:peer-secret"), PASS),
+                Expectation((), USAGE, says=("answered HTTP 401", "--api-key", "--header")),
+            ),
+            health="/health",
+        ),
+        Peer("status_201", _module("status_201"), (Expectation((), PASS),)),
+        Peer(
+            "leftover_tokens",
+            _module("leftover_tokens"),
+            (Expectation((), FAIL, _fail("overlap", "burst", "isolation"), _fail("disconnect")),),
+        ),
+        Peer("varying_lengths", _module("varying_lengths"), (Expectation((), PASS),)),
+        Peer(
+            "slots",
+            _module("slots"),
+            # A --deadline shorter than the queue's wait: slow, and still never a hang.
+            (Expectation(("--expect", "independent", "--deadline", "2"), PASS),),
+        ),
     )
 }
 

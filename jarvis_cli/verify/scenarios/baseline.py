@@ -1,6 +1,6 @@
 """`baseline`: one stream on an idle server completes; its TTFT, duration and gaps are
-the yardstick the later scenarios' "undisturbed" is measured against, and its answer
-is its prompt's natural length (isolation and slow_reader send the same prompt)."""
+the yardstick the later scenarios' "undisturbed" is measured against, and its pace
+(seconds per token) scales the budget of every scenario after it."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ async def baseline(ctx: Context) -> ScenarioResult:
             text_is_right(checks, ctx, t)
         else:
             checks.expect(bool(t.text), f"{t.describe()}: answered, but with no text at all")
-            ctx.naturals.learnt(t)
     if t.first_chunk_at is not None and t.ended_at is not None:
         gaps = t.content_gaps()
         ctx.baseline_gap = max(gaps, default=0.0)
+        ctx.pace = (t.ended_at - t.sent_at) / TOKENS
         ids = "X-Stream-Id" if t.stream_id and not t.chunks[0].id else "in each event"
         carries = f"stream ids {ids}" if t.stream_id else "no stream ids"
         metrics = {

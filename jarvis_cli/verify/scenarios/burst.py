@@ -3,7 +3,12 @@
 Under `supersede`, once the burst settles exactly one stream is still
 emitting, and it completes: no two streams of the session ever emit at once
 (no chunk of one after a later one's first chunk), exactly one prompt
-delivers its whole answer, and the others end within the cancel bound.
+delivers its whole answer, and the others end within the cancel bound. With
+a model that is not deterministic, length cannot tell a whole answer from a
+cut one, and a superseded stream may end with a natural finish too: the
+survivor is then the stream that delivered text last, and it must end with a
+natural finish and the end marker. Every stream cut short carries a clean
+start of its answer when the model is deterministic (else: corrupted bytes).
 The survivor must be the newest prompt as the server saw them: requests sent
 17 ms apart can overtake each other on the way in, so when the newest sent
 is not the survivor, the server's log (its `stream_start` order) decides;
@@ -19,6 +24,7 @@ from pathlib import Path
 from .. import serverlog
 from ..client import Transcript
 from ..plan import Expect
+from ..queueing import Queueing
 from ..results import Checks, ScenarioResult
 from .context import (
     CANCEL_MARGIN_S,
@@ -28,13 +34,13 @@ from .context import (
     endings_note,
     ms,
     ran_to_end,
-    text_is_right,
+    text_is_part,
 )
 
 SIZE = 4
 WINDOW_S = 0.05
 CYCLES = 2
-#: One prompt for every member of a burst, so one calibration gives its natural length.
+#: One prompt for every member of a burst, so one calibration gives its natural answer.
 PROMPT = "Long essay burst"
 TOKENS = 40
 
@@ -46,8 +52,10 @@ async def burst(ctx: Context) -> ScenarioResult:
     mark = await asyncio.to_thread(serverlog.size, log_path) if log_path else 0
     outcomes: dict[str, int] = {}
     superseded: list[Transcript] = []
+    everyone: list[Transcript] = []
     for cycle in range(1, CYCLES + 1):
         prompts = await _cycle(ctx, session, cycle)
+        everyone += prompts
         for t in prompts:
             outcomes[t.ending] = outcomes.get(t.ending, 0) + 1
         if ctx.plan.expect is Expect.SUPERSEDE:
@@ -65,6 +73,12 @@ async def burst(ctx: Context) -> ScenarioResult:
     metrics: dict[str, object] = {"prompts_per_cycle": SIZE, "cycles": CYCLES, "endings": outcomes}
     ending = "one survivor each" if ctx.plan.expect is Expect.SUPERSEDE else "all finished"
     summary = f"{CYCLES} bursts of {SIZE} prompts in {WINDOW_S * 1000:.0f} ms: {ending}"
+    if ctx.plan.expect is Expect.INDEPENDENT:
+        queueing = Queueing.of(everyone)
+        metrics["queueing"] = queueing.to_json()
+        if queueing.queued:
+            summary += f"; {queueing.describe()}"
+            checks.note(queueing.describe())
     return checks.result(summary, metrics)
 
 
@@ -94,6 +108,8 @@ async def _judge_supersede(
     else:
         checks.confirm()
     clean = [t for t in prompts if ended(checks, ctx, t)]
+    natural = None if ctx.plan.strict else await ctx.naturals.get(PROMPT, TOKENS)
+    by_length = natural is None or natural.deterministic
     complete = [t for t in clean if await _whole(ctx, t)]
     listed = ", ".join(f"{t.label} {len(t.text)} chars, {t.ending}" for t in prompts)
     if not complete:
@@ -103,13 +119,15 @@ async def _judge_supersede(
             primary=True,
         )
         return None
-    if not checks.expect(
+    if by_length and not checks.expect(
         len(complete) == 1,
         f"cycle {cycle}: {len(complete)} of {SIZE} prompts delivered their whole answer "
         f"({listed}); exactly one must survive",
     ):
         return None
-    survivor = complete[0]
+    # Without a deterministic model, every ending may look natural: the survivor is the
+    # stream whose text came last.
+    survivor = max(complete, key=_last_text)
     await ran_to_end(checks, ctx, survivor, what="the survivor of a burst")
     last_sent = max(t.sent_at for t in prompts)
     bound = ctx.plan.cancel_wait + CANCEL_MARGIN_S
@@ -124,8 +142,12 @@ async def _judge_supersede(
         )
         if ctx.plan.strict:
             checks.expect(t.outcome == "superseded", f"{t.describe()}: ended {t.outcome}")
-            text_is_right(checks, ctx, t, whole=False)
+        await text_is_part(checks, ctx, t)
     return survivor
+
+
+def _last_text(t: Transcript) -> float:
+    return max((c.at for c in t.chunks if c.content), default=t.ended_at or 0.0)
 
 
 def _crossed(prompts: list[Transcript]) -> list[str]:
@@ -139,14 +161,18 @@ def _first(t: Transcript) -> float:
 
 
 async def _whole(ctx: Context, t: Transcript) -> bool:
-    """Delivered its whole answer: jarvis's `completed` under --strict, else its natural
-    length."""
+    """Delivered its whole answer: jarvis's `completed` under --strict; else, from a
+    deterministic model, at least its natural length (what it says is judged after, so
+    that extra bytes read as corruption, not as a second survivor); from any other, a
+    natural finish and the end marker."""
     if ctx.plan.strict:
         return t.outcome == "completed"
     natural = await ctx.naturals.get(t.prompt, t.max_tokens)
     if natural is None:
         return t.natural or t.end_reason == "completed"
-    return len(t.text) >= natural.low
+    if natural.deterministic:
+        return len(t.text) >= natural.chars
+    return t.complete if natural.says_complete else bool(t.text)
 
 
 async def _judge_newest(

@@ -1,26 +1,32 @@
 """What every scenario gets (the plan, the target, a client) and the judgements they share.
 
 A verdict rests on what can be observed on any server: bytes, timing, and
-each prompt's natural length, learnt during the run by streaming the same
-prompt in fresh sessions (`..natural`). How a stream ends (a finish reason of
-any value, an end marker, an error event, a plain close) is reported, never
-judged, unless `--strict` asks for jarvis's own contract.
+each prompt's natural answer, learnt during the run by streaming the same
+prompt in fresh sessions (`..natural`): its very text when the model is
+deterministic, else only that it ends with a natural finish and the end
+marker. How a cut stream ends (a finish reason of any value, an end marker, an
+error event, a plain close) is reported, never judged, unless `--strict` asks
+for jarvis's own contract.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from jarvis.synthetic import expected_text
 
+from ..activity import until_idle
 from ..client import ChatClient, Transcript
-from ..natural import Naturals
+from ..natural import Natural, Naturals
 from ..plan import Plan
-from ..results import Checks
+from ..results import Checks, quoted
 from ..target import JARVIS_MODEL, Target
-from ..wire import Address
+from ..wire import Address, Connection, connect
+
+T = TypeVar("T")
 
 #: The classic manual test: a long answer, then a short question in the same session.
 LONG = "Long essay about quantum computing"
@@ -36,6 +42,8 @@ CLEANUP_BOUND_S = 1.0
 _GAP_FALLBACK_S = 0.1
 #: Arrival stamps of two connections may disagree by this much (see `at_once`).
 CROSS_GRACE_S = 0.025
+#: Characters of a text difference that evidence quotes.
+CLIP = 24
 
 
 @dataclass(slots=True)
@@ -51,6 +59,8 @@ class Context:
     clock: Callable[[], float] = time.monotonic
     #: The baseline stream's largest gap between chunks, once baseline has run.
     baseline_gap: float | None = None
+    #: Seconds per token of the baseline stream (its pace on an idle server).
+    pace: float | None = None
     #: The server stopped answering: what is left to judge reads only the log.
     hung: bool = False
     #: Each prompt's natural answer, learnt in fresh sessions (not under --strict).
@@ -82,6 +92,28 @@ class Context:
     def expected(self, t: Transcript) -> str | None:
         """The exact text `t` must carry, when the model is the deterministic one."""
         return expected_text(t.prompt, t.max_tokens) if self.target.is_jarvis else None
+
+    async def connect(self, address: Address, *, rcvbuf: int | None = None) -> Connection:
+        """A raw connection whose bytes count as the run's progress."""
+        return await connect(address, rcvbuf=rcvbuf, activity=self.client.activity)
+
+    async def until_idle(self, work: Awaitable[T], connection: Connection) -> tuple[bool, T | None]:
+        """Run `work` on a raw `connection` unless it and every stream of the run sat idle
+        for the idle bound (`--deadline`): (hung, its result)."""
+        return await until_idle(
+            work,
+            idle=self.plan.deadline,
+            own_last=connection.last_progress,
+            activity=self.client.activity,
+            clock=self.clock,
+        )
+
+    def budget(self) -> float:
+        """The last-resort bound on one scenario: the plan's, plus the time the largest
+        scenario's tokens take at the baseline's pace one stream at a time (a server with
+        a single slot serves every prompt in turn: slow, never hung)."""
+        serial = self.plan.rounds * self.plan.sessions * (LONG_TOKENS + SHORT_TOKENS)
+        return self.plan.budget() + (self.pace or 0.0) * serial
 
     def gap_limit(self) -> float:
         """The largest inter-chunk gap that still counts as undisturbed."""
@@ -139,8 +171,10 @@ def ended(checks: Checks, ctx: Context, t: Transcript) -> bool:
 
 
 async def ran_to_end(checks: Checks, ctx: Context, t: Transcript, *, what: str) -> bool:
-    """`t` must have delivered its whole answer: its natural length (or, under --strict,
-    jarvis's `completed`). Failing this is a lost prompt: a primary failure."""
+    """`t` must have delivered its whole answer. Under --strict: jarvis's `completed` and
+    the exact text. Else, when the model is deterministic, the very text a fresh session
+    gets (a prefix of it is a lost prompt, anything else corrupted bytes); when it is
+    not, a natural finish and the end marker, whatever the length. Failing is primary."""
     if not intact(checks, ctx, t):
         return False
     if ctx.plan.strict:
@@ -150,23 +184,87 @@ async def ran_to_end(checks: Checks, ctx: Context, t: Transcript, *, what: str) 
         text_is_right(checks, ctx, t)
         return ok
     natural = await ctx.naturals.get(t.prompt, t.max_tokens)
+    if natural is not None and natural.deterministic and t.text != natural.text:
+        natural = await ctx.naturals.confirm(t.prompt, t.max_tokens)
     if natural is None:
         checks.skip(f"{what}: no fresh session got a complete answer to {t.prompt!r}")
         return True
-    ok = checks.expect(
-        len(t.text) >= natural.low,
-        f"{t.describe()}: {what}, but it delivered {len(t.text)} of the {natural.chars} "
-        f"characters its prompt gets in a fresh session, then ended with {t.ending}",
+    if natural.deterministic:
+        return _same_text(checks, t, natural, what)
+    if not natural.says_complete:
+        checks.skip(
+            f"{what}: whether {t.prompt!r} was answered in full (the model is not "
+            "deterministic, and its fresh answers do not end with a natural finish and "
+            "the end marker)"
+        )
+        return True
+    return checks.expect(
+        t.complete,
+        f"{t.describe()}: {what}, but it ended with {t.ending}, where a fresh session's "
+        "answer ends with a natural finish and the end marker",
         primary=True,
     )
-    text_is_right(checks, ctx, t)
-    return ok
+
+
+def _same_text(checks: Checks, t: Transcript, natural: Natural, what: str) -> bool:
+    """A deterministic model's answer: the very text; a prefix of it is a lost prompt,
+    anything else corrupted bytes."""
+    if t.text == natural.text:
+        checks.confirm()
+        return True
+    if natural.text.startswith(t.text):
+        failure = (
+            f"it delivered {len(t.text)} of the {natural.chars} characters its prompt gets "
+            f"in a fresh session, then ended with {t.ending}"
+        )
+    else:
+        failure = corruption(natural.text, t.text)
+    checks.fail(f"{t.describe()}: {what}, but {failure}", primary=True)
+    return False
+
+
+async def text_is_part(checks: Checks, ctx: Context, t: Transcript) -> None:
+    """A stream cut short (superseded, say) carries the start of its answer and nothing
+    else: when the model is deterministic, its text is a prefix of what a fresh session
+    gets, else the bytes are corrupted. Under --strict, jarvis's exact text."""
+    if ctx.plan.strict:
+        text_is_right(checks, ctx, t, whole=False)
+        return
+    natural = await ctx.naturals.get(t.prompt, t.max_tokens)
+    if natural is not None and natural.deterministic and not natural.text.startswith(t.text):
+        natural = await ctx.naturals.confirm(t.prompt, t.max_tokens)
+    if natural is None or not natural.deterministic:
+        return  # nothing to compare with: never a failure on length or text alone
+    ok = natural.text.startswith(t.text)
+    checks.expect(
+        ok, "" if ok else f"{t.describe()}: {corruption(natural.text, t.text)}", primary=True
+    )
+
+
+def corruption(expected: str, got: str) -> str:
+    """What differs between a fresh session's answer and a stream's, in words: a foreign
+    prefix, a foreign suffix, or other text, with the first differing characters."""
+    if got.endswith(expected) and len(got) > len(expected):
+        extra = got[: len(got) - len(expected)]
+        return (
+            f"corrupted bytes: its text starts with {len(extra)} character(s) that are not "
+            f"its answer ({quoted(extra, CLIP)}), then the answer a fresh session gets"
+        )
+    if got.startswith(expected) and len(got) > len(expected):
+        extra = got[len(expected) :]
+        return (
+            f"corrupted bytes: after the whole answer a fresh session gets, {len(extra)} "
+            f"more character(s) ({quoted(extra, CLIP)})"
+        )
+    return "corrupted bytes: " + _text_diff(
+        expected, got, whole=True, what="its text", whose="a fresh session's answer"
+    )
 
 
 def text_is_right(checks: Checks, ctx: Context, t: Transcript, *, whole: bool = True) -> None:
     """Under --strict, the exact text (or, for a stream cut short, a clean prefix of it)."""
     if not ctx.plan.strict:
-        return  # exact text is jarvis's contract; other models' text is theirs
+        return  # the exact text is jarvis's contract; others' text is judged by calibration
     expected = ctx.expected(t)
     if expected is None:
         checks.skip(
@@ -178,13 +276,15 @@ def text_is_right(checks: Checks, ctx: Context, t: Transcript, *, whole: bool = 
     checks.expect(ok, "" if ok else f"{t.describe()}: {_text_diff(expected, t.text, whole)}")
 
 
-def _text_diff(expected: str, got: str, whole: bool) -> str:
+def _text_diff(
+    expected: str, got: str, whole: bool, what: str = "", whose: str = "the model's"
+) -> str:
     at = next((i for i, (x, y) in enumerate(zip(expected, got, strict=False)) if x != y), None)
     at = min(len(expected), len(got)) if at is None else at
-    what = "text" if whole else "partial text"
+    what = what or ("text" if whole else "partial text")
     return (
-        f"{what} differs from the model's at character {at}: expected "
-        f"{expected[at : at + 24]!r}, got {got[at : at + 24]!r} "
+        f"{what} differs from {whose} at character {at}: expected "
+        f"{quoted(expected[at : at + CLIP])}, got {quoted(got[at : at + CLIP])} "
         f"({len(got)} of {len(expected)} characters)"
     )
 

@@ -24,7 +24,7 @@ from jarvis.vocabulary import Event
 from ...chatapi.session import Carrier, set_path
 from .. import serverlog, wire
 from ..client import Transcript
-from ..results import Checks, ScenarioResult
+from ..results import Checks, ScenarioResult, quoted
 from .context import SHORT, SHORT_TOKENS, Context, ended, text_is_right
 
 CASES: tuple[tuple[str, bytes], ...] = (
@@ -104,24 +104,29 @@ async def _send(ctx: Context, checks: Checks, name: str, value: bytes) -> Answer
     address = ctx.address(None)
     request = _hostile_request(ctx, address, value)
     try:
-        connection = await wire.connect(address)
+        connection = await ctx.connect(address)
     except OSError as exc:
         checks.fail(f"session id {name}: cannot connect: {exc}")
         return None
+
+    async def exchange() -> None:
+        await wire.send(connection, request)
+        await connection.read_to_end()
+
     try:
-        async with asyncio.timeout(ctx.plan.deadline):
-            await wire.send(connection, request)
-            await connection.read_to_end()
-    except TimeoutError:
-        checks.fail(
-            f"session id {name}: no complete answer within {ctx.plan.deadline:g} s", hang=True
-        )
-        return None
+        hung, _ = await ctx.until_idle(exchange(), connection)
     except OSError as exc:
         checks.fail(f"session id {name}: the connection failed: {exc}")
         return None
     finally:
         await connection.close()
+    if hung:
+        checks.fail(
+            f"session id {name}: hung: no byte for {ctx.plan.deadline:g} s, and none on any "
+            "other stream of the run meanwhile",
+            hang=True,
+        )
+        return None
     return _judge_answer(checks, ctx, name, value, connection)
 
 
@@ -154,7 +159,7 @@ def _judge_answer(
         if not app:
             checks.note(f"session id {name}: HTTP {status} from the HTTP layer, before the app")
         return Answer(name, value, status, app_refusal=app)
-    if status == 200:
+    if connection.streaming:
         if ctx.plan.strict:
             checks.expect(
                 b"data: [DONE]" in rest,
@@ -166,7 +171,7 @@ def _judge_answer(
             )
         return Answer(name, value, status, app_refusal=False)
     what = f"HTTP {status}" if status else "no response at all"
-    checks.fail(f"session id {name}: {what}: {head[:120]!r}")
+    checks.fail(f"session id {name}: {what}: {quoted(head)}")
     return Answer(name, value, status, app_refusal=False)
 
 

@@ -2,7 +2,8 @@
 
 Y streams baseline's prompt while three prompts land in X 30 ms apart. Y must
 deliver its whole answer with no gap between chunks beyond the baseline's plus
-the probe threshold; every X stream must still end, uncorrupted.
+the probe threshold; every X stream must still end, uncorrupted (from a
+deterministic model, a clean start of its answer).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 from ..results import Checks, ScenarioResult
 from .baseline import PROMPT as Y_PROMPT
 from .baseline import TOKENS as Y_TOKENS
-from .context import LONG, Context, ended, ms, ran_to_end
+from .context import LONG, Context, ended, ms, ran_to_end, text_is_part
 
 X_PROMPTS = 3
 X_SPACING_S = 0.03
@@ -46,7 +47,8 @@ async def isolation(ctx: Context) -> ScenarioResult:
             f"(limit {ms(limit)})",
         )
     for task in x_tasks:
-        ended(checks, ctx, task.result())
+        if ended(checks, ctx, task.result()):
+            await text_is_part(checks, ctx, task.result())
     metrics: dict[str, object] = {
         "y_max_gap_ms": round(worst * 1000, 1),
         "x_endings": [task.result().ending for task in x_tasks],

@@ -5,7 +5,9 @@ every `stream_start` of the run's window must have its `stream_end`. The log
 is judged by the same reader and lifecycle reconstruction as `jarvis
 diagnose` (`jarvis_cli/logs`), in any dialect it reads, so both tools agree on what
 a leak is: every error finding it makes about this run is a failure, with its
-lines. Cleanup (`cleanup_done=True`) is judged only in a log that records it.
+lines, except two streams of a session at once (`concurrent_streams`), which is
+overlap's and burst's verdict, read from the wire. Cleanup (`cleanup_done=True`)
+is judged only in a log that records it.
 """
 
 from __future__ import annotations
@@ -18,15 +20,14 @@ from ...logs.analysis import Analyzer
 from ...logs.findings import CLEANUP_UNJUDGED, Finding, FindingId, Severity
 from ...logs.run import Window, analyze
 from ...logs.sources import InputError
-from ..plan import Expect
 from ..results import Checks, ScenarioResult
 from .context import CLEANUP_BOUND_S, Context
 
 POLL_S = 0.05
 #: A stream still open this long after the run is judged by the analyzer itself too.
 STALE_AFTER_S = 30.0
-#: Findings a server that runs overlapping prompts side by side produces by design.
-EXPECTED_WHEN_INDEPENDENT = frozenset({FindingId.CONCURRENT_STREAMS})
+#: Findings that are not about what a run leaves behind: overlap and burst judge them.
+NOT_LEAKS = frozenset({FindingId.CONCURRENT_STREAMS})
 
 
 async def leaks(ctx: Context) -> ScenarioResult:
@@ -34,12 +35,12 @@ async def leaks(ctx: Context) -> ScenarioResult:
     metrics: dict[str, object] = {}
     done: list[str] = []
     if ctx.hung:
-        checks.skip("/v1/streams is empty: the server no longer answers")
+        checks.skip("no live stream left (GET /v1/streams): the server no longer answers")
     elif ctx.target.has_streams:
         await _streams_empty(ctx, checks, metrics)
         done.append("no live stream left (GET /v1/streams)")
     else:
-        checks.skip("/v1/streams is empty: the server does not offer GET /v1/streams")
+        checks.skip(f"no live stream left: {_no_streams_endpoint(ctx.target.streams_status)}")
     if ctx.target.log_path is None:
         checks.skip("every stream_start has its stream_end: no server log (pass --log-file)")
     else:
@@ -47,6 +48,17 @@ async def leaks(ctx: Context) -> ScenarioResult:
         cleanup = " with cleanup_done=True" if metrics.get("log_cleanup_recorded") else ""
         done.append(f"all {metrics.get('log_streams', 0)} streams in the log ended{cleanup}")
     return checks.result("; ".join(done), metrics)
+
+
+def _no_streams_endpoint(status: int) -> str:
+    """Why GET /v1/streams could not be read, as it answered."""
+    if status == 0:
+        return "GET /v1/streams gave no answer in time"
+    if status in (404, 405, 501):
+        return f"GET /v1/streams answered HTTP {status}: the server does not list its streams"
+    if 200 <= status < 300:
+        return "GET /v1/streams answered without a sessions object: not a list of live streams"
+    return f"GET /v1/streams answered HTTP {status}"
 
 
 async def _streams_empty(ctx: Context, checks: Checks, metrics: dict[str, object]) -> None:
@@ -80,7 +92,6 @@ class _LogVerdict:
     ended: dict[str, int] = field(default_factory=dict)
     open_streams: list[str] = field(default_factory=list)
     failing: list[Finding] = field(default_factory=list)
-    expected: list[Finding] = field(default_factory=list)
     warnings: list[Finding] = field(default_factory=list)
 
 
@@ -127,8 +138,6 @@ async def _log_lifecycles(
         checks.fail(_describe(finding))
     if verdict.failing or verdict.open_streams:
         checks.note(f"the same log, in full: jarvis diagnose {path}")
-    for finding in verdict.expected:
-        checks.note(f"{finding.id.value} (expected with --expect independent): {finding.message}")
     for finding in verdict.warnings[:5]:
         checks.note(f"warning {finding.id.value}: {finding.message}")
 
@@ -139,7 +148,7 @@ def _judge_log(ctx: Context, path: Path) -> _LogVerdict:
     analyzer, sources = analyze([str(path)], stale_after_s=STALE_AFTER_S, window=window)
     try:
         verdict = _verdict(ctx, analyzer)
-        sources.resolve_findings(verdict.failing + verdict.expected)
+        sources.resolve_findings(verdict.failing)
     finally:
         sources.close()
     return verdict
@@ -157,14 +166,13 @@ def _verdict(ctx: Context, analyzer: Analyzer) -> _LogVerdict:
             if ctx.ours(r.session)
         ],
     )
-    independent = ctx.plan.expect is Expect.INDEPENDENT
     for finding in analyzer.findings:
         if finding.session is not None and not ctx.ours(finding.session):
             continue
+        if finding.id in NOT_LEAKS:
+            continue
         if finding.severity < Severity.ERROR:
             verdict.warnings.append(finding)
-        elif independent and finding.id in EXPECTED_WHEN_INDEPENDENT:
-            verdict.expected.append(finding)
         else:
             verdict.failing.append(finding)
     return verdict

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from .. import wire
-from ..results import Checks, ScenarioResult
+from ..results import Checks, ScenarioResult, quoted
 from ..timings import summary_ms
 from .baseline import PROMPT as READER_PROMPT
 from .baseline import TOKENS as READER_TOKENS
@@ -31,22 +31,29 @@ async def slow_reader(ctx: Context) -> ScenarioResult:
     chat = ctx.client.request(SLOW_PROMPT, session=session, max_tokens=SLOW_TOKENS)
     request = wire.request_bytes(address, chat)
     try:
-        connection = await wire.connect(address, rcvbuf=RCVBUF)
+        connection = await ctx.connect(address, rcvbuf=RCVBUF)
     except OSError as exc:
         checks.fail(f"slow client: cannot connect: {exc}")
         return checks.result("", {})
+
+    async def head() -> None:
+        await wire.send(connection, request)
+        await connection.read_until(b"\r\n\r\n")
+
     try:
-        async with asyncio.timeout(ctx.plan.deadline):
-            await wire.send(connection, request)
-            await connection.read_until(b"\r\n\r\n")
-    except TimeoutError:
-        checks.fail(f"slow client: no response head within {ctx.plan.deadline:g} s", hang=True)
+        hung, _ = await ctx.until_idle(head(), connection)
+        if hung:
+            checks.fail(
+                f"slow client: hung: no response head and no byte on any other stream for "
+                f"{ctx.plan.deadline:g} s",
+                hang=True,
+            )
     except OSError as exc:
         checks.fail(f"slow client: connection failed: {exc}")
-    if checks.failed or connection.status != 200:
+    if checks.failed or not connection.streaming:
         connection.drop(reset=True)
         if not checks.failed:
-            checks.fail(f"slow client: the stream did not start: HTTP {connection.status}")
+            checks.fail(f"slow client: the stream did not start: {quoted(connection.received)}")
         return checks.result("", {})
     try:
         gaps = await _readers(ctx, checks)
