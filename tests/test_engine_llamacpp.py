@@ -18,6 +18,9 @@ from .conftest import ROOT
 pytestmark = [pytest.mark.timeout(120), pytest.mark.xdist_group("llamacpp")]
 
 BUSY = "llamacpp:requests_processing"
+#: A slot is free again this soon after its client left: llama.cpp notices at its next
+#: token (a few tens of ms here; a machine busy with other tests stretches a token).
+FREED_S = 3.0
 #: The engine names the model by its file's path.
 MODEL = str(gemma.default_output_path())
 
@@ -48,9 +51,9 @@ def test_the_engine_streams_a_chat_answer_naming_its_model(llamacpp: processes.P
     assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
 
 
-def test_a_client_that_leaves_frees_its_slot_within_a_second(llamacpp: processes.Process) -> None:
+def test_a_client_that_leaves_frees_its_slot_within_a_bound(llamacpp: processes.Process) -> None:
     """Busy while the answer streams; once the client closes the connection the engine's
-    requests_processing gauge falls back to 0 within a second: llama.cpp stops the work."""
+    requests_processing gauge falls back to 0 within FREED_S: llama.cpp stops the work."""
     body = {"messages": [{"role": "user", "content": "Write a long essay about the sea."}],
             "stream": True, "max_tokens": 400}  # fmt: skip
     with httpx.Client(timeout=60) as client:
@@ -60,7 +63,7 @@ def test_a_client_that_leaves_frees_its_slot_within_a_second(llamacpp: processes
             assert gauge(llamacpp.url) == 1
         left = time.monotonic()
     while gauge(llamacpp.url) != 0:
-        assert time.monotonic() - left < 1.0, "the engine kept decoding after the client left"
+        assert time.monotonic() - left < FREED_S, "the engine kept decoding after the client left"
         time.sleep(0.02)
 
 
