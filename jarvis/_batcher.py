@@ -221,9 +221,7 @@ class TokenBatcher:
         buffer = self._buffers.get(request_id)
         if buffer is None:
             return
-        if buffer.flush_task is not None:
-            self._log.emit(Event.CLEANUP_FLUSH_TASK, request_id=request_id)
-            self._cancel_pending(buffer)
+        self._cancel_pending(buffer)
         try:
             if buffer.parts:
                 await self._flush(request_id, buffer, FlushTrigger.CLEANUP)

@@ -343,11 +343,13 @@ EVENTS: dict[Event, EventSpec] = {
             "request_id size",
             "Cleanup flushes what is left in the buffer of a stopped stream. " + _BY_FLUSH,
         ),
-        _spec(
+        _retired(
             Event.CLEANUP_FLUSH_TASK,
             _I,
             "request_id",
-            "Cleanup found a pending flush task and cancels it.",
+            "Cleanup found a pending flush task and cancelled it. No longer written: the "
+            "cleanup's own `flush` line (or its absence) says what the batch became, and "
+            "one line a stream mattered once a stream's first token got a flush of its own.",
         ),
         _retired(
             Event.CLEANUP_BUFFER,
