@@ -112,7 +112,7 @@ def test_a_chunk_of_a_after_bs_first_chunk_is_two_streams_at_once(client: ChatCl
                end="superseded", stream_id="a")  # fmt: skip
     failures = "\n".join(judged(context(client), a, b_stream()).failures)
     assert failures.startswith("two streams of one session emitting at once: A a (session s1) ")
-    assert "sent 1 chunk(s) after the first chunk of B b" in failures  # text, not the finish
+    assert "sent 1 chunk(s) of text after the first text of B b" in failures
 
 
 def test_an_a_that_runs_to_completion_was_never_superseded(client: ChatClient) -> None:

@@ -131,6 +131,14 @@ PEERS: dict[str, Peer] = {
             # A --deadline shorter than the queue's wait: slow, and still never a hang.
             (Expectation(("--expect", "independent", "--deadline", "2"), PASS),),
         ),
+        Peer(
+            "slow_finally",
+            _module("slow_finally", "--log-file", "{log}"),
+            # The user's 3 s `finally` outlives a disconnected client by more than the
+            # 1 s disconnect allows; overlap and burst hold (the cancel wait, the fence).
+            # Each overlap round waits the 2 s cancel wait: one round keeps the run short.
+            (Expectation(("--log-file", "{log}", "--rounds", "1"), FAIL, _fail("disconnect")),),
+        ),
     )
 }
 

@@ -290,22 +290,25 @@ def _text_diff(
 
 
 def at_once(a: Transcript, b: Transcript, grace: float = CROSS_GRACE_S) -> str:
-    """Evidence that `a` emitted text after `b`'s first chunk (two streams of one session
-    at once), or "" when it did not.
+    """Evidence that `a` emitted text after `b`'s first text (two streams of one session
+    at once), or "" when it did not. A `b` that only ever ended (superseded in its turn
+    before it said anything) never emitted: `a`'s leftover text flushed by its cleanup
+    after `b`'s end is not two answers at once.
 
     Each stream is read on its own connection and stamped when the client's loop gets to
     it, so two events the server wrote in order can arrive stamped a few milliseconds
     the other way round: `grace` absorbs that. A last chunk without text (a finish
     reason) is an ending, not emitting."""
-    if b.first_chunk_at is None:
+    b_first = next((c.at for c in b.chunks if c.content), None)
+    if b_first is None:
         return ""
-    after = [c for c in a.chunks_after(b.first_chunk_at + grace) if c.content]
+    after = [c for c in a.chunks_after(b_first + grace) if c.content]
     if not after:
         return ""
-    last = ms(after[-1].at - b.first_chunk_at)
+    last = ms(after[-1].at - b_first)
     return (
         f"two streams of one session emitting at once: {a.describe()} sent {len(after)} "
-        f"chunk(s) after the first chunk of {b.label} {b.stream_id or '<no id>'} "
+        f"chunk(s) of text after the first text of {b.label} {b.stream_id or '<no id>'} "
         f"(the last {last} after it)"
     )
 
