@@ -101,36 +101,30 @@ def supersede_and_watch(proxy_url: str, engine_url: str) -> tuple[float, list[st
     return freed, a_rest[-2:], text
 
 
-def test_the_guarded_proxy_example_frees_a_superseded_answers_slot(
-    llamacpp: processes.Process, tmp_path: Path
-) -> None:
-    """examples/llamacpp_proxy.py: B supersedes A, A ends `superseded` then [DONE], and the
-    engine is down to B's request within the cancel bound: the work A started stops."""
-    proxy = processes.start(
-        [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "examples"),
-         "llamacpp_proxy:app", "--host", processes.HOST, "--port", "0"],
-        name="llamacpp_proxy", workdir=tmp_path, ready=None,
-        env={"LLAMA_URL": llamacpp.url, "APP_LOG_FILE": str(tmp_path / "proxy.log")},
-    )  # fmt: skip
-    try:
-        freed, a_end, b_text = supersede_and_watch(proxy.url, llamacpp.url)
-    finally:
-        proxy.stop()
-    assert freed < 2.0, f"A's slot freed {freed:.2f} s after B was sent (cancel bound 2 s)"
-    assert a_end[-1] == "data: [DONE]" and '"end_reason":"superseded"' in a_end[0]
-    assert b_text.strip()
-
-
-def test_jarvis_serve_in_front_of_the_engine_frees_a_superseded_answers_slot(
-    llamacpp: processes.Process, tmp_path: Path
-) -> None:
-    """`jarvis serve --upstream <llama.cpp>`: the same, through the reference server."""
-    log = tmp_path / "serve.log"
-    proxy = processes.start(
+def start_proxy(kind: str, engine: processes.Process, workdir: Path) -> processes.Process:
+    """A proxy in front of the engine: the example app, or `jarvis serve --upstream`."""
+    if kind == "example":
+        return processes.start(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "examples"),
+             "llamacpp_proxy:app", "--host", processes.HOST, "--port", "0"],
+            name="llamacpp_proxy", workdir=workdir, ready=None,
+            env={"LLAMA_URL": engine.url, "APP_LOG_FILE": str(workdir / "proxy.log")},
+        )  # fmt: skip
+    return processes.start(
         [sys.executable, "-m", "jarvis_cli", "serve", "--host", processes.HOST, "--port", "0",
-         "--log-file", str(log), "--upstream", llamacpp.url],
-        name="serve", workdir=tmp_path,
+         "--log-file", str(workdir / "serve.log"), "--upstream", engine.url],
+        name="serve", workdir=workdir,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["example", "jarvis serve"])
+def test_a_guarded_proxy_frees_a_superseded_answers_slot(
+    kind: str, llamacpp: processes.Process, tmp_path: Path
+) -> None:
+    """examples/llamacpp_proxy.py, and `jarvis serve --upstream`: B supersedes A, A ends
+    `superseded` then [DONE], and the engine is down to B's request within the cancel
+    bound: the work A started stops."""
+    proxy = start_proxy(kind, llamacpp, tmp_path)
     try:
         freed, a_end, b_text = supersede_and_watch(proxy.url, llamacpp.url)
     finally:
