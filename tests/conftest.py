@@ -243,11 +243,12 @@ def chat_body(prompt: str, *, stream: bool = True, **extra: object) -> dict[str,
 
 @pytest.fixture(scope="module")
 def llamacpp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[processes.Process]:
-    """llama.cpp's own server (tests/engines/llamacpp.py): 4 slots, 2 threads, the 270M
-    model, on port 0; its whole process group is stopped afterwards (SIGTERM, then KILL)."""
+    """llama.cpp's own server (tests/engines/llamacpp.py): 4 slots, the 270M model, on
+    port 0, one thread (the other core is the other test worker's); its whole process
+    group is stopped afterwards (SIGTERM, then KILL)."""
     workdir = tmp_path_factory.mktemp("llamacpp")
     server = processes.start(
-        [sys.executable, "-m", "tests.engines.llamacpp", "--port", "0"],
+        [sys.executable, "-m", "tests.engines.llamacpp", "--port", "0", "--threads", "1"],
         name="llamacpp", workdir=workdir, cwd=ROOT, ready="/health", deadline_s=60,
     )  # fmt: skip
     yield server

@@ -166,8 +166,8 @@ def test_blocking_flush_is_a_hang_with_the_stuck_frame_within_the_deadline(
 @pytest.mark.parametrize(
     ("fault", "evidence"),
     [
-        ("no-cancel", "after the first chunk of"),
-        ("ignore-cancel", "after the first chunk of"),
+        ("no-cancel", "after the first text of"),
+        ("ignore-cancel", "after the first text of"),
         ("slow-cleanup", "after B was sent; the bound is 1000 ms"),
     ],
 )
