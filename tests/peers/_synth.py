@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import socket
+from typing import Any
 
 #: Seconds between tokens.
 PACE_S = 0.005
@@ -64,3 +65,10 @@ def listen(port: int) -> socket.socket:
     sock.set_inheritable(True)  # a peer with worker processes hands it on
     print(f"peer listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
     return sock
+
+
+def serve(app: Any, port: int) -> None:
+    """Run an ASGI peer under uvicorn on `listen(port)`, quietly, until it is stopped."""
+    import uvicorn
+
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listen(port)])

@@ -13,12 +13,11 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import uvicorn
 from fastapi import APIRouter, Body, FastAPI, Header
 from fastapi.responses import StreamingResponse
 
 from ._fence import Sessions
-from ._synth import MODEL, PACE_S, listen, max_tokens_of, parse_args, prompt_of, tokens
+from ._synth import MODEL, PACE_S, max_tokens_of, parse_args, prompt_of, serve, tokens
 
 router = APIRouter(prefix="/v1")
 sessions = Sessions()
@@ -68,7 +67,7 @@ app.include_router(router)
 
 def main() -> None:
     args = parse_args(__doc__ or "")
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listen(args.port)])
+    serve(app, args.port)
 
 
 if __name__ == "__main__":

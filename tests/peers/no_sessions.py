@@ -12,9 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import uvicorn
-
-from ._synth import MODEL, PACE_S, listen, max_tokens_of, parse_args, prompt_of, tokens
+from ._synth import MODEL, PACE_S, max_tokens_of, parse_args, prompt_of, serve, tokens
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -67,7 +65,7 @@ app = Independent()
 
 def main() -> None:
     args = parse_args(__doc__ or "")
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listen(args.port)])
+    serve(app, args.port)
 
 
 if __name__ == "__main__":

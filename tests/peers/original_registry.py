@@ -14,7 +14,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
@@ -24,10 +23,10 @@ from ._synth import (
     CANCEL_WAIT_S,
     MODEL,
     PACE_S,
-    listen,
     max_tokens_of,
     parse_args,
     prompt_of,
+    serve,
     tokens,
 )
 
@@ -118,7 +117,7 @@ app = Starlette(
 
 def main() -> None:
     args = parse_args(__doc__ or "")
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listen(args.port)])
+    serve(app, args.port)
 
 
 if __name__ == "__main__":

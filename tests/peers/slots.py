@@ -14,13 +14,12 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from ._synth import MODEL, PACE_S, listen, max_tokens_of, parse_args, prompt_of, tokens
+from ._synth import MODEL, PACE_S, max_tokens_of, parse_args, prompt_of, serve, tokens
 
 SLOTS = 4
 #: Made in the server's loop: the prompts that stream at once.
@@ -74,7 +73,7 @@ app = Starlette(
 
 def main() -> None:
     args = parse_args(__doc__ or "")
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listen(args.port)])
+    serve(app, args.port)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import uvicorn
 from fastapi import Body, FastAPI, Header
 
 from jarvis import OpenAIChunks, StreamGuard
 
-from ._synth import MODEL, PACE_S, listen, max_tokens_of, parse_args, prompt_of, tokens
+from ._synth import MODEL, PACE_S, max_tokens_of, parse_args, prompt_of, serve, tokens
 
 #: How long the user's cleanup takes: past the guard's cancel wait.
 FINALLY_S = 3.0
@@ -56,7 +55,7 @@ def create_app(log_file: str | None) -> FastAPI:
 def main() -> None:
     args = parse_args(__doc__ or "")
     app = create_app(args.log_file)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listen(args.port)])
+    serve(app, args.port)
 
 
 if __name__ == "__main__":

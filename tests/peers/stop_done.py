@@ -12,12 +12,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from ._fence import Sessions
-from ._synth import MODEL, PACE_S, listen, max_tokens_of, parse_args, prompt_of, tokens
+from ._synth import MODEL, PACE_S, max_tokens_of, parse_args, prompt_of, serve, tokens
 
 app = FastAPI()
 sessions = Sessions()
@@ -64,7 +63,7 @@ async def chat(request: Request) -> StreamingResponse:
 
 def main() -> None:
     args = parse_args(__doc__ or "")
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listen(args.port)])
+    serve(app, args.port)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,13 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from ._fence import Sessions
-from ._synth import MODEL, PACE_S, listen, max_tokens_of, parse_args, prompt_of, tokens
+from ._synth import MODEL, PACE_S, max_tokens_of, parse_args, prompt_of, serve, tokens
 
 #: Line and record separators that `str.splitlines()` honours and SSE does not.
 ODD = ("\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e")
@@ -65,7 +64,7 @@ app = Starlette(
 
 def main() -> None:
     args = parse_args(__doc__ or "")
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listen(args.port)])
+    serve(app, args.port)
 
 
 if __name__ == "__main__":

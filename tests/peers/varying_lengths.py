@@ -16,10 +16,8 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import uvicorn
-
 from ._fence import Sessions
-from ._synth import DEFAULT_MAX_TOKENS, MODEL, PACE_S, listen, max_tokens_of, parse_args
+from ._synth import DEFAULT_MAX_TOKENS, MODEL, PACE_S, max_tokens_of, parse_args, serve
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -84,7 +82,7 @@ async def app(scope: Message, receive: Receive, send: Send) -> None:
 
 def main() -> None:
     args = parse_args(__doc__ or "")
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listen(args.port)])
+    serve(app, args.port)
 
 
 if __name__ == "__main__":
