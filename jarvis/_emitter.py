@@ -5,6 +5,11 @@ the producer or a debounce task are bounded by the shared `SendWatch`; the
 request task's own writes (the cleanup flush, the terminal event) keep
 `asyncio.timeout`, so the watch never cancels the task running a `finally`.
 Once the stream is fenced, or its client is gone, nothing more is written.
+
+Every event gets `id: N`, its place in the stream (`jarvis._replay`). With resume
+on, the stream has a journal: each write's events go to it once settled, and a
+client that is gone *detaches* the stream instead of closing it: nothing more is
+sent to that connection, but the events still go to the journal for a resume.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from ._encoders import Encoder, StreamEnd
+from ._replay import Journal, number_events
 from ._sendwatch import SendWatch
 from ._stream import StreamHandle
 from ._types import Send
@@ -34,7 +40,11 @@ class SSEEmitter:
         on_send_timeout: Callable[[], object],
         headers: list[tuple[bytes, bytes]],
         watch: SendWatch,
+        journal: Journal | None = None,
+        on_detach: Callable[[], object] | None = None,
     ) -> None:
+        """With a `journal` (resume on), a client that is gone detaches the stream
+        (`on_detach`, once) instead of closing it."""
         self._send = send
         self._handle = handle
         self._encoder = encoder
@@ -47,9 +57,25 @@ class SSEEmitter:
         self._watch = watch
         self._sending_since: float | None = None
         self._sender: asyncio.Task[object] | None = None
+        self._journal = journal
+        self._on_detach = on_detach
+        #: The id of the stream's next event.
+        self.next_id = 1
+        #: Numbered, not yet settled: the events of the write under way.
+        self._unsettled: list[bytes] = []
+        #: The client is gone and the stream runs on for its journal (resume on).
+        self.detached = False
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else "open" if self.started else "new"
+        state = (
+            "closed"
+            if self.closed
+            else "detached"
+            if self.detached
+            else "open"
+            if self.started
+            else "new"
+        )
         return f"<SSEEmitter {self._handle.stream_id} {state}>"
 
     async def start(self) -> None:
@@ -61,12 +87,13 @@ class SSEEmitter:
             "status": 200,
             "headers": [content_type, *_SSE_HEADERS, *self._headers],
         }
-        if not await self._bounded(start):
+        # A client gone before the start (resume on) still gets its head journaled.
+        if not self.detached and not await self._bounded(start) and not self.detached:
             return
         self._watch.add(self)
         head = self._encoder.head()
         if head:
-            await self._write(head)
+            await self._write(self._frame(head))
 
     async def token(self, text: str) -> bool:
         """One token from the producer task, token by token: the hot path.
@@ -76,28 +103,33 @@ class SSEEmitter:
         """
         if self.closed or self._handle.fenced:
             return False
+        body = self._frame(self._encoder.content(text))
+        if self.detached:
+            self._settle()
+            return False
         if self._sender is None:
             self._sender = asyncio.current_task()
         self._sending_since = time.monotonic()
         try:
-            await self._send(
-                {
-                    "type": "http.response.body",
-                    "body": self._encoder.content(text),
-                    "more_body": True,
-                }
-            )
+            await self._send({"type": "http.response.body", "body": body, "more_body": True})
         except OSError:
-            self.closed = True
+            self._gone()
             return False
+        except asyncio.CancelledError:
+            self._unframe()
+            raise
         finally:
             self._sending_since = None
+        self._settle()
         return True
 
     async def tokens(self, text: str, count: int) -> bool:
         if self.closed or self._handle.fenced:
             return False
-        body = self._encoder.content(text)
+        body = self._frame(self._encoder.content(text))
+        if self.detached:
+            self._settle()
+            return False
         task = asyncio.current_task()
         if task is self._owner:
             return await self._write(body)
@@ -107,11 +139,15 @@ class SSEEmitter:
         try:
             await self._send({"type": "http.response.body", "body": body, "more_body": True})
         except OSError:
-            self.closed = True
+            self._gone()
             return False
+        except asyncio.CancelledError:
+            self._unframe()
+            raise
         finally:
             self._sending_since = None
             self._sender = None
+        self._settle()
         return True
 
     def check_send(self, now: float) -> None:
@@ -123,6 +159,41 @@ class SSEEmitter:
         self._on_send_timeout()
         if self._sender is not None:
             self._sender.cancel()
+
+    def detach(self) -> None:
+        """The client went away (resume on): send nothing more to it, keep journaling."""
+        if self.detached or self.closed:
+            return
+        self.detached = True
+        if self._on_detach is not None:
+            self._on_detach()
+
+    def _gone(self) -> None:
+        """A write found the client gone: detach (resume on) or close."""
+        if self._journal is None:
+            self.closed = True
+            return
+        self._settle()
+        self.detach()
+
+    def _frame(self, body: bytes) -> bytes:
+        """`body` with its events numbered; with a journal, held until settled."""
+        first = self.next_id
+        framed, events = number_events(body, first)
+        self.next_id = first + len(events)
+        self._unsettled = events
+        return framed
+
+    def _settle(self) -> None:
+        """The events of the last write reached the wire, or the wire is gone: journal them."""
+        events, self._unsettled = self._unsettled, []
+        if events and self._journal is not None:
+            self._journal.append(events)
+
+    def _unframe(self) -> None:
+        """A write cut short sent nothing: its ids go back, for the batch sent again."""
+        self.next_id -= len(self._unsettled)
+        self._unsettled = []
 
     def stop(self) -> None:
         """The stream is over: leave the send watch, drop task references."""
@@ -138,11 +209,23 @@ class SSEEmitter:
         if self.closed or self._handle.fenced:
             self.closed = True
             return  # fenced: not one more byte, the connection is dropped without a terminator
-        if await self._write(self._encoder.end(end), more=False):
+        if await self._write(self._frame(self._encoder.end(end)), more=False):
             self.closed = True
 
     async def _write(self, body: bytes, *, more: bool = True) -> bool:
-        return await self._bounded({"type": "http.response.body", "body": body, "more_body": more})
+        """A framed write from the request task; its events settle whatever the wire did."""
+        if self.detached:
+            self._settle()
+            return False
+        try:
+            sent = await self._bounded(
+                {"type": "http.response.body", "body": body, "more_body": more}
+            )
+        except asyncio.CancelledError:
+            self._unframe()
+            raise
+        self._settle()
+        return sent
 
     async def _bounded(self, message: dict[str, object]) -> bool:
         """One send from the request task, bounded by `send_timeout`; False if it failed."""
@@ -154,6 +237,6 @@ class SSEEmitter:
             self._on_send_timeout()
             return False
         except OSError:
-            self.closed = True
+            self._gone()
             return False
         return True

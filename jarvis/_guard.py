@@ -26,8 +26,18 @@ from starlette.responses import JSONResponse, Response
 from ._batcher import TokenBatcher
 from ._emitter import SSEEmitter
 from ._encoders import Encoding, OpenAIChunks, StreamEnd, id_prefix_of, model_of
+from ._followers import Followers
 from ._lifecycle import StreamParts, StreamRun
 from ._registry import Registry, StreamRegistry
+from ._replay import MemoryReplay
+from ._resume import (
+    STREAM_ID,
+    STREAM_NOT_FOUND,
+    JournalTail,
+    ResumeResponse,
+    Tail,
+    parse_last_event_id,
+)
 from ._sendwatch import SendWatch
 from ._stdlog import LOGGER_NAME, LoggerSink
 from ._stream import StreamHandle, StreamState, new_stream_id, new_trace_id
@@ -174,6 +184,8 @@ class StreamGuard:
         watchdog_ms: float = _DEFAULTS.watchdog_ms,
         lag_report_s: float = _DEFAULTS.lag_report_s,
         registry: str | None = _DEFAULTS.registry,
+        resume_ttl: float = _DEFAULTS.resume_ttl,
+        detach_grace: float = _DEFAULTS.detach_grace,
     ) -> None:
         # Checked once, by the settings object: the same message as `jarvis serve` gives.
         self._settings = GuardSettings(
@@ -186,6 +198,8 @@ class StreamGuard:
             watchdog_ms=watchdog_ms,
             lag_report_s=lag_report_s,
             registry=registry,
+            resume_ttl=resume_ttl,
+            detach_grace=detach_grace,
         )
         if error_response is not None and not callable(error_response):
             raise ConfigError("error_response= takes a callable: BadRequest -> Response")
@@ -208,6 +222,10 @@ class StreamGuard:
             cancel_wait=cancel_wait,
         )
         self._send_watch = SendWatch(send_timeout)
+        #: Where streams' events are kept for a resume; None: resume is off.
+        self._replay: MemoryReplay | None = None
+        if resume_ttl > 0:
+            self._replay = MemoryReplay(resume_ttl)
         #: The lifecycle each stream runs. A seam: `jarvis.faults` sets a variant of
         #: `StreamRun` here (before the guard serves) to reproduce the original server's bugs.
         self.run_class: type[StreamRun] = StreamRun
@@ -336,6 +354,83 @@ class StreamGuard:
             _check_id_prefix(id_prefix),
         )
 
+    # -- resume and stop ------------------------------------------------------------
+
+    @property
+    def resume_ttl(self) -> float:
+        """Seconds a stream's events are kept after it ends; 0: resume is off."""
+        return self._settings.resume_ttl
+
+    def resume(
+        self,
+        session_id: str | None,
+        stream_id: str,
+        last_event_id: str | int | None = None,
+        *,
+        session_from: str = SESSION_HEADER,
+    ) -> Response:
+        """`GET /v1/streams/{stream_id}`: the stream's events after `last_event_id` (the
+        client's `Last-Event-ID` header; None: from the start), then the stream live
+        until its end; a stream that ended less than `resume_ttl` ago is replayed and the
+        response ends. Several readers may follow one stream.
+
+        Only the stream's own session finds it: another session, an unknown or expired
+        id, and every id while resume is off, get a 404 (`stream_not_found`); a garbled
+        `Last-Event-ID` or session id a 400. Refusals go through `reject`.
+        """
+        try:
+            session = check_session(session_id, param=session_from)
+            after = parse_last_event_id(last_event_id)
+        except BadRequest as exc:
+            return self.reject(exc, session=session_id)
+        if session is None or self._replay is None or not STREAM_ID.fullmatch(stream_id):
+            return self.reject(STREAM_NOT_FOUND, session=session_id)
+        return ResumeResponse(
+            self._tail,
+            session,
+            stream_id,
+            after,
+            log=self._parts.log,
+            send_timeout=self.send_timeout,
+            not_found=lambda: self.reject(STREAM_NOT_FOUND, session=session),
+        )
+
+    async def _tail(self, session: str, stream_id: str, after: int) -> Tail | None:
+        """A reader of the stream from after event `after`, if `session` may have one."""
+        if self._replay is None:
+            return None
+        journal = self._replay.find(stream_id)
+        if journal is not None:
+            return JournalTail(journal, after) if journal.session == session else None
+        return None
+
+    async def stop(self, session_id: str | None, stream_id: str) -> bool:
+        """Stop the session's stream `stream_id` now (`POST /v1/streams/{id}/cancel`): it
+        ends `stopped`, its readers get its terminal event. True if it was told to stop;
+        False if it had already ended (and is still known: resume on, within `resume_ttl`).
+
+        Raises `BadRequest`: a 404 (`stream_not_found`) for an unknown stream or another
+        session's (one answer for both), a 400 for a garbled session id. Logged as
+        `stream_stop_requested`.
+        """
+        session = check_session(session_id)
+        if session is None or not STREAM_ID.fullmatch(stream_id):
+            raise STREAM_NOT_FOUND
+        registry = self._parts.registry
+        handle = registry.active(session)
+        where = ""
+        if handle is not None and handle.stream_id == stream_id:
+            stopped = registry.cancel(handle, CancelReason.STOP_REQUESTED)
+            where = "local" if stopped else "ended"
+        elif self._replay is not None and (journal := self._replay.find(stream_id)) is not None:
+            where = "ended" if journal.session == session and journal.ended else ""
+        if not where:
+            raise STREAM_NOT_FOUND
+        self._parts.log.emit(
+            Event.STREAM_STOP_REQUESTED, session=session, stream_id=stream_id, where=where
+        )
+        return where != "ended"
+
     # -- what an app wires in -------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -343,6 +438,8 @@ class StreamGuard:
         """`FastAPI(lifespan=guard.lifespan)`: the loop watchdog while the app runs,
         and on shutdown every live stream ended (`reason=shutdown`, bounded)."""
         await self._parts.registry.start()
+        if self._replay is not None:
+            await self._replay.start()
         self._watchdog.start()
         try:
             yield
@@ -351,6 +448,8 @@ class StreamGuard:
                 await self.shutdown()
             finally:
                 await self._watchdog.stop()
+                if self._replay is not None:
+                    await self._replay.stop()
                 await self._parts.registry.stop()
 
     async def shutdown(self, wait_s: float | None = None) -> int:
@@ -448,6 +547,18 @@ class _GuardedResponse(Response):
         parts = guard.parts
         handle = StreamHandle(session=self.session, stream_id=self.stream_id, trace=self.trace)
         encoder = self.encode(self.stream_id)
+        replay, journal, followers = guard._replay, None, None
+        if replay is not None:
+            journal = replay.open(handle)
+            followers = Followers(
+                handle,
+                grace=guard.settings.detach_grace,
+                cancel=functools.partial(
+                    parts.registry.cancel, handle, CancelReason.CLIENT_DISCONNECTED
+                ),
+                log=parts.log,
+            )
+            journal.followers = followers
         emitter = SSEEmitter(
             send,
             handle,
@@ -456,17 +567,29 @@ class _GuardedResponse(Response):
             on_send_timeout=lambda: parts.registry.cancel(handle, CancelReason.SEND_TIMEOUT),
             headers=self.raw_headers,
             watch=guard._send_watch,
+            journal=journal,
+            on_detach=None if followers is None else followers.leave,
         )
         run = guard.run_class(
             parts, handle, emitter, model=model_of(self.encode), prompt_chars=self.prompt_chars
         )
-        gone = functools.partial(parts.registry.cancel, handle, CancelReason.CLIENT_DISCONNECTED)
+        gone: Callable[[], object]
+        if journal is None:
+            gone = functools.partial(
+                parts.registry.cancel, handle, CancelReason.CLIENT_DISCONNECTED
+            )
+        else:
+            gone = emitter.detach  # resume on: the answer runs on for a reattach
         listener = asyncio.create_task(watch_disconnect(receive, gone))
         try:
             await run.run(self.tokens)
         finally:
             listener.cancel()
             emitter.stop()
+            if journal is not None and replay is not None:
+                if journal.followers is not None:
+                    journal.followers.close()
+                replay.close(journal)
         if self.background is not None:
             await self.background()
 

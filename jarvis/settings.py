@@ -141,6 +141,25 @@ class GuardSettings:
         rule="a redis://, rediss:// or unix:// URL (None: this process)",
         accepts=lambda v: v is None or (isinstance(v, str) and v.startswith(REGISTRY_SCHEMES)),
     )
+    resume_ttl: float = _setting(
+        0.0,
+        flag="--resume-ttl",
+        help="Resume on: every stream's events are kept (in this process, or on the "
+        "registry's Redis) so that GET /v1/streams/{id} with Last-Event-ID replays the rest "
+        "and follows it live; kept this many seconds after the stream ends. 0: resume off, "
+        "a disconnect cancels at once.",
+        rule=">= 0 and <= 86400 seconds (0: resume off)",
+        accepts=lambda v: v >= 0 and v <= 86400,
+    )
+    detach_grace: float = _setting(
+        15.0,
+        flag="--detach-grace",
+        help="With resume on, seconds an answer runs on after its last reader went away, "
+        "for a reload or a dropped network to reattach; then it is cancelled as a "
+        "disconnect. 0: a disconnect cancels at once (its events stay resumable).",
+        rule=">= 0 seconds",
+        accepts=lambda v: v >= 0,
+    )
 
     def __post_init__(self) -> None:
         for setting in SETTINGS:

@@ -78,6 +78,9 @@ class Event(enum.StrEnum):
     LOOP_LAG = "loop_lag"
     REGISTRY_UNAVAILABLE = "registry_unavailable"
     REGISTRY_RECOVERED = "registry_recovered"
+    STREAM_DETACHED = "stream_detached"
+    STREAM_RESUMED = "stream_resumed"
+    STREAM_STOP_REQUESTED = "stream_stop_requested"
 
 
 class EndReason(enum.StrEnum):
@@ -89,6 +92,8 @@ class EndReason(enum.StrEnum):
     ERROR = "error"
     SHUTDOWN = "shutdown"
     SEND_TIMEOUT = "send_timeout"
+    #: The session asked for it (`POST /v1/streams/{id}/cancel`, `guard.stop`): a normal end.
+    STOPPED = "stopped"
 
 
 class CancelReason(enum.StrEnum):
@@ -98,6 +103,7 @@ class CancelReason(enum.StrEnum):
     CLIENT_DISCONNECTED = "client_disconnected"
     SEND_TIMEOUT = "send_timeout"
     SHUTDOWN = "shutdown"
+    STOP_REQUESTED = "stop_requested"
 
     @property
     def end_reason(self) -> EndReason:
@@ -110,6 +116,7 @@ _CANCEL_TO_END = {
     CancelReason.CLIENT_DISCONNECTED: EndReason.DISCONNECTED,
     CancelReason.SEND_TIMEOUT: EndReason.SEND_TIMEOUT,
     CancelReason.SHUTDOWN: EndReason.SHUTDOWN,
+    CancelReason.STOP_REQUESTED: EndReason.STOPPED,
 }
 
 
@@ -225,7 +232,8 @@ EVENTS: dict[Event, EventSpec] = {
             "prompt in the same session superseded it; `client_disconnected` when the "
             "client went away (its connection closed, a write to it failed, or the task "
             "serving it was cancelled, say by a WebSocket handler whose socket closed); "
-            "`shutdown` only when the guard's own shutdown (its lifespan's end) stopped it.",
+            "`shutdown` only when the guard's own shutdown (its lifespan's end) stopped it; "
+            "`stop_requested` when its session asked to stop it (the Stop button).",
         ),
         _spec(
             Event.PREV_STREAM_FINISHED_CLEANLY,
@@ -402,6 +410,36 @@ EVENTS: dict[Event, EventSpec] = {
             "down_ms",
             "The shared registry answers again after `registry_unavailable`; `down_ms` is how "
             "long this process saw it down.",
+        ),
+        _spec(
+            Event.STREAM_DETACHED,
+            _I,
+            "trace session stream_id grace_ms",
+            "With resume on, the last reader of a running stream went away (the client's "
+            "connection closed): the answer runs on for `grace_ms` and a resume "
+            "(`GET /v1/streams/{id}`) reattaches; past it, it is cancelled "
+            "`reason=client_disconnected`. Not written with resume off: a disconnect cancels "
+            "at once.",
+        ),
+        _spec(
+            Event.STREAM_RESUMED,
+            _I,
+            "trace session stream_id last_event_id replayed live",
+            "A reader (a reload, a second tab) resumed the stream after event "
+            "`last_event_id`; `replayed` events were sent from the store, and `live` is "
+            "`true` while the stream still runs (the reader follows it to its end). Written "
+            "by the process that serves the resume, which in a fleet may not be the one "
+            "running the stream (its `trace` is then empty).",
+        ),
+        _spec(
+            Event.STREAM_STOP_REQUESTED,
+            _I,
+            "session stream_id where",
+            "The stream's own session asked to stop it (`POST /v1/streams/{id}/cancel`, "
+            "`guard.stop`). `where` is `local` (this process runs it: `stream_cancelled "
+            "reason=stop_requested` follows, and the stream ends `stopped`), `remote` (another "
+            "process of the fleet runs it and was told through the registry), or `ended` "
+            "(it had already ended).",
         ),
         _spec(
             Event.LOOP_LAG,

@@ -92,6 +92,18 @@ def serve(
             "merges them.",
         ),
     ] = 1,
+    resume_ttl: Annotated[
+        float,
+        guard_option(
+            "resume_ttl",
+            more="Serves GET /v1/streams/{id} (Last-Event-ID) and, with --workers, keeps "
+            "the events on --registry's Redis so that any worker resumes.",
+            metavar="SECONDS",
+        ),
+    ] = GUARD.resume_ttl,
+    detach_grace: Annotated[
+        float, guard_option("detach_grace", metavar="SECONDS")
+    ] = GUARD.detach_grace,
 ) -> int:
     """Run the reference OpenAI-compatible streaming server.
 
@@ -118,6 +130,8 @@ def serve(
             watchdog_ms=watchdog_ms,
             lag_report_s=lag_report,
             registry=registry,
+            resume_ttl=resume_ttl,
+            detach_grace=detach_grace,
         ),
         log_file=None if log_file == "-" else Path(log_file),
         log_max_mb=log_max_mb,

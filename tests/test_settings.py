@@ -33,6 +33,8 @@ BAD: dict[str, Any] = {
     "watchdog_ms": 5.0,
     "lag_report_s": -1.0,
     "registry": "http://127.0.0.1:6379/0",
+    "resume_ttl": -1.0,
+    "detach_grace": -1.0,
 }
 
 

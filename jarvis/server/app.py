@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import json
 import time
 from collections.abc import AsyncIterator
@@ -38,6 +39,17 @@ CHAT_PATH = "/v1/chat/completions"
 INTERNAL_ERROR = BadRequest(
     "internal error", status=500, code="internal_error", error_type="server_error"
 )
+
+
+def is_loopback(request: Request) -> bool:
+    """Whether the client is on this machine (127.0.0.0/8, ::1): a TCP peer, not a header."""
+    client = request.client
+    if client is None:
+        return False
+    try:
+        return ipaddress.ip_address(client.host).is_loopback
+    except ValueError:
+        return False
 
 
 def error_response(exc: BadRequest, trace: str | None = None) -> JSONResponse:
@@ -299,10 +311,31 @@ def create_app(config: ServerConfig | None = None, ctx: ServerContext | None = N
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "active_streams": guard.live_count()}
 
-    @app.get("/v1/streams", summary="Live streams by session (leak checks).")
-    async def streams() -> dict[str, Any]:
+    @app.get("/v1/streams", summary="Live streams by session (leak checks; loopback only).")
+    async def streams(request: Request) -> dict[str, Any]:
         sessions = guard.snapshot()
-        return {"active": sum(len(v) for v in sessions.values()), "sessions": sessions}
+        active = sum(len(v) for v in sessions.values())
+        if not is_loopback(request):
+            # Session ids are what resume and stop trust: only this machine may list them.
+            return {"active": active}
+        return {"active": active, "sessions": sessions}
+
+    @app.get("/v1/streams/{stream_id}", summary="Resume a stream after its Last-Event-ID.")
+    async def resume_stream(stream_id: str, request: Request) -> Response:
+        headers = request.headers
+        return guard.resume(headers.get("x-session-id"), stream_id, headers.get("last-event-id"))
+
+    @app.post("/v1/streams/{stream_id}/cancel", summary="Stop a stream of this session.")
+    async def stop_stream(stream_id: str, request: Request) -> Response:
+        session = request.headers.get("x-session-id")
+        try:
+            stopping = await guard.stop(session, stream_id)
+        except BadRequest as exc:
+            return guard.reject(exc, session=session)
+        status = "stopping" if stopping else "ended"
+        return JSONResponse(
+            {"stream_id": stream_id, "status": status}, status_code=202 if stopping else 200
+        )
 
     @app.get("/v1/models", summary="The model this server answers as.")
     async def models() -> dict[str, Any]:

@@ -1,0 +1,350 @@
+"""Event ids, resume and stop, in one process: every SSE event carries its place in the
+stream, a resume after event N gets exactly the rest, a disconnect with resume on is not
+a Stop, and only the stream's own session may resume or stop it. Driven with raw ASGI
+receive/send (a stream's chunks are timed), and through the reference app over httpx."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from jarvis import AnthropicEvents, BadRequest, GuardSettings, StreamGuard
+from jarvis.config import ServerConfig
+from jarvis.eventlog import RecordingLog
+from jarvis.server.app import create_app
+from jarvis.vocabulary import Event
+
+pytestmark = pytest.mark.timeout(15)
+
+HTTP: dict[str, Any] = {"type": "http", "method": "GET", "path": "/", "headers": []}
+
+
+class Client:
+    """One ASGI connection: records what is sent; `leave()` disconnects it."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.gone = asyncio.Event()
+        self.events_seen = 0
+
+    async def receive(self) -> dict[str, Any]:
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.gone.is_set() and message["type"] == "http.response.body":
+            raise OSError("the client is gone")  # what a server's send does then
+        self.messages.append(message)
+        self.events_seen = len(events(self.body))
+
+    def leave(self) -> None:
+        self.gone.set()
+
+    @property
+    def status(self) -> int:
+        return int(self.messages[0]["status"])
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.messages[0]["headers"]}
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.messages[1:])
+
+
+class Feed:
+    """A token source the test drives: `give(...)` tokens, `finish()` to end it."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def give(self, *tokens: str) -> None:
+        for token in tokens:
+            self.queue.put_nowait(token)
+
+    def finish(self) -> None:
+        self.queue.put_nowait(None)
+
+    async def tokens(self) -> AsyncIterator[str]:
+        while (token := await self.queue.get()) is not None:
+            yield token
+
+
+async def words(*items: str) -> AsyncIterator[str]:
+    for item in items:
+        await asyncio.sleep(0)
+        yield item
+
+
+async def until(condition: Any, within: float = 3.0) -> None:
+    """Wait (bounded) for a condition the code under test makes true."""
+    async with asyncio.timeout(within):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+def events(body: bytes) -> list[tuple[int | None, str]]:
+    """The SSE events of a body as (id, data joined), per the spec's field parsing."""
+    out: list[tuple[int | None, str]] = []
+    for block in body.decode().split("\n\n"):
+        if not block.strip():
+            continue
+        ident: int | None = None
+        data: list[str] = []
+        for line in block.split("\n"):
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "id":
+                ident = int(value)
+            elif name == "data":
+                data.append(value)
+        out.append((ident, "\n".join(data)))
+    return out
+
+
+def text_of(evts: list[tuple[int | None, str]]) -> str:
+    parts = []
+    for _, data in evts:
+        if data.startswith("{"):
+            for choice in json.loads(data).get("choices", []):
+                parts.append(choice.get("delta", {}).get("content") or "")
+    return "".join(parts)
+
+
+def end_reason(evts: list[tuple[int | None, str]]) -> str | None:
+    for _, data in reversed(evts):
+        if data.startswith("{") and "jarvis" in data:
+            return str(json.loads(data)["jarvis"]["end_reason"])
+    return None
+
+
+def guard_with(log: RecordingLog, **settings: Any) -> StreamGuard:
+    return StreamGuard(log=log, flush_ms=0, **settings)  # type: ignore[arg-type]
+
+
+async def test_every_event_carries_its_place_in_the_stream_the_end_marker_too() -> None:
+    """ids 1, 2, 3, ... on every event, the terminal chunk and `[DONE]` included, with
+    resume off (the default) as with it on; an encoder whose head or end is several
+    events numbers each."""
+    for settings in ({}, {"resume_ttl": 5.0}):
+        guard = guard_with(RecordingLog(), **settings)
+        client = Client()
+        await guard.response("s", words("a", "b", "c"))(HTTP, client.receive, client.send)
+        evts = events(client.body)
+        assert [i for i, _ in evts] == list(range(1, len(evts) + 1))
+        assert evts[-1] == (len(evts), "[DONE]")
+        assert text_of(evts) == "abc"
+    guard = guard_with(RecordingLog())
+    client = Client()
+    response = guard.response("s", words("x"), encode=AnthropicEvents("m"))
+    await response(HTTP, client.receive, client.send)
+    raw = client.body.decode()
+    assert raw.startswith("id: 1\nevent: message_start\n")
+    assert [i for i, _ in events(client.body)] == [1, 2, 3, 4, 5, 6]  # head 2, delta, end 3
+
+
+async def test_a_resume_after_each_event_of_an_ended_stream_replays_exactly_the_rest() -> None:
+    """Within the TTL, `Last-Event-ID: N` replays events N+1 onwards, byte for byte as
+    first sent, and ends; absent, the whole stream."""
+    guard = guard_with(RecordingLog(), resume_ttl=5.0)
+    first = Client()
+    await guard.response("s", words("a", "b", "c", "d"))(HTTP, first.receive, first.send)
+    stream_id = first.headers["x-stream-id"]
+    sent = first.body.split(b"\n\n")[:-1]
+    for n in range(len(sent) + 1):
+        reader = Client()
+        await guard.resume("s", stream_id, str(n))(HTTP, reader.receive, reader.send)
+        assert reader.status == 200
+        assert reader.headers["x-stream-id"] == stream_id
+        assert reader.body == b"".join(e + b"\n\n" for e in sent[n:]), n
+    whole = Client()
+    await guard.resume("s", stream_id)(HTTP, whole.receive, whole.send)
+    assert whole.body == first.body
+
+
+async def test_a_client_cut_mid_answer_resumes_with_no_gap_and_no_duplicate() -> None:
+    """The client leaves after some events; the answer runs on (resume on); the resume
+    from the last id it saw, joined to what it had, is the whole answer, once."""
+    log = RecordingLog()
+    guard = guard_with(log, resume_ttl=5.0, detach_grace=5.0)
+    feed, first = Feed(), Client()
+    task = asyncio.create_task(guard.response("s", feed.tokens())(HTTP, first.receive, first.send))
+    feed.give("one ", "two ")
+    await until(lambda: first.events_seen == 2)
+    first.leave()
+    await until(lambda: log.of(Event.STREAM_DETACHED) != [])
+    feed.give("three ", "four")
+    feed.finish()
+    await asyncio.wait_for(task, 3)
+    seen = events(first.body)
+    reader = Client()
+    stream_id = first.headers["x-stream-id"]
+    await guard.resume("s", stream_id, str(seen[-1][0]))(HTTP, reader.receive, reader.send)
+    rest = events(reader.body)
+    whole = seen + rest
+    assert [i for i, _ in whole] == list(range(1, len(whole) + 1))
+    assert text_of(whole) == "one two three four"
+    assert end_reason(whole) == "completed"
+    (end,) = log.of(Event.STREAM_END)
+    assert end["reason"] == "completed"
+
+
+async def test_readers_follow_a_live_stream_to_its_end_a_second_tab_too() -> None:
+    """Two resumed readers of a running stream get what was sent so far, then every new
+    event as it comes, then the end; `stream_resumed` says where each started."""
+    log = RecordingLog()
+    guard = guard_with(log, resume_ttl=5.0)
+    feed, first = Feed(), Client()
+    task = asyncio.create_task(guard.response("s", feed.tokens())(HTTP, first.receive, first.send))
+    feed.give("a")
+    await until(lambda: first.events_seen == 1)
+    stream_id = first.headers["x-stream-id"]
+    tabs = [Client(), Client()]
+    readers = [
+        asyncio.create_task(guard.resume("s", stream_id, n)(HTTP, tab.receive, tab.send))
+        for n, tab in zip(("0", "1"), tabs, strict=True)
+    ]
+    await until(lambda: tabs[0].events_seen == 1 and len(log.of(Event.STREAM_RESUMED)) == 2)
+    feed.give("b", "c")
+    await until(lambda: tabs[1].events_seen == 2)
+    feed.finish()
+    await asyncio.wait_for(asyncio.gather(task, *readers), 3)
+    assert tabs[0].body == first.body
+    assert events(tabs[1].body) == events(first.body)[1:]
+    resumed = {r["last_event_id"]: (r["replayed"], r["live"]) for r in log.of(Event.STREAM_RESUMED)}
+    assert resumed == {0: (1, True), 1: (0, True)}
+
+
+async def test_only_the_streams_own_session_finds_it_and_a_garbled_id_is_a_400() -> None:
+    """Another session, an unknown id, no session, and any id with resume off are one 404
+    (`stream_not_found`, logged as `request_rejected`); a Last-Event-ID that is not a
+    number is a 400."""
+    log = RecordingLog()
+    guard = guard_with(log, resume_ttl=5.0)
+    first = Client()
+    await guard.response("s", words("a"))(HTTP, first.receive, first.send)
+    stream_id = first.headers["x-stream-id"]
+    off = guard_with(RecordingLog())
+    cases = [
+        (guard, "other", stream_id, None, 404),
+        (guard, "s", "chatcmpl-" + "0" * 24, None, 404),
+        (guard, None, stream_id, None, 404),
+        (guard, "s", "../etc/passwd", None, 404),
+        (off, "s", stream_id, None, 404),
+        (guard, "s", stream_id, "-1", 400),
+        (guard, "s", stream_id, "1; drop", 400),
+    ]
+    for g, session, sid, last, status in cases:
+        client = Client()
+        await g.resume(session, sid, last)(HTTP, client.receive, client.send)
+        assert client.status == status, (session, sid, last)
+        code = json.loads(client.body)["error"]["code"]
+        assert code == ("stream_not_found" if status == 404 else "invalid_last_event_id")
+    assert [r["status"] for r in log.of(Event.REQUEST_REJECTED)] == [404] * 4 + [400] * 2
+
+
+async def test_a_stream_is_forgotten_once_the_ttl_after_its_end_has_passed() -> None:
+    """Resumable right after its end; a 404 once `resume_ttl` has passed."""
+    guard = guard_with(RecordingLog(), resume_ttl=0.2)
+    first = Client()
+    await guard.response("s", words("a"))(HTTP, first.receive, first.send)
+    stream_id = first.headers["x-stream-id"]
+    before = Client()
+    await guard.resume("s", stream_id, "0")(HTTP, before.receive, before.send)
+    assert before.status == 200
+    await asyncio.sleep(0.3)
+    after = Client()
+    await guard.resume("s", stream_id, "0")(HTTP, after.receive, after.send)
+    assert after.status == 404
+
+
+async def test_stop_ends_the_answer_at_once_as_stopped_for_every_reader() -> None:
+    """`guard.stop` by the stream's session cancels it at once (`stop_requested`): it
+    ends `stopped`, its own connection and a resumed reader get the terminal chunk
+    saying so; stopping it again says it has ended; another session gets a 404."""
+    log = RecordingLog()
+    guard = guard_with(log, resume_ttl=5.0)
+    feed, first = Feed(), Client()
+    task = asyncio.create_task(guard.response("s", feed.tokens())(HTTP, first.receive, first.send))
+    feed.give("a")
+    await until(lambda: first.events_seen == 1)
+    stream_id = first.headers["x-stream-id"]
+    tab = Client()
+    reader = asyncio.create_task(guard.resume("s", stream_id, "1")(HTTP, tab.receive, tab.send))
+    await until(lambda: log.of(Event.STREAM_RESUMED) != [])
+    with pytest.raises(BadRequest) as refused:
+        await guard.stop("other", stream_id)
+    assert (refused.value.status, refused.value.code) == (404, "stream_not_found")
+    assert await guard.stop("s", stream_id) is True
+    await asyncio.wait_for(asyncio.gather(task, reader), 2)
+    assert end_reason(events(first.body)) == "stopped"
+    assert end_reason(events(tab.body)) == "stopped"
+    assert events(first.body)[-1][1] == "[DONE]"
+    assert await guard.stop("s", stream_id) is False
+    (end,) = log.of(Event.STREAM_END)
+    assert (end["reason"], end["cleanup_done"]) == ("stopped", True)
+    (cancelled,) = log.of(Event.STREAM_CANCELLED)
+    assert cancelled["reason"] == "stop_requested"
+    wheres = [r["where"] for r in log.of(Event.STREAM_STOP_REQUESTED)]
+    assert wheres == ["local", "ended"]
+
+
+async def test_stop_works_with_resume_off_and_knows_no_ended_stream() -> None:
+    """Without resume, Stop still stops the session's running stream; once it has ended,
+    its id is unknown (404)."""
+    guard = guard_with(RecordingLog())
+    feed, first = Feed(), Client()
+    task = asyncio.create_task(guard.response("s", feed.tokens())(HTTP, first.receive, first.send))
+    await until(lambda: guard.parts.registry.active("s") is not None)
+    stream_id = guard.snapshot()["s"][0]["stream_id"]
+    assert isinstance(stream_id, str)
+    assert await guard.stop("s", stream_id) is True
+    await asyncio.wait_for(task, 2)
+    assert end_reason(events(first.body)) == "stopped"
+    with pytest.raises(BadRequest) as refused:
+        await guard.stop("s", stream_id)
+    assert refused.value.status == 404
+
+
+async def test_the_app_routes_resume_and_stop_and_hides_session_ids_beyond_loopback() -> None:
+    """`jarvis serve`'s app: GET /v1/streams/{id} replays with Last-Event-ID, POST
+    /v1/streams/{id}/cancel is 404 for another session; GET /v1/streams lists session
+    ids to a loopback client only."""
+    config = ServerConfig(
+        guard=GuardSettings(resume_ttl=5.0, flush_ms=0),
+        log_file=None,
+        token_rate=0,
+        first_token_ms=0,
+    )
+    app = create_app(config)
+    local = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+    remote = httpx.ASGITransport(app=app, client=("203.0.113.9", 40000))
+    body = {"messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 5}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=local, base_url="http://jarvis") as near,
+        httpx.AsyncClient(transport=remote, base_url="http://jarvis") as far,
+    ):
+        headers = {"X-Session-Id": "s1"}
+        chat = await near.post("/v1/chat/completions", json=body, headers=headers)
+        stream_id = chat.headers["x-stream-id"]
+        resumed = await near.get(
+            f"/v1/streams/{stream_id}", headers={**headers, "Last-Event-ID": "2"}
+        )
+        assert resumed.status_code == 200
+        assert events(resumed.content) == events(chat.content)[2:]
+        other = await near.get(f"/v1/streams/{stream_id}", headers={"X-Session-Id": "s2"})
+        assert other.status_code == 404
+        stop = await near.post(f"/v1/streams/{stream_id}/cancel", headers={"X-Session-Id": "s2"})
+        assert stop.status_code == 404
+        stop = await near.post(f"/v1/streams/{stream_id}/cancel", headers=headers)
+        assert (stop.status_code, stop.json()["status"]) == (200, "ended")
+        assert "sessions" in (await near.get("/v1/streams")).json()
+        listing = (await far.get("/v1/streams")).json()
+        assert listing == {"active": 0}
