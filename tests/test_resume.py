@@ -348,3 +348,150 @@ async def test_the_app_routes_resume_and_stop_and_hides_session_ids_beyond_loopb
         assert "sessions" in (await near.get("/v1/streams")).json()
         listing = (await far.get("/v1/streams")).json()
         assert listing == {"active": 0}
+
+
+async def test_a_disconnect_with_resume_on_runs_on_for_the_grace_then_cancels() -> None:
+    """Resume on: the client leaving is `stream_detached`, not a cancel; the answer keeps
+    producing into its store for `detach_grace`, and only then is cancelled
+    `client_disconnected`, ending `disconnected` with its cleanup done."""
+    log = RecordingLog()
+    guard = guard_with(log, resume_ttl=5.0, detach_grace=0.4)
+    feed, first = Feed(), Client()
+    task = asyncio.create_task(guard.response("s", feed.tokens())(HTTP, first.receive, first.send))
+    feed.give("a")
+    await until(lambda: first.events_seen == 1)
+    loop = asyncio.get_running_loop()
+    left = loop.time()
+    first.leave()
+    await until(lambda: log.of(Event.STREAM_DETACHED) != [])
+    feed.give("b", "c")
+    journal = guard._replay.find(first.headers["x-stream-id"])  # type: ignore[union-attr]
+    assert journal is not None
+    await until(lambda: journal.last_id == 3)
+    assert log.of(Event.STREAM_CANCELLED) == []
+    await asyncio.wait_for(task, 2)
+    assert loop.time() - left >= 0.4
+    (detached,) = log.of(Event.STREAM_DETACHED)
+    assert detached["grace_ms"] == 400
+    (cancelled,) = log.of(Event.STREAM_CANCELLED)
+    assert cancelled["reason"] == "client_disconnected"
+    (end,) = log.of(Event.STREAM_END)
+    assert (end["reason"], end["tokens"], end["cleanup_done"]) == ("disconnected", 3, True)
+    assert events(first.body) == [(1, events(first.body)[0][1])]  # nothing after it left
+
+
+async def test_a_resume_within_the_grace_reattaches_and_the_answer_completes() -> None:
+    """A reader that comes back within the grace keeps the answer alive past it: the
+    stream completes, and the reader gets the rest; when that reader leaves too, the
+    grace starts again."""
+    log = RecordingLog()
+    guard = guard_with(log, resume_ttl=5.0, detach_grace=0.3)
+    feed, first = Feed(), Client()
+    task = asyncio.create_task(guard.response("s", feed.tokens())(HTTP, first.receive, first.send))
+    feed.give("a")
+    await until(lambda: first.events_seen == 1)
+    first.leave()
+    await until(lambda: log.of(Event.STREAM_DETACHED) != [])
+    stream_id = first.headers["x-stream-id"]
+    tab = Client()
+    reader = asyncio.create_task(guard.resume("s", stream_id, "1")(HTTP, tab.receive, tab.send))
+    await asyncio.sleep(0.5)  # past the grace: the reader holds the stream
+    assert log.of(Event.STREAM_CANCELLED) == []
+    feed.give("b")
+    await until(lambda: tab.events_seen == 1)
+    tab.leave()
+    await until(lambda: len(log.of(Event.STREAM_DETACHED)) == 2)
+    again = Client()
+    back = asyncio.create_task(guard.resume("s", stream_id, "2")(HTTP, again.receive, again.send))
+    await until(lambda: len(log.of(Event.STREAM_RESUMED)) == 2)
+    feed.give("c")
+    feed.finish()
+    await asyncio.wait_for(asyncio.gather(task, reader, back), 2)
+    whole = events(first.body) + events(tab.body) + events(again.body)
+    assert [i for i, _ in whole] == list(range(1, len(whole) + 1))
+    assert text_of(whole) == "abc"
+    (end,) = log.of(Event.STREAM_END)
+    assert end["reason"] == "completed"
+
+
+async def test_with_no_grace_a_disconnect_cancels_at_once_and_stays_resumable() -> None:
+    """`detach_grace=0`: the client leaving cancels the stream at once, as with resume
+    off, and what it sent, its end included, is still there for a resume."""
+    log = RecordingLog()
+    guard = guard_with(log, resume_ttl=5.0, detach_grace=0)
+    feed, first = Feed(), Client()
+    task = asyncio.create_task(guard.response("s", feed.tokens())(HTTP, first.receive, first.send))
+    feed.give("a")
+    await until(lambda: first.events_seen == 1)
+    first.leave()
+    await asyncio.wait_for(task, 2)
+    (end,) = log.of(Event.STREAM_END)
+    assert end["reason"] == "disconnected"
+    reader = Client()
+    await guard.resume("s", first.headers["x-stream-id"], "1")(HTTP, reader.receive, reader.send)
+    rest = events(reader.body)
+    assert (end_reason(rest), rest[-1]) == ("disconnected", (rest[-1][0], "[DONE]"))
+
+
+async def test_a_new_prompt_supersedes_a_detached_answer_at_once() -> None:
+    """A detached answer within its grace is still its session's stream: the session's
+    next prompt supersedes it at once, as always."""
+    log = RecordingLog()
+    guard = guard_with(log, resume_ttl=5.0, detach_grace=30)
+    feed, first = Feed(), Client()
+    task = asyncio.create_task(guard.response("s", feed.tokens())(HTTP, first.receive, first.send))
+    feed.give("a")
+    await until(lambda: first.events_seen == 1)
+    first.leave()
+    await until(lambda: log.of(Event.STREAM_DETACHED) != [])
+    second = Client()
+    await asyncio.wait_for(guard.response("s", words("b"))(HTTP, second.receive, second.send), 2)
+    await asyncio.wait_for(task, 1)
+    ends = [e["reason"] for e in log.of(Event.STREAM_END)]
+    assert ends == ["superseded", "completed"]
+    assert text_of(events(second.body)) == "b"
+
+
+async def test_a_write_cut_short_gives_its_ids_back_so_the_journal_has_no_duplicate() -> None:
+    """A token write cancelled while the transport is paused sent nothing: its event's id
+    is taken back and nothing reaches the journal, so the batch sent again has that id."""
+    from jarvis._emitter import SSEEmitter
+    from jarvis._encoders import PlainText
+    from jarvis._replay import Journal
+    from jarvis._sendwatch import SendWatch
+    from jarvis._stream import StreamHandle
+
+    paused = asyncio.Event()
+    sent: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message.get("body") == b"" or message["type"] != "http.response.body":
+            return
+        if b"stuck" in message["body"]:
+            paused.set()
+            await asyncio.Event().wait()  # a transport that never drains
+        sent.append(message["body"])
+
+    handle = StreamHandle(session="s")
+    journal = Journal("s", handle.stream_id, handle.trace)
+    emitter = SSEEmitter(
+        send,
+        handle,
+        PlainText()(handle.stream_id),
+        send_timeout=5,
+        on_send_timeout=lambda: None,
+        headers=[],
+        watch=SendWatch(5),
+        journal=journal,
+    )
+    await emitter.start()
+    assert await asyncio.create_task(emitter.token("a"))
+    writing = asyncio.create_task(emitter.token("stuck"))
+    await asyncio.wait_for(paused.wait(), 1)
+    writing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writing
+    assert await asyncio.create_task(emitter.token("b"))
+    assert sent == [b"id: 1\ndata: a\n\n", b"id: 2\ndata: b\n\n"]
+    assert journal.events == sent
+    emitter.stop()
