@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from ._redis_registry import RedisRegistry
+    from ._redis_replay import RedisReplay
 
 #: What a session id may be: anything else is refused, so no client value reaches a
 #: log line or a registry key unchecked.
@@ -153,6 +154,13 @@ def _redis_registry() -> type[RedisRegistry]:
     return RedisRegistry
 
 
+def _redis_replay() -> type[RedisReplay]:
+    """`RedisReplay`, imported with the registry's redis client (checked there first)."""
+    from ._redis_replay import RedisReplay
+
+    return RedisReplay
+
+
 class StreamGuard:
     """One stream per session, for every streaming route of an app.
 
@@ -224,8 +232,10 @@ class StreamGuard:
         self._send_watch = SendWatch(send_timeout)
         #: Where streams' events are kept for a resume; None: resume is off.
         self._replay: MemoryReplay | None = None
-        if resume_ttl > 0:
+        if resume_ttl > 0 and registry is None:
             self._replay = MemoryReplay(resume_ttl)
+        elif resume_ttl > 0 and registry is not None:
+            self._replay = _redis_replay()(resume_ttl, registry, log=sink)
         #: The lifecycle each stream runs. A seam: `jarvis.faults` sets a variant of
         #: `StreamRun` here (before the guard serves) to reproduce the original server's bugs.
         self.run_class: type[StreamRun] = StreamRun
@@ -402,7 +412,11 @@ class StreamGuard:
         journal = self._replay.find(stream_id)
         if journal is not None:
             return JournalTail(journal, after) if journal.session == session else None
-        return None
+        remote_tail = getattr(self._replay, "remote_tail", None)
+        if remote_tail is None:
+            return None
+        tail: Tail | None = await remote_tail(session, stream_id, after)
+        return tail
 
     async def stop(self, session_id: str | None, stream_id: str) -> bool:
         """Stop the session's stream `stream_id` now (`POST /v1/streams/{id}/cancel`): it
@@ -424,12 +438,29 @@ class StreamGuard:
             where = "local" if stopped else "ended"
         elif self._replay is not None and (journal := self._replay.find(stream_id)) is not None:
             where = "ended" if journal.session == session and journal.ended else ""
+        elif await self._stop_remote(session, stream_id):
+            where = "remote"
+        elif self._replay is not None and hasattr(self._replay, "remote_status"):
+            # Known to the fleet's store but no longer its session's stream: it has ended.
+            known = await self._replay.remote_status(session, stream_id)
+            where = "ended" if known is not None else ""
         if not where:
             raise STREAM_NOT_FOUND
         self._parts.log.emit(
             Event.STREAM_STOP_REQUESTED, session=session, stream_id=stream_id, where=where
         )
         return where != "ended"
+
+    async def _stop_remote(self, session: str, stream_id: str) -> bool:
+        """In a fleet: tell the process running `stream_id` to stop it, if it is the
+        session's registered stream."""
+        stop_remote = getattr(self._parts.registry, "stop_remote", None)
+        if stop_remote is None:
+            return False
+        try:
+            return bool(await stop_remote(session, stream_id))
+        except (OSError, Exception) as exc:  # the registry does not answer
+            raise REGISTRY_DOWN from exc
 
     # -- what an app wires in -------------------------------------------------------
 
@@ -557,6 +588,7 @@ class _GuardedResponse(Response):
                     parts.registry.cancel, handle, CancelReason.CLIENT_DISCONNECTED
                 ),
                 log=parts.log,
+                remote=getattr(replay, "following", None),
             )
             journal.followers = followers
         emitter = SSEEmitter(

@@ -8,6 +8,7 @@ renewed by heartbeat). One pub/sub channel carries three signals:
     cancel <session> <gen>   every process cancels its streams of the session older than gen
     fence  <session> <gen>   the process running that stream fences it (it overran the wait)
     done   <session> <gen>   that stream released the session (compare-and-delete)
+    stop   <session> <gen>   the process running that stream stops it (its session asked)
 
 A prompt: `INCR`, `GET` owner; if an older stream owns the session, `PUBLISH
 cancel` and wait (bounded by `cancel_wait`, holding nothing) for its `done`;
@@ -354,6 +355,18 @@ class RedisRegistry(StreamRegistry):
         except (RedisError, OSError) as exc:
             self._went_down("release", name, exc)  # the lease runs out instead
 
+    # -- stop, from any process ----------------------------------------------------------
+
+    async def stop_remote(self, session: str, stream_id: str) -> bool:
+        """Stop `stream_id` if it is `session`'s registered stream, in whichever process
+        runs it (a `stop` signal: that process cancels it `stop_requested`). False if the
+        session's owner is another stream, or none."""
+        owner = _text(await self._redis.get(self._key("owner", session)))
+        if not owner or owner.split("|")[2:3] != [stream_id]:
+            return False
+        await self._redis.publish(self._channel, f"stop {session} {_gen_of(owner)}")
+        return True
+
     # -- signals from every process ------------------------------------------------------
 
     async def _listen(self, ready: asyncio.Future[None]) -> None:
@@ -382,7 +395,7 @@ class RedisRegistry(StreamRegistry):
                 with contextlib.suppress(RedisError, OSError, TimeoutError):
                     await asyncio.wait_for(pubsub.aclose(), 1)
 
-    def _on_signal(self, data: str) -> None:
+    def _on_signal(self, data: str) -> None:  # noqa: PLR0912 - one branch per signal kind
         kind, _, rest = data.partition(" ")
         name, _, rest = rest.partition(" ")
         gen_text, _, by_trace = rest.partition(" ")
@@ -398,6 +411,10 @@ class RedisRegistry(StreamRegistry):
             for handle in list(slot.live):
                 if 0 < handle.generation < gen:
                     self.cancel(handle, CancelReason.REGISTRY_NEW_STREAM)
+        elif kind == "stop" and slot is not None:
+            for handle in list(slot.live):
+                if handle.generation == gen:
+                    self.cancel(handle, CancelReason.STOP_REQUESTED)
         elif kind == "fence" and slot is not None:
             for handle in list(slot.live):
                 if handle.generation == gen and not handle.done.done() and not handle.fenced:

@@ -402,7 +402,10 @@ EVENTS: dict[Event, EventSpec] = {
             "op session message",
             "The shared registry (Redis) did not answer during `op` (`register`, `release`, "
             "`renew`, `listen`): a new prompt is refused with a 503 until it is back; streams "
-            "already running finish. `session` is empty when the failure is not one prompt's.",
+            "already running finish. `session` is empty when the failure is not one prompt's. "
+            "With resume on, `replay` (storing a stream's events: the stream goes on, a "
+            "resume on another process may miss them) and `resume` (reading them: the "
+            "resume is a 404) are the event store's.",
         ),
         _spec(
             Event.REGISTRY_RECOVERED,
