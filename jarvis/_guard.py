@@ -403,6 +403,7 @@ class StreamGuard:
             log=self._parts.log,
             send_timeout=self.send_timeout,
             not_found=lambda: self.reject(STREAM_NOT_FOUND, session=session),
+            ttl=self.resume_ttl,
         )
 
     async def _tail(self, session: str, stream_id: str, after: int) -> Tail | None:
@@ -572,6 +573,8 @@ class _GuardedResponse(Response):
             (b"x-session-id", self.session.encode()),
             *_latin1(headers.items()),
         ]
+        if guard._replay is not None:  # resume on: how long the events stay after the end
+            self.raw_headers.append((b"x-resume-ttl", f"{guard.resume_ttl:g}".encode()))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         guard = self.guard

@@ -126,6 +126,7 @@ class ResumeResponse(Response):
         log: EventSink,
         send_timeout: float,
         not_found: Callable[[], Response],
+        ttl: float,
     ) -> None:
         self._find = find
         self.session = session
@@ -140,6 +141,7 @@ class ResumeResponse(Response):
             *_HEADERS,
             (b"x-stream-id", stream_id.encode()),
             (b"x-session-id", session.encode()),
+            (b"x-resume-ttl", f"{ttl:g}".encode()),
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -167,7 +167,7 @@ def test_reload_mid_stream_is_a_disconnect_and_the_tab_session_streams_again(
     """Reloading while an answer streams: the server logs the stream cancelled for
     `client_disconnected` and ended `disconnected`; the reloaded tab keeps its session, and
     a new prompt in it streams its whole answer."""
-    server = server_factory("--token-rate", "50", "--first-token-ms", "5")
+    server = server_factory("--token-rate", "120", "--first-token-ms", "5")
     with open_browser() as tab:
         page = tab.page
         page.goto(server.url)
@@ -289,3 +289,105 @@ def test_a_missing_playwright_or_chromium_fails_naming_scripts_install(monkeypat
     monkeypatch.setattr(browser, "CHROMIUM", Path("/nonexistent/chromium"))
     with pytest.raises(BrowserMissingError, match="scripts/install"), open_browser():
         pass
+
+
+#: Resume on, a slow model: a "Long essay" (400 tokens) streams for about 3 s.
+RESUME = (
+    "--resume-ttl",
+    "30",
+    "--detach-grace",
+    "10",
+    "--token-rate",
+    "120",
+    "--first-token-ms",
+    "5",
+)
+ESSAY = "Long essay about resuming"
+
+
+def test_with_resume_on_a_reload_mid_answer_picks_it_up_and_the_text_is_whole(
+    server_factory,
+) -> None:
+    """Resume on: reloading mid-answer is not a Stop. The server logs `stream_detached`,
+    the reloaded page asks for the rest after its last event id and shows the answer
+    whole (the embedded model's exact text) and `completed`; the stream ended
+    `completed`, resumed once, after the event the page had."""
+    server = server_factory(*RESUME)
+    with open_browser() as tab:
+        page = tab.page
+        page.goto(server.url)
+        session = text(page, "session")
+        send_prompts(page, [ESSAY])
+        page.wait_for_function(
+            "document.querySelector('[data-testid=answer]').textContent.length > 40"
+        )
+        stream_id = text(page, "stream-id")
+        page.reload()
+        server.wait_for_event("stream_detached", stream_id=stream_id)
+        page.wait_for_function(
+            "document.querySelector('[data-testid=end-reason]').textContent === 'completed'",
+            timeout=15_000,
+        )
+        assert text(page, "answer") == expected_text(ESSAY)
+        assert text(page, "stream-id") == stream_id
+        assert text(page, "session") == session
+        assert tab.errors == []
+    end = server.wait_for_event("stream_end", stream_id=stream_id)
+    assert (end["session"], end["reason"]) == (session, "completed")
+    resumed = server.wait_for_event("stream_resumed", stream_id=stream_id)
+    assert int(resumed["last_event_id"]) > 1
+    assert resumed["live"] == "True"
+
+
+def test_stop_ends_the_answer_at_once_as_stopped(server_factory) -> None:
+    """The Stop button (shown while an answer streams) asks the server to stop it: the
+    page shows `stopped`, the answer so far is the start of the model's text, and the
+    server logs the stop and `stream_end reason=stopped`."""
+    server = server_factory(*RESUME)
+    with open_browser() as tab:
+        page = tab.page
+        page.goto(server.url)
+        assert not page.get_by_test_id("stop").is_visible()
+        send_prompts(page, [ESSAY])
+        wait_answer_started(page)
+        stream_id = text(page, "stream-id")
+        page.get_by_test_id("stop").click()
+        assert wait_all_ended(page, 1) == ["stopped"]
+        assert text(page, "end-reason") == "stopped"
+        answer = text(page, "answer")
+        assert answer and expected_text(ESSAY).startswith(answer)
+        assert answer != expected_text(ESSAY)
+        assert not page.get_by_test_id("stop").is_visible()
+        assert tab.errors == []
+    server.wait_for_event("stream_stop_requested", stream_id=stream_id, where="local")
+    end = server.wait_for_event("stream_end", stream_id=stream_id)
+    assert end["reason"] == "stopped"
+
+
+def test_a_second_tab_on_the_session_follows_the_same_answer(server_factory) -> None:
+    """A second tab opened on the first one's session (`?session=`) picks up the answer
+    the first is streaming (where the session's record says it was) and follows it to
+    the same whole text; the server ran one stream, read by two."""
+    server = server_factory(*RESUME)
+    with open_browser() as tab:
+        first = tab.page
+        first.goto(server.url)
+        session = text(first, "session")
+        send_prompts(first, [ESSAY])
+        wait_answer_started(first)
+        stream_id = text(first, "stream-id")
+        second = tab.context.new_page()
+        second.on("console", tab._on_console)
+        second.goto(f"{server.url}/?session={session}")
+        for page in (first, second):
+            page.wait_for_function(
+                "document.querySelector('[data-testid=end-reason]').textContent === 'completed'",
+                timeout=15_000,
+            )
+            assert text(page, "answer") == expected_text(ESSAY)
+            assert text(page, "stream-id") == stream_id
+        assert text(second, "session") == session
+        assert tab.errors == []
+    assert session_ends(server, session) == {stream_id: "completed"}
+    resumed = server.wait_for_event("stream_resumed", stream_id=stream_id)
+    assert (resumed["session"], resumed["live"]) == (session, "True")

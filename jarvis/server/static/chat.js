@@ -2,12 +2,18 @@
 // streams interrupts it. The stream-id guard: the page keeps the current stream's id (the
 // response's X-Stream-Id, which jarvis also puts in every chunk's `id`) and drops every chunk
 // whose id is another, so an older stream never writes into the answer, even while its
-// fetch is still being read (?abort=0). Plain JS, served as it is: no build step.
+// fetch is still being read (?abort=0). Resume (a server with --resume-ttl): the current
+// stream's id, its last event id and the answer so far are kept per session in localStorage,
+// so a reload picks the answer up where it was (GET /v1/streams/{id}, Last-Event-ID) and a
+// second tab on the session follows it; Stop asks the server to stop it
+// (POST /v1/streams/{id}/cancel). Plain JS, served as it is: no build step.
 "use strict";
 
 (() => {
   const CHAT_PATH = "/v1/chat/completions";
+  const STREAMS_PATH = "/v1/streams/";
   const SESSION_KEY = "jarvis.session";
+  const RESUME_KEY = "jarvis.stream."; // + session: {id, last, answer, done, resumable}
   const SESSION_RE = /^[A-Za-z0-9._:-]{1,128}$/; // what the server accepts in X-Session-Id
   const KEEP_STREAMS = 20; // the debug panel lists the newest streams only
 
@@ -30,6 +36,7 @@
     session: byId("session"),
     mode: byId("mode"),
     streams: byId("streams"),
+    stop: byId("stop"),
   };
 
   const state = {
@@ -40,12 +47,23 @@
     endReason: "",
     dropped: 0,
     streams: [], // one entry per send, for the debug panel
+    known: new Set(), // stream ids this tab has shown: another tab's record of one is old news
+    leaving: false, // the page is being unloaded (a reload): its record stays as it was
   };
   const session = tabSession();
 
   // One session per tab: sessionStorage lives as long as the tab, reloads included.
+  // `?session=ID` joins a session (a second tab following the first one's answers).
   function tabSession() {
-    let id = null;
+    let id = params.get("session");
+    if (id && SESSION_RE.test(id)) {
+      try {
+        window.sessionStorage.setItem(SESSION_KEY, id);
+      } catch (_) {
+        // not kept: this page view only
+      }
+      return id;
+    }
     try {
       id = window.sessionStorage.getItem(SESSION_KEY);
     } catch (_) {
@@ -74,6 +92,7 @@
       this.buffer = "";
       this.data = [];
       this.type = "";
+      this.lastId = ""; // the last event id, as the spec keeps it across events
     }
 
     feed(text) {
@@ -96,7 +115,9 @@
 
     line(line) {
       if (line === "") {
-        if (this.data.length > 0) this.onEvent({ type: this.type || "message", data: this.data.join("\n") });
+        if (this.data.length > 0) {
+          this.onEvent({ type: this.type || "message", data: this.data.join("\n"), id: this.lastId });
+        }
         this.data = [];
         this.type = "";
         return;
@@ -108,6 +129,7 @@
       if (value.startsWith(" ")) value = value.slice(1);
       if (field === "data") this.data.push(value);
       else if (field === "event") this.type = value;
+      else if (field === "id" && !value.includes("\0")) this.lastId = value;
     }
   }
 
@@ -146,6 +168,7 @@
   function renderStatus() {
     ui.endReason.textContent = state.endReason;
     ui.streamId.textContent = state.currentId || "";
+    ui.stop.hidden = !state.currentId || Boolean(state.endReason);
   }
 
   function showError(message) {
@@ -172,6 +195,55 @@
     ui.streams.replaceChildren(...items);
   }
 
+  // -- the resume record: the session's current stream, kept across reloads and tabs ----------
+
+  function loadRecord() {
+    try {
+      const record = JSON.parse(window.localStorage.getItem(RESUME_KEY + session) || "null");
+      if (record && typeof record.id === "string" && /^[0-9]*$/.test(String(record.last))) {
+        return record;
+      }
+    } catch (_) {
+      // storage disabled or garbled: nothing to resume
+    }
+    return null;
+  }
+
+  function saveRecord(record) {
+    try {
+      window.localStorage.setItem(RESUME_KEY + session, JSON.stringify(record));
+    } catch (_) {
+      // not kept: a reload starts empty
+    }
+  }
+
+  // The latest send's stream moved on: keep where it is (its id, last event, answer), and
+  // whether the server keeps its events (it said so with X-Resume-TTL).
+  function remember(entry, eventId) {
+    if (!isLatest(entry) || !entry.id || state.leaving) return;
+    if (eventId) entry.last = eventId;
+    saveRecord({
+      id: entry.id,
+      last: entry.last || "0",
+      answer: state.answer,
+      done: Boolean(entry.sawDone || entry.finish), // the server said it ended
+      resumable: entry.resumable,
+    });
+  }
+
+  // A resume found nothing (the stream expired): as if it had never been tried.
+  function forget(entry) {
+    state.streams = state.streams.filter((other) => other !== entry);
+    if (isLatest(entry)) {
+      state.currentId = null;
+      state.answer = "";
+      saveRecord({ id: "", last: "0", answer: "", done: true, resumable: false });
+      renderAnswer();
+      renderStatus();
+    }
+    renderStreams();
+  }
+
   // -- one stream ---------------------------------------------------------------------------
 
   function isLatest(entry) {
@@ -180,6 +252,7 @@
 
   function adopt(entry, id) {
     entry.id = id;
+    state.known.add(id);
     // Only the latest send's response names the current stream; a late answer to an older
     // send must not take the answer back.
     if (isLatest(entry) && state.currentId === null) state.currentId = id;
@@ -196,6 +269,7 @@
       state.endReason = reason;
       showError(message || "");
       renderStatus();
+      remember(entry, "");
     }
     renderStreams();
   }
@@ -204,6 +278,7 @@
     if (entry.sawDone) return; // nothing after [DONE] counts, even within the same read
     if (event.data === "[DONE]") {
       entry.sawDone = true;
+      remember(entry, event.id);
       return;
     }
     let chunk;
@@ -230,6 +305,7 @@
       state.answer += text;
       renderAnswer();
     }
+    remember(entry, event.id);
   }
 
   async function errorMessage(response) {
@@ -246,22 +322,36 @@
 
   async function run(entry, signal) {
     const body = { messages: [{ role: "user", content: entry.prompt }], stream: true };
+    await read(entry, signal, CHAT_PATH, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-Session-Id": session },
+      body: JSON.stringify(body),
+    });
+  }
+
+  // The rest of a stream after `last` (GET /v1/streams/{id}): a reload, or a second tab.
+  async function follow(entry, signal, last) {
+    await read(entry, signal, STREAMS_PATH + encodeURIComponent(entry.id), {
+      headers: { "X-Session-Id": session, "Last-Event-ID": String(last) },
+    });
+  }
+
+  async function read(entry, signal, url, init) {
     let response;
     try {
-      response = await fetch(CHAT_PATH, {
-        method: "POST",
-        headers: { "Content-Type": "application/json", "X-Session-Id": session },
-        body: JSON.stringify(body),
-        cache: "no-store",
-        signal,
-      });
+      response = await fetch(url, { ...init, cache: "no-store", signal });
     } catch (err) {
       if (isAbort(err)) finish(entry, "aborted");
       else finish(entry, "error", `network error: ${describe(err)}`);
       return;
     }
     const streamId = response.headers.get("X-Stream-Id");
+    entry.resumable = response.headers.has("X-Resume-TTL");
     if (streamId) adopt(entry, streamId);
+    if (response.status === 404 && entry.resumed) {
+      forget(entry); // the stream expired: nothing to pick up
+      return;
+    }
     if (!response.ok) {
       const message = await errorMessage(response);
       if (signal.aborted) finish(entry, "aborted");
@@ -296,22 +386,59 @@
     else finish(entry, "closed", "the stream closed before [DONE]");
   }
 
-  function send(prompt) {
+  // A new entry for the page's answer: a send, or a stream picked up from the record.
+  function begin(prompt, streamId, answer) {
     if (state.controller && abortOld) state.controller.abort();
     state.seq += 1;
-    state.currentId = null; // until this send's response names its stream, nothing is current
-    state.answer = "";
+    state.currentId = streamId; // a send's response names its stream: nothing current until then
+    state.answer = answer;
     state.endReason = "";
     const controller = new AbortController();
     state.controller = controller;
-    const entry = { seq: state.seq, id: "", prompt, end: "", finish: "", problem: "", sawDone: false };
+    const entry = {
+      seq: state.seq, id: streamId || "", prompt, end: "", finish: "", problem: "",
+      sawDone: false, last: "", resumed: Boolean(streamId), resumable: false,
+    };
     state.streams.push(entry);
     if (state.streams.length > KEEP_STREAMS) state.streams.shift();
     renderAnswer();
     renderStatus();
     showError("");
     renderStreams();
-    run(entry, controller.signal).catch((err) => finish(entry, "error", `page error: ${describe(err)}`));
+    return { entry, signal: controller.signal };
+  }
+
+  function send(prompt) {
+    const { entry, signal } = begin(prompt, null, "");
+    run(entry, signal).catch((err) => finish(entry, "error", `page error: ${describe(err)}`));
+  }
+
+  // Pick up the session's stream where the record says it was: after its last event, with
+  // the answer so far (a reload), or from its start (a tab that had none of it).
+  function resume(record, fromStart) {
+    if (!record || !record.resumable || record.done || state.known.has(record.id)) return;
+    const last = fromStart ? "0" : record.last;
+    const { entry, signal } = begin("(resumed)", record.id, fromStart ? "" : String(record.answer || ""));
+    state.known.add(record.id);
+    entry.last = last;
+    follow(entry, signal, last).catch((err) => finish(entry, "error", `page error: ${describe(err)}`));
+  }
+
+  async function stop() {
+    const id = state.currentId;
+    if (!id) return;
+    try {
+      const response = await fetch(STREAMS_PATH + encodeURIComponent(id) + "/cancel", {
+        method: "POST",
+        headers: { "X-Session-Id": session },
+        cache: "no-store",
+      });
+      if (!response.ok && response.status !== 404) {
+        showError(`stop: HTTP ${response.status}: ${await errorMessage(response)}`);
+      }
+    } catch (err) {
+      showError(`stop: network error: ${describe(err)}`);
+    }
   }
 
   ui.form.addEventListener("submit", (event) => {
@@ -322,13 +449,25 @@
     ui.prompt.focus(); // the next prompt can be typed at once, which is what interrupts are
     send(prompt);
   });
-  // Leaving or reloading the page ends the stream on purpose (the server logs `disconnected`).
+  ui.stop.addEventListener("click", () => {
+    stop();
+  });
+  // Leaving or reloading the page closes its connection: the server cancels the stream
+  // (`disconnected`), or, with resume on, lets it run on for its grace so the reloaded page
+  // picks it up.
   window.addEventListener("pagehide", () => {
+    state.leaving = true; // what the closing connection does to the read is not the stream's end
     if (state.controller) state.controller.abort();
+  });
+  // Another tab of this session started or moved its stream: follow it here too.
+  window.addEventListener("storage", (event) => {
+    if (event.key !== RESUME_KEY + session || !event.newValue) return;
+    resume(loadRecord(), true); // a stream this tab has not seen: from its start
   });
 
   ui.session.textContent = session;
   ui.mode.textContent = `abort ${abortOld ? "on" : "off"}, guard ${guardOn ? "on" : "off"}`;
   renderDropped();
   renderStatus();
+  resume(loadRecord(), false); // a reload (or a second tab) picks up the session's answer
 })();
