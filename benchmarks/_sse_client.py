@@ -53,7 +53,11 @@ def request_body(prompt: str, max_tokens: int | None = None) -> bytes:
 def _absorb(result: StreamResult, event: bytes, parts: list[str] | None) -> None:
     """Fold one SSE event (`data: {...}`) into `result`; `parts=None` skips the text."""
     if not event.startswith(b"data: "):
-        return
+        # Fields before the data (jarvis puts `id: N` first in every event): skip them.
+        start = event.find(b"\ndata: ")
+        if start < 0:
+            return
+        event = event[start + 1 :]
     if event == DONE_EVENT:
         result.done = True
         return

@@ -181,18 +181,20 @@ class RedisReplay(MemoryReplay):
             pipe.xrange(self.key(stream_id), META_ID, META_ID)
             pipe.xrevrange(self.key(stream_id), "+", "-", count=1)
             head, last = await pipe.execute()
-        if not head:
-            return None
-        owner, _, trace = head[0][1][b"e"].decode().partition("\n")
-        if owner != session:
-            return None
-        ended = bool(last) and not _is_event(last[0][0]) and _text(last[0][0]) != META_ID
-        return trace, ended
+        return _meta_of(head, last, session)
 
     async def remote_tail(self, session: str, stream_id: str, after: int) -> Tail | None:
-        """A reader of a stream another process runs (or ran), if `session` may read it."""
+        """A reader of a stream another process runs (or ran), if `session` may read it.
+
+        One round trip: who may read it, its last entry and the backlog after `after`
+        come in one pipeline, so the first resumed event leaves at once."""
+        key = self.key(stream_id)
         try:
-            meta = await self._meta(session, stream_id)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xrange(key, META_ID, META_ID)
+                pipe.xrevrange(key, "+", "-", count=1)
+                pipe.xrange(key, f"({after_id(after)}", "+")
+                head, last, backlog = await pipe.execute()
         except (RedisError, OSError) as exc:
             self._log.emit(
                 Event.REGISTRY_UNAVAILABLE,
@@ -201,11 +203,13 @@ class RedisReplay(MemoryReplay):
                 message=f"{type(exc).__name__}: {exc}",
             )
             return None
+        meta = _meta_of(head, last, session)
         if meta is None:
             return None
         trace, ended = meta
         tail = RedisTail(self, stream_id, after, trace=trace, live=not ended)
-        await tail.prime()
+        tail.take(backlog)
+        tail.backlog = len(tail.buffered)
         return tail
 
     async def remote_status(self, session: str, stream_id: str) -> str | None:
@@ -221,6 +225,18 @@ class RedisReplay(MemoryReplay):
     async def following(self, handle: StreamHandle) -> bool:
         """Whether a reader in another process follows the stream now."""
         return int(await self._following(keys=[self.follow_key(handle.stream_id)])) > 0
+
+
+def _meta_of(head: Any, last: Any, session: str) -> tuple[str, bool] | None:
+    """From a stream's first and last entries: its trace and whether it has ended, if
+    `session` is the one that may read it."""
+    if not head:
+        return None
+    owner, _, trace = head[0][1][b"e"].decode().partition("\n")
+    if owner != session:
+        return None
+    ended = bool(last) and not _is_event(last[0][0]) and _text(last[0][0]) != META_ID
+    return trace, ended
 
 
 def _text(value: object) -> str:
@@ -244,26 +260,20 @@ class RedisTail:
         self._follow_key = replay.follow_key(stream_id)
         self._reader = secrets.token_hex(6)
         self._cursor = after_id(after)
-        self._buffered: list[bytes] = []
+        #: Events read and not yet handed out.
+        self.buffered: list[bytes] = []
         self._ended = False
         self._renewed = 0.0
         self.trace = trace
         self.live = live
         self.backlog = 0
 
-    async def prime(self) -> None:
-        """Read what is stored already (the backlog), and start following."""
-        if self.live:
-            await self._renew()
-        stored: Any = await self._replay._redis.xrange(self._key, f"({self._cursor}", "+")
-        self._take(stored)
-        self.backlog = len(self._buffered)
-
-    def _take(self, entries: list[Any]) -> None:
+    def take(self, entries: list[Any]) -> None:
+        """Entries read from the stream: events to hand out, or its end."""
         for entry_id, fields in entries:
             self._cursor = _text(entry_id)
             if _is_event(entry_id):
-                self._buffered.append(fields[b"e"])
+                self.buffered.append(fields[b"e"])
             elif self._cursor != META_ID:
                 self._ended = True
 
@@ -274,7 +284,7 @@ class RedisTail:
     async def next(self, stop: asyncio.Future[Any]) -> bytes | None:
         redis = self._replay._redis
         try:
-            while not self._buffered:
+            while not self.buffered:
                 if self._ended or stop.done():
                     return None
                 if time.monotonic() - self._renewed > _LEASE_MS / 3000:
@@ -283,13 +293,13 @@ class RedisTail:
                     {self._key: self._cursor}, block=_BLOCK_MS, count=1000
                 )
                 for _, entries in reply or ():
-                    self._take(entries)
+                    self.take(entries)
                 if not reply and not await redis.exists(self._key):
                     return None  # expired, or its process died long ago: nothing will come
         except (RedisError, OSError):
             return None  # the store is gone: the reader ends, its client resumes again
-        chunk = b"".join(self._buffered)
-        self._buffered = []
+        chunk = b"".join(self.buffered)
+        self.buffered = []
         return chunk
 
     async def close(self) -> None:

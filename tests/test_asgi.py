@@ -98,7 +98,12 @@ async def test_sse_bytes_on_the_wire_are_complete_and_in_order(path: str) -> Non
     assert headers[b"content-type"].startswith(b"text/event-stream")
     stream = b"".join(m.get("body", b"") for m in sent[1:])
     assert stream.endswith(b"data: [DONE]\n\n")
-    events = [json.loads(line[6:]) for line in stream.split(b"\n\n") if line.startswith(b"data: {")]
+    blocks = stream.split(b"\n\n")[:-1]
+    # Every event carries its place in the stream first (resume's ids), [DONE] included.
+    assert [b.split(b"\n", 1)[0] for b in blocks] == [
+        b"id: %d" % n for n in range(1, len(blocks) + 1)
+    ]
+    events = [json.loads(b.split(b"\n", 1)[1][6:]) for b in blocks if b"\ndata: {" in b]
     text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
     assert text == expected_text("What is 2+2?")
     assert {e["id"] for e in events} == {headers[b"x-stream-id"].decode()}
