@@ -325,18 +325,22 @@ class ChatClient:
         deadline: float | None = None,
         model: str | None = None,
         answered: asyncio.Event | None = None,
+        started: Callable[[Transcript], None] | None = None,
     ) -> Transcript:
         """Send one streaming request and read it to the end; never raises for the wire.
 
         `deadline` (default: the client's) is the idle bound: no byte on this request nor
         on any other for that long, and it is hung. `answered` is set when the response
         head arrives, so a caller can time a second request from the moment the server
-        is serving this one."""
+        is serving this one. `started` is handed the transcript as soon as it exists, so a
+        caller can watch it fill (its chunks, as they arrive) before the request ends."""
         request = self.request(prompt, session=session, max_tokens=max_tokens, model=model)
         t = Transcript(label, session, prompt, max_tokens, sent_at=self._clock())
         t.url = self.url_for(session)
         t.method, t.path = request.method, request.target
         t.idle_s = deadline or self.deadline
+        if started is not None:
+            started(t)
         try:
             hung, _ = await until_idle(
                 self._read(t, request, answered),
