@@ -43,6 +43,7 @@ def verify_hang(
     expect: Annotated[str, _flag("expect")] = DEFAULTS.expect,
     scenarios: Annotated[list[str] | None, _flag("scenarios")] = None,
     strict: Annotated[bool | None, _flag("strict")] = None,
+    max_tokens: Annotated[int | None, _flag("max_tokens")] = None,
     sessions: Annotated[int, _flag("sessions")] = DEFAULTS.sessions,
     rounds: Annotated[int, _flag("rounds")] = DEFAULTS.rounds,
     overlap_ms: Annotated[float, _flag("overlap_ms")] = DEFAULTS.overlap_ms,

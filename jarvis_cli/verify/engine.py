@@ -161,13 +161,14 @@ class GaugeWatch:
 
     def describe(self) -> str:
         """`llama.cpp (llamacpp:requests_processing at URL): at most 4 requests processing
-        at once (during overlap)`."""
+        at once (first seen during overlap; 120 reads)`."""
         head = f"{self.gauge.engine} ({self.gauge.name} at {self.gauge.url})"
         if self.peak is None:
             return f"{head}: never read ({self.failed} read(s) failed)"
+        many = "request" if self.peak == 1 else "requests"
         return (
-            f"{head}: at most {self.peak:g} request(s) processing at once "
-            f"(during {self.peak_during}), {self.reads} reads"
+            f"{head}: at most {self.peak:g} {many} processing at once (first seen during "
+            f"{self.peak_during}; {self.reads} reads)"
         )
 
     def to_json(self) -> dict[str, object]:
@@ -225,7 +226,7 @@ async def look(
         problem = problem or f"{metrics_url} is not Prometheus text"
     if found is not None and value is not None:
         return EngineGauge(metrics_url, found, headers=headers), ""
-    wanted = name or "any of " + ", ".join(KNOWN_GAUGES)
+    wanted = name or "busy gauge jarvis knows (" + ", ".join(KNOWN_GAUGES) + ")"
     problem = problem or f"{metrics_url} exposes no {wanted}"
     if explicit or name is not None:
         raise ConfigError(

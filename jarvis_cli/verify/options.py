@@ -126,6 +126,15 @@ class VerifyOptions:
         "every stream, end_reason, exact text. Default: on for the embedded server, off "
         "with --url (verdicts rest on behaviour alone).",
     )
+    max_tokens: int | None = _option(
+        None,
+        "--max-tokens",
+        help="Cap every prompt's max_tokens at N (by default each asks what its scenario "
+        "needs, up to 300): for a slow engine (a CPU at 15 tokens/s), so that each answer "
+        "takes seconds. Keep answers long enough to still stream when the next prompt of "
+        "their session arrives (about a second's worth).",
+        metavar="N",
+    )
     sessions: int = _option(8, "--sessions", help="Sessions that overlap at once.")
     rounds: int = _option(
         5, "--rounds", help="Overlap rounds per session (the classic test repeats 5)."
@@ -297,6 +306,7 @@ class VerifyOptions:
             dialect=chat.dialect,
             session_in=chat.session_in,
             health=chat.health,
+            max_tokens=_max_tokens(self.max_tokens),
             engine_metrics=_engine_metrics(self.engine_metrics),
             busy_gauge=_busy_gauge(self.busy_gauge),
         )
@@ -343,6 +353,12 @@ def _cancel_wait(value: float | None, urls: tuple[str, ...]) -> float:
     if value is not None:
         return value
     return REMOTE_CANCEL_WAIT_S if urls else EMBEDDED_CANCEL_WAIT_S
+
+
+def _max_tokens(value: int | None) -> int | None:
+    if value is not None and not 1 <= value <= 100_000:
+        raise ConfigError(f"--max-tokens must be 1..100000, not {value}")
+    return value
 
 
 def _engine_metrics(url: str | None) -> str | None:

@@ -93,6 +93,8 @@ class Spec:
     #: has a known gauge); `--busy-gauge`: the gauge to read there.
     engine_metrics: str | None = None
     busy_gauge: str | None = None
+    #: `--max-tokens`: no prompt asks for more.
+    max_tokens: int | None = None
 
 
 @dataclass(slots=True)
@@ -138,6 +140,7 @@ async def run(
         session_in=spec.session_in,
         api_key=spec.api_key,
         headers=spec.headers,
+        max_tokens=spec.max_tokens,
     )
     outcome: RunResult | None = None
     engine_http = httpx.AsyncClient(timeout=ENGINE_TIMEOUT_S)
