@@ -1,5 +1,6 @@
 """The real engine itself: llama.cpp's server streams, reports its busy gauge, and frees a
-slot when its client leaves. What the other engine tests build on, checked first."""
+slot when its client leaves (what the other engine tests build on, checked first); then
+verify-hang against it, alone and behind the two guarded proxies, work_stops included."""
 
 from __future__ import annotations
 
