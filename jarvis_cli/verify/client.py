@@ -265,8 +265,11 @@ class ChatClient:
         headers: Sequence[Header] = (),
         clock: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         self.dialect = dialect or OpenAI()
+        #: `--max-tokens`: no request asks for more (None: each asks what it needs).
+        self.max_tokens = max_tokens
         self.session_in = session_in
         #: Sent with every request, streamed, raw or probe: the API key in the dialect's
         #: header, then each --header (which wins over the key for the same name).
@@ -302,6 +305,12 @@ class ChatClient:
         self._turns[session] = turn + 1
         return self.urls[turn % len(self.urls)]
 
+    def capped(self, max_tokens: int | None) -> int | None:
+        """What a request that wants `max_tokens` asks for: at most `--max-tokens`."""
+        if self.max_tokens is None:
+            return max_tokens
+        return self.max_tokens if max_tokens is None else min(max_tokens, self.max_tokens)
+
     def request(
         self, prompt: str, *, session: str | None, max_tokens: int | None, model: str | None = None
     ) -> ChatRequest:
@@ -311,7 +320,7 @@ class ChatClient:
             session=session,
             session_in=self.session_in,
             model=model or self.model,
-            max_tokens=max_tokens,
+            max_tokens=self.capped(max_tokens),
             headers=self.headers,
         )
 
@@ -325,18 +334,22 @@ class ChatClient:
         deadline: float | None = None,
         model: str | None = None,
         answered: asyncio.Event | None = None,
+        started: Callable[[Transcript], None] | None = None,
     ) -> Transcript:
         """Send one streaming request and read it to the end; never raises for the wire.
 
         `deadline` (default: the client's) is the idle bound: no byte on this request nor
         on any other for that long, and it is hung. `answered` is set when the response
         head arrives, so a caller can time a second request from the moment the server
-        is serving this one."""
+        is serving this one. `started` is handed the transcript as soon as it exists, so a
+        caller can watch it fill (its chunks, as they arrive) before the request ends."""
         request = self.request(prompt, session=session, max_tokens=max_tokens, model=model)
-        t = Transcript(label, session, prompt, max_tokens, sent_at=self._clock())
+        t = Transcript(label, session, prompt, self.capped(max_tokens), sent_at=self._clock())
         t.url = self.url_for(session)
         t.method, t.path = request.method, request.target
         t.idle_s = deadline or self.deadline
+        if started is not None:
+            started(t)
         try:
             hung, _ = await until_idle(
                 self._read(t, request, answered),

@@ -43,12 +43,16 @@ def verify_hang(
     expect: Annotated[str, _flag("expect")] = DEFAULTS.expect,
     scenarios: Annotated[list[str] | None, _flag("scenarios")] = None,
     strict: Annotated[bool | None, _flag("strict")] = None,
+    max_tokens: Annotated[int | None, _flag("max_tokens")] = None,
     sessions: Annotated[int, _flag("sessions")] = DEFAULTS.sessions,
     rounds: Annotated[int, _flag("rounds")] = DEFAULTS.rounds,
     overlap_ms: Annotated[float, _flag("overlap_ms")] = DEFAULTS.overlap_ms,
     deadline: Annotated[float, _flag("deadline")] = DEFAULTS.deadline,
     cancel_wait: Annotated[float | None, _flag("cancel_wait")] = None,
     probe_threshold_ms: Annotated[float, _flag("probe_threshold_ms")] = DEFAULTS.probe_threshold_ms,
+    engine_metrics: Annotated[str | None, _flag("engine_metrics")] = None,
+    busy_gauge: Annotated[str | None, _flag("busy_gauge")] = None,
+    work_stop_bound: Annotated[float | None, _flag("work_stop_bound")] = None,
     log_file: Annotated[Path | None, _flag("log_file")] = None,
     faults: EmbeddedFaultOption = None,
     workers: Annotated[int, _flag("workers")] = DEFAULTS.workers,
@@ -80,6 +84,13 @@ def verify_hang(
     is slow, never hung. Scenarios a server cannot support (no /v1/streams, no
     log) are SKIPPED, never passed.
 
+    Does the work stop? work_stops reads the inference engine's busy gauge
+    (--engine-metrics, default <url>/metrics when it has one jarvis knows:
+    llama.cpp, vLLM, SGLang, TGI): after clients leave mid-stream, and after
+    answers are superseded, it must fall back within --work-stop-bound. Behind
+    a proxy, pass the engine's own endpoint. Without a gauge it is not run,
+    and says why. A slow engine: --max-tokens caps every answer.
+
     Without --url it starts the embedded reference server (a subprocess on a
     free loopback port), tests it, stops it, and checks its log too. With
     --workers N --registry redis://... that server is a fleet: N processes
@@ -94,6 +105,8 @@ def verify_hang(
         jarvis verify-hang --fault no-cancel          # watch it catch the bug
         jarvis verify-hang --url http://127.0.0.1:8000 --log-file logs/system.log
         jarvis verify-hang --url http://localhost:8001/v1 --expect independent
+        jarvis verify-hang --url http://127.0.0.1:8000 --engine-metrics http://127.0.0.1:8080/metrics
+        jarvis verify-hang --url http://127.0.0.1:8080 --max-tokens 40 --sessions 2 --rounds 1
         jarvis verify-hang --url http://127.0.0.1:9000 --session-in body:metadata.session_id
         jarvis verify-hang --url http://127.0.0.1:9000 --dialect anthropic --health /health
         jarvis verify-hang --url https://api.example.com --api-key "$KEY" --header 'X-Team: a'

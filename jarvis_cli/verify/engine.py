@@ -95,42 +95,143 @@ class EngineGauge:
         return value
 
     async def wait_idle(
-        self, client: httpx.AsyncClient, *, level: float, since: float, bound_s: float
+        self,
+        client: httpx.AsyncClient,
+        *,
+        level: float | Callable[[], float],
+        since: float,
+        bound_s: float,
     ) -> Idle:
         """Poll until the gauge is back at `level` (what it read before the work began),
-        at most `bound_s` after `since` (when the clients left, on this clock)."""
+        at most `bound_s` after `since` (when the clients left, on this clock). `level`
+        may be a function, asked at each read: the work the caller still expects (a new
+        prompt's own request, while it streams) is not work left over."""
         while True:
             value = await self.read(client)
             elapsed = self._clock() - since
-            if value <= level:
+            if value <= (level() if callable(level) else level):
                 return Idle(True, elapsed * 1000, value)
             if elapsed >= bound_s:
                 return Idle(False, elapsed * 1000, value)
             await asyncio.sleep(POLL_S)
 
 
+class GaugeWatch:
+    """The gauge read every `every` seconds while a run goes on: the most requests the
+    engine processed at once, and during which scenario. With more prompts in flight
+    than that, it is the engine's number of slots, as observed (never asked)."""
+
+    def __init__(
+        self, gauge: EngineGauge, client: httpx.AsyncClient, *, every: float = 0.1
+    ) -> None:
+        self.gauge = gauge
+        self._client = client
+        self._every = every
+        #: What the run is doing now; the peak is attributed to it.
+        self.scenario = "start"
+        self.peak: float | None = None
+        self.peak_during: str | None = None
+        self.reads = 0
+        #: Reads that got no value (the endpoint failed or lost the gauge).
+        self.failed = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<GaugeWatch {self.gauge.name} peak={self.peak} reads={self.reads}>"
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait({self._task}, timeout=1.0)
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                value = await self.gauge.read(self._client)
+            except (httpx.HTTPError, ConfigError, ValueError):
+                self.failed += 1
+            else:
+                self.reads += 1
+                if self.peak is None or value > self.peak:
+                    self.peak, self.peak_during = value, self.scenario
+            await asyncio.sleep(self._every)
+
+    def describe(self) -> str:
+        """`llama.cpp (llamacpp:requests_processing at URL): at most 4 requests processing
+        at once (first seen during overlap; 120 reads)`."""
+        head = f"{self.gauge.engine} ({self.gauge.name} at {self.gauge.url})"
+        if self.peak is None:
+            return f"{head}: never read ({self.failed} read(s) failed)"
+        many = "request" if self.peak == 1 else "requests"
+        return (
+            f"{head}: at most {self.peak:g} {many} processing at once (first seen during "
+            f"{self.peak_during}; {self.reads} reads)"
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "engine": self.gauge.engine,
+            "gauge": self.gauge.name,
+            "metrics_url": self.gauge.url,
+            "peak": self.peak,
+            "peak_during": self.peak_during,
+            "reads": self.reads,
+            "failed_reads": self.failed,
+        }
+
+
 async def discover(
-    client: httpx.AsyncClient, metrics_url: str, name: str | None, *, explicit: bool
+    client: httpx.AsyncClient,
+    metrics_url: str,
+    name: str | None,
+    *,
+    explicit: bool,
+    headers: dict[str, str] | None = None,
 ) -> EngineGauge | None:
     """The gauge to watch at `metrics_url`: `name` if given, else the first known one.
 
     None when nothing is there to watch and the URL was only the default guess; a URL or
     gauge the user named that does not answer or lacks the gauge is a usage error.
     """
+    gauge, _ = await look(client, metrics_url, name, explicit=explicit, headers=headers)
+    return gauge
+
+
+async def look(
+    client: httpx.AsyncClient,
+    metrics_url: str,
+    name: str | None,
+    *,
+    explicit: bool,
+    headers: dict[str, str] | None = None,
+) -> tuple[EngineGauge | None, str]:
+    """`discover`, and why there is nothing to watch (in words) when there is not."""
+    problem = ""
     try:
-        response = await client.get(metrics_url)
-        text = response.text if response.status_code == 200 else ""
-    except httpx.HTTPError:
-        text = ""
-    if not text and not explicit and name is None:
-        return None
-    found = name if name is not None else known_gauge(text)
-    if found is None or read_gauge(text, found) is None:
-        if not explicit and name is None:
-            return None
-        wanted = name or "any of " + ", ".join(KNOWN_GAUGES)
+        response = await client.get(metrics_url, headers=headers or {})
+    except httpx.HTTPError as exc:
+        problem = f"GET {metrics_url} got no answer ({type(exc).__name__})"
+    else:
+        if response.status_code != 200:
+            problem = f"GET {metrics_url} answered HTTP {response.status_code}"
+    text = response.text if not problem else ""
+    try:
+        found = name if name is not None else known_gauge(text)
+        value = None if found is None else read_gauge(text, found)
+    except ValueError:  # not Prometheus text (an HTML page, JSON)
+        found = value = None
+        problem = problem or f"{metrics_url} is not Prometheus text"
+    if found is not None and value is not None:
+        return EngineGauge(metrics_url, found, headers=headers), ""
+    wanted = name or "busy gauge jarvis knows (" + ", ".join(KNOWN_GAUGES) + ")"
+    problem = problem or f"{metrics_url} exposes no {wanted}"
+    if explicit or name is not None:
         raise ConfigError(
-            f"{metrics_url} exposes no {wanted}: point --engine-metrics at the engine's "
-            "Prometheus endpoint, or name its busy gauge with --busy-gauge"
+            f"{problem}: point --engine-metrics at the engine's Prometheus endpoint "
+            "(llama.cpp needs --metrics, SGLang --enable-metrics), or name its busy gauge "
+            "with --busy-gauge"
         )
-    return EngineGauge(metrics_url, found)
+    return None, problem

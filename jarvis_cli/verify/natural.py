@@ -82,6 +82,7 @@ class Naturals:
 
     def calibrate(self, prompt: str, max_tokens: int | None) -> asyncio.Task[Natural | None]:
         """Start learning `prompt`'s natural answer (once; later calls share the task)."""
+        max_tokens = self._client.capped(max_tokens)  # as a stream records it
         key = (prompt, max_tokens)
         if key not in self._running:
             self._running[key] = asyncio.create_task(self._learn(prompt, max_tokens))
@@ -89,6 +90,7 @@ class Naturals:
 
     async def get(self, prompt: str, max_tokens: int | None) -> Natural | None:
         """`prompt`'s natural answer; None when no fresh session got a complete one."""
+        max_tokens = self._client.capped(max_tokens)
         key = (prompt, max_tokens)
         if key in self._confirming:
             return await self._confirming[key]
@@ -100,6 +102,7 @@ class Naturals:
     ) -> None:
         """Take `natural` as `prompt`'s answer; `settled`, `confirm` asks no fresh session
         about it (else it is as good as learnt)."""
+        max_tokens = self._client.capped(max_tokens)
         self._known[(prompt, max_tokens)] = natural
         if settled:
             self._settled.add((prompt, max_tokens))
@@ -111,6 +114,7 @@ class Naturals:
         deterministic? Two more fresh sessions (once per prompt) must give the very same
         text; if any differs, or fails to answer, the model is taken as not deterministic
         and no text is judged. Returns the natural answer as it now stands."""
+        max_tokens = self._client.capped(max_tokens)
         key = (prompt, max_tokens)
         natural = await self.get(prompt, max_tokens)
         if natural is None or not natural.deterministic or key in self._settled:

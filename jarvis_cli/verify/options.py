@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 from jarvis.exceptions import ConfigError
 
-from .plan import CANCEL_WAIT, EMBEDDED_CANCEL_WAIT_S, REMOTE_CANCEL_WAIT_S, SCENARIOS, Expect, Plan
+from .plan import (
+    CANCEL_MARGIN_S,
+    CANCEL_WAIT,
+    EMBEDDED_CANCEL_WAIT_S,
+    REMOTE_CANCEL_WAIT_S,
+    SCENARIOS,
+    WORK_STOP_MARGIN_S,
+    Expect,
+    Plan,
+)
 
 if TYPE_CHECKING:
     from .runner import Spec
@@ -115,6 +126,15 @@ class VerifyOptions:
         "every stream, end_reason, exact text. Default: on for the embedded server, off "
         "with --url (verdicts rest on behaviour alone).",
     )
+    max_tokens: int | None = _option(
+        None,
+        "--max-tokens",
+        help="Cap every prompt's max_tokens at N (by default each asks what its scenario "
+        "needs, up to 300): for a slow engine (a CPU at 15 tokens/s), so that each answer "
+        "takes seconds. Keep answers long enough to still stream when the next prompt of "
+        "their session arrives (about a second's worth).",
+        metavar="N",
+    )
     sessions: int = _option(8, "--sessions", help="Sessions that overlap at once.")
     rounds: int = _option(
         5, "--rounds", help="Overlap rounds per session (the classic test repeats 5)."
@@ -143,6 +163,32 @@ class VerifyOptions:
         250.0,
         "--probe-threshold-ms",
         help="A /healthz probe slower than this fails responsiveness.",
+    )
+    engine_metrics: str | None = _option(
+        None,
+        "--engine-metrics",
+        help="The inference engine's Prometheus endpoint, for the work_stops check: after "
+        "clients leave or are superseded, its busy gauge must fall back within "
+        "--work-stop-bound. Behind a proxy (jarvis serve --upstream, your app), the "
+        "engine's own, not the proxy's. Default: <url>/metrics, when it exposes a gauge "
+        "jarvis knows (llama.cpp, vLLM, SGLang, TGI); without one, work_stops is not run.",
+        metavar="http://ENGINE/metrics",
+    )
+    busy_gauge: str | None = _option(
+        None,
+        "--busy-gauge",
+        help="The engine's gauge of requests it is processing now. Default: the first "
+        "found of llamacpp:requests_processing, vllm:num_requests_running, "
+        "sglang:num_running_reqs, tgi_batch_current_size.",
+        metavar="NAME",
+    )
+    work_stop_bound: float | None = _option(
+        None,
+        "--work-stop-bound",
+        help="How soon (s) the engine's busy gauge must be back at its level from before, "
+        "after clients left or were superseded. Default: the cancel bound (--cancel-wait "
+        f"+ {CANCEL_MARGIN_S:g} s) + {WORK_STOP_MARGIN_S:g} s for the engine to reach its "
+        "next token.",
     )
     log_file: PathLike | None = _option(
         None,
@@ -246,6 +292,7 @@ class VerifyOptions:
             cancel_wait=_cancel_wait(self.cancel_wait, chat.urls),
             threshold=self.probe_threshold_ms / 1000,
             scenarios=Plan.select(list(self.scenarios)),
+            work_stop_bound=self.work_stop_bound,
         )
         spec = Spec(
             urls=chat.urls,
@@ -259,6 +306,9 @@ class VerifyOptions:
             dialect=chat.dialect,
             session_in=chat.session_in,
             health=chat.health,
+            max_tokens=_max_tokens(self.max_tokens),
+            engine_metrics=_engine_metrics(self.engine_metrics),
+            busy_gauge=_busy_gauge(self.busy_gauge),
         )
         return Prepared(self, plan, spec)
 
@@ -303,6 +353,37 @@ def _cancel_wait(value: float | None, urls: tuple[str, ...]) -> float:
     if value is not None:
         return value
     return REMOTE_CANCEL_WAIT_S if urls else EMBEDDED_CANCEL_WAIT_S
+
+
+def _max_tokens(value: int | None) -> int | None:
+    if value is not None and not 1 <= value <= 100_000:
+        raise ConfigError(f"--max-tokens must be 1..100000, not {value}")
+    return value
+
+
+def _engine_metrics(url: str | None) -> str | None:
+    if url is None:
+        return None
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(
+            f"--engine-metrics takes the engine's metrics URL, such as "
+            f"http://127.0.0.1:8080/metrics, not {url!r}"
+        )
+    return url
+
+
+#: A Prometheus metric name.
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+
+
+def _busy_gauge(name: str | None) -> str | None:
+    if name is not None and not _METRIC_NAME.fullmatch(name):
+        raise ConfigError(
+            f"--busy-gauge takes a Prometheus metric name, such as "
+            f"llamacpp:requests_processing, not {name!r}"
+        )
+    return name
 
 
 def _expect(value: str) -> Expect:

@@ -10,8 +10,11 @@ from jarvis.settings import GuardSettings
 
 #: Every scenario, in the order a run performs them. `responsiveness` is judged from
 #: the prober that runs through all the others; `leaks` looks back over the whole run.
+#: `work_stops` reads the engine's busy gauge, which counts every request: it runs while
+#: nothing else of the run loads the engine (before the fresh-session calibration).
 SCENARIOS: tuple[str, ...] = (
     "baseline",
+    "work_stops",
     "overlap",
     "burst",
     "isolation",
@@ -30,6 +33,12 @@ CANCEL_WAIT = GuardSettings.setting("cancel_wait")
 EMBEDDED_CANCEL_WAIT_S = 0.5
 #: With --url, assume the guard's own default (what `jarvis serve` runs with).
 REMOTE_CANCEL_WAIT_S: float = CANCEL_WAIT.default
+#: A superseded stream may end this long after its cancel wait (scheduling, cleanup):
+#: the cancel bound is the two together.
+CANCEL_MARGIN_S = 0.5
+#: What the engine may take, beyond the cancel bound, to notice a client left and stop:
+#: it checks at its next token, and a token of a loaded engine can take most of a second.
+WORK_STOP_MARGIN_S = 1.0
 
 
 class Expect(enum.StrEnum):
@@ -56,6 +65,9 @@ class Plan:
     #: Hold the server to jarvis's own contract: a terminal chunk and [DONE] on every
     #: stream, `end_reason`, exact text. Off, a verdict rests on behaviour alone.
     strict: bool = False
+    #: `--work-stop-bound`: how soon the engine must be idle again after its clients left;
+    #: None: the cancel bound plus `WORK_STOP_MARGIN_S` (`work_stop_s`).
+    work_stop_bound: float | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -65,6 +77,10 @@ class Plan:
             (0 < self.deadline <= 600, "--deadline must be > 0 and <= 600 seconds"),
             (CANCEL_WAIT.accepts(self.cancel_wait), CANCEL_WAIT.error(self.cancel_wait)),
             (self.threshold > 0, "--probe-threshold-ms must be > 0"),
+            (
+                self.work_stop_bound is None or 0 < self.work_stop_bound <= 600,
+                "--work-stop-bound must be > 0 and <= 600 seconds",
+            ),
             (bool(self.scenarios), "no scenario selected"),
         ]
         for ok, message in checks:
@@ -83,6 +99,15 @@ class Plan:
             )
         return tuple(n for n in SCENARIOS if n in names)
 
+    @property
+    def work_stop_s(self) -> float:
+        """The bound on the engine's busy gauge falling back after its clients left: the
+        cancel bound (`--cancel-wait` + 0.5 s, what a superseded stream may take to end)
+        plus `WORK_STOP_MARGIN_S`, unless `--work-stop-bound` says otherwise."""
+        if self.work_stop_bound is not None:
+            return self.work_stop_bound
+        return self.cancel_wait + CANCEL_MARGIN_S + WORK_STOP_MARGIN_S
+
     def budget(self) -> float:
         """Last-resort bound on one scenario; each request inside has its own deadline."""
         return (self.rounds + 2) * (self.deadline + 1.0) + 2.0
@@ -98,4 +123,5 @@ class Plan:
             "probe_threshold_ms": round(self.threshold * 1000),
             "scenarios": list(self.scenarios),
             "strict": self.strict,
+            "work_stop_bound_s": self.work_stop_s,
         }

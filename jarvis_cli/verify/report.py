@@ -73,6 +73,7 @@ class Report:
             "seconds": round(self.run.seconds, 3),
             "target": self.run.target.to_json(),
             "server": self.run.server or None,
+            "engine": self.run.engine,
             "plan": self.plan.to_json(),
             "hang": None
             if self.run.hung_during is None
@@ -114,6 +115,8 @@ def render(report: Report, console: Console, *, verbose: bool = False) -> None:
         for line in report.run.stacks:
             console.print(Text(f"  {line}"), soft_wrap=True)
     console.print(_verdict_line(report))
+    if report.run.engine is not None:
+        console.print(Text(f"engine: {report.run.engine['summary']}"), soft_wrap=True)
     server = report.run.server
     if server:
         console.print(

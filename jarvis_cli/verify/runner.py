@@ -24,11 +24,13 @@ from typing import Protocol
 
 import httpx
 
+from jarvis.exceptions import ConfigError
+
 from ..chatapi import Dialect, SessionIn
 from ..chatapi.dialect import OpenAI
 from ..chatapi.headers import Header
 from ..chatapi.session import DEFAULT_SESSION_IN
-from . import serverlog
+from . import engine, serverlog
 from .client import ChatClient, is_success
 from .embedded import EmbeddedServer, start_embedded
 from .plan import Plan
@@ -40,7 +42,7 @@ from .scenarios.baseline import TOKENS as BASELINE_TOKENS
 from .scenarios.burst import PROMPT as BURST
 from .scenarios.burst import TOKENS as BURST_TOKENS
 from .scenarios.context import LONG, LONG_TOKENS, SHORT, SHORT_TOKENS
-from .target import JARVIS_MODEL, Target, discover, first_request, normalise_url
+from .target import JARVIS_MODEL, SetupError, Target, discover, first_request, normalise_url
 
 #: The prober's silence (seconds) that, after a scenario hung, means the server is hung.
 HUNG_SILENCE_S = 1.0
@@ -50,6 +52,11 @@ PROBE_TIMEOUT_S = 1.0
 _AFTERWARDS = ("responsiveness", "leaks")
 #: With `--scenario responsiveness` alone, how long the prober watches an idle server.
 IDLE_PROBING_S = 1.0
+#: Seconds one read of the engine's metrics may take.
+ENGINE_TIMEOUT_S = 2.0
+#: Scenarios that start no fresh-session calibration: baseline's pace comes first, and
+#: work_stops needs an engine that nothing else of the run is loading.
+_UNCALIBRATED = ("baseline", "work_stops")
 
 
 class View(Protocol):
@@ -82,6 +89,12 @@ class Spec:
     dialect: Dialect = field(default_factory=OpenAI)
     session_in: SessionIn = DEFAULT_SESSION_IN
     health: str | None = None
+    #: `--engine-metrics`: the engine's Prometheus endpoint (None: `<url>/metrics`, if it
+    #: has a known gauge); `--busy-gauge`: the gauge to read there.
+    engine_metrics: str | None = None
+    busy_gauge: str | None = None
+    #: `--max-tokens`: no prompt asks for more.
+    max_tokens: int | None = None
 
 
 @dataclass(slots=True)
@@ -100,6 +113,8 @@ class RunResult:
     silent_s: float | None = None
     #: The embedded server's pid, log, stderr, faults and exit code.
     server: dict[str, object] = field(default_factory=dict)
+    #: The engine's busy gauge over the run (`engine.GaugeWatch`), when there is one.
+    engine: dict[str, object] | None = None
 
 
 async def run(
@@ -125,8 +140,10 @@ async def run(
         session_in=spec.session_in,
         api_key=spec.api_key,
         headers=spec.headers,
+        max_tokens=spec.max_tokens,
     )
     outcome: RunResult | None = None
+    engine_http = httpx.AsyncClient(timeout=ENGINE_TIMEOUT_S)
     try:
         target = await discover(
             client,
@@ -140,10 +157,21 @@ async def run(
         ctx = Context(plan, target, client, secrets.token_hex(3), started_wall, clock)
         # A refusal the set-up explains (401, 404, no stream...) ends the run here, exit 2.
         await first_request(client, session=ctx.session("first"), prompt=SHORT, tokens=SHORT_TOKENS)
+        ctx.engine_http = engine_http
+        ctx.engine, ctx.engine_missing = await _engine_gauge(spec, ctx, embedded=server is not None)
         outcome = RunResult(target, [], started_wall)
-        await _scenarios(ctx, server, view, outcome)
+        if ctx.engine is not None:
+            ctx.watch = engine.GaugeWatch(ctx.engine, engine_http)
+            ctx.watch.start()
+        try:
+            await _scenarios(ctx, server, view, outcome)
+        finally:
+            if ctx.watch is not None:
+                await ctx.watch.stop()
+                outcome.engine = {**ctx.watch.to_json(), "summary": ctx.watch.describe()}
     finally:
         await client.aclose()
+        await engine_http.aclose()
         if server is not None:
             code = await server.stop(hung=outcome is not None and outcome.hung_during is not None)
             if outcome is not None:
@@ -152,12 +180,42 @@ async def run(
     return outcome
 
 
+async def _engine_gauge(
+    spec: Spec, ctx: Context, *, embedded: bool
+) -> tuple[engine.EngineGauge | None, str]:
+    """The engine's busy gauge: at --engine-metrics (which must have it: else SetupError,
+    exit 2), or at `<url>/metrics` if that has a known one; else None and why not."""
+    assert ctx.engine_http is not None
+    url = spec.engine_metrics or f"{ctx.target.base_url}/metrics"
+    # The server's own credentials go to the server only, never to another host.
+    same = httpx.URL(url).netloc == httpx.URL(ctx.target.base_url).netloc
+    try:
+        gauge, why = await engine.look(
+            ctx.engine_http,
+            url,
+            spec.busy_gauge,
+            explicit=spec.engine_metrics is not None,
+            headers=ctx.client.headers if same else None,
+        )
+    except ConfigError as exc:
+        raise SetupError(str(exc)) from None
+    if gauge is not None:
+        return gauge, ""
+    if embedded:
+        return None, "the embedded server has no inference engine to watch (its model is synthetic)"
+    return None, (
+        f"no busy gauge to read: {why}; pass the engine's own with --engine-metrics "
+        "http://ENGINE/metrics (behind a proxy, the engine's, not the proxy's)"
+    )
+
+
 async def _scenarios(
     ctx: Context, server: EmbeddedServer | None, view: View, outcome: RunResult
 ) -> None:
     plan, target = ctx.plan, ctx.target
     probe_log = ProbeLog(started=ctx.clock(), threshold=plan.threshold)
     prober: Prober | None = None
+
     # Its own connection: a probe must never queue behind the scenarios' streams.
     probe_http = httpx.AsyncClient(
         base_url=target.base_url, headers=ctx.client.headers, timeout=PROBE_TIMEOUT_S + 1.0
@@ -178,8 +236,7 @@ async def _scenarios(
             if outcome.hung_during is not None:
                 _record(view, outcome, _not_run(name, outcome.hung_during))
                 continue
-            if prober is not None:
-                prober.scenario = name
+            _now_running(name, prober, ctx.watch)
             result = await _run_one(ctx, name, view)
             gone = server is not None and server.proc.returncode is not None
             if gone or (result.hung and await _server_hung(ctx, prober, server)):
@@ -208,6 +265,13 @@ async def _scenarios(
         _record(view, outcome, await _run_one(ctx, "leaks", view))
 
 
+def _now_running(name: str, *watchers: Prober | engine.GaugeWatch | None) -> None:
+    """Tell the prober and the gauge's watch what the run is doing (their figures say)."""
+    for watcher in watchers:
+        if watcher is not None:
+            watcher.scenario = name
+
+
 def _calibrate(ctx: Context) -> None:
     """Learn the natural answers of the prompts the scenarios send, in fresh sessions,
     while the first scenarios run (once; later calls find them started)."""
@@ -226,7 +290,7 @@ def _record(view: View, outcome: RunResult, result: ScenarioResult) -> None:
 
 
 async def _run_one(ctx: Context, name: str, view: View) -> ScenarioResult:
-    if name != "baseline" and not ctx.plan.strict:
+    if name not in _UNCALIBRATED and not ctx.plan.strict:
         _calibrate(ctx)
     view.started(name)
     began = ctx.clock()

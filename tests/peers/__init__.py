@@ -132,6 +132,25 @@ PEERS: dict[str, Peer] = {
             (Expectation(("--expect", "independent", "--deadline", "2"), PASS),),
         ),
         Peer(
+            "engine_gauge",
+            _module("engine_gauge"),
+            (
+                Expectation((), PASS),
+                # A metrics URL the user names must have a busy gauge: a set-up error.
+                Expectation(
+                    ("--engine-metrics", "http://127.0.0.1:{port}/v1/models"),
+                    USAGE,
+                    says=("--engine-metrics", "--busy-gauge"),
+                ),
+            ),
+        ),
+        Peer(
+            "ghost_requests",
+            _module("ghost_requests"),
+            # Every stream ends right on the wire; only the engine's gauge stays up.
+            (Expectation((), FAIL, _fail("work_stops")),),
+        ),
+        Peer(
             "slow_finally",
             _module("slow_finally", "--log-file", "{log}"),
             # The user's 3 s `finally` outlives a disconnected client by more than the

@@ -19,11 +19,13 @@ from .leaks import leaks
 from .overlap import overlap
 from .responsiveness import responsiveness
 from .slow_reader import slow_reader
+from .work_stops import work_stops
 
 Scenario = Callable[[Context], Awaitable[ScenarioResult]]
 
 RUNNABLE: dict[str, Scenario] = {
     "baseline": baseline,
+    "work_stops": work_stops,
     "overlap": overlap,
     "burst": burst,
     "isolation": isolation,

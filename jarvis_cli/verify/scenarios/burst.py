@@ -23,11 +23,10 @@ from pathlib import Path
 
 from .. import serverlog
 from ..client import Transcript
-from ..plan import Expect
+from ..plan import CANCEL_MARGIN_S, Expect
 from ..queueing import Queueing
 from ..results import Checks, ScenarioResult
 from .context import (
-    CANCEL_MARGIN_S,
     Context,
     at_once,
     ended,

@@ -16,10 +16,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import httpx
+
 from jarvis.synthetic import expected_text
 
 from ..activity import until_idle
 from ..client import ChatClient, Transcript
+from ..engine import EngineGauge, GaugeWatch
 from ..natural import Natural, Naturals
 from ..plan import Plan
 from ..results import Checks, quoted
@@ -34,8 +37,6 @@ SHORT = "What is 2+2?"
 #: Long enough to be streaming well past the cancel bound (~1.5 s at the embedded pace).
 LONG_TOKENS = 300
 SHORT_TOKENS = 16
-#: A superseded stream may end this long after its cancel bound (scheduling, cleanup).
-CANCEL_MARGIN_S = 0.5
 #: A dropped client's stream must be gone from the server within this.
 CLEANUP_BOUND_S = 1.0
 #: What an inter-chunk gap may exceed the baseline's by before it is a disturbance.
@@ -63,6 +64,13 @@ class Context:
     pace: float | None = None
     #: The server stopped answering: what is left to judge reads only the log.
     hung: bool = False
+    #: The engine's busy gauge (`--engine-metrics`), and the client that reads it; None
+    #: when there is none to read, `engine_missing` saying why.
+    engine: EngineGauge | None = None
+    engine_http: httpx.AsyncClient | None = None
+    engine_missing: str = ""
+    #: The gauge read through the run: the most requests the engine processed at once.
+    watch: GaugeWatch | None = None
     #: Each prompt's natural answer, learnt in fresh sessions (not under --strict).
     naturals: Naturals = field(init=False)
 

@@ -51,7 +51,7 @@ async def _case(
 ) -> float | None:
     label = f"{when}/{how}"
     session = ctx.session("dc", when.partition("-")[0], how)
-    connection = await _open_stream(ctx, checks, label, session, mid_stream=when == "mid-stream")
+    connection = await open_stream(ctx, checks, label, session, mid_stream=when == "mid-stream")
     if connection is None:
         return None
     if when == "before-first-token" and b"data:" in connection.received:
@@ -66,7 +66,7 @@ async def _case(
     return cleared
 
 
-async def _open_stream(
+async def open_stream(
     ctx: Context, checks: Checks, label: str, session: str, *, mid_stream: bool
 ) -> wire.Connection | None:
     """A long stream on a raw connection, read up to its head (or its first chunk)."""

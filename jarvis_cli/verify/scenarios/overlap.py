@@ -19,12 +19,11 @@ from __future__ import annotations
 import asyncio
 
 from ..client import Transcript
-from ..plan import Expect
+from ..plan import CANCEL_MARGIN_S, Expect
 from ..queueing import Queueing
 from ..results import Checks, ScenarioResult
 from ..timings import summary_ms
 from .context import (
-    CANCEL_MARGIN_S,
     LONG,
     LONG_TOKENS,
     SHORT,
