@@ -5,6 +5,8 @@ the producer or a debounce task are bounded by the shared `SendWatch`; the
 request task's own writes (the cleanup flush, the terminal event) keep
 `asyncio.timeout`, so the watch never cancels the task running a `finally`.
 Once the stream is fenced, or its client is gone, nothing more is written.
+While the model is silent the request task may write a keepalive, an SSE comment
+(`ping`), that every SSE reader skips.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from ._stream import StreamHandle
 from ._types import Send
 
 _SSE_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+#: The keepalive: an SSE comment line, which no reader dispatches as an event.
+PING = b": ping\n\n"
 
 
 class SSEEmitter:
@@ -47,6 +51,10 @@ class SSEEmitter:
         self._watch = watch
         self._sending_since: float | None = None
         self._sender: asyncio.Task[object] | None = None
+        #: When the last write began (`time.monotonic`): the silence a keepalive breaks.
+        self._last_sent = 0.0
+        # A comment is SSE: an encoder of another wire format gets no keepalive.
+        self._sse = encoder.media_type.startswith("text/event-stream")
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open" if self.started else "new"
@@ -78,7 +86,7 @@ class SSEEmitter:
             return False
         if self._sender is None:
             self._sender = asyncio.current_task()
-        self._sending_since = time.monotonic()
+        self._sending_since = self._last_sent = time.monotonic()
         try:
             await self._send(
                 {
@@ -103,7 +111,7 @@ class SSEEmitter:
             return await self._write(body)
         # Producer or debounce task: bounded by the send watch, which cancels it if stuck.
         self._sender = task
-        self._sending_since = time.monotonic()
+        self._sending_since = self._last_sent = time.monotonic()
         try:
             await self._send({"type": "http.response.body", "body": body, "more_body": True})
         except OSError:
@@ -123,6 +131,21 @@ class SSEEmitter:
         self._on_send_timeout()
         if self._sender is not None:
             self._sender.cancel()
+
+    def silent_for(self, now: float) -> float | None:
+        """Seconds since the last write began, or None when no keepalive may go now: not
+        started, closed, fenced, a write under way, or not an event stream."""
+        if not self.started or self.closed or self._handle.fenced or not self._sse:
+            return None
+        if self._sending_since is not None:
+            return None
+        return now - self._last_sent
+
+    async def ping(self) -> bool:
+        """A keepalive from the request task, bounded like its other writes."""
+        if self.silent_for(time.monotonic()) is None:
+            return False
+        return await self._write(PING)
 
     def stop(self) -> None:
         """The stream is over: leave the send watch, drop task references."""
@@ -146,6 +169,7 @@ class SSEEmitter:
 
     async def _bounded(self, message: dict[str, object]) -> bool:
         """One send from the request task, bounded by `send_timeout`; False if it failed."""
+        self._last_sent = time.monotonic()
         try:
             async with asyncio.timeout(self._send_timeout):
                 await self._send(message)

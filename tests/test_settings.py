@@ -33,6 +33,9 @@ BAD: dict[str, Any] = {
     "watchdog_ms": 5.0,
     "lag_report_s": -1.0,
     "registry": "http://127.0.0.1:6379/0",
+    "on_busy": "drop",
+    "queue_wait": 0.0,
+    "ping": -1.0,
 }
 
 

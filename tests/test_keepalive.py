@@ -1,0 +1,143 @@
+"""The keepalive, in one process: a silent stream writes `: ping` comments every `ping`
+seconds, never while tokens flow, never after its end, and no reader takes them for text."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from jarvis import StreamEnd, StreamGuard
+from jarvis._emitter import PING
+from jarvis.eventlog import RecordingLog
+
+from .test_guard import HTTP, Client, data_lines
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def make(**settings: Any) -> StreamGuard:
+    return StreamGuard(log=RecordingLog(), flush_ms=0, **settings)  # type: ignore[arg-type]
+
+
+async def paced(first_after: float, *items: str, every: float = 0.0) -> AsyncIterator[str]:
+    """The first item after `first_after` seconds of silence, the rest `every` apart."""
+    await asyncio.sleep(first_after)
+    for i, item in enumerate(items):
+        if i:
+            await asyncio.sleep(every)
+        yield item
+
+
+def bodies(client: Client) -> list[bytes]:
+    return [m.get("body", b"") for m in client.messages[1:]]
+
+
+async def test_a_slow_first_token_is_preceded_by_pings_every_interval() -> None:
+    """A first token 0.55 s late with ping 0.2 s: two pings, each its own write, before
+    the first chunk, none after; the text is whole."""
+    guard = make(ping=0.2)
+    client = Client()
+    await guard.response("s", paced(0.55, "a", "b"))(HTTP, client.receive, client.send)
+    sent = bodies(client)
+    first_data = next(i for i, b in enumerate(sent) if b.startswith(b"data:"))
+    assert sent[:first_data] == [PING, PING]
+    assert PING not in sent[first_data:]
+    assert "".join(data_lines(client.body)[:-1]).count('"content"') == 2
+    assert client.messages[-1]["more_body"] is False
+
+
+async def test_no_ping_while_tokens_flow() -> None:
+    """Tokens 50 ms apart for 0.6 s with ping 0.2 s: the silence never reaches the
+    interval, so not one ping."""
+    guard = make(ping=0.2)
+    client = Client()
+    tokens = paced(0.0, *[f"t{i}" for i in range(12)], every=0.05)
+    await guard.response("s", tokens)(HTTP, client.receive, client.send)
+    assert PING not in bodies(client)
+    assert len(data_lines(client.body)) == 12 + 2  # the tokens, the terminal chunk, [DONE]
+
+
+async def test_ping_zero_never_pings() -> None:
+    """`ping=0` switches the keepalive off: a silent stream stays silent."""
+    guard = make(ping=0)
+    client = Client()
+    await guard.response("s", paced(0.3, "a"))(HTTP, client.receive, client.send)
+    assert PING not in bodies(client)
+
+
+async def test_pings_stop_with_the_stream() -> None:
+    """Once the response has ended nothing more is written, ping included, and a stream
+    superseded while silent stops pinging at its end."""
+    guard = make(ping=0.05)
+    a, b = Client(), Client()
+    first = asyncio.create_task(guard.response("s", paced(5.0, "never"))(HTTP, a.receive, a.send))
+    await asyncio.sleep(0.2)
+    assert bodies(a).count(PING) >= 2
+    await guard.response("s", paced(0.0, "b"))(HTTP, b.receive, b.send)
+    await asyncio.wait_for(first, 2)
+    ended = len(a.messages)
+    assert a.messages[-1]["more_body"] is False
+    await asyncio.sleep(0.2)
+    assert len(a.messages) == ended
+
+
+async def test_a_stream_that_is_not_sse_gets_no_ping() -> None:
+    """A comment is SSE: an encoder of another media type is never given one."""
+
+    class Ndjson:
+        media_type = "application/x-ndjson"
+
+        def head(self) -> bytes:
+            return b""
+
+        def content(self, text: str) -> bytes:
+            return text.encode() + b"\n"
+
+        def end(self, end: StreamEnd) -> bytes:
+            return b""
+
+    guard = make(ping=0.05)
+    client = Client()
+    ndjson = guard.response("s", paced(0.3, "a"), encode=lambda _: Ndjson())
+    await ndjson(HTTP, client.receive, client.send)
+    assert client.headers["content-type"] == "application/x-ndjson"
+    assert PING not in bodies(client)
+
+
+async def test_the_ping_write_is_bounded_like_the_other_writes() -> None:
+    """A client that stops reading mid-ping: the ping's write is cut at `send_timeout`,
+    the stream ends `send_timeout`, and the loop never blocks meanwhile."""
+    guard = make(ping=0.05, send_timeout=0.3)
+    stuck = asyncio.Event()
+    messages: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+        if message.get("body") == PING:
+            stuck.set()
+            await asyncio.sleep(30)  # a full socket buffer
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(30)
+        return {"type": "http.disconnect"}
+
+    began = time.monotonic()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    beat = asyncio.create_task(ticker())
+    await asyncio.wait_for(guard.response("s", paced(5.0, "x"))(HTTP, receive, send), 3)
+    beat.cancel()
+    assert stuck.is_set()
+    assert time.monotonic() - began < 2.0
+    assert ticks > 20  # the loop ran while the ping was stuck
+    assert guard.live_count() == 0
