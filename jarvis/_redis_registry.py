@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import time
@@ -167,6 +168,7 @@ class RedisRegistry(StreamRegistry):
         )
         self._redis = aioredis.Redis.from_pool(pool)
         self._lease_ms = lease_ms
+        self._op_timeout = op_timeout
         self._prefix = prefix
         self._channel = prefix + "signals"
         self._worker = worker_name()
@@ -179,6 +181,9 @@ class RedisRegistry(StreamRegistry):
         self._claimed: set[StreamHandle] = set()
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Releases on their way to Redis, by session: a prompt of this process waits for
+        #: them (bounded) before it asks whether the session is free.
+        self._releasing: dict[str, set[asyncio.Task[Any]]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._down_since: float | None = None
@@ -335,6 +340,9 @@ class RedisRegistry(StreamRegistry):
         name = handle.session
         if self._on_busy == REJECT and self.running(name):
             return busy(name)  # busy here: no need to ask Redis
+        releasing = self._releasing.get(name)
+        if releasing:  # this process's last stream of the session is still letting go
+            await asyncio.wait(set(releasing), timeout=self._op_timeout)
         try:
             handle.generation = int(await self._redis.incr(self._key("gen", name)))
             owner = await self._try_claim(handle)
@@ -474,6 +482,16 @@ class RedisRegistry(StreamRegistry):
             task = asyncio.get_running_loop().create_task(self._release_remote(handle))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            releasing = self._releasing.setdefault(handle.session, set())
+            releasing.add(task)
+            task.add_done_callback(functools.partial(self._released, handle.session))
+
+    def _released(self, session: str, task: asyncio.Task[Any]) -> None:
+        releasing = self._releasing.get(session)
+        if releasing is not None:
+            releasing.discard(task)
+            if not releasing:
+                del self._releasing[session]
 
     async def _release_remote(self, handle: StreamHandle) -> None:
         gen, name = handle.generation, handle.session
