@@ -4,19 +4,23 @@ seconds, never while tokens flow, never after its end, and no reader takes them 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 from jarvis import StreamEnd, StreamGuard
 from jarvis._emitter import PING
 from jarvis.eventlog import RecordingLog
+from jarvis.synthetic import expected_text
 
+from .idle_proxy import IdleCuttingProxy
 from .test_guard import HTTP, Client, data_lines
 
-pytestmark = pytest.mark.timeout(10)
+pytestmark = pytest.mark.timeout(10)  # the e2e test below says its own
 
 
 def make(**settings: Any) -> StreamGuard:
@@ -141,3 +145,54 @@ async def test_the_ping_write_is_bounded_like_the_other_writes() -> None:
     assert time.monotonic() - began < 2.0
     assert ticks > 20  # the loop ran while the ping was stuck
     assert guard.live_count() == 0
+
+
+# -- through a proxy that cuts idle connections (a real server) -----------------------
+
+PROMPT = "What is 2+2?"
+
+
+async def through(url: str) -> tuple[str, bool, int, str]:
+    """One streamed answer through `url`: its text, whether [DONE] came, how many ping
+    comments came, and how the read ended ("" or the transport error)."""
+    text, done, pings, error = "", False, 0, ""
+    body = {"messages": [{"role": "user", "content": PROMPT}], "stream": True, "max_tokens": 8}
+    async with httpx.AsyncClient(timeout=10) as client:
+        try:
+            async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith(":"):
+                        pings += 1
+                    elif line == "data: [DONE]":
+                        done = True
+                    elif line.startswith("data: "):
+                        chunk = json.loads(line[6:])
+                        text += chunk["choices"][0]["delta"].get("content") or ""
+        except httpx.HTTPError as exc:
+            error = type(exc).__name__
+    return text, done, pings, error
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(30)
+async def test_pings_keep_a_slow_first_token_alive_through_a_proxy_that_cuts_idle_ones(
+    server_factory: Any,
+) -> None:
+    """A proxy cuts connections idle for 0.5 s; the model's first token takes 1.5 s.
+    With `--ping 0.2` the answer arrives whole through the proxy (pings and all, none
+    read as text); with `--ping 0` the proxy cuts it before the first token."""
+    pinged = server_factory("--first-token-ms", "1500", "--ping", "0.2", name="pinged")
+    silent = server_factory("--first-token-ms", "1500", "--ping", "0", name="silent")
+    expected = expected_text(PROMPT, 8)
+    for server, whole in ((pinged, True), (silent, False)):
+        proxy = IdleCuttingProxy(("127.0.0.1", server.port), idle_s=0.5)
+        async with proxy.running():
+            text, done, pings, error = await through(proxy.url)
+        if whole:
+            assert (text, done, error) == (expected, True, "")
+            assert pings >= 5  # one every 0.2 s of the 1.5 s wait
+            assert proxy.cuts == 0
+        else:
+            assert (text, done, pings) == ("", False, 0)
+            assert error  # the proxy closed the connection mid-body
+            assert proxy.cuts == 1
