@@ -80,6 +80,10 @@ def verify_hang(
     is slow, never hung. Scenarios a server cannot support (no /v1/streams, no
     log) are SKIPPED, never passed.
 
+    --expect says what the server promises for a prompt in a busy session:
+    supersede (the default), independent, reject (409 at once, the running
+    answer whole) or queue (it waits for the running answer, then streams).
+
     Without --url it starts the embedded reference server (a subprocess on a
     free loopback port), tests it, stops it, and checks its log too. With
     --workers N --registry redis://... that server is a fleet: N processes
@@ -94,6 +98,7 @@ def verify_hang(
         jarvis verify-hang --fault no-cancel          # watch it catch the bug
         jarvis verify-hang --url http://127.0.0.1:8000 --log-file logs/system.log
         jarvis verify-hang --url http://localhost:8001/v1 --expect independent
+        jarvis verify-hang --url http://127.0.0.1:8000 --expect reject
         jarvis verify-hang --url http://127.0.0.1:9000 --session-in body:metadata.session_id
         jarvis verify-hang --url http://127.0.0.1:9000 --dialect anthropic --health /health
         jarvis verify-hang --url https://api.example.com --api-key "$KEY" --header 'X-Team: a'

@@ -61,6 +61,8 @@ class Context:
     baseline_gap: float | None = None
     #: Seconds per token of the baseline stream (its pace on an idle server).
     pace: float | None = None
+    #: The baseline stream's time to its first chunk.
+    ttft: float | None = None
     #: The server stopped answering: what is left to judge reads only the log.
     hung: bool = False
     #: Each prompt's natural answer, learnt in fresh sessions (not under --strict).
