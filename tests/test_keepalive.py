@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -196,3 +199,28 @@ async def test_pings_keep_a_slow_first_token_alive_through_a_proxy_that_cuts_idl
             assert (text, done, pings) == ("", False, 0)
             assert error  # the proxy closed the connection mid-body
             assert proxy.cuts == 1
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(90)
+def test_verify_hang_reads_through_pings_between_every_event(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    """A server pinging every 20 ms writes a comment before the first token and between
+    flushes; verify-hang's readers (the streamed client, the raw sockets of disconnect)
+    skip them: the text is whole and every scenario passes."""
+    server = server_factory("--ping", "0.02", "--first-token-ms", "200", "--token-rate", "200")
+    report = tmp_path / "report.json"
+    argv = [sys.executable, "-m", "jarvis_cli", "verify-hang", "--url", server.url,
+            "--scenario", "baseline", "--scenario", "overlap", "--scenario", "burst",
+            "--scenario", "disconnect", "--rounds", "2", "--json", str(report)]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=80, check=False)
+    assert done.returncode == 0, done.stderr[-1500:]
+    scenarios = json.loads(report.read_text(encoding="utf-8"))["scenarios"]
+    assert {s["status"] for s in scenarios} == {"pass"}
+    raw = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": PROMPT}], "stream": True},
+        timeout=10,
+    )
+    assert raw.text.startswith(": ping\n\n")  # the pings were there to skip
