@@ -345,12 +345,13 @@ class RedisRegistry(StreamRegistry):
             await asyncio.wait(set(releasing), timeout=self._op_timeout)
         try:
             handle.generation = int(await self._redis.incr(self._key("gen", name)))
+            if self._on_busy == QUEUE and (self._queue.waiting(name) or self.running(name)):
+                return await self._queue_remote(handle, "")  # behind this process's waiters
             owner = await self._try_claim(handle)
             if owner is None:
                 return None
             if self._on_busy == REJECT:
                 return busy(name)
-            assert self._on_busy == QUEUE
             return await self._queue_remote(handle, owner)
         except (RedisError, OSError) as exc:
             self._went_down("admit", name, exc)

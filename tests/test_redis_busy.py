@@ -149,3 +149,27 @@ async def test_racing_prompts_on_two_workers_under_reject_leave_exactly_one_stre
 
         outcomes = await asyncio.wait_for(asyncio.gather(*(prompt(g) for g in (one, two) * 5)), 10)
     assert sorted(outcomes) == ["refused"] * 9 + ["streamed"]
+
+
+async def test_one_workers_queued_prompts_go_first_come_first_served(
+    redis_server: RedisServer,
+) -> None:
+    """A streams on worker 1; B, C and D queue on worker 2 in that order: once A ends
+    they stream one after another, in the order they arrived."""
+    one, _ = make(redis_server.url, on_busy="queue")
+    two, log2 = make(redis_server.url, on_busy="queue")
+    async with one.lifespan(None), two.lifespan(None):
+        a = Wire()
+        first = asyncio.create_task(answer(one, "s", a, 20, 0.01))
+        await until(lambda: len(a.parts) >= 3)
+        wires = {name: Wire() for name in "BCD"}
+        queued = []
+        for wire in wires.values():
+            queued.append(asyncio.create_task(answer(two, "s", wire, 3, 0.005)))
+            await asyncio.sleep(0.03)  # arrival order B, C, D
+        await asyncio.wait_for(asyncio.gather(first, *queued), 10)
+    starts = sorted(wires, key=lambda name: wires[name].parts[0][0])
+    assert starts == ["B", "C", "D"]
+    for before, after in zip("BC", "CD", strict=True):
+        assert wires[after].parts[0][0] >= wires[before].parts[-1][0]
+    assert len(log2.of(Event.STREAM_QUEUED)) == 3
