@@ -19,6 +19,9 @@ from .settings import OnBusy
 SUPERSEDE: OnBusy = "supersede"
 REJECT: OnBusy = "reject"
 QUEUE: OnBusy = "queue"
+#: Ended streams a session's line remembers for its waiters' `prev_trace` (the newest):
+#: a session that never stops queueing must not grow a list without end.
+ENDED_KEPT = 32
 #: The `Retry-After` of a refusal, in whole seconds: the running answer's end is unknown,
 #: and a second is long enough not to hammer the server, short enough for a chat user.
 RETRY_AFTER_S = 1
@@ -53,9 +56,11 @@ class SessionQueue:
 
     def __init__(self) -> None:
         self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
-        #: The streams of a session that ended while some of its prompts waited, in order:
-        #: a waiter names those it waited for (`stream_queued prev_trace=`).
+        #: The streams of a session that ended while some of its prompts waited, in order
+        #: (the newest ENDED_KEPT), and how many older ones were dropped: a waiter names
+        #: those it waited for (`stream_queued prev_trace=`).
         self._ended: dict[str, list[str]] = {}
+        self._dropped: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"<SessionQueue sessions={len(self._waiting)} waiting={len(self)}>"
@@ -93,18 +98,26 @@ class SessionQueue:
         if not line:
             del self._waiting[session]
             self._ended.pop(session, None)
+            self._dropped.pop(session, None)
 
     def ended(self, session: str, trace: str) -> None:
         """A stream of `session` ended: remembered while some prompt of it waits."""
-        if session in self._waiting:
-            self._ended.setdefault(session, []).append(trace)
+        if session not in self._waiting:
+            return
+        ended = self._ended.setdefault(session, [])
+        ended.append(trace)
+        if len(ended) > ENDED_KEPT:
+            del ended[0]
+            self._dropped[session] = self._dropped.get(session, 0) + 1
 
     def mark(self, session: str) -> int:
         """Where the session's list of ended streams stands (a waiter's starting point)."""
-        return len(self._ended.get(session, ()))
+        return self._dropped.get(session, 0) + len(self._ended.get(session, ()))
 
     def ended_since(self, session: str, mark: int) -> list[str]:
-        return self._ended.get(session, [])[mark:]
+        """The streams of `session` that ended since `mark` (the newest ENDED_KEPT)."""
+        start = max(mark - self._dropped.get(session, 0), 0)
+        return self._ended.get(session, [])[start:]
 
     def wake(self, session: str) -> None:
         """Tell the session's first waiter to look again."""

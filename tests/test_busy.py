@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from jarvis import ConfigError, EndReason, SessionBusy, StreamEnd, StreamGuard
+from jarvis._busy import ENDED_KEPT, SessionQueue
 from jarvis.eventlog import RecordingLog
 from jarvis.vocabulary import Event
 
@@ -271,3 +272,20 @@ def test_a_bad_policy_is_a_config_error_naming_the_flag() -> None:
         StreamGuard(on_busy="drop")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"queue_wait \(--queue-wait\)"):
         StreamGuard(on_busy="queue", queue_wait=0)
+
+
+async def test_a_line_remembers_only_the_newest_ended_streams() -> None:
+    """A session that never stops queueing keeps a bounded list of the streams that ended
+    meanwhile: a waiter's `prev_trace` names the newest ones, the memory stays flat."""
+    line = SessionQueue()
+    turn = line.join("s")
+    mark = line.mark("s")
+    for n in range(ENDED_KEPT + 10):
+        line.ended("s", f"t{n}")
+    since = line.ended_since("s", mark)
+    assert since == [f"t{n}" for n in range(10, ENDED_KEPT + 10)]
+    later = line.mark("s")
+    line.ended("s", "last")
+    assert line.ended_since("s", later) == ["last"]
+    line.leave("s", turn)
+    assert line.mark("s") == 0 and repr(line) == "<SessionQueue sessions=0 waiting=0>"
