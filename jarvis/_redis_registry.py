@@ -378,9 +378,11 @@ class RedisRegistry(StreamRegistry):
         started = self._clock()
         deadline = loop.time() + self._queue_wait
         waited_for = dict.fromkeys([_trace_of(owner)] if owner else [])
+        waited_for.update(dict.fromkeys(h.trace for h in self.running(name)))
         armed: list[asyncio.Future[None]] = []
         signal = self._arm(name, armed)
         turn = self._queue.join(name)
+        mark = self._queue.mark(name)
         self._queued.add(handle)
         try:
             while True:
@@ -400,6 +402,7 @@ class RedisRegistry(StreamRegistry):
                     continue
                 found = await self._try_claim(handle)
                 if found is None:
+                    waited_for.update(dict.fromkeys(self._queue.ended_since(name, mark)))
                     break
                 waited_for[_trace_of(found)] = None
         finally:

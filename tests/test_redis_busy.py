@@ -155,7 +155,8 @@ async def test_one_workers_queued_prompts_go_first_come_first_served(
     redis_server: RedisServer,
 ) -> None:
     """A streams on worker 1; B, C and D queue on worker 2 in that order: once A ends
-    they stream one after another, in the order they arrived."""
+    they stream one after another, in the order they arrived, and each stream_queued
+    names the prompts queued before it."""
     one, _ = make(redis_server.url, on_busy="queue")
     two, log2 = make(redis_server.url, on_busy="queue")
     async with one.lifespan(None), two.lifespan(None):
@@ -172,4 +173,6 @@ async def test_one_workers_queued_prompts_go_first_come_first_served(
     assert starts == ["B", "C", "D"]
     for before, after in zip("BC", "CD", strict=True):
         assert wires[after].parts[0][0] >= wires[before].parts[-1][0]
-    assert len(log2.of(Event.STREAM_QUEUED)) == 3
+    b, c, d = log2.of(Event.STREAM_QUEUED)
+    # Each names what it waited for: A (worker 1's), then the ones queued before it here.
+    assert str(d["prev_trace"]).split(",")[-2:] == [b["trace"], c["trace"]]
