@@ -32,6 +32,7 @@ _WHERE: dict[str, str] = {
             "JarvisError",
             "RegistryUnavailable",
             "ServerStartError",
+            "SessionBusy",
             "ToolError",
             "UpstreamError",
         ),
@@ -52,6 +53,7 @@ if typing.TYPE_CHECKING:  # what type checkers and editors read; the same names 
         JarvisError,
         RegistryUnavailable,
         ServerStartError,
+        SessionBusy,
         ToolError,
         UpstreamError,
     )
@@ -94,6 +96,7 @@ __all__ = [
     "PlainText",
     "RegistryUnavailable",
     "ServerStartError",
+    "SessionBusy",
     "StreamEnd",
     "StreamGuard",
     "ToolError",

@@ -10,6 +10,9 @@ Every event gets `id: N`, its place in the stream (`jarvis._replay`). With resum
 on, the stream has a journal: each write's events go to it once settled, and a
 client that is gone *detaches* the stream instead of closing it: nothing more is
 sent to that connection, but the events still go to the journal for a resume.
+
+While the model is silent the request task may write a keepalive, an SSE comment
+(`ping`), that every SSE reader skips. It has no id and is never journaled: it is not an event.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from ._stream import StreamHandle
 from ._types import Send
 
 _SSE_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+#: The keepalive: an SSE comment line, which no reader dispatches as an event.
+PING = b": ping\n\n"
 
 
 class SSEEmitter:
@@ -65,6 +70,10 @@ class SSEEmitter:
         self._unsettled: list[bytes] = []
         #: The client is gone and the stream runs on for its journal (resume on).
         self.detached = False
+        #: When the last write began (`time.monotonic`): the silence a keepalive breaks.
+        self._last_sent = 0.0
+        # A comment is SSE: an encoder of another wire format gets no keepalive.
+        self._sse = encoder.media_type.startswith("text/event-stream")
 
     def __repr__(self) -> str:
         state = (
@@ -109,7 +118,7 @@ class SSEEmitter:
             return False
         if self._sender is None:
             self._sender = asyncio.current_task()
-        self._sending_since = time.monotonic()
+        self._sending_since = self._last_sent = time.monotonic()
         try:
             await self._send({"type": "http.response.body", "body": body, "more_body": True})
         except OSError:
@@ -135,7 +144,7 @@ class SSEEmitter:
             return await self._write(body)
         # Producer or debounce task: bounded by the send watch, which cancels it if stuck.
         self._sender = task
-        self._sending_since = time.monotonic()
+        self._sending_since = self._last_sent = time.monotonic()
         try:
             await self._send({"type": "http.response.body", "body": body, "more_body": True})
         except OSError:
@@ -195,6 +204,25 @@ class SSEEmitter:
         self.next_id -= len(self._unsettled)
         self._unsettled = []
 
+    def silent_for(self, now: float) -> float | None:
+        """Seconds since the last write began, or None when no keepalive may go now: not
+        started, closed, fenced, a write under way, or not an event stream."""
+        if not self.started or self.closed or self.detached or self._handle.fenced:
+            return None
+        if not self._sse:
+            return None
+        if self._sending_since is not None:
+            return None
+        return now - self._last_sent
+
+    async def ping(self) -> bool:
+        """A keepalive from the request task, bounded like its other writes."""
+        if self.silent_for(time.monotonic()) is None:
+            return False
+        # Straight to the wire, not through `_write`: a comment takes no id and no place
+        # in the journal.
+        return await self._bounded({"type": "http.response.body", "body": PING, "more_body": True})
+
     def stop(self) -> None:
         """The stream is over: leave the send watch, drop task references."""
         self._watch.discard(self)
@@ -229,6 +257,7 @@ class SSEEmitter:
 
     async def _bounded(self, message: dict[str, object]) -> bool:
         """One send from the request task, bounded by `send_timeout`; False if it failed."""
+        self._last_sent = time.monotonic()
         try:
             async with asyncio.timeout(self._send_timeout):
                 await self._send(message)

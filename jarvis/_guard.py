@@ -45,7 +45,7 @@ from ._types import Receive, Scope, Send
 from ._watchdog import LoopWatchdog
 from .eventlog import EventLog, EventSink
 from .exceptions import BadRequest, ConfigError, RegistryUnavailable, UpstreamError
-from .settings import GuardSettings, LogFormat
+from .settings import GuardSettings, LogFormat, OnBusy
 from .vocabulary import CancelReason, EndReason, Event
 
 if TYPE_CHECKING:
@@ -176,6 +176,13 @@ class StreamGuard:
     holds its default and its rule; `StreamGuard.from_settings(settings)` takes one whole.
     `error_response` builds the response to a refused request (`reject`) in the app's
     own error shape; by default it is an OpenAI-style error body.
+
+    `on_busy` says what a prompt does while its session streams: `"supersede"` (the
+    above), `"reject"` (a 409 with `Retry-After`, `SessionBusy`; the running answer goes
+    on untouched) or `"queue"` (wait, first come first served, at most `queue_wait`
+    seconds, for the running answer to end; then start, or a 409). `ping` is the silence
+    (seconds) after which a stream sends an SSE comment, so that a proxy's idle timeout
+    does not cut a slow answer; 0 never pings.
     """
 
     def __init__(
@@ -194,6 +201,9 @@ class StreamGuard:
         registry: str | None = _DEFAULTS.registry,
         resume_ttl: float = _DEFAULTS.resume_ttl,
         detach_grace: float = _DEFAULTS.detach_grace,
+        on_busy: OnBusy = _DEFAULTS.on_busy,
+        queue_wait: float = _DEFAULTS.queue_wait,
+        ping: float = _DEFAULTS.ping,
     ) -> None:
         # Checked once, by the settings object: the same message as `jarvis serve` gives.
         self._settings = GuardSettings(
@@ -208,6 +218,9 @@ class StreamGuard:
             registry=registry,
             resume_ttl=resume_ttl,
             detach_grace=detach_grace,
+            on_busy=on_busy,
+            queue_wait=queue_wait,
+            ping=ping,
         )
         if error_response is not None and not callable(error_response):
             raise ConfigError("error_response= takes a callable: BadRequest -> Response")
@@ -219,15 +232,29 @@ class StreamGuard:
         self._metrics = metrics
         shared: Registry
         if registry is None:
-            shared = StreamRegistry(sink, cancel_wait=cancel_wait, metrics=metrics)
+            shared = StreamRegistry(
+                sink,
+                cancel_wait=cancel_wait,
+                metrics=metrics,
+                on_busy=on_busy,
+                queue_wait=queue_wait,
+            )
         else:
-            shared = _redis_registry()(sink, registry, cancel_wait=cancel_wait, metrics=metrics)
+            shared = _redis_registry()(
+                sink,
+                registry,
+                cancel_wait=cancel_wait,
+                metrics=metrics,
+                on_busy=on_busy,
+                queue_wait=queue_wait,
+            )
         self._parts = StreamParts(
             log=sink,
             metrics=metrics,
             registry=shared,
             batcher=TokenBatcher(sink, flush_ms=flush_ms, flush_bytes=flush_bytes, metrics=metrics),
             cancel_wait=cancel_wait,
+            ping=ping,
         )
         self._send_watch = SendWatch(send_timeout)
         #: Where streams' events are kept for a resume; None: resume is off.
@@ -348,7 +375,8 @@ class StreamGuard:
         or shutdown stops the stream (check it every iteration); leaving runs
         the whole cleanup, calling `end` with how the stream ended before the
         session's next stream may start. Raises `BadRequest` for an invalid id (its
-        `param` is `session_from`).
+        `param` is `session_from`), and on entry `SessionBusy` (a 409, logged as
+        `request_rejected`) when the session is busy and the guard's `on_busy` refuses.
 
         `model` is logged in `stream_start` (left out when empty); the stream id is
         `id_prefix` (say `chatcmpl-`, for an OpenAI completion) and 24 hex digits.
@@ -517,6 +545,8 @@ class StreamGuard:
             response: Response = JSONResponse(exc.to_body(), status_code=exc.status)
         else:
             response = self._error_response(exc)
+        for name, value in exc.headers.items():  # a 409's Retry-After
+            response.headers.setdefault(name, value)
         response.headers.setdefault("X-Trace-Id", trace)
         self._parts.log.emit(
             Event.REQUEST_REJECTED,
@@ -616,17 +646,43 @@ class _GuardedResponse(Response):
         else:
             gone = emitter.detach  # resume on: the answer runs on for a reattach
         listener = asyncio.create_task(watch_disconnect(receive, gone))
+        refusal: Response | None = None
         try:
-            await run.run(self.tokens)
+            refusal = await self._admit(handle)
+            if refusal is None:
+                await run.run(self.tokens)
         finally:
             listener.cancel()
             emitter.stop()
             if journal is not None and replay is not None:
                 if journal.followers is not None:
                     journal.followers.close()
+                # A refused prompt's journal holds no event: closed, it expires with the TTL.
                 replay.close(journal)
+        if refusal is not None:
+            await _close_tokens(self.tokens)
+            await refusal(scope, receive, send)
+            return
         if self.background is not None:
             await self.background()
+
+    async def _admit(self, handle: StreamHandle) -> Response | None:
+        """The session's `on_busy` policy, before the prompt becomes a stream: None to go
+        on, or the refusal to send instead (a 409; a 503 if the registry went down)."""
+        try:
+            refused: BadRequest | None = await self.guard.parts.registry.admit(handle)
+        except RegistryUnavailable:
+            refused = REGISTRY_DOWN
+        if refused is None:
+            return None
+        return self.guard.reject(refused, trace=self.trace, session=self.session)
+
+
+async def _close_tokens(tokens: AsyncIterator[str]) -> None:
+    """A refused prompt's token source never runs: close it, or a generator warns."""
+    aclose = getattr(tokens, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def _latin1(items: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
@@ -680,6 +736,12 @@ class _WriterEmitter:
         if self._on_end is None or self.closed or self._handle.fenced:
             return
         await self._call(self._on_end, end)
+
+    def silent_for(self, now: float) -> float | None:
+        return None  # the caller's transport: its keepalive, if any, is its own
+
+    async def ping(self) -> bool:
+        return False
 
     async def _call(self, write: Callable[[Any], Awaitable[object]], value: object) -> bool:
         try:
@@ -762,13 +824,26 @@ class GuardedStream:
         if parts.registry.unavailable():
             raise RegistryUnavailable("the stream registry is unavailable; retry shortly")
         handle = StreamHandle(session=self.session, stream_id=self.id, trace=self.trace)
+        self._handle = handle  # `disconnect()` reaches a prompt that waits in the queue
+        refused = await parts.registry.admit(handle)
+        if refused is not None:
+            guard.parts.log.emit(
+                Event.REQUEST_REJECTED,
+                trace=self.trace,
+                session=self.session,
+                status=refused.status,
+                code=refused.code,
+                message=refused.message,
+            )
+            self._handle = None
+            raise refused
         emitter = _WriterEmitter(
             self._write, self._on_end, handle, parts.registry, guard.send_timeout
         )
         run = guard.run_class(
             parts, handle, emitter, model=self._model, prompt_chars=self._prompt_chars
         )
-        self._handle, self._run = handle, run
+        self._run = run
         try:
             if await run.open():
                 self._add = parts.batcher.adder(self.id)

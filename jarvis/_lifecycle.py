@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,8 @@ class StreamParts:
     registry: Registry
     batcher: TokenBatcher
     cancel_wait: float
+    #: Seconds of silence after which a stream writes a keepalive; 0: never.
+    ping: float = 0.0
 
 
 class StreamRun:
@@ -201,9 +204,26 @@ class StreamRun:
         """Wait for the producer to finish or the stream to be told to stop.
 
         A seam: the ignore-cancel variant waits for the producer alone.
+
+        With a `ping` interval, the wait also breaks the stream's silence: whenever
+        nothing has been written for `ping` seconds (a slow first token, a tool call),
+        this task writes a keepalive, bounded like its other writes. While tokens flow it
+        never fires, and it ends with the wait.
         """
         either: set[asyncio.Future[Any]] = {producer, self.handle.cancelled}
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        ping = self.parts.ping
+        if not ping:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            return
+        while True:
+            silent = self.emitter.silent_for(time.monotonic())
+            if silent is not None and silent >= ping:
+                await self.emitter.ping()
+                continue
+            wait = ping if silent is None else ping - silent
+            done, _ = await asyncio.wait(either, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            if done:
+                return
 
     async def close(self, reason: EndReason) -> bool:
         """The `finally`: flush and drop buffers, the last bytes, registry pop, `stream_end`."""

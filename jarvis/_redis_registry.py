@@ -17,12 +17,19 @@ compare-and-delete script that publishes `done`. About six operations per
 stream and none per token: tokens never touch Redis. A worker killed mid-stream
 leaves an owner whose lease runs out; a newer prompt waits at most
 `cancel_wait` for it, then claims: no session is ever wedged.
+
+Under `on_busy="reject"` or `"queue"` a prompt claims the session only while it has no
+owner (`_CLAIM_FREE`, one script: two workers never both find it free) and publishes no
+cancel. Refused, it is a 409; queued, it tries again at each `done` (and twice a second,
+for an owner whose worker died), first come first served among this process's waiters.
+Every worker of a fleet must run the same policy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import time
@@ -32,10 +39,12 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ._busy import QUEUE, REJECT, SUPERSEDE, busy, queue_timeout
 from ._registry import SessionStreams, StreamRegistry
 from ._stream import StreamHandle, StreamState
 from .eventlog import EventSink
-from .exceptions import RegistryUnavailable
+from .exceptions import RegistryUnavailable, SessionBusy
+from .settings import OnBusy
 from .vocabulary import CancelReason, Event
 
 if TYPE_CHECKING:  # prometheus_client is imported when a guard is built, not by `import jarvis`
@@ -53,6 +62,16 @@ end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return '1'
 """
+#: Take the session only if nobody owns it: "1" done, else the owner's value (busy).
+_CLAIM_FREE = """
+local cur = redis.call('GET', KEYS[1])
+if cur then return cur end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return '1'
+"""
+#: How often a queued prompt looks at a busy session's owner without a `done` signal: an
+#: owner whose worker died never says `done`, its lease just runs out.
+QUEUE_POLL_S = 0.5
 #: Compare-and-delete: only the owner's own generation releases; then say so.
 _RELEASE = """
 local cur = redis.call('GET', KEYS[1])
@@ -126,8 +145,17 @@ class RedisRegistry(StreamRegistry):
         prefix: str = "jarvis:",
         op_timeout: float = 1.0,
         max_connections: int = 256,
+        on_busy: OnBusy = SUPERSEDE,
+        queue_wait: float = 30.0,
     ) -> None:
-        super().__init__(log, cancel_wait=cancel_wait, metrics=metrics, clock=clock)
+        super().__init__(
+            log,
+            cancel_wait=cancel_wait,
+            metrics=metrics,
+            clock=clock,
+            on_busy=on_busy,
+            queue_wait=queue_wait,
+        )
         self.url = url
         # A blocking pool: a burst of prompts beyond the pool waits (bounded) for a
         # connection instead of failing as if Redis were down.
@@ -141,15 +169,22 @@ class RedisRegistry(StreamRegistry):
         )
         self._redis = aioredis.Redis.from_pool(pool)
         self._lease_ms = lease_ms
+        self._op_timeout = op_timeout
         self._prefix = prefix
         self._channel = prefix + "signals"
         self._worker = worker_name()
         self._claim = self._redis.register_script(_CLAIM)
         self._release = self._redis.register_script(_RELEASE)
         self._renew = self._redis.register_script(_RENEW)
+        self._claim_free = self._redis.register_script(_CLAIM_FREE)
         self._owned: set[StreamHandle] = set()
+        #: Admitted under reject or queue: the session is theirs already, in Redis.
+        self._claimed: set[StreamHandle] = set()
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Releases on their way to Redis, by session: a prompt of this process waits for
+        #: them (bounded) before it asks whether the session is free.
+        self._releasing: dict[str, set[asyncio.Task[Any]]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._down_since: float | None = None
@@ -226,6 +261,8 @@ class RedisRegistry(StreamRegistry):
         slot.live.append(handle)
         self._live += 1
         handle.transition(StreamState.WAITING)
+        if self._on_busy != SUPERSEDE:
+            return self._register_admitted(handle, slot)
         owner_key = self._key("owner", name)
         armed: list[asyncio.Future[None]] = []
         waiter = self._arm(name, armed)
@@ -271,6 +308,112 @@ class RedisRegistry(StreamRegistry):
             generation=handle.generation,
         )
         return True
+
+    def _register_admitted(self, handle: StreamHandle, slot: SessionStreams) -> bool:
+        """Under reject or queue: `admit` claimed the session already (or the prompt was
+        cancelled while it queued, and claims nothing)."""
+        if handle not in self._claimed:
+            return False
+        self._claimed.discard(handle)
+        self._owned.add(handle)  # from here its release gives the session back
+        if handle.cancel_requested:
+            return False
+        slot.active = handle
+        handle.transition(StreamState.ACTIVE)
+        self._log.emit(
+            Event.STREAM_REGISTERED,
+            trace=handle.trace,
+            session=handle.session,
+            stream_id=handle.stream_id,
+            generation=handle.generation,
+        )
+        return True
+
+    # -- a busy session, under reject or queue ------------------------------------------
+
+    async def admit(self, handle: StreamHandle) -> SessionBusy | None:
+        """Claim the session if nobody owns it (any process); else refuse (`reject`) or
+        wait for it, bounded (`queue`). `RegistryUnavailable` if Redis does not answer."""
+        if self._on_busy == SUPERSEDE:
+            return None
+        if not self._started:
+            await self.start()
+        name = handle.session
+        if self._on_busy == REJECT and self.running(name):
+            return busy(name)  # busy here: no need to ask Redis
+        releasing = self._releasing.get(name)
+        if releasing:  # this process's last stream of the session is still letting go
+            await asyncio.wait(set(releasing), timeout=self._op_timeout)
+        try:
+            handle.generation = int(await self._redis.incr(self._key("gen", name)))
+            if self._on_busy == QUEUE and (self._queue.waiting(name) or self.running(name)):
+                return await self._queue_remote(handle, "")  # behind this process's waiters
+            owner = await self._try_claim(handle)
+            if owner is None:
+                return None
+            if self._on_busy == REJECT:
+                return busy(name)
+            return await self._queue_remote(handle, owner)
+        except (RedisError, OSError) as exc:
+            self._went_down("admit", name, exc)
+            raise RegistryUnavailable(f"the registry at {self.url} did not answer") from exc
+
+    async def _try_claim(self, handle: StreamHandle) -> str | None:
+        """Claim a free session for `handle`: None when it did, else the owner's value."""
+        value = f"{handle.generation}|{self._worker}|{handle.stream_id}|{handle.trace}"
+        owner = _text(
+            await self._claim_free(
+                keys=[self._key("owner", handle.session)], args=[value, self._lease_ms]
+            )
+        )
+        if owner != "1":
+            return owner or ""
+        self._claimed.add(handle)
+        return None
+
+    async def _queue_remote(self, handle: StreamHandle, owner: str) -> SessionBusy | None:
+        """Wait for the session (a `done` signal, or a look twice a second), this process's
+        waiters first come first served; at most `queue_wait`."""
+        name = handle.session
+        loop = asyncio.get_running_loop()
+        started = self._clock()
+        deadline = loop.time() + self._queue_wait
+        waited_for = dict.fromkeys([_trace_of(owner)] if owner else [])
+        waited_for.update(dict.fromkeys(h.trace for h in self.running(name)))
+        armed: list[asyncio.Future[None]] = []
+        signal = self._arm(name, armed)
+        turn = self._queue.join(name)
+        mark = self._queue.mark(name)
+        self._queued.add(handle)
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return queue_timeout(name, self._queue_wait)
+                either: set[asyncio.Future[Any]] = {signal, turn, handle.cancelled}
+                pause = min(remaining, QUEUE_POLL_S)
+                await asyncio.wait(either, timeout=pause, return_when=asyncio.FIRST_COMPLETED)
+                if handle.cancel_requested:
+                    return None
+                if signal.done():
+                    signal = self._arm(name, armed)  # re-armed before looking: none is missed
+                if turn.done():
+                    turn = self._queue.again(name, turn)
+                if not self._queue.first(name, turn) or self.running(name):
+                    continue
+                found = await self._try_claim(handle)
+                if found is None:
+                    waited_for.update(dict.fromkeys(self._queue.ended_since(name, mark)))
+                    break
+                waited_for[_trace_of(found)] = None
+        finally:
+            self._disarm(name, armed)
+            self._queued.discard(handle)
+            self._queue.leave(name, turn)
+            self._queue.wake(name)  # the next in line looks again (busy: it waits on)
+        waited_for.pop("", None)
+        self.queued(handle, list(waited_for), int((self._clock() - started) * 1000))
+        return None
 
     async def _supersede_remote(
         self,
@@ -344,6 +487,16 @@ class RedisRegistry(StreamRegistry):
             task = asyncio.get_running_loop().create_task(self._release_remote(handle))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            releasing = self._releasing.setdefault(handle.session, set())
+            releasing.add(task)
+            task.add_done_callback(functools.partial(self._released, handle.session))
+
+    def _released(self, session: str, task: asyncio.Task[Any]) -> None:
+        releasing = self._releasing.get(session)
+        if releasing is not None:
+            releasing.discard(task)
+            if not releasing:
+                del self._releasing[session]
 
     async def _release_remote(self, handle: StreamHandle) -> None:
         gen, name = handle.generation, handle.session

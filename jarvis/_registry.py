@@ -7,6 +7,9 @@ cannot deadlock: the newest wins, every other one ends superseded.
 
 `Registry` is what the guard and the lifecycle hold: `StreamRegistry` (this
 process) and `RedisRegistry` (a fleet, `jarvis._redis_registry`) implement it.
+Under another `on_busy` policy than supersede (`jarvis._busy`), `admit` refuses or
+queues a prompt whose session is busy before it registers, and registering then
+never supersedes.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._busy import QUEUE, REJECT, SUPERSEDE, SessionQueue, busy, queue_timeout
 from ._stream import StreamHandle, StreamState
 from .eventlog import EventSink
+from .exceptions import SessionBusy
+from .settings import OnBusy
 from .vocabulary import CancelReason, Event
 
 if TYPE_CHECKING:  # prometheus_client is imported when a guard is built, not by `import jarvis`
@@ -43,6 +49,12 @@ class Registry(Protocol):
 
     def unavailable(self) -> bool:
         """Whether new streams must be refused now (a shared registry that is down)."""
+        ...
+
+    async def admit(self, handle: StreamHandle) -> SessionBusy | None:
+        """Before `handle` becomes a stream: None if it may go on and register, or the
+        refusal its busy session earns under the policy (`reject`; `queue` past its
+        wait). Under `supersede` always None."""
         ...
 
     async def register(self, handle: StreamHandle) -> bool:
@@ -99,14 +111,21 @@ class StreamRegistry:
         cancel_wait: float = 2.0,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_busy: OnBusy = SUPERSEDE,
+        queue_wait: float = 30.0,
     ) -> None:
         self._log = log
         self._metrics = metrics
         self._cancel_wait = cancel_wait
         self._clock = clock
+        self._on_busy = on_busy
+        self._queue_wait = queue_wait
         self._sessions: dict[str, SessionStreams] = {}
         # Kept as a plain int so other threads (the watchdog) can read it safely.
         self._live = 0
+        #: Prompts waiting for their session (`on_busy="queue"`), and their handles.
+        self._queue = SessionQueue()
+        self._queued: set[StreamHandle] = set()
 
     def __repr__(self) -> str:
         return f"<StreamRegistry sessions={len(self._sessions)} live={self.live_count()}>"
@@ -127,7 +146,9 @@ class StreamRegistry:
         self._live += 1
         handle.transition(StreamState.WAITING)
 
-        if previous:
+        # Under reject or queue, `admit` let this prompt in only when the session was
+        # free; one still busy here was cancelled while it queued, and supersedes nobody.
+        if previous and self._on_busy == SUPERSEDE:
             await self.supersede(handle, previous)
 
         if handle.cancel_requested:
@@ -214,6 +235,70 @@ class StreamRegistry:
             by_trace=by.trace,
         )
 
+    # -- a busy session, under reject or queue ------------------------------------------
+
+    def running(self, session: str) -> list[StreamHandle]:
+        """The session's streams of this process that a new prompt would have to wait for
+        (a fenced one writes nothing more: it does not count)."""
+        slot = self._sessions.get(session)
+        return [] if slot is None else [h for h in slot.live if not h.fenced]
+
+    async def admit(self, handle: StreamHandle) -> SessionBusy | None:
+        """Under `reject`, refuse a prompt whose session streams; under `queue`, wait for
+        its turn (first come, first served; at most `queue_wait`). No await separates a
+        free session from the `register` that follows, so two prompts never both find it
+        free. A prompt cancelled while it waits (its client left) goes on, to end as a
+        cancelled stream; it supersedes nobody."""
+        name = handle.session
+        if self._on_busy == REJECT:
+            return busy(name) if self.running(name) else None
+        if self._on_busy != QUEUE or (not self.running(name) and not self._queue.waiting(name)):
+            return None
+        return await self._wait_turn(handle)
+
+    async def _wait_turn(self, handle: StreamHandle) -> SessionBusy | None:
+        name = handle.session
+        loop = asyncio.get_running_loop()
+        started = self._clock()
+        deadline = loop.time() + self._queue_wait
+        waited_for = dict.fromkeys(h.trace for h in self.running(name))
+        turn = self._queue.join(name)
+        mark = self._queue.mark(name)
+        self._queued.add(handle)
+        admitted = False
+        try:
+            while True:
+                if self._queue.first(name, turn) and not self.running(name):
+                    admitted = True
+                    waited_for.update(dict.fromkeys(self._queue.ended_since(name, mark)))
+                    break
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return queue_timeout(name, self._queue_wait)
+                either: set[asyncio.Future[Any]] = {turn, handle.cancelled}
+                await asyncio.wait(either, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                if handle.cancel_requested:
+                    return None
+                if turn.done():
+                    turn = self._queue.again(name, turn)
+        finally:
+            self._queued.discard(handle)
+            self._queue.leave(name, turn)
+            if not admitted and not self.running(name):
+                self._queue.wake(name)  # the next in line may be first now
+        self.queued(handle, list(waited_for), int((self._clock() - started) * 1000))
+        return None
+
+    def queued(self, handle: StreamHandle, waited_for: list[str], waited_ms: int) -> None:
+        """`handle` waited its turn and goes on: `stream_queued`, before its `stream_start`."""
+        self._log.emit(
+            Event.STREAM_QUEUED,
+            session=handle.session,
+            trace=handle.trace,
+            prev_trace=",".join(waited_for),
+            waited_ms=waited_ms,
+        )
+
     async def start(self) -> None:
         """Nothing to connect to: a shared registry (`RedisRegistry`) connects here."""
 
@@ -251,6 +336,10 @@ class StreamRegistry:
             session.active = None
         if not session.live and self._sessions.get(handle.session) is session:
             del self._sessions[handle.session]
+        if self._queue.waiting(handle.session):
+            self._queue.ended(handle.session, handle.trace)
+            if not self.running(handle.session):
+                self._queue.wake(handle.session)
 
     def active(self, session: str) -> StreamHandle | None:
         """The stream currently allowed to emit in `session`, if any."""
@@ -283,7 +372,7 @@ class StreamRegistry:
     async def shutdown(self, wait_s: float) -> int:
         """Cancel every live stream (`reason=shutdown`), wait (bounded); return how many remain."""
         handles = [h for s in self._sessions.values() for h in s.live]
-        for handle in handles:
+        for handle in [*handles, *self._queued]:  # a queued prompt stops waiting too
             self.cancel(handle, CancelReason.SHUTDOWN)
         pending = {h.done for h in handles if not h.done.done()}
         if pending:

@@ -29,3 +29,12 @@ class Emitter(Protocol):
     async def finish(self, end: StreamEnd) -> None:
         """The stream is over: its last bytes, if any."""
         ...
+
+    def silent_for(self, now: float) -> float | None:
+        """Seconds since the last write began (`time.monotonic`); None when no keepalive
+        may be written now (or ever: a transport that has none)."""
+        ...
+
+    async def ping(self) -> bool:
+        """A keepalive that no reader takes for text; False if nothing was sent."""
+        ...

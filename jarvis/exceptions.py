@@ -3,6 +3,7 @@
     JarvisError [1]
     ├── ConfigError [2]        a setting that cannot work (bad flag value, unknown fault)
     ├── BadRequest [2]         client input the API refuses; carries the HTTP status
+    │   └── SessionBusy [2]    the session is streaming and the policy refuses (409)
     ├── UpstreamError [3]      the fronted OpenAI-compatible server failed us
     ├── ServerStartError [3]   the server could not start (port taken, address invalid)
     ├── RegistryUnavailable [3] the shared registry (Redis) does not answer
@@ -59,6 +60,11 @@ class BadRequest(JarvisError):  # noqa: N818 - named for the HTTP status it maps
         self.param = param
         self.error_type = error_type
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers the refusal carries besides its body (none; `SessionBusy`: Retry-After)."""
+        return {}
+
     def to_body(self) -> dict[str, object]:
         """The OpenAI error envelope for this refusal."""
         return {
@@ -69,6 +75,21 @@ class BadRequest(JarvisError):  # noqa: N818 - named for the HTTP status it maps
                 "code": self.code,
             }
         }
+
+
+class SessionBusy(BadRequest):
+    """A prompt arrived while its session streams, and the guard's policy (`on_busy`)
+    refuses it: `reject`, or `queue` whose wait ran out. A 409 with `Retry-After`;
+    `guard.stream(...)` raises it on entry, `guard.response(...)` answers with it."""
+
+    def __init__(self, message: str, *, code: str = "session_busy", retry_after: int = 1) -> None:
+        super().__init__(message, status=409, code=code)
+        #: Whole seconds the client should wait before it sends the prompt again.
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class UpstreamError(JarvisError):

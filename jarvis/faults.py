@@ -189,7 +189,14 @@ def inject(guard: StreamGuard, faults: Iterable[Fault]) -> StreamGuard:
             if fault in chosen
         )
         registry_class = type("FaultyRegistry", bases, {})
-        parts.registry = registry_class(log, cancel_wait=parts.cancel_wait, metrics=metrics)
+        settings = guard.settings
+        parts.registry = registry_class(
+            log,
+            cancel_wait=parts.cancel_wait,
+            metrics=metrics,
+            on_busy=settings.on_busy,
+            queue_wait=settings.queue_wait,
+        )
     if Fault.BLOCKING_FLUSH in chosen:
         old = parts.batcher
         parts.batcher = _BlockingBatcher(

@@ -9,6 +9,7 @@ the command line cannot drift apart (tests/test_settings.py holds them to it).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -17,6 +18,9 @@ from .exceptions import ConfigError
 
 #: How a log written to a file spells its lines.
 LogFormat = Literal["logfmt", "json"]
+#: What a prompt does when its session is still streaming (`jarvis._busy` runs it).
+OnBusy = Literal["supersede", "reject", "queue"]
+ON_BUSY: tuple[str, ...] = ("supersede", "reject", "queue")
 #: The URL schemes of a shared registry (Redis): `redis://`, TLS, or a local socket.
 REGISTRY_SCHEMES = ("redis://", "rediss://", "unix://")
 # The key of a GuardSettings field's metadata that holds the rest of its definition.
@@ -159,6 +163,34 @@ class GuardSettings:
         "disconnect. 0: a disconnect cancels at once (its events stay resumable).",
         rule=">= 0 seconds",
         accepts=lambda v: v >= 0,
+    )
+    on_busy: OnBusy = _setting(
+        "supersede",
+        flag="--on-busy",
+        help="A prompt arriving while its session streams: supersede (cancel the running "
+        "answer, wait for its cleanup, then start), reject (409 with Retry-After; the "
+        "running answer goes on untouched) or queue (wait, at most --queue-wait, for the "
+        "running answer to end, then start).",
+        rule="supersede, reject or queue",
+        accepts=lambda v: v in ON_BUSY,
+    )
+    queue_wait: float = _setting(
+        30.0,
+        flag="--queue-wait",
+        help="With --on-busy queue: seconds a prompt waits for its session's running answer "
+        "to end; past it, 409 with Retry-After. A queued prompt gets no byte until its turn, "
+        "so keep it under the idle timeout of the proxies in front (often 60 s).",
+        rule="> 0 seconds, finite",
+        accepts=lambda v: 0 < v < math.inf,
+    )
+    ping: float = _setting(
+        15.0,
+        flag="--ping",
+        help="Seconds of silence (a slow first token, a tool call) after which a stream "
+        "sends an SSE comment, ': ping', so that a proxy's idle timeout never cuts it; "
+        "never while tokens flow. 0: never.",
+        rule=">= 0 seconds, finite",
+        accepts=lambda v: 0 <= v < math.inf,
     )
 
     def __post_init__(self) -> None:

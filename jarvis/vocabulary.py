@@ -48,6 +48,7 @@ class Event(enum.StrEnum):
     SERVER_STOP = "server_stop"
     PARENT_GONE = "parent_gone"
     REQUEST_REJECTED = "request_rejected"
+    STREAM_QUEUED = "stream_queued"
     STREAM_START = "stream_start"
     STREAM_CANCELLED = "stream_cancelled"
     PREV_STREAM_FINISHED_CLEANLY = "prev_stream_finished_cleanly"
@@ -215,7 +216,20 @@ EVENTS: dict[Event, EventSpec] = {
             Event.REQUEST_REJECTED,
             _W,
             "trace session status code message",
-            "A request was refused with a 4xx before any stream existed.",
+            "A request was refused before any stream existed: a 4xx for bad input, a 503 "
+            "(`registry_unavailable`) while the shared registry is down, a 409 when its "
+            "session was busy and the guard's `--on-busy` policy refuses it (`session_busy` "
+            "under `reject`; `queue_timeout` under `queue`, after `--queue-wait`). A 409 "
+            "carries `Retry-After`; the running answer goes on untouched.",
+        ),
+        _spec(
+            Event.STREAM_QUEUED,
+            _I,
+            "session trace prev_trace waited_ms",
+            "Under `--on-busy queue`: the prompt `trace` arrived while its session was "
+            "streaming, waited `waited_ms` (first come, first served) for the streams "
+            "`prev_trace` to end, and now goes on: its `stream_start` follows. Nothing was "
+            "cancelled; the two never overlapped.",
         ),
         _spec(
             Event.STREAM_START,
@@ -400,12 +414,12 @@ EVENTS: dict[Event, EventSpec] = {
             Event.REGISTRY_UNAVAILABLE,
             _E,
             "op session message",
-            "The shared registry (Redis) did not answer during `op` (`register`, `release`, "
-            "`renew`, `listen`): a new prompt is refused with a 503 until it is back; streams "
-            "already running finish. `session` is empty when the failure is not one prompt's. "
-            "With resume on, `replay` (storing a stream's events: the stream goes on, a "
-            "resume on another process may miss them) and `resume` (reading them: the "
-            "resume is a 404) are the event store's.",
+            "The shared registry (Redis) did not answer during `op` (`register`, `admit`, "
+            "`release`, `renew`, `listen`): a new prompt is refused with a 503 until it is "
+            "back; streams already running finish. `session` is empty when the failure is "
+            "not one prompt's. With resume on, `replay` (storing a stream's events: the "
+            "stream goes on, a resume on another process may miss them) and `resume` "
+            "(reading them: the resume is a 404) are the event store's.",
         ),
         _spec(
             Event.REGISTRY_RECOVERED,

@@ -7,7 +7,7 @@ import typer
 
 from jarvis.config import ServerConfig
 from jarvis.faults import FAULT_HELP, Fault
-from jarvis.settings import GuardSettings, LogFormat
+from jarvis.settings import GuardSettings, LogFormat, OnBusy
 
 from .console import err
 from .exit_codes import ExitCode
@@ -84,6 +84,11 @@ def serve(
             metavar="redis://HOST:PORT/DB",
         ),
     ] = GUARD.registry,
+    on_busy: Annotated[str, guard_option("on_busy", metavar="supersede|reject|queue")] = (
+        GUARD.on_busy
+    ),
+    queue_wait: Annotated[float, guard_option("queue_wait")] = GUARD.queue_wait,
+    ping: Annotated[float, guard_option("ping")] = GUARD.ping,
     workers: Annotated[
         int,
         typer.Option(
@@ -108,8 +113,10 @@ def serve(
     """Run the reference OpenAI-compatible streaming server.
 
     One stream per session (X-Session-Id): a new prompt cancels the old
-    stream and waits, bounded by --cancel-wait, for its cleanup. Every step
-    is logged to --log-file. Try it:
+    stream and waits, bounded by --cancel-wait, for its cleanup (--on-busy
+    reject refuses it with 409 instead; --on-busy queue waits for the old
+    stream to end). A silent stream sends ': ping' every --ping seconds.
+    Every step is logged to --log-file. Try it:
 
         curl -N localhost:8000/v1/chat/completions -H 'X-Session-Id: s1' \\
           -d '{"messages":[{"role":"user","content":"Long essay"}],"stream":true}'
@@ -132,6 +139,9 @@ def serve(
             registry=registry,
             resume_ttl=resume_ttl,
             detach_grace=detach_grace,
+            on_busy=cast("OnBusy", on_busy),  # checked by GuardSettings
+            queue_wait=queue_wait,
+            ping=ping,
         ),
         log_file=None if log_file == "-" else Path(log_file),
         log_max_mb=log_max_mb,

@@ -35,6 +35,9 @@ BAD: dict[str, Any] = {
     "registry": "http://127.0.0.1:6379/0",
     "resume_ttl": -1.0,
     "detach_grace": -1.0,
+    "on_busy": "drop",
+    "queue_wait": 0.0,
+    "ping": -1.0,
 }
 
 

@@ -260,7 +260,7 @@ def test_an_unreachable_url_exits_3_quickly(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--expect", "sometimes"], "--expect takes supersede or independent"),
+        (["--expect", "sometimes"], "--expect takes one of supersede, independent, reject, queue"),
         (["--scenario", "overlaps"], "unknown --scenario 'overlaps'"),
         (["--fault", "bogus"], "unknown --fault 'bogus'"),
         (["--url", "http://127.0.0.1:9", "--fault", "no-cancel"], "cannot with --url"),

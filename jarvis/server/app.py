@@ -26,11 +26,11 @@ from starlette.responses import JSONResponse, Response
 
 from .. import __version__
 from .._encoders import OpenAIChunks, finish_reason_for
-from .._guard import GuardedStream, check_session, watch_disconnect
+from .._guard import REGISTRY_DOWN, GuardedStream, check_session, watch_disconnect
 from .._stream import new_trace_id
 from .._types import Receive, Scope, Send
 from ..config import ServerConfig
-from ..exceptions import BadRequest
+from ..exceptions import BadRequest, RegistryUnavailable, SessionBusy
 from .chat import ChatRequest, parse_chat_request
 from .context import ServerContext
 from .page import add_page_routes
@@ -53,8 +53,8 @@ def is_loopback(request: Request) -> bool:
 
 
 def error_response(exc: BadRequest, trace: str | None = None) -> JSONResponse:
-    headers = {"X-Trace-Id": trace} if trace else None
-    return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
+    headers = {**exc.headers, **({"X-Trace-Id": trace} if trace else {})}
+    return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers or None)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -157,18 +157,29 @@ class CompletionResponse(Response):
             id_prefix=OpenAIChunks.id_prefix,  # the body is an OpenAI `chat.completion`
         )
         listener = asyncio.create_task(watch_disconnect(receive, stream.disconnect))
+        refused: Response | None = None
         try:
             # A source that fails is recorded by the stream (`reason=error`, the message
             # in the body); it is not a 500.
             with contextlib.suppress(Exception):
                 source = contextlib.aclosing(ctx.source.stream(chat, self.model.seen))
-                async with stream, source as tokens:
-                    if not stream.cancelled:  # lost the session's race: never start the source
-                        async for token in tokens:
-                            if not await stream.send(token):
-                                break
+                try:
+                    async with stream, source as tokens:
+                        if not stream.cancelled:  # lost the session's race: never start it
+                            async for token in tokens:
+                                if not await stream.send(token):
+                                    break
+                except SessionBusy as exc:  # the guard logged its request_rejected
+                    refused = error_response(exc, self.trace)
+                except RegistryUnavailable:
+                    refused = ctx.guard.reject(
+                        REGISTRY_DOWN, trace=self.trace, session=self.session
+                    )
         finally:
             listener.cancel()
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
         if stream.fenced or stream.end is None:
             return  # superseded past the cancel wait: not one byte
         body = _completion_body(stream, chat, "".join(parts), self.model())

@@ -156,6 +156,10 @@ def _stats_table(a: Analyzer) -> Table:
     table.add_row("flushes", f"{s.flushes:,} ({scheduled}{batched}), {s.tokens:,} tokens")
     if s.loop_blocked or s.max_loop_lag_ms:
         table.add_row("event loop", f"{s.loop_blocked} blocked, max lag {s.max_loop_lag_ms} ms")
+    if s.queued or s.busy_rejected:
+        q = s.queue_wait_ms
+        table.add_row("busy", f"{s.queued:,} prompt(s) queued (wait p50 {q.quantile(0.5):.0f} ms, "
+                      f"max {q.max:.0f} ms); {s.busy_rejected:,} refused with 409")  # fmt: skip
     if a.shared_registry:
         table.add_row("registry", f"{s.registry_failures:,} failed operation(s), "
                       f"{s.registry_outages:,} outage(s) recovered, "

@@ -80,6 +80,12 @@ class Stats:
     registry_failures: int = 0
     registry_outages: int = 0
     registry_refused: int = 0
+    #: Prompts a busy session refused with 409 (`--on-busy reject`, or a queue wait that
+    #: ran out): the policy at work, not an error.
+    busy_rejected: int = 0
+    #: Prompts that waited for their session (`stream_queued`), and how long.
+    queued: int = 0
+    queue_wait_ms: Percentiles = field(default_factory=Percentiles)
     #: The debounce window a jarvis server_start names (`flush_ms`), None when none does.
     flush_ms: float | None = None
 
@@ -118,4 +124,7 @@ class Stats:
             "registry_failures": self.registry_failures,
             "registry_outages": self.registry_outages,
             "registry_refused": self.registry_refused,
+            "busy_rejected": self.busy_rejected,
+            "queued": self.queued,
+            "queue_wait_ms": self.queue_wait_ms.summary(),
         }

@@ -126,6 +126,7 @@ class StreamEvents:
             "prev_stream_finished_cleanly", "prev_stream_timeout_on_cancel", "loop_blocked",
             "server_start", "loop_lag", "loop_recovered", "request_rejected", "stream_end",
             "registry_unavailable", "registry_recovered", "stream_cleanup_finished",
+            "stream_queued",
         }
     )  # fmt: skip
     #: Events whose timestamp every line needs (stream age, cancel age). Others look
@@ -415,8 +416,23 @@ class StreamEvents:
         self.stats.watchdog_lines += 1
         self.stats.max_loop_lag_ms = max(self.stats.max_loop_lag_ms, _int(fields.get("max_lag_ms")))
 
+    def _on_stream_queued(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
+        """A prompt waited for its session (`--on-busy queue`) and goes on: not a stream
+        yet (its stream_start follows), and the streams it names had ended. Like the
+        registry's word in `prev_stream_finished_cleanly`, that is the proof they did not
+        overlap, whatever two processes' clocks say."""
+        self.jarvis_lines += 1
+        self.stats.queued += 1
+        self.stats.queue_wait_ms.add(_int(fields.get("waited_ms")))
+        for trace in (fields.get("prev_trace") or "").split(","):
+            record = self._by_trace.get(trace) if trace else None
+            if record is not None:
+                record.released = True
+
     def _on_request_rejected(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         self.stats.rejected += 1
+        if fields.get("status") == "409":  # a busy session's policy at work, not a failure
+            self.stats.busy_rejected += 1
         refused = fields.get("code") == "registry_unavailable" or fields.get("status") == "503"
         if refused and self.fleet.refused(self.input_of(ref), ref):
             self.stats.registry_refused += 1

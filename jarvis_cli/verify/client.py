@@ -95,6 +95,8 @@ class Transcript:
     path: str = ""
     #: When its last byte arrived (the response head counts); `sent_at` before any.
     last_byte_at: float | None = None
+    #: The response's `Retry-After` header, when it has one (a refusal's).
+    retry_after: str | None = None
 
     # -- what the events say ---------------------------------------------------
 
@@ -144,6 +146,10 @@ class Transcript:
     @property
     def first_chunk_at(self) -> float | None:
         return self.chunks[0].at if self.chunks else None
+
+    @property
+    def first_text_at(self) -> float | None:
+        return next((c.at for c in self.chunks if c.content), None)
 
     @property
     def foreign(self) -> list[Chunk]:
@@ -387,6 +393,7 @@ class ChatClient:
             t.status = response.status_code
             t.content_type = response.headers.get("content-type", "")
             t.stream_id = response.headers.get("x-stream-id")
+            t.retry_after = response.headers.get("retry-after")
             if not t.streamed:
                 t.body = await _head_of(response)
                 if is_success(t.status):

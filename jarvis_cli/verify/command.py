@@ -84,6 +84,10 @@ def verify_hang(
     is slow, never hung. Scenarios a server cannot support (no /v1/streams, no
     log) are SKIPPED, never passed.
 
+    --expect says what the server promises for a prompt in a busy session:
+    supersede (the default), independent, reject (409 at once, the running
+    answer whole) or queue (it waits for the running answer, then streams).
+
     Does the work stop? work_stops reads the inference engine's busy gauge
     (--engine-metrics, default <url>/metrics when it has one jarvis knows:
     llama.cpp, vLLM, SGLang, TGI): after clients leave mid-stream, and after
@@ -107,6 +111,7 @@ def verify_hang(
         jarvis verify-hang --url http://localhost:8001/v1 --expect independent
         jarvis verify-hang --url http://127.0.0.1:8000 --engine-metrics http://127.0.0.1:8080/metrics
         jarvis verify-hang --url http://127.0.0.1:8080 --max-tokens 40 --sessions 2 --rounds 1
+        jarvis verify-hang --url http://127.0.0.1:8000 --expect reject
         jarvis verify-hang --url http://127.0.0.1:9000 --session-in body:metadata.session_id
         jarvis verify-hang --url http://127.0.0.1:9000 --dialect anthropic --health /health
         jarvis verify-hang --url https://api.example.com --api-key "$KEY" --header 'X-Team: a'

@@ -244,6 +244,7 @@ def server_argv(
     workers: int = 1,
     registry: str | None = None,
     python: str = sys.executable,
+    on_busy: str | None = None,
 ) -> list[str]:
     argv = [
         python, "-m", "jarvis_cli", "serve",
@@ -257,6 +258,8 @@ def server_argv(
         argv += ["--registry", registry]
     if workers > 1:
         argv += ["--workers", str(workers)]
+    if on_busy is not None and on_busy != GuardSettings.setting("on_busy").default:
+        argv += ["--on-busy", on_busy]
     return argv
 
 
@@ -295,6 +298,7 @@ async def start_embedded(
     faults: list[str],
     workers: int = 1,
     registry: str | None = None,
+    on_busy: str | None = None,
 ) -> EmbeddedServer:
     """Spawn the server (a fleet of `workers` sharing `registry` when above 1), wait
     (bounded) until /healthz answers; ServerStartError if not."""
@@ -304,7 +308,12 @@ async def start_embedded(
     stderr_path = log_path.with_name(log_path.name + ".stderr")
     mark = await asyncio.to_thread(serverlog.size, log_path)
     argv = server_argv(
-        log_path, cancel_wait=cancel_wait, faults=faults, workers=workers, registry=registry
+        log_path,
+        cancel_wait=cancel_wait,
+        faults=faults,
+        workers=workers,
+        registry=registry,
+        on_busy=on_busy,
     )
     try:
         stderr = await asyncio.to_thread(_open_for_writing, stderr_path)

@@ -111,7 +111,10 @@ class VerifyOptions:
         Expect.SUPERSEDE.value,
         "--expect",
         help="supersede: one stream per session, a new prompt ends the old one. "
-        "independent: overlapping prompts may run side by side.",
+        "independent: overlapping prompts may run side by side. reject: a prompt in a busy "
+        "session is refused at once with 409 and the running answer goes on whole. queue: it "
+        "waits for the running answer to end, then streams. The embedded server runs the "
+        "matching --on-busy.",
     )
     scenarios: Sequence[str] | str = _option(
         (),
@@ -390,7 +393,8 @@ def _expect(value: str) -> Expect:
     try:
         return Expect(value)
     except ValueError:
-        raise ConfigError(f"--expect takes supersede or independent, not {value!r}") from None
+        names = ", ".join(e.value for e in Expect)
+        raise ConfigError(f"--expect takes one of {names}, not {value!r}") from None
 
 
 def _definition(f: dataclasses.Field[Any]) -> Option:

@@ -48,6 +48,17 @@ class Expect(enum.StrEnum):
     SUPERSEDE = "supersede"
     #: Overlapping prompts run side by side (most public servers).
     INDEPENDENT = "independent"
+    #: The new prompt is refused at once (409) and the running answer goes on whole
+    #: (`jarvis serve --on-busy reject`).
+    REJECT = "reject"
+    #: The new prompt waits for the running answer to end, then streams
+    #: (`jarvis serve --on-busy queue`).
+    QUEUE = "queue"
+
+    @property
+    def on_busy(self) -> str | None:
+        """The `jarvis serve --on-busy` policy that keeps this promise (None: none does)."""
+        return None if self is Expect.INDEPENDENT else self.value
 
 
 @dataclass(frozen=True, slots=True)

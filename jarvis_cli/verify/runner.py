@@ -130,6 +130,7 @@ async def run(
             faults=list(spec.faults),
             workers=spec.workers,
             registry=spec.registry,
+            on_busy=plan.expect.on_busy,
         )
     urls = [server.url] if server is not None else [normalise_url(u) for u in spec.urls]
     client = ChatClient(

@@ -158,6 +158,16 @@ PEERS: dict[str, Peer] = {
             # Each overlap round waits the 2 s cancel wait: one round keeps the run short.
             (Expectation(("--log-file", "{log}", "--rounds", "1"), FAIL, _fail("disconnect")),),
         ),
+        Peer(
+            "busy_reject",
+            _module("busy_reject"),
+            (
+                Expectation(("--expect", "reject"), PASS),
+                # Its refusals are what supersede's checks see first: B refused with 409.
+                Expectation((), FAIL, _fail("overlap", "burst", "isolation")),
+            ),
+            health="/health",
+        ),
     )
 }
 

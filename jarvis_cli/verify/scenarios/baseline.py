@@ -26,6 +26,7 @@ async def baseline(ctx: Context) -> ScenarioResult:
         gaps = t.content_gaps()
         ctx.baseline_gap = max(gaps, default=0.0)
         ctx.pace = (t.ended_at - t.sent_at) / TOKENS
+        ctx.ttft = t.first_chunk_at - t.sent_at
         ids = "X-Stream-Id" if t.stream_id and not t.chunks[0].id else "in each event"
         carries = f"stream ids {ids}" if t.stream_id else "no stream ids"
         metrics = {

@@ -12,7 +12,10 @@ start of its answer when the model is deterministic (else: corrupted bytes).
 The survivor must be the newest prompt as the server saw them: requests sent
 17 ms apart can overtake each other on the way in, so when the newest sent
 is not the survivor, the server's log (its `stream_start` order) decides;
-without a log that check is skipped. Under `independent` all complete.
+without a log that check is skipped. Under `independent` all complete. Under
+`reject` exactly one prompt streams, its whole answer, and every other is refused
+with 409 at once; under `queue` all stream their whole answers one after another,
+each starting right after the one before it ended, never two at once.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ..client import Transcript
 from ..plan import CANCEL_MARGIN_S, Expect
 from ..queueing import Queueing
 from ..results import Checks, ScenarioResult
+from .busy import refusal_ok, refused, starts_after
 from .context import (
     Context,
     at_once,
@@ -63,6 +67,10 @@ async def burst(ctx: Context) -> ScenarioResult:
                 superseded += [t for t in prompts if t is not survivor]
                 if survivor is not prompts[-1]:
                     await _judge_newest(checks, log_path, mark, session, prompts, survivor)
+        elif ctx.plan.expect is Expect.REJECT:
+            await _judge_reject(checks, ctx, prompts, cycle)
+        elif ctx.plan.expect is Expect.QUEUE:
+            await _judge_queue(checks, ctx, prompts, cycle)
         else:
             for t in prompts:
                 await ran_to_end(checks, ctx, t, what="prompts run side by side (independent)")
@@ -70,7 +78,11 @@ async def burst(ctx: Context) -> ScenarioResult:
             break
     endings_note(checks, superseded, "superseded streams")
     metrics: dict[str, object] = {"prompts_per_cycle": SIZE, "cycles": CYCLES, "endings": outcomes}
-    ending = "one survivor each" if ctx.plan.expect is Expect.SUPERSEDE else "all finished"
+    ending = {
+        Expect.SUPERSEDE: "one survivor each",
+        Expect.REJECT: f"one answered each, {SIZE - 1} refused at once",
+        Expect.QUEUE: "all answered one after another",
+    }.get(ctx.plan.expect, "all finished")
     summary = f"{CYCLES} bursts of {SIZE} prompts in {WINDOW_S * 1000:.0f} ms: {ending}"
     if ctx.plan.expect is Expect.INDEPENDENT:
         queueing = Queueing.of(everyone)
@@ -100,6 +112,15 @@ async def _judge_supersede(
     checks: Checks, ctx: Context, prompts: list[Transcript], cycle: int
 ) -> Transcript | None:
     """No two at once, exactly one complete; returns the survivor if there is one."""
+    busy = [t for t in prompts if refused(t)]
+    if busy:
+        checks.fail(
+            f"cycle {cycle}: {', '.join(t.label for t in busy)} refused with HTTP 409 while "
+            "an earlier prompt of the burst streamed: the server rejects a prompt in a busy "
+            "session instead of superseding the running answer (--expect reject, if that is "
+            "its promise)",
+            primary=True,
+        )
     crossed = _crossed(prompts)
     if crossed:
         more = f" (and {len(crossed) - 1} more such pair(s))" if len(crossed) > 1 else ""
@@ -143,6 +164,54 @@ async def _judge_supersede(
             checks.expect(t.outcome == "superseded", f"{t.describe()}: ended {t.outcome}")
         await text_is_part(checks, ctx, t)
     return survivor
+
+
+async def _judge_reject(
+    checks: Checks, ctx: Context, prompts: list[Transcript], cycle: int
+) -> None:
+    """Exactly one prompt streams, its whole answer; every other is refused at once."""
+    crossed = _crossed(prompts)
+    if crossed:
+        checks.fail(f"cycle {cycle}: {crossed[0]}", primary=True)
+    answered = [t for t in prompts if not refused(t) and t.streamed]
+    listed = ", ".join(f"{t.label} {t.ending}" for t in prompts)
+    checks.expect(
+        len(answered) == 1,
+        f"cycle {cycle}: {len(answered)} of {SIZE} prompts were answered ({listed}); under "
+        "reject the first the server received streams and every other is refused",
+        primary=True,
+    )
+    first = answered[0] if answered else None
+    for t in prompts:
+        if t is first:
+            await ran_to_end(checks, ctx, t, what="the one prompt of a burst let in")
+        elif t not in answered:
+            refusal_ok(checks, ctx, t, running=first)
+
+
+async def _judge_queue(checks: Checks, ctx: Context, prompts: list[Transcript], cycle: int) -> None:
+    """Every prompt streams its whole answer, one after another, each right after the one
+    before it, never two at once."""
+    crossed = _crossed(prompts)
+    if crossed:
+        more = f" (and {len(crossed) - 1} more such pair(s))" if len(crossed) > 1 else ""
+        checks.fail(f"cycle {cycle}: {crossed[0]}{more}", primary=True)
+    for t in prompts:
+        if refused(t):
+            checks.fail(
+                f"{t.describe()}: refused with 409 in a burst of {SIZE}: a queued prompt must "
+                "wait its turn, then stream (--expect queue)",
+                primary=True,
+            )
+        else:
+            await ran_to_end(checks, ctx, t, what="a queued prompt of a burst answers in turn")
+    started = sorted((t for t in prompts if t.first_text_at is not None), key=_first_text)
+    for before, after in itertools.pairwise(started):
+        starts_after(checks, ctx, before, after)
+
+
+def _first_text(t: Transcript) -> float:
+    return t.first_text_at or 0.0
 
 
 def _last_text(t: Transcript) -> float:

@@ -62,6 +62,8 @@ class Context:
     baseline_gap: float | None = None
     #: Seconds per token of the baseline stream (its pace on an idle server).
     pace: float | None = None
+    #: The baseline stream's time to its first chunk.
+    ttft: float | None = None
     #: The server stopped answering: what is left to judge reads only the log.
     hung: bool = False
     #: The engine's busy gauge (`--engine-metrics`), and the client that reads it; None

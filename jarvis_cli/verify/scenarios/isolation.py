@@ -3,16 +3,19 @@
 Y streams baseline's prompt while three prompts land in X 30 ms apart. Y must
 deliver its whole answer with no gap between chunks beyond the baseline's plus
 the probe threshold; every X stream must still end, uncorrupted (from a
-deterministic model, a clean start of its answer).
+deterministic model, a clean start of its answer). Under `reject` an X prompt
+refused with 409 at once is an ending too.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from ..plan import Expect
 from ..results import Checks, ScenarioResult
 from .baseline import PROMPT as Y_PROMPT
 from .baseline import TOKENS as Y_TOKENS
+from .busy import refusal_ok, refused
 from .context import LONG, Context, ended, ms, ran_to_end, text_is_part
 
 X_PROMPTS = 3
@@ -47,8 +50,11 @@ async def isolation(ctx: Context) -> ScenarioResult:
             f"(limit {ms(limit)})",
         )
     for task in x_tasks:
-        if ended(checks, ctx, task.result()):
-            await text_is_part(checks, ctx, task.result())
+        x = task.result()
+        if ctx.plan.expect is Expect.REJECT and refused(x):
+            refusal_ok(checks, ctx, x, running=None)
+        elif ended(checks, ctx, x):
+            await text_is_part(checks, ctx, x)
     metrics: dict[str, object] = {
         "y_max_gap_ms": round(worst * 1000, 1),
         "x_endings": [task.result().ending for task in x_tasks],

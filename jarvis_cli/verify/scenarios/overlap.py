@@ -11,7 +11,8 @@ finish and the end marker (`context.ran_to_end`). How A ends (a finish reason
 of any value, an end marker, an error event, a plain close) is reported, not
 judged, unless --strict. Under `independent`: both deliver their whole answers,
 neither carries the other's bytes, and a server that queues prompts beyond its
-slots is reported with its figures (slow, not hung).
+slots is reported with its figures (slow, not hung). Under `reject` and `queue`,
+`busy.py` judges each pair: B refused at once and A whole, or A whole and then B.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..plan import CANCEL_MARGIN_S, Expect
 from ..queueing import Queueing
 from ..results import Checks, ScenarioResult
 from ..timings import summary_ms
+from .busy import BUSY, judge_queue, judge_reject
 from .context import (
     LONG,
     LONG_TOKENS,
@@ -55,11 +57,9 @@ async def overlap(ctx: Context) -> ScenarioResult:
             break
     supersede = ctx.plan.expect is Expect.SUPERSEDE
     exercised = [(a, b) for a, b in pairs if not _a_done_before_b(a, b)]
+    judge = _JUDGES[ctx.plan.expect]
     for a, b in exercised:
-        if supersede:
-            await _judge_supersede(checks, ctx, a, b)
-        else:
-            await _judge_independent(checks, ctx, a, b)
+        await judge(checks, ctx, a, b)
     if len(exercised) < len(pairs):
         checks.note(
             f"{len(pairs) - len(exercised)} pair(s) did not overlap: A had finished before "
@@ -86,6 +86,24 @@ async def overlap(ctx: Context) -> ScenarioResult:
             f"{len(exercised)} overlaps ({len(sessions)} sessions × {ctx.plan.rounds} rounds): "
             f"B completed, A superseded within {ms(max(a_end, default=0.0))}, "
             "no chunk of A after B's first"
+        )
+    elif ctx.plan.expect is Expect.REJECT:
+        b_refused = [_answered(b) - b.sent_at for _, b in exercised if b.status == BUSY]
+        metrics["b_refused"] = summary_ms(b_refused)
+        summary = (
+            f"{len(exercised)} overlaps: B refused with {BUSY} within "
+            f"{ms(max(b_refused, default=0.0))}, A completed whole"
+        )
+    elif ctx.plan.expect is Expect.QUEUE:
+        b_waits = [
+            b.first_text_at - (a.last_byte_at or a.sent_at)
+            for a, b in exercised
+            if b.first_text_at is not None
+        ]
+        metrics["b_start_after_a_end"] = summary_ms(b_waits)
+        summary = (
+            f"{len(exercised)} overlaps: A completed, then B, its first text within "
+            f"{ms(max(b_waits, default=0.0))} of A's end; never side by side"
         )
     else:
         summary = f"{len(exercised)} overlaps: both streams finished cleanly, nothing crossed"
@@ -142,7 +160,19 @@ def _late_chunks(a: Transcript, b: Transcript) -> int:
     return 0 if b.first_chunk_at is None else len(a.chunks_after(b.first_chunk_at))
 
 
+def _answered(t: Transcript) -> float:
+    return t.headers_at if t.headers_at is not None else t.ended_at or t.sent_at
+
+
 async def _judge_supersede(checks: Checks, ctx: Context, a: Transcript, b: Transcript) -> None:
+    if b.status == BUSY:
+        checks.fail(
+            f"{b.describe()}: refused with HTTP {BUSY} while {a.describe()} streamed: the "
+            "server rejects a prompt in a busy session instead of superseding the running "
+            "answer (--expect reject, if that is its promise)",
+            primary=True,
+        )
+        return
     crossed = at_once(a, b)
     checks.expect(not crossed, crossed, primary=True)
     await ran_to_end(checks, ctx, b, what="B is the newest prompt of its session")
@@ -162,7 +192,7 @@ async def _judge_supersede(checks: Checks, ctx: Context, a: Transcript, b: Trans
         checks.expect(
             a.outcome != "completed",
             f"{a.describe()}: ran to completion although B arrived while it streamed: "
-            "it was never superseded",
+            f"it was never superseded{_queued_hint(a, b)}",
         )
         text_is_right(checks, ctx, a, whole=False)
         return
@@ -176,10 +206,27 @@ async def _judge_supersede(checks: Checks, ctx: Context, a: Transcript, b: Trans
     checks.expect(
         a.text != natural.text,
         f"{a.describe()}: delivered its whole answer ({len(a.text)} of {natural.chars} "
-        "characters) although B arrived while it streamed: it was never superseded",
+        f"characters) although B arrived while it streamed: it was never superseded"
+        f"{_queued_hint(a, b)}",
     )
+
+
+def _queued_hint(a: Transcript, b: Transcript) -> str:
+    """What a server that queued B behind A did, in words ("" if it did not)."""
+    first = b.first_text_at
+    if first is None or a.last_byte_at is None or first < a.last_byte_at:
+        return ""
+    return "; B waited for it to end (the server queues: --expect queue)"
 
 
 async def _judge_independent(checks: Checks, ctx: Context, a: Transcript, b: Transcript) -> None:
     for t in (a, b):
         await ran_to_end(checks, ctx, t, what="overlapping prompts run side by side (independent)")
+
+
+_JUDGES = {
+    Expect.SUPERSEDE: _judge_supersede,
+    Expect.INDEPENDENT: _judge_independent,
+    Expect.REJECT: judge_reject,
+    Expect.QUEUE: judge_queue,
+}
