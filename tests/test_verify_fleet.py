@@ -84,7 +84,7 @@ def test_a_two_worker_embedded_fleet_passes_every_scenario_reading_both_logs(
     assert code == ExitCode.OK, output
     statuses = {s["name"]: s["status"] for s in report["scenarios"]}
     assert set(statuses.values()) == {"pass"}, statuses
-    assert len(statuses) == 9
+    assert len(statuses) == 10
     server = report["server"]
     assert server["workers"] == 2 and server["registry"] == redis_server.url
     files = [tmp_path / "server.w1.log", tmp_path / "server.w2.log"]

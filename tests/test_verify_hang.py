@@ -100,7 +100,7 @@ def verify(tmp_path: Path, *args: str, timeout: float = RUN_TIMEOUT_S) -> Run:
 
 def test_healthy_reference_server_passes_every_scenario_in_seconds(tmp_path: Path) -> None:
     """No fault: exit 0, every scenario passes (none skipped: the embedded server offers
-    /healthz, /v1/streams, a log and exact text); the JSON and JUnit reports say the same,
+    /healthz, /v1/streams, a log, exact text and resume); the JSON and JUnit reports say the same,
     and the embedded server is stopped cleanly."""
     run = verify(tmp_path)
     assert run.code == ExitCode.OK, run.stdout + run.stderr
@@ -112,7 +112,7 @@ def test_healthy_reference_server_passes_every_scenario_in_seconds(tmp_path: Pat
     assert set(run.status().values()) == {"pass"}, run.status()
     assert list(run.status()) == [
         "baseline", "overlap", "burst", "isolation", "disconnect", "slow_reader",
-        "hostile_input", "responsiveness", "leaks",
+        "hostile_input", "resume", "responsiveness", "leaks",
     ]  # fmt: skip
     assert report["target"]["embedded"] is True
     assert report["target"]["exact_text"] is True
@@ -126,7 +126,7 @@ def test_healthy_reference_server_passes_every_scenario_in_seconds(tmp_path: Pat
     assert run.scenario("responsiveness")["metrics"]["answered"] > 10
     assert run.scenario("leaks")["metrics"]["live_streams"] == 0
     suite = ET.parse(run.junit).getroot()
-    assert suite.get("tests") == "9"
+    assert suite.get("tests") == "10"
     assert suite.get("failures") == "0"
     assert [c.get("name") for c in suite.iter("testcase")] == list(run.status())
     assert "PASS" in run.stdout

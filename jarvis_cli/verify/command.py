@@ -48,6 +48,8 @@ def verify_hang(
     overlap_ms: Annotated[float, _flag("overlap_ms")] = DEFAULTS.overlap_ms,
     deadline: Annotated[float, _flag("deadline")] = DEFAULTS.deadline,
     cancel_wait: Annotated[float | None, _flag("cancel_wait")] = None,
+    resume_path: Annotated[str, _flag("resume_path")] = DEFAULTS.resume_path,
+    cancel_path: Annotated[str, _flag("cancel_path")] = DEFAULTS.cancel_path,
     probe_threshold_ms: Annotated[float, _flag("probe_threshold_ms")] = DEFAULTS.probe_threshold_ms,
     log_file: Annotated[Path | None, _flag("log_file")] = None,
     faults: EmbeddedFaultOption = None,

@@ -18,7 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from jarvis.exceptions import ConfigError
 
-from .plan import CANCEL_WAIT, EMBEDDED_CANCEL_WAIT_S, REMOTE_CANCEL_WAIT_S, SCENARIOS, Expect, Plan
+from .plan import (
+    CANCEL_PATH,
+    CANCEL_WAIT,
+    EMBEDDED_CANCEL_WAIT_S,
+    REMOTE_CANCEL_WAIT_S,
+    RESUME_PATH,
+    SCENARIOS,
+    Expect,
+    Plan,
+)
 
 if TYPE_CHECKING:
     from .runner import Spec
@@ -139,6 +148,19 @@ class VerifyOptions:
         f"{CANCEL_WAIT.flag}. Default {EMBEDDED_CANCEL_WAIT_S:g} (the embedded server is "
         f"started with it), or {REMOTE_CANCEL_WAIT_S:g} (jarvis serve's default) with --url.",
     )
+    resume_path: str = _option(
+        RESUME_PATH,
+        "--resume-path",
+        help="The resume scenario's GET, under the chat URL's base: {id} is the stream id "
+        "(X-Stream-Id, else the id in the events' data); sent with Last-Event-ID and the "
+        "session. With several --url it goes to the next URL after the one that streamed.",
+    )
+    cancel_path: str = _option(
+        CANCEL_PATH,
+        "--cancel-path",
+        help="The resume scenario's Stop: POST here, under the chat URL's base ({id}: the "
+        "stream id), with the session.",
+    )
     probe_threshold_ms: float = _option(
         250.0,
         "--probe-threshold-ms",
@@ -246,6 +268,9 @@ class VerifyOptions:
             cancel_wait=_cancel_wait(self.cancel_wait, chat.urls),
             threshold=self.probe_threshold_ms / 1000,
             scenarios=Plan.select(list(self.scenarios)),
+            resume_path=self.resume_path,
+            cancel_path=self.cancel_path,
+            resume_required="resume" in self.scenarios,
         )
         spec = Spec(
             urls=chat.urls,

@@ -18,6 +18,7 @@ SCENARIOS: tuple[str, ...] = (
     "disconnect",
     "slow_reader",
     "hostile_input",
+    "resume",
     "responsiveness",
     "leaks",
 )
@@ -30,6 +31,9 @@ CANCEL_WAIT = GuardSettings.setting("cancel_wait")
 EMBEDDED_CANCEL_WAIT_S = 0.5
 #: With --url, assume the guard's own default (what `jarvis serve` runs with).
 REMOTE_CANCEL_WAIT_S: float = CANCEL_WAIT.default
+#: Where a stream is resumed and stopped, under the chat URL's base: `{id}` is the stream id.
+RESUME_PATH = "/v1/streams/{id}"
+CANCEL_PATH = "/v1/streams/{id}/cancel"
 
 
 class Expect(enum.StrEnum):
@@ -56,6 +60,12 @@ class Plan:
     #: Hold the server to jarvis's own contract: a terminal chunk and [DONE] on every
     #: stream, `end_reason`, exact text. Off, a verdict rests on behaviour alone.
     strict: bool = False
+    #: The `resume` scenario's endpoints (`--resume-path`, `--cancel-path`), and whether
+    #: the user asked for it by name (`--scenario resume`): a server that does not offer
+    #: resume then fails it, where otherwise it is not run.
+    resume_path: str = RESUME_PATH
+    cancel_path: str = CANCEL_PATH
+    resume_required: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -66,6 +76,8 @@ class Plan:
             (CANCEL_WAIT.accepts(self.cancel_wait), CANCEL_WAIT.error(self.cancel_wait)),
             (self.threshold > 0, "--probe-threshold-ms must be > 0"),
             (bool(self.scenarios), "no scenario selected"),
+            (_a_path(self.resume_path), f"--resume-path {self.resume_path!r}: {_PATH_RULE}"),
+            (_a_path(self.cancel_path), f"--cancel-path {self.cancel_path!r}: {_PATH_RULE}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -98,4 +110,14 @@ class Plan:
             "probe_threshold_ms": round(self.threshold * 1000),
             "scenarios": list(self.scenarios),
             "strict": self.strict,
+            "resume_path": self.resume_path,
+            "cancel_path": self.cancel_path,
+            "resume_required": self.resume_required,
         }
+
+
+_PATH_RULE = "a path that starts with / and holds {id} (where the stream id goes)"
+
+
+def _a_path(path: str) -> bool:
+    return path.startswith("/") and "{id}" in path and not any(c.isspace() for c in path)

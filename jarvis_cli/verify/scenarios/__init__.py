@@ -18,6 +18,7 @@ from .isolation import isolation
 from .leaks import leaks
 from .overlap import overlap
 from .responsiveness import responsiveness
+from .resume import resume
 from .slow_reader import slow_reader
 
 Scenario = Callable[[Context], Awaitable[ScenarioResult]]
@@ -30,6 +31,7 @@ RUNNABLE: dict[str, Scenario] = {
     "disconnect": disconnect,
     "slow_reader": slow_reader,
     "hostile_input": hostile_input,
+    "resume": resume,
     "leaks": leaks,
 }
 
