@@ -237,18 +237,17 @@ def _seamless(checks: Checks, before: Transcript, after: Transcript) -> str:
 def _seam(previous: int, current: int, at_cut: bool, last: str) -> str:
     """What is wrong between two consecutive ids ("" when nothing is)."""
     where = f"across the cut (Last-Event-ID: {last})" if at_cut else "within a response"
+    came = (
+        f"the resume began with event {current}"
+        if at_cut
+        else f"event {current} followed event {previous}"
+    )
     if current <= previous:
-        repeated = f"{current}" if current == previous else f"{current}..{previous}"
-        return (
-            f"duplicate {where}: event {current} followed event {previous}, so event(s) "
-            f"{repeated} arrived twice"
-        )
+        twice = f"{current}" if current == previous else f"{current}..{previous}"
+        return f"duplicate {where}: {came}, so event(s) {twice} arrived twice"
     if current > previous + 1:
         lost = f"{previous + 1}" if current == previous + 2 else f"{previous + 1}..{current - 1}"
-        return (
-            f"gap {where}: event {current} followed event {previous}, so event(s) {lost} "
-            "never arrived"
-        )
+        return f"gap {where}: {came}, so event(s) {lost} never arrived"
     return ""
 
 
