@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
+from jarvis_cli.exit_codes import ExitCode
 from jarvis_cli.testing import verify_hang
 from jarvis_cli.verify.results import Status
 
+from . import cli
 from .peers import numbered, stop_done
 from .redis_server import RedisServer
 from .test_peers import verify_hang as verify_url
@@ -143,3 +145,14 @@ def test_without_resume_the_scenario_is_not_run_unless_asked_for(
     assert asked.code == 1, asked.explain()
     (failed,) = asked.report["scenarios"]
     assert failed["summary"].startswith("resume was asked for (--scenario resume), but " + reason)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("flag", ["--resume-path", "--cancel-path"])
+def test_an_endpoint_path_without_its_id_is_a_usage_error_naming_the_flag(flag: str) -> None:
+    """A path that does not start with / or holds no {id} cannot name a stream: exit 2
+    before anything starts, naming the flag and what the path must be."""
+    done = cli.run("verify-hang", flag, "/v1/streams/latest")
+    assert done.returncode == ExitCode.USAGE, done.stderr
+    message = " ".join(done.stderr.split())
+    assert f"{flag} '/v1/streams/latest': a path that starts with / and holds {{id}}" in message
