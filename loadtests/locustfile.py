@@ -3,7 +3,8 @@
 Each user keeps its own session (`X-Session-Id`, or where `--session-in` says), sends a
 prompt, reads the SSE stream, and with `--interrupt-rate` sends a new prompt into the same
 session while the answer is still streaming (from a second greenlet, on a second
-connection), or drops the connection mid-stream (`--disconnect-rate`). The server is
+connection), drops the connection mid-stream (`--disconnect-rate`), or reloads: drops it
+and resumes the answer with `Last-Event-ID` (`--reload-rate`). The server is
 spoken to through `jarvis_cli.chatapi`: `--dialect openai|anthropic` or `--target
 FILE.toml`, so every verdict reads the wire as that API defines it, not jarvis's extensions.
 With `--urls A,B` (several servers sharing one registry, e.g. a fleet's hosts) a user's
@@ -20,13 +21,16 @@ The last line runs one user with `run_single_user` (for a debugger) and prints
 every request. Metrics are request entries of type `SSE` (docs/swarm.md):
 `stream` (one per stream; its failures are the verdicts: Hang, StaleChunk,
 WrongText, HTTPError, BrokenStream), `ttft`, `inter-token`, `full-stream`
-and `interrupt-ttft`, all in milliseconds, and `text-checked` (one per stream
-whose text was checked: only a deterministic model's can be).
+and `interrupt-ttft`, all in milliseconds, `text-checked` (one per stream
+whose text was checked: only a deterministic model's can be), and `resume` (one per
+reload: from the reconnect to the first resumed event; its failures: ResumeGap, a gap
+or a duplicate in the event ids across the cut; NoResume, a server that cannot resume).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 import random
@@ -36,6 +40,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import gevent
 from locust import FastHttpUser, LoadTestShape, events, task
@@ -52,7 +57,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
 import sse_reader  # beside this file: locust puts the locustfile's folder on sys.path
 
 from jarvis.exceptions import ConfigError
-from jarvis_cli.chatapi import Dialect, Piece, SessionIn, SSEEvent
+from jarvis_cli.chatapi import ChatRequest, Dialect, Piece, SessionIn, SSEEvent
 from jarvis_cli.chatapi.resolve import ChatAPI, chat_api
 
 #: The embedded model's name: its text is known in advance, so every token is checked.
@@ -90,6 +95,11 @@ INTER_TOKEN = "inter-token"  # noqa: S105 - a request name, not a secret
 FULL_STREAM = "full-stream"
 INTERRUPT_TTFT = "interrupt-ttft"
 TEXT_CHECKED = "text-checked"
+RESUME = "resume"
+#: Where a reload resumes its answer (jarvis serve --resume-ttl): `{id}` is the stream id.
+RESUME_PATH = "/v1/streams/{id}"
+#: A reloading user leaves after this many content chunks (at random in the range).
+RELOAD_AFTER = (2, 5)
 #: The locustfile's usage errors (a bad --target, --dialect or --session-in) exit so.
 USAGE_EXIT = 2
 
@@ -120,6 +130,14 @@ class BrokenStream(StreamFailure):
     pass
 
 
+class ResumeGap(StreamFailure):
+    pass
+
+
+class NoResume(StreamFailure):
+    pass
+
+
 @events.init_command_line_parser.add_listener
 def _arguments(parser: LocustArgumentParser) -> None:
     parser.add_argument(
@@ -135,6 +153,14 @@ def _arguments(parser: LocustArgumentParser) -> None:
         default=0.05,
         env_var="LOCUST_DISCONNECT_RATE",
         help="Share of conversations whose client drops the connection mid-stream.",
+    )
+    parser.add_argument(
+        "--reload-rate",
+        type=float,
+        default=0.0,
+        env_var="LOCUST_RELOAD_RATE",
+        help="Share of conversations whose client reloads mid-answer: drops the connection "
+        "and resumes with Last-Event-ID at GET /v1/streams/{id} (the server's resume).",
     )
     parser.add_argument(
         "--hang-deadline",
@@ -237,6 +263,7 @@ class Settings:
 
     interrupt_rate: float = 0.3
     disconnect_rate: float = 0.05
+    reload_rate: float = 0.0
     hang_deadline: float = 5.0
     stale_grace_s: float = 0.2
     supersede: bool = True
@@ -259,6 +286,7 @@ class Settings:
         return cls(
             interrupt_rate=o.interrupt_rate,
             disconnect_rate=o.disconnect_rate,
+            reload_rate=o.reload_rate,
             hang_deadline=o.hang_deadline,
             stale_grace_s=o.stale_grace_ms / 1000,
             supersede=o.overlap == "supersede",
@@ -327,6 +355,8 @@ class Stream:
     errored: bool = False
     ended: bool = False
     nbytes: int = 0
+    #: The SSE id of every event read whole ("" for one without), for a resume.
+    event_ids: list[str] = field(default_factory=list)
 
     @property
     def completed(self) -> bool:
@@ -384,6 +414,20 @@ def _abort(response: FastResponse) -> None:
         pool.release_socket(sock)
     else:
         sock.close()
+
+
+def _seam(before: list[str], after: list[str]) -> StreamFailure | None:
+    """A gap or a duplicate in numbered event ids across a cut and after it (ids that
+    are not numbers: only a repeat shows)."""
+    ids = before + after
+    if all(i.isdigit() for i in ids):
+        numbers = [int(i) for i in ids]
+        if any(b != a + 1 for a, b in itertools.pairwise(numbers)):
+            return ResumeGap("a gap or a duplicate in the event ids across a reload")
+        return None
+    if set(before) & set(after):
+        return ResumeGap("a gap or a duplicate in the event ids across a reload")
+    return None
 
 
 def _is_timeout(exc: BaseException | None) -> bool:
@@ -444,11 +488,16 @@ class ChatUser(FastHttpUser):
         storm = self._in_spike()
         interrupts = STORM_INTERRUPTS if storm else int(random.random() < s.interrupt_rate)
         drop_after = None
-        if not interrupts and random.random() < s.disconnect_rate:
+        reload = not interrupts and random.random() < s.reload_rate
+        if reload:
+            drop_after = random.randint(*RELOAD_AFTER)
+        elif not interrupts and random.random() < s.disconnect_rate:
             drop_after = random.randint(1, 5)
-        first = self.session.new_stream(self._prompt(long=interrupts > 0))
+        first = self.session.new_stream(self._prompt(long=interrupts > 0 or reload))
         helper = gevent.spawn(self._interrupt, first, interrupts) if interrupts else None
         self._stream(first, drop_after=drop_after)
+        if reload:
+            self._resume(first)
         if helper is not None:
             helper.join(timeout=(interrupts + 2) * s.hang_deadline)
             helper.kill(block=True, timeout=1.0)
@@ -529,6 +578,7 @@ class ChatUser(FastHttpUser):
 
         try:
             for event in sse_reader.events(read):
+                stream.event_ids.append(event.id)
                 failure = self._absorb(stream, event, time.monotonic())
                 if failure is not None:
                     return failure
@@ -579,6 +629,56 @@ class ChatUser(FastHttpUser):
         if piece.done:
             stream.done = True
         return None
+
+    def _resume(self, cut: Stream) -> None:
+        """A reload: ask for the rest of `cut` after the last event it read whole (on the
+        session's next URL: another server of a fleet), and report the reconnect to the
+        first resumed event as `resume`. The ids must run on across the cut (when they
+        are numbers), and a deterministic model's text must be whole."""
+        s = self.settings
+        started = time.monotonic()
+        if not cut.event_ids or not all(cut.event_ids) or cut.stream_id is None:
+            self._fire(RESUME, 0.0, exc=NoResume("the events carry no ids or no stream id"))
+            return
+        request = ChatRequest(RESUME_PATH.replace("{id}", quote(cut.stream_id, safe="")), {})
+        s.session_in.place(self.session.id, headers=request.headers, body={},
+                           params=request.params, cookies=request.cookies)  # fmt: skip
+        headers = {**request.all_headers(), "Accept": "text/event-stream",
+                   "Last-Event-ID": cut.event_ids[-1]}  # fmt: skip
+        base = self.session.url_for(s.urls)
+        response = self.client.request(
+            "GET", base + request.target, headers=headers, stream=True, name=RESUME_PATH
+        )
+        if (
+            getattr(response, "error", None) is not None
+            or not 200 <= (response.status_code or 0) < 300
+        ):
+            why = "the resume was refused" if response.status_code else "no answer to the resume"
+            self._fire(RESUME, time.monotonic() - started, exc=HTTPError(why))
+            return
+        rest = Stream(cut.prompt, cut.seq, sent_at=started)
+        first_at, failure = None, None
+        raw: Any = response._response
+        try:
+            for event in sse_reader.events(lambda: sse_reader.available(raw)):
+                first_at = first_at or time.monotonic()
+                rest.event_ids.append(event.id)
+                piece = s.dialect.read(event)
+                if piece is not None:
+                    rest.parts.append(piece.text)
+                    failure = failure or self._fold(rest, piece)
+                if rest.done:
+                    break
+        except Exception as exc:  # any transport error ends the resumed stream
+            failure = Hang("no byte") if _is_timeout(exc) else BrokenStream("resume cut")
+        finally:
+            _abort(response)
+        failure = failure or _seam(cut.event_ids, rest.event_ids)
+        if failure is None and _process.synthetic and rest.completed:
+            whole = "".join(cut.parts + rest.parts)
+            if whole != expected_text(cut.prompt, MAX_TOKENS):
+                failure = WrongText("the text read across a reload is not the model's")
+        self._fire(RESUME, (first_at or time.monotonic()) - started, exc=failure)
 
     def _superseded(self, stream: Stream) -> bool:
         """A newer prompt of this session was sent, and it is to end this stream."""

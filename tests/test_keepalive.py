@@ -238,6 +238,6 @@ async def test_with_resume_on_a_ping_takes_no_id_and_no_place_in_the_replay() ->
     ids = [int(line[4:]) for line in events_only.split(b"\n") if line.startswith(b"id: ")]
     assert ids == list(range(1, len(ids) + 1)) and len(ids) >= 4  # 2 tokens, end, [DONE]
     reader = Client()
-    stream_id = {k: v for k, v in client.messages[0]["headers"]}[b"x-stream-id"].decode()
+    stream_id = dict(client.messages[0]["headers"])[b"x-stream-id"].decode()
     await guard.resume("s", stream_id, "0")(HTTP, reader.receive, reader.send)
     assert reader.body == events_only

@@ -86,7 +86,7 @@ def test_a_two_worker_embedded_fleet_passes_every_scenario_reading_both_logs(
     statuses = {s["name"]: s["status"] for s in report["scenarios"]}
     assert {n for n, s in statuses.items() if s != "pass"} == {"work_stops"}, statuses
     assert statuses["work_stops"] == "skip"
-    assert len(statuses) == 10
+    assert len(statuses) == 11
     server = report["server"]
     assert server["workers"] == 2 and server["registry"] == redis_server.url
     files = [tmp_path / "server.w1.log", tmp_path / "server.w2.log"]

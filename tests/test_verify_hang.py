@@ -100,9 +100,9 @@ def verify(tmp_path: Path, *args: str, timeout: float = RUN_TIMEOUT_S) -> Run:
 
 def test_healthy_reference_server_passes_every_scenario_in_seconds(tmp_path: Path) -> None:
     """No fault: exit 0, every scenario passes (none skipped: the embedded server offers
-    /healthz, /v1/streams, a log and exact text) but work_stops, which is not run and says
-    why (no inference engine behind the synthetic model); the JSON and JUnit reports say
-    the same, and the embedded server is stopped cleanly."""
+    /healthz, /v1/streams, a log, exact text and resume) but work_stops, which is not run
+    and says why (no inference engine behind the synthetic model); the JSON and JUnit
+    reports say the same, and the embedded server is stopped cleanly."""
     run = verify(tmp_path)
     assert run.code == ExitCode.OK, run.stdout + run.stderr
     report = run.report
@@ -118,7 +118,7 @@ def test_healthy_reference_server_passes_every_scenario_in_seconds(tmp_path: Pat
     )
     assert list(run.status()) == [
         "baseline", "work_stops", "overlap", "burst", "isolation", "disconnect", "slow_reader",
-        "hostile_input", "responsiveness", "leaks",
+        "hostile_input", "resume", "responsiveness", "leaks",
     ]  # fmt: skip
     assert report["target"]["embedded"] is True
     assert report["target"]["exact_text"] is True
@@ -132,7 +132,7 @@ def test_healthy_reference_server_passes_every_scenario_in_seconds(tmp_path: Pat
     assert run.scenario("responsiveness")["metrics"]["answered"] > 10
     assert run.scenario("leaks")["metrics"]["live_streams"] == 0
     suite = ET.parse(run.junit).getroot()
-    assert suite.get("tests") == "10"
+    assert suite.get("tests") == "11"
     assert suite.get("skipped") == "1"
     assert suite.get("failures") == "0"
     assert [c.get("name") for c in suite.iter("testcase")] == list(run.status())

@@ -97,8 +97,19 @@ class Transcript:
     last_byte_at: float | None = None
     #: The response's `Retry-After` header, when it has one (a refusal's).
     retry_after: str | None = None
+    #: The SSE id of every event read whole, in order ("" for an event without one, per
+    #: the spec the last id seen before it), and when the first of them arrived.
+    event_ids: list[str] = field(default_factory=list)
+    first_event_at: float | None = None
+    #: The client left on purpose (`until` said so) before the server ended the stream.
+    left: bool = False
 
     # -- what the events say ---------------------------------------------------
+
+    @property
+    def last_event_id(self) -> str:
+        """The id of the last event read whole: what `Last-Event-ID` says on a resume."""
+        return self.event_ids[-1] if self.event_ids else ""
 
     @property
     def text(self) -> str:
@@ -224,7 +235,7 @@ class Transcript:
             )
         if self.error is not None and not cut_ok:
             return f"the connection broke mid-stream ({self.error})"
-        if strict and not self.terminal:
+        if strict and not self.terminal and not self.left:
             return "the stream ended without a finish_reason chunk and [DONE]"
         return ""
 
@@ -341,6 +352,8 @@ class ChatClient:
         model: str | None = None,
         answered: asyncio.Event | None = None,
         started: Callable[[Transcript], None] | None = None,
+        url: str | None = None,
+        until: Callable[[Transcript], bool] | None = None,
     ) -> Transcript:
         """Send one streaming request and read it to the end; never raises for the wire.
 
@@ -348,17 +361,36 @@ class ChatClient:
         on any other for that long, and it is hung. `answered` is set when the response
         head arrives, so a caller can time a second request from the moment the server
         is serving this one. `started` is handed the transcript as soon as it exists, so a
-        caller can watch it fill (its chunks, as they arrive) before the request ends."""
+        caller can watch it fill (its chunks, as they arrive) before the request ends.
+        `url`: this base URL, not the session's turn. `until`: leave (close the connection)
+        as soon as it says so of what has arrived."""
         request = self.request(prompt, session=session, max_tokens=max_tokens, model=model)
         t = Transcript(label, session, prompt, self.capped(max_tokens), sent_at=self._clock())
-        t.url = self.url_for(session)
+        t.url = url or self.url_for(session)
+        return await self.send(
+            request, t, deadline=deadline, answered=answered, until=until, started=started
+        )
+
+    async def send(
+        self,
+        request: ChatRequest,
+        t: Transcript,
+        *,
+        deadline: float | None = None,
+        answered: asyncio.Event | None = None,
+        until: Callable[[Transcript], bool] | None = None,
+        started: Callable[[Transcript], None] | None = None,
+    ) -> Transcript:
+        """Send `request` to `t.url` and read its event stream into `t`, as `stream` does:
+        any request whose answer is a stream (a resume, say), with the same bounds."""
+        t.sent_at = self._clock()
         t.method, t.path = request.method, request.target
         t.idle_s = deadline or self.deadline
         if started is not None:
             started(t)
         try:
             hung, _ = await until_idle(
-                self._read(t, request, answered),
+                self._read(t, request, answered, until),
                 idle=t.idle_s,
                 own_last=lambda: t.last_byte_at or t.sent_at,
                 activity=self.activity,
@@ -378,13 +410,17 @@ class ChatClient:
         return now
 
     async def _read(
-        self, t: Transcript, request: ChatRequest, answered: asyncio.Event | None
+        self,
+        t: Transcript,
+        request: ChatRequest,
+        answered: asyncio.Event | None,
+        until: Callable[[Transcript], bool] | None = None,
     ) -> None:
         async with self._http.stream(
             request.method,
             t.url + request.path,
             params=request.params,
-            json=request.body,
+            json=request.body or None,
             headers={"Accept": EVENT_STREAM, **request.all_headers()},
         ) as response:
             t.headers_at = self._got(t)
@@ -405,9 +441,15 @@ class ChatClient:
                 for sse in decoder.feed(data):
                     if sse.event == "message" and not sse.data:
                         continue  # a blank dispatch (an id alone): says nothing
+                    t.event_ids.append(sse.id)
+                    if t.first_event_at is None:
+                        t.first_event_at = at
                     piece = read(sse)
                     if piece is not None:
                         t.absorb(piece, at)
+                if until is not None and until(t):
+                    t.left = True
+                    return  # leaving the block closes the connection mid-body
             decoder.close()
 
     async def get_json(self, path: str, *, within: float = 2.0) -> tuple[int, Any]:
@@ -422,6 +464,25 @@ class ChatClient:
             return response.status_code, response.json()
         except ValueError:
             return response.status_code, None
+
+    async def call(self, url: str, request: ChatRequest, *, within: float) -> tuple[int, str]:
+        """One request that is not a stream (a Stop, say) to `url` + `request.path`, with
+        the run's headers and `request`'s: (status, the start of its body); (0, why) when
+        no answer came within `within` seconds."""
+        try:
+            async with asyncio.timeout(within):
+                response = await self._http.request(
+                    request.method,
+                    url + request.path,
+                    params=request.params,
+                    json=request.body or None,
+                    headers=request.all_headers(),
+                )
+        except (TimeoutError, httpx.HTTPError) as exc:
+            timed_out = isinstance(exc, TimeoutError)
+            return 0, f"no answer within {within:g} s" if timed_out else type(exc).__name__
+        self.activity.saw(self._clock())
+        return response.status_code, response.text[:BODY_KEEP]
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -49,6 +49,8 @@ def verify_hang(
     overlap_ms: Annotated[float, _flag("overlap_ms")] = DEFAULTS.overlap_ms,
     deadline: Annotated[float, _flag("deadline")] = DEFAULTS.deadline,
     cancel_wait: Annotated[float | None, _flag("cancel_wait")] = None,
+    resume_path: Annotated[str, _flag("resume_path")] = DEFAULTS.resume_path,
+    cancel_path: Annotated[str, _flag("cancel_path")] = DEFAULTS.cancel_path,
     probe_threshold_ms: Annotated[float, _flag("probe_threshold_ms")] = DEFAULTS.probe_threshold_ms,
     engine_metrics: Annotated[str | None, _flag("engine_metrics")] = None,
     busy_gauge: Annotated[str | None, _flag("busy_gauge")] = None,
@@ -95,6 +97,13 @@ def verify_hang(
     a proxy, pass the engine's own endpoint. Without a gauge it is not run,
     and says why. A slow engine: --max-tokens caps every answer.
 
+    resume drops an answer mid-stream and reconnects with Last-Event-ID (to the
+    next --url, another worker, when several are given): the ids must run on
+    across the cut and the text be whole; then a Stop (--cancel-path) must end
+    an answer within the cancel bound. A server whose events carry no ids, or
+    that answers 404/405 at --resume-path, is not run, unless --scenario resume
+    names it: then that is its failure.
+
     Without --url it starts the embedded reference server (a subprocess on a
     free loopback port), tests it, stops it, and checks its log too. With
     --workers N --registry redis://... that server is a fleet: N processes
@@ -117,6 +126,7 @@ def verify_hang(
         jarvis verify-hang --url https://api.example.com --api-key "$KEY" --header 'X-Team: a'
         jarvis verify-hang --target my-api.toml
         jarvis verify-hang --url http://127.0.0.1:8001 --url http://127.0.0.1:8002
+        jarvis verify-hang --url http://w1:8000 --url http://w2:8000 --scenario resume
         jarvis verify-hang --workers 2 --registry redis://127.0.0.1:6379/0
         jarvis verify-hang --scenario overlap --sessions 32 --rounds 5
         jarvis verify-hang --json report.json --junit verify.xml

@@ -37,6 +37,11 @@ from . import serverlog
 #: slow enough that a long answer is still streaming when the next prompt lands.
 TOKEN_RATE = 200
 FIRST_TOKEN_MS = 10
+#: Resume on, so that the resume scenario has something to prove; a dropped client's
+#: answer runs on this long for it to come back (short: `disconnect` holds the cleanup
+#: of a client that does not come back to 1 s).
+RESUME_TTL_S = 60.0
+DETACH_GRACE_S = 0.3
 #: Seconds to wait for the server to answer /healthz after it is spawned.
 STARTUP_DEADLINE_S = 20.0
 #: Seconds a graceful stop may take before the process is killed.
@@ -251,6 +256,7 @@ def server_argv(
         "--host", "127.0.0.1", "--port", "0", "--log-file", str(log_path),
         "--token-rate", str(TOKEN_RATE), "--first-token-ms", str(FIRST_TOKEN_MS),
         "--cancel-wait", f"{cancel_wait:g}", "--shutdown-timeout", f"{SHUTDOWN_TIMEOUT_S:g}",
+        "--resume-ttl", f"{RESUME_TTL_S:g}", "--detach-grace", f"{DETACH_GRACE_S:g}",
     ]  # fmt: skip
     for fault in faults:
         argv += ["--fault", fault]

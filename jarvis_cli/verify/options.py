@@ -22,9 +22,11 @@ from jarvis.exceptions import ConfigError
 
 from .plan import (
     CANCEL_MARGIN_S,
+    CANCEL_PATH,
     CANCEL_WAIT,
     EMBEDDED_CANCEL_WAIT_S,
     REMOTE_CANCEL_WAIT_S,
+    RESUME_PATH,
     SCENARIOS,
     WORK_STOP_MARGIN_S,
     Expect,
@@ -162,6 +164,19 @@ class VerifyOptions:
         f"{CANCEL_WAIT.flag}. Default {EMBEDDED_CANCEL_WAIT_S:g} (the embedded server is "
         f"started with it), or {REMOTE_CANCEL_WAIT_S:g} (jarvis serve's default) with --url.",
     )
+    resume_path: str = _option(
+        RESUME_PATH,
+        "--resume-path",
+        help="The resume scenario's GET, under the chat URL's base: {id} is the stream id "
+        "(X-Stream-Id, else the id in the events' data); sent with Last-Event-ID and the "
+        "session. With several --url it goes to the next URL after the one that streamed.",
+    )
+    cancel_path: str = _option(
+        CANCEL_PATH,
+        "--cancel-path",
+        help="The resume scenario's Stop: POST here, under the chat URL's base ({id}: the "
+        "stream id), with the session.",
+    )
     probe_threshold_ms: float = _option(
         250.0,
         "--probe-threshold-ms",
@@ -296,6 +311,9 @@ class VerifyOptions:
             threshold=self.probe_threshold_ms / 1000,
             scenarios=Plan.select(list(self.scenarios)),
             work_stop_bound=self.work_stop_bound,
+            resume_path=self.resume_path,
+            cancel_path=self.cancel_path,
+            resume_required="resume" in self.scenarios,
         )
         spec = Spec(
             urls=chat.urls,

@@ -21,6 +21,7 @@ SCENARIOS: tuple[str, ...] = (
     "disconnect",
     "slow_reader",
     "hostile_input",
+    "resume",
     "responsiveness",
     "leaks",
 )
@@ -39,6 +40,9 @@ CANCEL_MARGIN_S = 0.5
 #: What the engine may take, beyond the cancel bound, to notice a client left and stop:
 #: it checks at its next token, and a token of a loaded engine can take most of a second.
 WORK_STOP_MARGIN_S = 1.0
+#: Where a stream is resumed and stopped, under the chat URL's base: `{id}` is the stream id.
+RESUME_PATH = "/v1/streams/{id}"
+CANCEL_PATH = "/v1/streams/{id}/cancel"
 
 
 class Expect(enum.StrEnum):
@@ -79,6 +83,12 @@ class Plan:
     #: `--work-stop-bound`: how soon the engine must be idle again after its clients left;
     #: None: the cancel bound plus `WORK_STOP_MARGIN_S` (`work_stop_s`).
     work_stop_bound: float | None = None
+    #: The `resume` scenario's endpoints (`--resume-path`, `--cancel-path`), and whether
+    #: the user asked for it by name (`--scenario resume`): a server that does not offer
+    #: resume then fails it, where otherwise it is not run.
+    resume_path: str = RESUME_PATH
+    cancel_path: str = CANCEL_PATH
+    resume_required: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -93,6 +103,8 @@ class Plan:
                 "--work-stop-bound must be > 0 and <= 600 seconds",
             ),
             (bool(self.scenarios), "no scenario selected"),
+            (_a_path(self.resume_path), f"--resume-path {self.resume_path!r}: {_PATH_RULE}"),
+            (_a_path(self.cancel_path), f"--cancel-path {self.cancel_path!r}: {_PATH_RULE}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -135,4 +147,14 @@ class Plan:
             "scenarios": list(self.scenarios),
             "strict": self.strict,
             "work_stop_bound_s": self.work_stop_s,
+            "resume_path": self.resume_path,
+            "cancel_path": self.cancel_path,
+            "resume_required": self.resume_required,
         }
+
+
+_PATH_RULE = "a path that starts with / and holds {id} (where the stream id goes)"
+
+
+def _a_path(path: str) -> bool:
+    return path.startswith("/") and "{id}" in path and not any(c.isspace() for c in path)

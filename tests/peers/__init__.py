@@ -131,6 +131,18 @@ PEERS: dict[str, Peer] = {
             # A --deadline shorter than the queue's wait: slow, and still never a hang.
             (Expectation(("--expect", "independent", "--deadline", "2"), PASS),),
         ),
+        Peer("numbered", _module("numbered"), (Expectation((), PASS),)),
+        # The same server, its resume endpoint off by one event either way.
+        Peer(
+            "numbered_repeat",
+            _module("numbered", "--replay", "repeat"),
+            (Expectation((), FAIL, _fail("resume")),),
+        ),
+        Peer(
+            "numbered_skip",
+            _module("numbered", "--replay", "skip"),
+            (Expectation((), FAIL, _fail("resume")),),
+        ),
         Peer(
             "engine_gauge",
             _module("engine_gauge"),

@@ -18,6 +18,7 @@ from .isolation import isolation
 from .leaks import leaks
 from .overlap import overlap
 from .responsiveness import responsiveness
+from .resume import resume
 from .slow_reader import slow_reader
 from .work_stops import work_stops
 
@@ -32,6 +33,7 @@ RUNNABLE: dict[str, Scenario] = {
     "disconnect": disconnect,
     "slow_reader": slow_reader,
     "hostile_input": hostile_input,
+    "resume": resume,
     "leaks": leaks,
 }
 
