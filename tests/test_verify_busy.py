@@ -51,14 +51,17 @@ def explain(report: dict[str, Any]) -> str:
 def test_a_server_passes_the_promise_of_its_own_policy(
     policy: str, server_factory: Any, tmp_path: Path
 ) -> None:
-    """`jarvis serve --on-busy P` passes every scenario of `verify-hang --expect P`, its
-    log included (leaks reads it as diagnose does: no finding from refusals or waits)."""
+    """`jarvis serve --on-busy P` passes every scenario of `verify-hang --expect P` that
+    it can be judged by, its log included (leaks reads it as diagnose does: no finding from refusals or waits)."""
     server = server_factory("--on-busy", policy, *PACE)
     code, report, _ = verify(
         tmp_path, "--url", server.url, "--expect", policy, "--log-file", str(server.log_path)
     )
     assert code == 0, explain(report)
-    assert set(statuses(report).values()) == {"pass"}, explain(report)
+    # Not run, and saying so: no engine gauge behind the synthetic model, no --resume-ttl.
+    skipped = {n for n, s in statuses(report).items() if s == "skip"}
+    assert skipped == {"work_stops", "resume"}, explain(report)
+    assert set(statuses(report).values()) == {"pass", "skip"}, explain(report)
     overlap = next(s for s in report["scenarios"] if s["name"] == "overlap")
     if policy == "reject":
         assert "B refused with 409" in overlap["summary"]
