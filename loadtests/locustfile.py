@@ -20,9 +20,12 @@ prompts take turns over them, so one session's overlapping prompts land on diffe
 The last line runs one user with `run_single_user` (for a debugger) and prints
 every request. Metrics are request entries of type `SSE` (docs/swarm.md):
 `stream` (one per stream; its failures are the verdicts: Hang, StaleChunk,
-WrongText, HTTPError, BrokenStream), `ttft`, `inter-token`, `full-stream`
-and `interrupt-ttft`, all in milliseconds, `text-checked` (one per stream
-whose text was checked: only a deterministic model's can be), and `resume` (one per
+WrongText, HTTPError, BrokenStream), `ttft`, `chunk-gap`, `itl`,
+`itl-estimated`, `full-stream` and `interrupt-ttft`, all in milliseconds,
+`text-checked` (one per stream whose text was checked: only a deterministic
+model's can be), `tokens-reported` / `tokens-estimated` (one per stream
+with text, its tokens as the content size; `jarvis_cli/swarm/itl.py` says how
+tokens are counted and ITL is counted per token), and `resume` (one per
 reload: from the reconnect to the first resumed event; its failures: ResumeGap, a gap
 or a duplicate in the event ids across the cut; NoResume, a server that cannot resume).
 """
@@ -59,9 +62,11 @@ import sse_reader  # beside this file: locust puts the locustfile's folder on sy
 from jarvis.exceptions import ConfigError
 from jarvis_cli.chatapi import ChatRequest, Dialect, Piece, SessionIn, SSEEvent
 from jarvis_cli.chatapi.resolve import ChatAPI, chat_api
+from jarvis_cli.swarm.itl import Pace
 
 #: The embedded model's name: its text is known in advance, so every token is checked.
 SYNTHETIC_MODEL = "jarvis-synthetic"
+#: Tokens asked for per answer (`--max-tokens`): the synthetic model's long answers.
 MAX_TOKENS = 400
 #: A long answer: still streaming when the interrupting prompt lands.
 LONG_PROMPTS = (
@@ -91,7 +96,9 @@ DEFAULT_RUN_TIME_S = 60.0
 SSE = "SSE"
 STREAM = "stream"
 TTFT = "ttft"
-INTER_TOKEN = "inter-token"  # noqa: S105 - a request name, not a secret
+CHUNK_GAP = "chunk-gap"
+ITL = "itl"
+ITL_ESTIMATED = "itl-estimated"
 FULL_STREAM = "full-stream"
 INTERRUPT_TTFT = "interrupt-ttft"
 TEXT_CHECKED = "text-checked"
@@ -100,6 +107,8 @@ RESUME = "resume"
 RESUME_PATH = "/v1/streams/{id}"
 #: A reloading user leaves after this many content chunks (at random in the range).
 RELOAD_AFTER = (2, 5)
+TOKENS_REPORTED = "tokens-reported"
+TOKENS_ESTIMATED = "tokens-estimated"
 #: The locustfile's usage errors (a bad --target, --dialect or --session-in) exit so.
 USAGE_EXIT = 2
 
@@ -237,6 +246,22 @@ def _arguments(parser: LocustArgumentParser) -> None:
         "then 1.5x users interrupting themselves 3 times each, from 40%% to 60%% of -t.",
     )
     parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=MAX_TOKENS,
+        env_var="LOCUST_MAX_TOKENS",
+        help="Tokens asked for per answer (a slow engine wants few).",
+    )
+    parser.add_argument(
+        "--usage",
+        choices=("ask", "off"),
+        default="ask",
+        env_var="LOCUST_USAGE",
+        help="ask: OpenAI requests carry stream_options.include_usage, so the server "
+        "reports each answer's tokens and ITL is counted per token from it. off: for a "
+        "server that refuses the field (tokens are then estimated from the text).",
+    )
+    parser.add_argument(
         "--conversations",
         type=int,
         default=0,
@@ -271,6 +296,8 @@ class Settings:
     prompt_mix: str = "mixed"
     shape: str = "steady"
     conversations: int = 0
+    max_tokens: int = MAX_TOKENS
+    ask_usage: bool = True
     run_time: float = DEFAULT_RUN_TIME_S
     dialect: Dialect = field(default_factory=lambda: speaker(None, None, None).dialect)
     session_in: SessionIn = field(default_factory=lambda: speaker(None, None, None).session_in)
@@ -283,6 +310,8 @@ class Settings:
         if o is None:
             return cls()
         chosen = speaker(o.target, o.dialect, o.session_in, o.urls)
+        if o.max_tokens < 1:
+            raise ConfigError(f"--max-tokens must be at least 1, not {o.max_tokens}")
         return cls(
             interrupt_rate=o.interrupt_rate,
             disconnect_rate=o.disconnect_rate,
@@ -294,6 +323,8 @@ class Settings:
             prompt_mix=o.prompt_mix,
             shape=o.shape,
             conversations=o.conversations,
+            max_tokens=o.max_tokens,
+            ask_usage=o.usage == "ask",
             run_time=float(getattr(o, "run_time", None) or DEFAULT_RUN_TIME_S),
             dialect=chosen.dialect,
             session_in=chosen.session_in,
@@ -340,9 +371,10 @@ class Stream:
     sent_at: float = field(default_factory=time.monotonic)
     stream_id: str | None = None
     first_at: float | None = None
-    last_at: float | None = None
-    gaps: int = 0
-    gap_total: float = 0.0
+    #: The content chunks' arrivals and sizes: the per-chunk gap and the per-token ITL.
+    pace: Pace = field(default_factory=Pace)
+    #: The tokens the server said it generated (its usage), if it said.
+    tokens: int | None = None
     parts: list[str] = field(default_factory=list)
     #: The last finish reason the server gave, and whether it was a natural end.
     finish: str | None = None
@@ -535,10 +567,13 @@ class ChatUser(FastHttpUser):
         s = self.settings
         request = s.dialect.request(
             stream.prompt, session=self.session.id, session_in=s.session_in,
-            model=_process.model or "", max_tokens=MAX_TOKENS,
+            model=_process.model or "", max_tokens=s.max_tokens,
         )  # fmt: skip
         if not _process.model and request.body.get("model") == "":
             del request.body["model"]  # no model list: let the server choose its own
+        if s.ask_usage and s.dialect.name == "openai":
+            # The server's token count: per-token ITL from it, not from a text estimate.
+            request.body["stream_options"] = {"include_usage": True}
         headers = request.all_headers()
         headers.update({"Accept": "text/event-stream", "Content-Type": "application/json"})
         stream.sent_at = time.monotonic()
@@ -622,6 +657,8 @@ class ChatUser(FastHttpUser):
                 return StaleChunk("a chunk of another stream on this stream's connection")
         if piece.end_reason is not None:
             stream.end_reason = piece.end_reason
+        if piece.tokens is not None:
+            stream.tokens = piece.tokens
         if piece.finish is not None:
             stream.finish, stream.natural = piece.finish, piece.natural
         elif piece.natural:
@@ -691,10 +728,7 @@ class ChatUser(FastHttpUser):
             firsts.append((stream.seq, now))
             if len(firsts) > KEEP_FIRSTS:  # only the session's last few streams can overlap
                 del firsts[0]
-        elif stream.last_at is not None:
-            stream.gaps += 1
-            stream.gap_total += now - stream.last_at
-        stream.last_at = now
+        stream.pace.chunk(content, now)
         stream.parts.append(content)
 
     def _closed(self, stream: Stream, what: str) -> StreamFailure | None:
@@ -718,15 +752,31 @@ class ChatUser(FastHttpUser):
             self._fire(TTFT, stream.first_at - stream.sent_at)
             if interrupting:
                 self._fire(INTERRUPT_TTFT, stream.first_at - stream.sent_at)
-        if stream.gaps:
-            self._fire(INTER_TOKEN, stream.gap_total / stream.gaps)
+        self._pace(stream)
         if failure is None and stream.completed and not dropped:
             self._fire(FULL_STREAM, now - stream.sent_at, length=stream.nbytes)
         self._fire(STREAM, now - stream.sent_at, length=stream.nbytes, exc=failure)
 
+    def _pace(self, stream: Stream) -> None:
+        """The stream's per-chunk gap, per-token ITL and tokens. The server's token count
+        is believed for a completed stream only (a cut one's may count tokens never sent);
+        ITL from estimated tokens goes under a name of its own, never mixed with it."""
+        pace = stream.pace
+        if stream.tokens is not None and stream.completed:
+            pace.count(stream.tokens)
+        if not pace.chunks:
+            return
+        gap, itl = pace.chunk_gap, pace.itl
+        if gap is not None:
+            self._fire(CHUNK_GAP, gap)
+        if itl is not None:
+            self._fire(ITL_ESTIMATED if pace.estimated else ITL, itl)
+        tokens = TOKENS_ESTIMATED if pace.estimated else TOKENS_REPORTED
+        self._fire(tokens, 0.0, length=round(pace.tokens))
+
     def _check_text(self, stream: Stream) -> StreamFailure | None:
         text = "".join(stream.parts)
-        expected = expected_text(stream.prompt, MAX_TOKENS)
+        expected = expected_text(stream.prompt, self.settings.max_tokens)
         if stream.completed:
             return None if text == expected else WrongText("the completed text is not the model's")
         if not expected.startswith(text):

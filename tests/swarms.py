@@ -1,5 +1,6 @@
 """`jarvis swarm` as the end-to-end tests run it: the real command in a subprocess,
-bounded, and whatever a run leaves behind (embedded server, locust) killed by pid."""
+bounded, and whatever a run leaves behind (embedded server, locust) killed by pid; the
+locustfile as one user (`run_single_user`); an ASGI peer for it on a loopback port."""
 
 from __future__ import annotations
 
@@ -8,10 +9,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import uvicorn
 
 RUN_TIMEOUT_S = 60.0
+LOCUSTFILE = Path(__file__).parents[1] / "loadtests" / "locustfile.py"
 
 
 @dataclass
@@ -58,3 +66,36 @@ def swarm(folder: Path, *args: str) -> Swarm:
             proc.wait(5)
         kill_leftovers(folder)
     return Swarm(proc.returncode, stdout, stderr, report_dir)
+
+
+def single_user(host: str, **settings: str) -> tuple[list[list[str]], str]:
+    """Run the locustfile as one user (`run_single_user`) against `host`, bounded in time:
+    its printed SSE request rows (cells stripped) and all it wrote."""
+    env = {**os.environ, "LOCUST_HOST": host, **settings}
+    result = subprocess.run(
+        [sys.executable, str(LOCUSTFILE)],
+        env=env, capture_output=True, text=True, timeout=45, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [[cell.strip() for cell in line.split("\t")] for line in result.stdout.splitlines()]
+    return [row for row in rows if len(row) > 3 and row[1] == "SSE"], result.stdout + result.stderr
+
+
+@contextlib.contextmanager
+def asgi_server(app: Any) -> Iterator[str]:
+    """`app` under a real uvicorn on 127.0.0.1, port 0 (read back), in a thread of this
+    process; its base URL; stopped on the way out."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0,
+                                           log_level="error", lifespan="off"))  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the ASGI peer did not start"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

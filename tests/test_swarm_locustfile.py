@@ -7,34 +7,13 @@ Run in a subprocess: locust monkey-patches the standard library with gevent.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from .conftest import ServerProcess
-
-LOCUSTFILE = Path(__file__).parents[1] / "loadtests" / "locustfile.py"
-
-
-def single_user(host: str, **settings: str) -> tuple[list[list[str]], str]:
-    """Run the locustfile as one user (`run_single_user`) against `host`, bounded in time:
-    its printed SSE request rows (cells stripped) and all it wrote."""
-    env = {**os.environ, "LOCUST_HOST": host, **settings}
-    result = subprocess.run(
-        [sys.executable, str(LOCUSTFILE)],
-        env=env, capture_output=True, text=True, timeout=45, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    rows = [[cell.strip() for cell in line.split("\t")] for line in result.stdout.splitlines()]
-    return [row for row in rows if len(row) > 3 and row[1] == "SSE"], result.stdout + result.stderr
+from .swarms import asgi_server, single_user
 
 
 @pytest.mark.e2e
@@ -100,20 +79,8 @@ async def crlf_peer(
 @pytest.fixture
 def crlf_url() -> Iterator[str]:
     """`crlf_peer` under a real uvicorn on port 0 (the port read back), stopped afterwards."""
-    server = uvicorn.Server(uvicorn.Config(crlf_peer, host="127.0.0.1", port=0,
-                                           log_level="error", lifespan="off"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the CRLF peer did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with asgi_server(crlf_peer) as url:
+        yield url
 
 
 @pytest.mark.timeout(60)

@@ -52,7 +52,8 @@ def test_a_server_passes_the_promise_of_its_own_policy(
     policy: str, server_factory: Any, tmp_path: Path
 ) -> None:
     """`jarvis serve --on-busy P` passes every scenario of `verify-hang --expect P` that
-    it can be judged by, its log included (leaks reads it as diagnose does: no finding from refusals or waits)."""
+    it can be judged by, its log included (leaks reads it as diagnose does: no finding
+    from refusals or waits)."""
     server = server_factory("--on-busy", policy, *PACE)
     code, report, _ = verify(
         tmp_path, "--url", server.url, "--expect", policy, "--log-file", str(server.log_path)

@@ -49,6 +49,9 @@ class Piece:
     error: str | None = None
     #: Not what the dialect defines (data that is not JSON, say): a corrupted stream.
     malformed: bool = False
+    #: Tokens the server says it generated for this answer (OpenAI `usage.completion_tokens`,
+    #: Anthropic `usage.output_tokens`), when an event reports them.
+    tokens: int | None = None
 
 
 def _json(data: str) -> dict[str, Any] | None:
@@ -57,6 +60,14 @@ def _json(data: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def _count(holder: object, key: str) -> int | None:
+    """A token count from a `usage` object: a non-negative integer, else None (a bool or
+    a float is no count)."""
+    usage = holder.get("usage") if isinstance(holder, dict) else None
+    value = usage.get(key) if isinstance(usage, dict) else None
+    return value if type(value) is int and value >= 0 else None
 
 
 def _error_text(value: object) -> str:
@@ -168,6 +179,7 @@ class OpenAI(Dialect):
             natural=finish in OPENAI_NATURAL,
             end_reason=end if isinstance(end, str) else None,
             stream_id=chunk_id if isinstance(chunk_id, str) else None,
+            tokens=_count(value, "completion_tokens"),
         )
 
 
@@ -211,7 +223,11 @@ class Anthropic(Dialect):
         if kind == "message_start":
             return Piece(stream_id=found)
         if kind == "message_delta":
-            return Piece(finish=found, natural=found in ANTHROPIC_NATURAL)
+            return Piece(
+                finish=found,
+                natural=found in ANTHROPIC_NATURAL,
+                tokens=_count(value, "output_tokens"),
+            )
         return Piece(text=found)
 
 

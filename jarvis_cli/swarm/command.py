@@ -3,8 +3,9 @@
 import asyncio
 import dataclasses
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -20,13 +21,24 @@ from ..termination import until_terminated
 from ..verify.embedded import check_fleet, start_embedded
 from ..verify.plan import EMBEDDED_CANCEL_WAIT_S
 from ..verify.target import normalise_url
+from .curve import Curve, Level
+from .findmax import Search, find_max
 from .report import SwarmReport, render
 from .runner import LocustFailed, LocustRun, Plan, locate_locustfile, require_locust, run_locust
 from .target import check_reachable, diagnose_log
 from .thresholds import Figures, ReportMissing, Thresholds, judge
 
+T = TypeVar("T")
 _SHAPES = ("steady", "ramp", "spike")
 _OVERLAPS = ("supersede", "independent")
+_USAGE = ("ask", "off")
+USERS = 100
+RUN_TIME = "60s"
+#: --find-max: each level starts its users within this share of its run time at least.
+LEVEL_RAMP_SHARE = 0.2
+#: --find-max against a --url: pause between levels, so that one level's leftovers (an
+#: engine still decoding for users that left) do not weigh on the next.
+SETTLE_S = 2.0
 
 
 def swarm(
@@ -44,9 +56,22 @@ def swarm(
     dialect: DialectOption = None,
     session_in: SessionInOption = None,
     target: TargetOption = None,
-    users: Annotated[int, typer.Option(help="Concurrent chat users (sessions).")] = 100,
+    users: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Concurrent chat users (sessions). [default: {USERS}; not with --find-max]",
+            show_default=False,
+        ),
+    ] = None,
     spawn_rate: Annotated[float, typer.Option(help="Users started per second.")] = 20.0,
-    run_time: Annotated[str, typer.Option(help="How long the swarm runs: 30s, 2m, 1h.")] = "60s",
+    run_time: Annotated[
+        str | None,
+        typer.Option(
+            help=f"How long the swarm runs: 30s, 2m, 1h. [default: {RUN_TIME}; not with "
+            "--find-max: --level-time]",
+            show_default=False,
+        ),
+    ] = None,
     interrupt_rate: Annotated[
         float,
         typer.Option(help="Share of conversations interrupted by a new prompt mid-stream (0-1)."),
@@ -90,6 +115,34 @@ def swarm(
     hang_deadline: Annotated[
         float, typer.Option(help="Seconds without a byte that make a stream a hang.")
     ] = 5.0,
+    max_tokens: Annotated[
+        int,
+        typer.Option(help="Tokens each prompt asks for (a slow engine wants few, e.g. 32)."),
+    ] = 400,
+    usage: Annotated[
+        str,
+        typer.Option(
+            help="ask: OpenAI requests ask for the answer's token count "
+            "(stream_options.include_usage), so inter-token latency is counted per token "
+            "from it. off: for a server that refuses the field; tokens are then estimated "
+            "from the text (~4 chars/token), and the summary says so."
+        ),
+    ] = "ask",
+    find_max: Annotated[
+        bool,
+        typer.Option(
+            "--find-max",
+            help="Search for the most users that still meet the thresholds: short swarms "
+            "(--level-time each) from --start-users, doubling until one crosses a threshold, "
+            "then bisecting. Prints the curve (users to p99 TTFT, p99 interrupt, failures, "
+            "throughput, ITL) and writes it to find-max.json and find-max.md in --report-dir.",
+        ),
+    ] = False,
+    start_users: Annotated[int, typer.Option(help="--find-max: the first level's users.")] = 5,
+    max_users: Annotated[int, typer.Option(help="--find-max: the search's ceiling (users).")] = 80,
+    level_time: Annotated[
+        str, typer.Option(help="--find-max: how long each level swarms.")
+    ] = "15s",
     report_dir: Annotated[
         Path | None,
         typer.Option(
@@ -139,8 +192,16 @@ def swarm(
     With --server-workers N --registry redis://... that server is a fleet. With
     several --url, each user's prompts take turns over the servers.
 
-    Exit codes: 0 every threshold held, 1 a threshold was crossed (named in
-    the summary), 2 usage error, 3 server unreachable or locust left no report.
+    With --find-max it searches instead for the most users that meet the
+    thresholds: one short swarm per level (each level's reports in its own
+    folder, the embedded server started afresh for each), doubling from
+    --start-users until a level crosses a threshold or --max-users is reached,
+    then bisecting between the last level that held and the first that did
+    not. At most log2(max/start) + 5 levels.
+
+    Exit codes: 0 every threshold held (--find-max: a level held), 1 a threshold
+    was crossed (--find-max: even the first level), named in the summary, 2 usage
+    error, 3 server unreachable or locust left no report.
 
         jarvis swarm --users 20 --run-time 30s
         jarvis swarm --fault no-cancel --users 20 --run-time 15s    # watch it fail
@@ -151,7 +212,27 @@ def swarm(
         jarvis swarm --target chat.toml --session-in body:metadata.session
         jarvis swarm --shape spike --run-time 2m --max-p99-ttft-ms 500
         jarvis swarm --report-dir reports/nightly --max-fail-ratio 0
+        jarvis swarm --find-max --start-users 5 --max-users 80 --level-time 15s
+        jarvis swarm --find-max --url http://127.0.0.1:8080 --overlap independent \
+            --max-tokens 32 --max-p99-ttft-ms 3000 --max-users 16
     """
+    if find_max:
+        _check(users is None, "--users is one swarm's; with --find-max give --start-users "
+               "and --max-users")  # fmt: skip
+        _check(run_time is None, "--run-time is one swarm's; with --find-max give --level-time")
+        _check(start_users >= 1, "--start-users must be at least 1")
+        _check(
+            max_users >= start_users,
+            f"--max-users ({max_users}) must be at least --start-users ({start_users})",
+        )
+        _check(shape == "steady", "--find-max runs steady levels; leave --shape out")
+        seconds = parse_duration(level_time, "--level-time")
+        _check(seconds >= 3, "--level-time must be at least 3s")
+        users = start_users
+    else:
+        users = USERS if users is None else users
+        seconds = parse_duration(run_time or RUN_TIME, "--run-time")
+        _check(seconds >= 1, "--run-time must be at least 1s")
     _check(users >= 1, "--users must be at least 1")
     _check(spawn_rate > 0, "--spawn-rate must be above 0")
     _check(0 <= interrupt_rate <= 1, "--interrupt-rate is a share between 0 and 1")
@@ -159,12 +240,12 @@ def swarm(
     _check(0 <= max_fail_ratio <= 1, "--max-fail-ratio is a share between 0 and 1")
     _check(max_p99_ttft_ms > 0 and max_p99_interrupt_ms > 0, "latency thresholds must be > 0")
     _check(hang_deadline > 0, "--hang-deadline must be above 0")
+    _check(max_tokens >= 1, "--max-tokens must be at least 1")
+    _check(usage in _USAGE, f"--usage takes {' or '.join(_USAGE)}, not {usage!r}")
     _check(shape in _SHAPES, f"--shape takes one of {', '.join(_SHAPES)}, not {shape!r}")
     _check(overlap in _OVERLAPS, f"--overlap takes {' or '.join(_OVERLAPS)}, not {overlap!r}")
     speaker = chat_api(url or [], target=target, dialect=dialect, session_in=session_in)
     urls = tuple(normalise_url(u) for u in speaker.urls)
-    seconds = parse_duration(run_time, "--run-time")
-    _check(seconds >= 1, "--run-time must be at least 1s")
     first = urls[0] if urls else None
     faults = list(embedded_faults(fault, first))
     check_fleet(server_workers, registry, faults=faults, url=first, workers_flag="--server-workers")
@@ -185,17 +266,39 @@ def swarm(
         dialect=dialect,
         session_in=session_in,
         target=target.resolve() if target else None,
+        max_tokens=max_tokens,
+        ask_usage=usage == "ask",
     )
     limits = Thresholds(max_p99_ttft_ms, max_p99_interrupt_ms, max_fail_ratio)
     server = _Embedded(faults, server_workers, registry)
+    if find_max:
+        search = Search(start_users, max_users)
+        err.print(f"finding the most users that hold the thresholds: {seconds:g} s a level, "
+                  f"from {start_users} to at most {max_users} users (at most "
+                  f"{search.most_levels} levels); reports in {plan.report_dir}",
+                  highlight=False)  # fmt: skip
+        curve = _until_done(_find_max(search, plan, limits, server, speaker))
+        if curve is None:
+            return ExitCode.INTERRUPTED
+        curve.render(out)
+        data, table = curve.write(plan.report_dir)
+        out.print(f"curve: {data} {table}", style="dim", highlight=False, soft_wrap=True)
+        return int(ExitCode.OK if curve.best is not None else ExitCode.FAILURE)
     err.print(f"swarming for {seconds:g} s; reports in {plan.report_dir}", highlight=False)
-    try:
-        report = asyncio.run(until_terminated(_swarm(plan, limits, server, speaker)))
-    except asyncio.CancelledError:
-        fail("terminated (SIGTERM): locust and the embedded server were stopped, no report")
+    report = _until_done(_swarm(plan, limits, server, speaker))
+    if report is None:
         return ExitCode.INTERRUPTED
     render(report, out)
     return int(report.exit_code())
+
+
+def _until_done(work: Coroutine[Any, Any, T]) -> T | None:
+    """Run the swarm(s); None when SIGTERM stopped them (said on stderr)."""
+    try:
+        return asyncio.run(until_terminated(work))
+    except asyncio.CancelledError:
+        fail("terminated (SIGTERM): locust and the embedded server were stopped, no report")
+        return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -213,8 +316,47 @@ class _Embedded:
         return f"embedded server{fleet}{shared}{faults}"
 
 
+async def _find_max(
+    search: Search, plan: Plan, limits: Thresholds, embedded: _Embedded, speaker: ChatAPI
+) -> Curve:
+    """One swarm per level the search asks for, each in its own folder; the curve."""
+    if plan.url:
+        for url in plan.servers:
+            await check_reachable(url, speaker.probe_path)
+
+    ran = 0
+
+    async def level(users: int) -> Level:
+        nonlocal ran
+        if plan.url and ran:
+            await asyncio.sleep(SETTLE_S)
+        ran += 1
+        ramp = users / (plan.run_time_s * LEVEL_RAMP_SHARE)
+        sized = dataclasses.replace(
+            plan,
+            users=users,
+            spawn_rate=max(plan.spawn_rate, ramp),
+            report_dir=plan.report_dir / f"users-{users:04d}",
+        )
+        err.print(f"level: {users} users for {plan.run_time_s:g} s ...", highlight=False)
+        return Level.of(await _swarm(sized, limits, embedded, speaker, timeline=False))
+
+    def progress(count: int, level: Level) -> None:
+        style = "green" if level.passed else "red"
+        err.print(f"[{style}]level {count}[/]: {level.summary()}", highlight=False)
+
+    levels = await find_max(search, level, progress)
+    target = embedded.describe() if not plan.url else " + ".join(plan.servers)
+    return Curve(levels, limits, search.start, search.ceiling, plan.run_time_s, target)
+
+
 async def _swarm(
-    plan: Plan, limits: Thresholds, embedded: _Embedded, speaker: ChatAPI
+    plan: Plan,
+    limits: Thresholds,
+    embedded: _Embedded,
+    speaker: ChatAPI,
+    *,
+    timeline: bool = True,
 ) -> SwarmReport:
     if plan.url:
         for url in plan.servers:
@@ -237,7 +379,7 @@ async def _swarm(
     report = _judge(started, limits, run)
     report.target = embedded.describe()
     report.diagnosis = await asyncio.to_thread(
-        diagnose_log, log_path, plan.report_dir / "timeline.html"
+        diagnose_log, log_path, plan.report_dir / "timeline.html" if timeline else None
     )
     return report
 

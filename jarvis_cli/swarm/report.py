@@ -11,11 +11,14 @@ from rich.table import Table
 from rich.text import Text
 
 from ..exit_codes import ExitCode
+from .itl import CHARS_PER_TOKEN
 from .runner import LocustRun, Plan
 from .thresholds import (
+    CHUNK_GAP,
     FULL_STREAM,
-    INTER_TOKEN,
     INTERRUPT_TTFT,
+    ITL,
+    ITL_ESTIMATED,
     KINDS,
     STREAM,
     TTFT,
@@ -26,7 +29,9 @@ from .thresholds import (
 _LATENCIES = (
     (TTFT, "time to first token"),
     (INTERRUPT_TTFT, "interrupt → first token"),
-    (INTER_TOKEN, "inter-token (per stream mean)"),
+    (CHUNK_GAP, "gap between chunks (per stream mean)"),
+    (ITL, "inter-token, per token (server's count)"),
+    (ITL_ESTIMATED, f"inter-token, per token (estimated ~{CHARS_PER_TOKEN} chars/token)"),
     (FULL_STREAM, "full stream (completed)"),
     (STREAM, "any stream, to its end"),
 )
@@ -88,6 +93,22 @@ def _latency_table(figures: Figures) -> Table:
     return table
 
 
+def _tokens_line(figures: Figures, seconds: float) -> Text:
+    """Where the tokens (and so the per-token ITL) came from: the server's usage, or the
+    text estimate, named as such; and the throughput they make."""
+    (counted, reported), (guessed, estimated) = figures.tokens_reported, figures.tokens_estimated
+    parts = []
+    if counted:
+        parts.append(f"{reported:,} counted by the server ({counted:,} streams)")
+    if guessed:
+        parts.append(f"{estimated:,} estimated from the text ({guessed:,} streams, "
+                     f"~{CHARS_PER_TOKEN} chars/token)")  # fmt: skip
+    if not parts:
+        return Text("tokens: none read", style="dim")
+    rate = f"; {figures.tokens / seconds:,.0f} tokens/s" if seconds > 0 else ""
+    return Text("tokens: " + ", ".join(parts) + rate, style="dim")
+
+
 def _text_check_line(figures: Figures) -> Text:
     """Whether WrongText was judged: only jarvis-synthetic's text is known in advance, so on
     any other model the check is off, and the summary says so rather than count it passed
@@ -142,6 +163,7 @@ def render(report: SwarmReport, console: Console) -> None:
         f"stream failures {figures.stream_failures:,}"
     )
     console.print(_latency_table(figures))
+    console.print(_tokens_line(figures, plan.run_time_s))
     failures = figures.failures
     if failures:
         kinds = [k for k in (*KINDS, "other") if failures.get(k)]

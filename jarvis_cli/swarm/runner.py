@@ -68,6 +68,9 @@ class Plan:
     #: Several --url (servers sharing one registry): each user's prompts take turns over
     #: them. Empty with one: `url` alone, as locust's --host.
     urls: tuple[str, ...] = ()
+    #: Tokens each prompt asks for, and whether OpenAI requests ask for the token count.
+    max_tokens: int = 400
+    ask_usage: bool = True
 
     @property
     def servers(self) -> tuple[str, ...]:
@@ -89,6 +92,8 @@ class Plan:
             "--hang-deadline", f"{self.hang_deadline:g}",
             "--shape", self.shape,
             "--overlap", self.overlap,
+            "--max-tokens", str(self.max_tokens),
+            "--usage", "ask" if self.ask_usage else "off",
         ]  # fmt: skip
         if self.dialect is not None:
             args += ["--dialect", self.dialect]

@@ -19,11 +19,19 @@ from ..exit_codes import ExitCode
 SSE = "SSE"
 STREAM = "stream"
 TTFT = "ttft"
-INTER_TOKEN = "inter-token"  # noqa: S105 - a request name, not a secret
+#: Per stream: the mean gap between content chunks, and the per-token ITL, from the
+#: server's token count or (`-estimated`) from the text (jarvis_cli/swarm/itl.py).
+CHUNK_GAP = "chunk-gap"
+ITL = "itl"
+ITL_ESTIMATED = "itl-estimated"
 FULL_STREAM = "full-stream"
 INTERRUPT_TTFT = "interrupt-ttft"
 #: One per stream whose text was checked (a deterministic model's only).
 TEXT_CHECKED = "text-checked"
+#: One per stream with text, its tokens as the content size: counted by the server, or
+#: estimated from the text.
+TOKENS_REPORTED = "tokens-reported"
+TOKENS_ESTIMATED = "tokens-estimated"
 #: The locustfile's failure kinds (its exception classes), in report order.
 KINDS = ("Hang", "StaleChunk", "WrongText", "HTTPError", "BrokenStream")
 _KIND = re.compile(r"^(\w+)\(")
@@ -47,6 +55,8 @@ class Row:
     average: float
     max: float
     rps: float
+    #: Locust's "Average Content Size" (bytes; tokens for the tokens rows).
+    average_size: float
     percentiles: dict[str, float]
 
     def pct(self, label: str) -> float:
@@ -80,6 +90,7 @@ def read_stats(path: Path) -> dict[tuple[str, str], Row]:
                 average=_float(record.get("Average Response Time")),
                 max=_float(record.get("Max Response Time")),
                 rps=_float(record.get("Requests/s")),
+                average_size=_float(record.get("Average Content Size")),
                 percentiles=percentiles,
             )
             rows[(row.type, row.name)] = row
@@ -161,6 +172,27 @@ class Figures:
     def completed(self) -> int:
         row = self.sse(FULL_STREAM)
         return row.requests if row else 0
+
+    def _tokens(self, name: str) -> tuple[int, int]:
+        row = self.sse(name)
+        if row is None or not row.requests or math.isnan(row.average_size):
+            return 0, 0
+        return row.requests, round(row.average_size * row.requests)
+
+    @property
+    def tokens_reported(self) -> tuple[int, int]:
+        """(streams, tokens) whose tokens the server counted (its usage)."""
+        return self._tokens(TOKENS_REPORTED)
+
+    @property
+    def tokens_estimated(self) -> tuple[int, int]:
+        """(streams, tokens) whose tokens were estimated from the text."""
+        return self._tokens(TOKENS_ESTIMATED)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens the clients read, counted by the server where it said, else estimated."""
+        return self.tokens_reported[1] + self.tokens_estimated[1]
 
     @property
     def requests(self) -> int:
