@@ -123,6 +123,9 @@ async def test_a_stream_that_overruns_on_another_process_is_fenced_there(
         b = Wire()
         async with two.stream("f", b.write, end=b.on_end) as s:
             await s.send("b")
+        # The fence travels from two's process to one's through Redis: A overruns until it
+        # lands (on a loaded machine, later than B's short answer ends).
+        await until(lambda: log1.of(Event.STREAM_FENCED))
         release.set()
         await asyncio.wait_for(first, 3)
     assert a.parts == ["a"], "nothing of a fenced stream after its successor registered"
