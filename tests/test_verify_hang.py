@@ -124,6 +124,12 @@ def test_healthy_reference_server_passes_every_scenario_in_seconds(tmp_path: Pat
     assert report["target"]["exact_text"] is True
     assert report["server"]["faults"] == []
     assert report["server"]["exit_code"] in (0, -signal.SIGTERM)
+    # The grace the embedded server holds a dropped answer for is the one it is judged by.
+    argv = report["server"]["argv"]
+    grace = float(argv[argv.index("--detach-grace") + 1])
+    assert report["resume"]["offered"] is True
+    assert report["resume"]["detach_grace_s"] == grace == report["plan"]["detach_grace_s"]
+    assert run.scenario("disconnect")["metrics"]["bound_s"] == grace + 1.0
     assert report["plan"]["sessions"] == 8
     assert report["plan"]["rounds"] == 5, "the classic rapid-request test runs 5 rounds"
     overlap = run.scenario("overlap")

@@ -49,6 +49,7 @@ def verify_hang(
     overlap_ms: Annotated[float, _flag("overlap_ms")] = DEFAULTS.overlap_ms,
     deadline: Annotated[float, _flag("deadline")] = DEFAULTS.deadline,
     cancel_wait: Annotated[float | None, _flag("cancel_wait")] = None,
+    detach_grace: Annotated[float | None, _flag("detach_grace")] = None,
     resume_path: Annotated[str, _flag("resume_path")] = DEFAULTS.resume_path,
     cancel_path: Annotated[str, _flag("cancel_path")] = DEFAULTS.cancel_path,
     probe_threshold_ms: Annotated[float, _flag("probe_threshold_ms")] = DEFAULTS.probe_threshold_ms,
@@ -102,7 +103,11 @@ def verify_hang(
     across the cut and the text be whole; then a Stop (--cancel-path) must end
     an answer within the cancel bound. A server whose events carry no ids, or
     that answers 404/405 at --resume-path, is not run, unless --scenario resume
-    names it: then that is its failure.
+    names it: then that is its failure. Whether the server resumes is asked
+    once, before any scenario; one that does may hold an answer whose client
+    left for a reattach: disconnect and leaks then allow --detach-grace (by
+    default 15 s, jarvis serve's; give your server's) before such an answer
+    must have ended.
 
     Without --url it starts the embedded reference server (a subprocess on a
     free loopback port), tests it, stops it, and checks its log too. With
@@ -127,6 +132,7 @@ def verify_hang(
         jarvis verify-hang --target my-api.toml
         jarvis verify-hang --url http://127.0.0.1:8001 --url http://127.0.0.1:8002
         jarvis verify-hang --url http://w1:8000 --url http://w2:8000 --scenario resume
+        jarvis verify-hang --url http://127.0.0.1:8000 --detach-grace 5
         jarvis verify-hang --workers 2 --registry redis://127.0.0.1:6379/0
         jarvis verify-hang --scenario overlap --sessions 32 --rounds 5
         jarvis verify-hang --json report.json --junit verify.xml

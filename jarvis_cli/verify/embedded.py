@@ -32,16 +32,16 @@ from jarvis.vocabulary import Event
 
 from ..faults import parse_faults
 from . import serverlog
+from .plan import EMBEDDED_DETACH_GRACE_S
 
 #: The synthetic model's pace when embedded: fast enough for a run of a few seconds,
 #: slow enough that a long answer is still streaming when the next prompt lands.
 TOKEN_RATE = 200
 FIRST_TOKEN_MS = 10
-#: Resume on, so that the resume scenario has something to prove; a dropped client's
-#: answer runs on this long for it to come back (short: `disconnect` holds the cleanup
-#: of a client that does not come back to 1 s).
+#: Resume on, so that the resume scenario has something to prove. A dropped client's
+#: answer runs on for `--detach-grace` for it to come back: the run's own grace (by
+#: default `plan.EMBEDDED_DETACH_GRACE_S`), so the server is judged by what it was told.
 RESUME_TTL_S = 60.0
-DETACH_GRACE_S = 0.3
 #: Seconds to wait for the server to answer /healthz after it is spawned.
 STARTUP_DEADLINE_S = 20.0
 #: Seconds a graceful stop may take before the process is killed.
@@ -250,13 +250,14 @@ def server_argv(
     registry: str | None = None,
     python: str = sys.executable,
     on_busy: str | None = None,
+    detach_grace: float = EMBEDDED_DETACH_GRACE_S,
 ) -> list[str]:
     argv = [
         python, "-m", "jarvis_cli", "serve",
         "--host", "127.0.0.1", "--port", "0", "--log-file", str(log_path),
         "--token-rate", str(TOKEN_RATE), "--first-token-ms", str(FIRST_TOKEN_MS),
         "--cancel-wait", f"{cancel_wait:g}", "--shutdown-timeout", f"{SHUTDOWN_TIMEOUT_S:g}",
-        "--resume-ttl", f"{RESUME_TTL_S:g}", "--detach-grace", f"{DETACH_GRACE_S:g}",
+        "--resume-ttl", f"{RESUME_TTL_S:g}", "--detach-grace", f"{detach_grace:g}",
     ]  # fmt: skip
     for fault in faults:
         argv += ["--fault", fault]
@@ -305,6 +306,7 @@ async def start_embedded(
     workers: int = 1,
     registry: str | None = None,
     on_busy: str | None = None,
+    detach_grace: float | None = None,
 ) -> EmbeddedServer:
     """Spawn the server (a fleet of `workers` sharing `registry` when above 1), wait
     (bounded) until /healthz answers; ServerStartError if not."""
@@ -320,6 +322,7 @@ async def start_embedded(
         workers=workers,
         registry=registry,
         on_busy=on_busy,
+        detach_grace=EMBEDDED_DETACH_GRACE_S if detach_grace is None else detach_grace,
     )
     try:
         stderr = await asyncio.to_thread(_open_for_writing, stderr_path)

@@ -24,8 +24,12 @@ from .plan import (
     CANCEL_MARGIN_S,
     CANCEL_PATH,
     CANCEL_WAIT,
+    CLEANUP_BOUND_S,
+    DETACH_GRACE,
     EMBEDDED_CANCEL_WAIT_S,
+    EMBEDDED_DETACH_GRACE_S,
     REMOTE_CANCEL_WAIT_S,
+    RESUMABLE_DETACH_GRACE_S,
     RESUME_PATH,
     SCENARIOS,
     WORK_STOP_MARGIN_S,
@@ -163,6 +167,17 @@ class VerifyOptions:
         help="Bound (s) on how long a superseded stream may take to end: the server's "
         f"{CANCEL_WAIT.flag}. Default {EMBEDDED_CANCEL_WAIT_S:g} (the embedded server is "
         f"started with it), or {REMOTE_CANCEL_WAIT_S:g} (jarvis serve's default) with --url.",
+    )
+    detach_grace: float | None = _option(
+        None,
+        DETACH_GRACE.flag,
+        help="How long (s) the server may hold an answer whose client left, for a reload to "
+        "reattach: a dropped stream must end within it + "
+        f"{CLEANUP_BOUND_S:g} s (disconnect, leaks). Default with --url: "
+        f"{RESUMABLE_DETACH_GRACE_S:g} when the server offers resume (its events carry "
+        "ids and --resume-path answers for a stream of the run; jarvis serve's default, "
+        "and the order of most resumable-stream servers: give yours), else 0. The "
+        f"embedded server is started with it (default {EMBEDDED_DETACH_GRACE_S:g}).",
     )
     resume_path: str = _option(
         RESUME_PATH,
@@ -308,6 +323,7 @@ class VerifyOptions:
             deadline=self.deadline,
             expect=_expect(self.expect),
             cancel_wait=_cancel_wait(self.cancel_wait, chat.urls),
+            detach_grace=_detach_grace(self.detach_grace, chat.urls),
             threshold=self.probe_threshold_ms / 1000,
             scenarios=Plan.select(list(self.scenarios)),
             work_stop_bound=self.work_stop_bound,
@@ -374,6 +390,14 @@ def _cancel_wait(value: float | None, urls: tuple[str, ...]) -> float:
     if value is not None:
         return value
     return REMOTE_CANCEL_WAIT_S if urls else EMBEDDED_CANCEL_WAIT_S
+
+
+def _detach_grace(value: float | None, urls: tuple[str, ...]) -> float | None:
+    """The grace as given; else the embedded server's, or None with --url (decided once
+    the run knows whether the server offers resume)."""
+    if value is not None:
+        return value
+    return None if urls else EMBEDDED_DETACH_GRACE_S
 
 
 def _max_tokens(value: int | None) -> int | None:

@@ -40,6 +40,20 @@ CANCEL_MARGIN_S = 0.5
 #: What the engine may take, beyond the cancel bound, to notice a client left and stop:
 #: it checks at its next token, and a token of a loaded engine can take most of a second.
 WORK_STOP_MARGIN_S = 1.0
+#: A dropped client's stream must be gone from the server within this (after the grace
+#: for a reattach, on a server that offers resume: `Context.cleanup_bound`).
+CLEANUP_BOUND_S = 1.0
+#: How long a server that offers resume may hold a dropped answer for a reattach: the
+#: same setting, rule and flag as the guard's (`jarvis.settings`).
+DETACH_GRACE = GuardSettings.setting("detach_grace")
+#: The grace the embedded server is started with (it passes it as `--detach-grace`) and
+#: judged by: short, so that a default run does not wait a real grace out.
+EMBEDDED_DETACH_GRACE_S = 0.3
+#: With --url, a server that offers resume may hold a dropped answer this long: jarvis
+#: serve's default, and the order of magnitude of most resumable-stream servers.
+RESUMABLE_DETACH_GRACE_S: float = DETACH_GRACE.default
+#: The longest grace a run will wait out (a disconnect waits it once, leaks once more).
+MAX_DETACH_GRACE_S = 600.0
 #: Where a stream is resumed and stopped, under the chat URL's base: `{id}` is the stream id.
 RESUME_PATH = "/v1/streams/{id}"
 CANCEL_PATH = "/v1/streams/{id}/cancel"
@@ -75,6 +89,10 @@ class Plan:
     deadline: float = 5.0
     expect: Expect = Expect.SUPERSEDE
     cancel_wait: float = EMBEDDED_CANCEL_WAIT_S
+    #: `--detach-grace`: how long the server may hold an answer whose client left, for a
+    #: reattach; None: `RESUMABLE_DETACH_GRACE_S` if the server offers resume, else 0
+    #: (`Context.grace`, once the run has asked the server).
+    detach_grace: float | None = None
     threshold: float = 0.25
     scenarios: tuple[str, ...] = SCENARIOS
     #: Hold the server to jarvis's own contract: a terminal chunk and [DONE] on every
@@ -97,6 +115,11 @@ class Plan:
             (0 <= self.overlap_s < self.deadline, "--overlap-ms must be >= 0 and below --deadline"),
             (0 < self.deadline <= 600, "--deadline must be > 0 and <= 600 seconds"),
             (CANCEL_WAIT.accepts(self.cancel_wait), CANCEL_WAIT.error(self.cancel_wait)),
+            (
+                self.detach_grace is None or 0 <= self.detach_grace <= MAX_DETACH_GRACE_S,
+                f"{DETACH_GRACE.flag} must be >= 0 and <= {MAX_DETACH_GRACE_S:g} seconds, not "
+                f"{self.detach_grace}",
+            ),
             (self.threshold > 0, "--probe-threshold-ms must be > 0"),
             (
                 self.work_stop_bound is None or 0 < self.work_stop_bound <= 600,
@@ -143,6 +166,7 @@ class Plan:
             "deadline_s": self.deadline,
             "expect": self.expect.value,
             "cancel_wait_s": self.cancel_wait,
+            "detach_grace_s": self.detach_grace,
             "probe_threshold_ms": round(self.threshold * 1000),
             "scenarios": list(self.scenarios),
             "strict": self.strict,

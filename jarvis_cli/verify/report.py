@@ -74,6 +74,7 @@ class Report:
             "target": self.run.target.to_json(),
             "server": self.run.server or None,
             "engine": self.run.engine,
+            "resume": self.run.resume,
             "plan": self.plan.to_json(),
             "hang": None
             if self.run.hung_during is None
@@ -117,6 +118,14 @@ def render(report: Report, console: Console, *, verbose: bool = False) -> None:
     console.print(_verdict_line(report))
     if report.run.engine is not None:
         console.print(Text(f"engine: {report.run.engine['summary']}"), soft_wrap=True)
+    resume = report.run.resume
+    if resume is not None and resume["detach_grace_s"]:
+        offered = "offered" if resume["offered"] else "not seen offered"
+        line = (
+            f"resume: {offered} ({resume['why']}); a dropped answer may be held "
+            f"{resume['detach_grace_s']:g} s for a reattach"
+        )
+        console.print(Text(line, style="dim"), soft_wrap=True)
     server = report.run.server
     if server:
         console.print(

@@ -30,7 +30,7 @@ from ..chatapi import Dialect, SessionIn
 from ..chatapi.dialect import OpenAI
 from ..chatapi.headers import Header
 from ..chatapi.session import DEFAULT_SESSION_IN
-from . import engine, serverlog
+from . import engine, resumable, serverlog
 from .client import ChatClient, is_success
 from .embedded import EmbeddedServer, start_embedded
 from .plan import Plan
@@ -54,9 +54,11 @@ _AFTERWARDS = ("responsiveness", "leaks")
 IDLE_PROBING_S = 1.0
 #: Seconds one read of the engine's metrics may take.
 ENGINE_TIMEOUT_S = 2.0
-#: Scenarios that start no fresh-session calibration: baseline's pace comes first, and
-#: work_stops needs an engine that nothing else of the run is loading.
-_UNCALIBRATED = ("baseline", "work_stops")
+#: Scenarios that start no fresh-session calibration: baseline's pace comes first,
+#: work_stops needs an engine that nothing else of the run is loading, and leaks judges
+#: no text (it runs after the calibration has stopped: one started then would outlive
+#: the run's client, and its streams would be live while leaks counts them).
+_UNCALIBRATED = ("baseline", "work_stops", "leaks")
 
 
 class View(Protocol):
@@ -115,6 +117,9 @@ class RunResult:
     server: dict[str, object] = field(default_factory=dict)
     #: The engine's busy gauge over the run (`engine.GaugeWatch`), when there is one.
     engine: dict[str, object] | None = None
+    #: Whether the server offers resume (`resumable.probe`) and the grace a dropped
+    #: answer was allowed for a reattach.
+    resume: dict[str, object] | None = None
 
 
 async def run(
@@ -127,6 +132,7 @@ async def run(
         server = await start_embedded(
             log_path=spec.log_file,
             cancel_wait=plan.cancel_wait,
+            detach_grace=plan.detach_grace,
             faults=list(spec.faults),
             workers=spec.workers,
             registry=spec.registry,
@@ -157,10 +163,19 @@ async def run(
         view.target(target)
         ctx = Context(plan, target, client, secrets.token_hex(3), started_wall, clock)
         # A refusal the set-up explains (401, 404, no stream...) ends the run here, exit 2.
-        await first_request(client, session=ctx.session("first"), prompt=SHORT, tokens=SHORT_TOKENS)
+        first = await first_request(
+            client, session=ctx.session("first"), prompt=SHORT, tokens=SHORT_TOKENS
+        )
+        # Once, for every scenario: a server that resumes holds a dropped answer a while.
+        ctx.resumable = await resumable.probe(client, plan, first)
         ctx.engine_http = engine_http
         ctx.engine, ctx.engine_missing = await _engine_gauge(spec, ctx, embedded=server is not None)
         outcome = RunResult(target, [], started_wall)
+        outcome.resume = {
+            "offered": ctx.resumable.offered,
+            "why": ctx.resumable.why,
+            "detach_grace_s": ctx.grace,
+        }
         if ctx.engine is not None:
             ctx.watch = engine.GaugeWatch(ctx.engine, engine_http)
             ctx.watch.start()

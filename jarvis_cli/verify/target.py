@@ -206,14 +206,18 @@ SETUP_STATUSES: dict[int, str] = {
 }
 
 
-async def first_request(client: ChatClient, *, session: str, prompt: str, tokens: int) -> None:
-    """Send one chat request; raise `SetupError` when the server refuses it for a reason
-    the set-up explains (`SETUP_STATUSES`), or answers with something that is not a stream.
-    Anything else (a hang, a 5xx, a broken stream) is left to the scenarios to judge."""
+async def first_request(
+    client: ChatClient, *, session: str, prompt: str, tokens: int
+) -> Transcript:
+    """Send one chat request and return it, read to its end; raise `SetupError` when the
+    server refuses it for a reason the set-up explains (`SETUP_STATUSES`), or answers with
+    something that is not a stream. Anything else (a hang, a 5xx, a broken stream) is left
+    to the scenarios to judge."""
     t = await client.stream(prompt, session=session, label="first request", max_tokens=tokens)
     problem = setup_problem(t, client)
     if problem:
         raise SetupError(problem)
+    return t
 
 
 def setup_problem(t: Transcript, client: ChatClient) -> str:

@@ -24,8 +24,9 @@ from ..activity import until_idle
 from ..client import ChatClient, Transcript
 from ..engine import EngineGauge, GaugeWatch
 from ..natural import Natural, Naturals
-from ..plan import Plan
+from ..plan import CLEANUP_BOUND_S, RESUMABLE_DETACH_GRACE_S, Plan
 from ..results import Checks, quoted
+from ..resumable import UNKNOWN, Resumable
 from ..target import JARVIS_MODEL, Target
 from ..wire import Address, Connection, connect
 
@@ -37,8 +38,6 @@ SHORT = "What is 2+2?"
 #: Long enough to be streaming well past the cancel bound (~1.5 s at the embedded pace).
 LONG_TOKENS = 300
 SHORT_TOKENS = 16
-#: A dropped client's stream must be gone from the server within this.
-CLEANUP_BOUND_S = 1.0
 #: What an inter-chunk gap may exceed the baseline's by before it is a disturbance.
 _GAP_FALLBACK_S = 0.1
 #: Arrival stamps of two connections may disagree by this much (see `at_once`).
@@ -73,6 +72,8 @@ class Context:
     engine_missing: str = ""
     #: The gauge read through the run: the most requests the engine processed at once.
     watch: GaugeWatch | None = None
+    #: Whether the server offers resume (`..resumable`), asked once before any scenario.
+    resumable: Resumable = UNKNOWN
     #: Each prompt's natural answer, learnt in fresh sessions (not under --strict).
     naturals: Naturals = field(init=False)
 
@@ -118,12 +119,35 @@ class Context:
             clock=self.clock,
         )
 
+    @property
+    def grace(self) -> float:
+        """Seconds the server may hold an answer whose client left, for a reattach:
+        `--detach-grace` as given; else, when it offers resume, jarvis's default (most
+        resumable-stream servers hold for seconds to tens of seconds); else none."""
+        if self.plan.detach_grace is not None:
+            return self.plan.detach_grace
+        return RESUMABLE_DETACH_GRACE_S if self.resumable.offered else 0.0
+
+    @property
+    def cleanup_bound(self) -> float:
+        """How long after its client left a stream may still be live: the grace for a
+        reattach, then `CLEANUP_BOUND_S` to end."""
+        return self.grace + CLEANUP_BOUND_S
+
+    def grace_words(self) -> str:
+        """The bound a dropped answer is held to, as a verdict says it."""
+        return f"grace {self.grace:g} s + {CLEANUP_BOUND_S:g} s"
+
     def budget(self) -> float:
         """The last-resort bound on one scenario: the plan's, plus the time the largest
         scenario's tokens take at the baseline's pace one stream at a time (a server with
-        a single slot serves every prompt in turn: slow, never hung)."""
+        a single slot serves every prompt in turn: slow, never hung), plus what waiting
+        out a grace for a reattach takes."""
         serial = self.plan.rounds * self.plan.sessions * (LONG_TOKENS + SHORT_TOKENS)
-        return self.plan.budget() + (self.pace or 0.0) * serial
+        # A grace is waited out once by disconnect (then watched an idle bound more when
+        # it is overrun) and at most twice by leaks (the live streams, then the log).
+        held = 2 * self.cleanup_bound + self.plan.deadline if self.grace else 0.0
+        return self.plan.budget() + (self.pace or 0.0) * serial + held
 
     def gap_limit(self) -> float:
         """The largest inter-chunk gap that still counts as undisturbed."""

@@ -8,6 +8,10 @@ a leak is: every error finding it makes about this run is a failure, with its
 lines, except two streams of a session at once (`concurrent_streams`), which is
 overlap's and burst's verdict, read from the wire. Cleanup (`cleanup_done=True`)
 is judged only in a log that records it.
+
+A server that offers resume may still hold an answer whose client left (slow_reader's,
+resume's) for a reattach: both checks give the live streams the grace for a reattach
+plus 1 s (`Context.cleanup_bound`) to end, and say so when they took that long.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from ...logs.analysis import Analyzer
 from ...logs.findings import CLEANUP_UNJUDGED, Finding, FindingId, Severity
 from ...logs.run import Window, analyze
 from ...logs.sources import InputError
+from ..plan import CLEANUP_BOUND_S
 from ..results import Checks, ScenarioResult
-from .context import CLEANUP_BOUND_S, Context
+from .context import Context
 
 POLL_S = 0.05
 #: A stream still open this long after the run is judged by the analyzer itself too.
@@ -37,8 +42,8 @@ async def leaks(ctx: Context) -> ScenarioResult:
     if ctx.hung:
         checks.skip("no live stream left (GET /v1/streams): the server no longer answers")
     elif ctx.target.has_streams:
-        await _streams_empty(ctx, checks, metrics)
-        done.append("no live stream left (GET /v1/streams)")
+        held = await _streams_empty(ctx, checks, metrics)
+        done.append(f"no live stream left (GET /v1/streams{f'; {held}' if held else ''})")
     else:
         checks.skip(f"no live stream left: {_no_streams_endpoint(ctx.target.streams_status)}")
     if ctx.target.log_path is None:
@@ -61,8 +66,10 @@ def _no_streams_endpoint(status: int) -> str:
     return f"GET /v1/streams answered HTTP {status}"
 
 
-async def _streams_empty(ctx: Context, checks: Checks, metrics: dict[str, object]) -> None:
-    settle_by = ctx.clock() + CLEANUP_BOUND_S
+async def _streams_empty(ctx: Context, checks: Checks, metrics: dict[str, object]) -> str:
+    """Judge `/v1/streams`; returns the words for a wait past the cleanup bound ("" if none)."""
+    began = ctx.clock()
+    settle_by = began + ctx.cleanup_bound
     while True:
         live = await ctx.live_streams()
         if (live is not None and not live) or ctx.clock() >= settle_by:
@@ -70,16 +77,24 @@ async def _streams_empty(ctx: Context, checks: Checks, metrics: dict[str, object
         await asyncio.sleep(POLL_S)
     if live is None:
         checks.fail("GET /v1/streams gave no answer after the run")
-        return
+        return ""
     metrics["live_streams"] = len(live)
     lines = [
         f"    session {s.get('session')}: {s.get('stream_id')} state={s.get('state')} "
         f"cancel={s.get('cancel_reason')} age={s.get('age_ms')} ms"
         for s in live[:10]
     ]
-    checks.expect(
-        not live,
-        "\n".join([f"{len(live)} stream(s) still live after the run (GET /v1/streams):", *lines]),
+    waited = ctx.clock() - began
+    head = f"{len(live)} stream(s) still live after the run (GET /v1/streams)"
+    if ctx.grace:
+        head += f", {ctx.cleanup_bound:g} s on ({ctx.grace_words()})"
+    checks.expect(not live, "\n".join([f"{head}:", *lines]))
+    if live or waited <= CLEANUP_BOUND_S:
+        return ""
+    metrics["held_ms"] = round(waited * 1000)
+    return (
+        f"the last ended {waited:.1f} s into the check, within the grace for a reattach, "
+        f"{ctx.grace:g} s + {CLEANUP_BOUND_S:g} s"
     )
 
 
@@ -98,8 +113,9 @@ class _LogVerdict:
 async def _log_lifecycles(
     ctx: Context, checks: Checks, metrics: dict[str, object], path: Path
 ) -> None:
-    # The server logs stream_end just after the client's [DONE]: give its writer a moment.
-    settle_by = ctx.clock() + CLEANUP_BOUND_S
+    # The server logs stream_end just after the client's [DONE]: give its writer a moment
+    # (and a stream held for a reattach its grace).
+    settle_by = ctx.clock() + ctx.cleanup_bound
     while True:
         try:
             verdict = await asyncio.to_thread(_judge_log, ctx, path)
@@ -129,7 +145,9 @@ async def _log_lifecycles(
         not verdict.open_streams,
         "\n".join(
             [
-                f"{len(verdict.open_streams)} stream(s) have a stream_start and no stream_end:",
+                f"{len(verdict.open_streams)} stream(s) have a stream_start and no stream_end"
+                + (f", {ctx.cleanup_bound:g} s on ({ctx.grace_words()})" if ctx.grace else "")
+                + ":",
                 *opened,
             ]
         ),

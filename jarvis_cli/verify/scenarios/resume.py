@@ -5,10 +5,11 @@ cancel bound, with no text after it.
 Everything is read off the wire as the SSE spec defines it: each event's `id:` line;
 the stream id from the `X-Stream-Id` header, else from the events' data (the id the
 dialect reads: OpenAI's `id`, Anthropic's `message.id`, a target file's `id`); the
-endpoints at `--resume-path` and `--cancel-path` under the chat URL's base. A server
-whose events carry no ids, or that answers 404/405/501 there for a stream that just
-ran, does not offer resume: the scenario is not run, unless it was asked for by name
-(`--scenario resume`), when that is its failure.
+endpoints at `--resume-path` and `--cancel-path` under the chat URL's base. Whether the
+server offers resume was asked once, before any scenario (`..resumable`): a server whose
+events carry no ids, or that answers 404/405/501 there for a stream that just ran, does
+not, and the scenario is not run, unless it was asked for by name (`--scenario
+resume`), when that is its failure.
 """
 
 from __future__ import annotations
@@ -17,26 +18,31 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Callable
-from urllib.parse import quote
 
 from ...chatapi import ChatRequest
 from ..client import Transcript, is_success
 from ..plan import CANCEL_MARGIN_S
 from ..results import Checks, ScenarioResult, Status, quoted
+from ..resumable import NOT_OFFERED, endpoint_request, no_resume
 from .context import LONG, LONG_TOKENS, Context, ended, intact, ms, ran_to_end
 
 #: Events carrying text read before the client leaves (or asks to stop).
 CUT_AFTER = 3
 #: The stopped answer's length: it would run far past any cancel bound if not stopped.
 STOP_TOKENS = 2000
-#: What a server answers at an endpoint it does not have.
-NOT_OFFERED = frozenset({404, 405, 501})
 #: Characters of an event id that evidence quotes.
 ID_CLIP = 40
 
 
 async def resume(ctx: Context) -> ScenarioResult:
     checks = Checks("resume")
+    if ctx.resumable.offered is False:  # the run asked before any scenario
+        return _unavailable(ctx, checks, ctx.resumable.why, {})
+    return await _cut_and_resume(ctx, checks)
+
+
+async def _cut_and_resume(ctx: Context, checks: Checks) -> ScenarioResult:
+    """Cut an answer, resume it (the text must be whole across the cut), then Stop one."""
     session = ctx.session("rs", "cut")
     home = ctx.client.url_for(session)
     away = _other(ctx.client.urls, home)
@@ -51,7 +57,7 @@ async def resume(ctx: Context) -> ScenarioResult:
     metrics: dict[str, object] = {"stream_url": home, "resume_url": away}
     if not intact(checks, ctx, cut):
         return checks.result("the stream to cut did not stream", metrics)
-    why = _no_resume(cut)
+    why = no_resume(cut)
     if why:
         return _unavailable(ctx, checks, why, metrics)
     if not cut.left:
@@ -64,12 +70,7 @@ async def resume(ctx: Context) -> ScenarioResult:
     resumed = await _resume(ctx, cut, stream_id, away)
     metrics["cut_after_id"] = cut.last_event_id
     if resumed.status in NOT_OFFERED:
-        why = (
-            f"the server does not offer resume: {resumed.request_line} answered HTTP "
-            f"{resumed.status} for the stream that had just run ({quoted(resumed.body)}); "
-            "if it lives elsewhere, name it with --resume-path"
-        )
-        return _unavailable(ctx, checks, why, metrics)
+        return _refused(ctx, checks, resumed, metrics)
     if not intact(checks, ctx, resumed):
         return checks.result("the resume did not stream", metrics)
     if resumed.first_event_at is not None:
@@ -270,15 +271,24 @@ def _named(event_id: str) -> str:
     return event_id if event_id.isdigit() else quoted(event_id, ID_CLIP)
 
 
-def _no_resume(t: Transcript) -> str:
-    """Why `t` shows the server cannot resume it ("" when it can be tried)."""
-    if not t.event_ids:
-        return "the server sent no event"
-    if not all(t.event_ids):
-        return "the server's events carry no ids"
-    if not t.stream_id:
-        return "the server names no stream id (no X-Stream-Id header, no id in the events)"
-    return ""
+def _refused(
+    ctx: Context, checks: Checks, resumed: Transcript, metrics: dict[str, object]
+) -> ScenarioResult:
+    """The resume of the cut stream answered as an endpoint that is not there: a failure
+    when the same endpoint resumed the run's first stream, else resume is not offered."""
+    answered = f"{resumed.request_line} answered HTTP {resumed.status}"
+    if ctx.resumable.offered:
+        checks.fail(
+            f"{answered} for the stream that was cut ({quoted(resumed.body)}), though "
+            f"{ctx.resumable.why} for the run's first stream",
+            primary=True,
+        )
+        return checks.result("the cut stream could not be resumed", metrics)
+    why = (
+        f"the server does not offer resume: {answered} for the stream that had just run "
+        f"({quoted(resumed.body)}); if it lives elsewhere, name it with --resume-path"
+    )
+    return _unavailable(ctx, checks, why, metrics)
 
 
 def _unavailable(
@@ -294,21 +304,8 @@ def _unavailable(
 def _request(
     ctx: Context, path: str, stream_id: str, session: str | None, *, method: str
 ) -> ChatRequest:
-    """A request to a resume or stop endpoint, the session where the server reads it (a
-    session in the JSON body goes in the body, which only a POST carries)."""
-    request = ChatRequest(path.replace("{id}", quote(stream_id, safe="")), {}, method=method)
-    if session is not None:
-        body: dict[str, object] = {}
-        ctx.client.session_in.place(
-            session,
-            headers=request.headers,
-            body=body,
-            params=request.params,
-            cookies=request.cookies,
-        )
-        if method != "GET":
-            request.body.update(body)
-    return request
+    """A request to a resume or stop endpoint, the session where the server reads it."""
+    return endpoint_request(ctx.client, path, stream_id, session, method=method)
 
 
 def _other(urls: list[str], url: str) -> str:
