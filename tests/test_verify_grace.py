@@ -11,6 +11,7 @@ outlive the grace it was judged by fails, saying by how much.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +30,7 @@ from jarvis_cli.verify.scenarios.context import Context
 from jarvis_cli.verify.target import Target
 
 from . import cli
-from .peers import numbered, stop_done
+from .peers import PEERS, numbered, running, stop_done
 from .test_peers import verify_hang as verify_url
 
 #: jarvis serve's own default --detach-grace, the default a resumable server is given.
@@ -184,3 +185,32 @@ def test_a_server_holding_answers_past_the_grace_it_is_judged_by_fails_saying_ho
         ran = re.search(r"it ended (\d+\.\d) s after the client left", line)
         assert ran is not None, line
         assert 6.0 <= float(ran.group(1)) <= 7.0, line
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(150)
+def test_work_stops_gives_a_resuming_proxy_its_grace_and_no_more(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    """`jarvis serve --upstream ENGINE --resume-ttl 60 --detach-grace 4` in front of an engine
+    with a busy gauge: a dropped answer is held for a reattach, so its upstream request
+    (and the engine's work) goes on for the grace, by design. Judged with that grace,
+    work_stops passes and says the bound held the grace; judged as if there were none
+    (`--detach-grace 0`), the same engine work is a failure saying how long it went on."""
+    # 40 ms a token: the long answer (300 tokens) would decode on for 12 s, past the grace.
+    slow = dataclasses.replace(
+        PEERS["engine_gauge"], argv=(*PEERS["engine_gauge"].argv, "--pace-ms", "40")
+    )
+    with running(slow, tmp_path) as engine:
+        server = server_factory("--upstream", engine, "--resume-ttl", "60", "--detach-grace", "4")
+        metrics = ["--engine-metrics", f"{engine}/metrics", "--scenario", "work_stops"]
+        run = verify_url(server.url, [*metrics, "--detach-grace", "4"], tmp_path)
+        assert run.code == ExitCode.OK, run.explain()
+        (work,) = run.report["scenarios"]
+        assert "(within the 7.5 s bound, 3.5 s + grace 4 s for a reattach)" in work["summary"]
+        held_ms = work["metrics"]["drops"]["after_ms"]
+        assert 4000 <= held_ms <= 7500, work["metrics"]
+        run = verify_url(server.url, [*metrics, "--detach-grace", "0"], tmp_path)
+        assert run.code == ExitCode.FAILURE, run.explain()
+        left = run.report["scenarios"][0]["evidence"][0]
+        assert re.match(r"the engine kept decoding for [4-7]\.\d s after the client left", left)

@@ -11,6 +11,7 @@ an answer nobody reads any more stays on the gauge for `ghost_s`.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import time
@@ -21,7 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from ._fence import Sessions
-from ._synth import MODEL, PACE_S, max_tokens_of, parse_args, prompt_of, serve, tokens
+from ._synth import MODEL, PACE_S, max_tokens_of, prompt_of, serve, tokens
 
 GAUGE = "llamacpp:requests_processing"
 
@@ -38,9 +39,10 @@ def _chunk(stream_id: str, content: str | None, finish: str | None = None) -> st
     return f"data: {json.dumps(event)}\n\n"
 
 
-def make_app(ghost_s: float = 0.0) -> FastAPI:
-    """The engine; with `ghost_s`, an answer cut short (superseded, or its client gone)
-    is still counted as processing for that long after its stream ended."""
+def make_app(ghost_s: float = 0.0, pace_s: float = PACE_S) -> FastAPI:
+    """The engine, a token every `pace_s`; with `ghost_s`, an answer cut short (superseded,
+    or its client gone) is still counted as processing for that long after its stream
+    ended."""
     app = FastAPI()
     sessions = Sessions()
     processing = 0
@@ -83,7 +85,7 @@ def make_app(ghost_s: float = 0.0) -> FastAPI:
                         if cancel.is_set():
                             break
                         yield _chunk(stream_id, word)
-                        await asyncio.sleep(PACE_S)
+                        await asyncio.sleep(pace_s)
                     else:
                         finished = True
                     yield _chunk(stream_id, None, "stop")
@@ -103,8 +105,12 @@ app = make_app()
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "")
-    serve(app, args.port)
+    """`--port N`, and `--pace-ms` for an engine slower than the peers' default pace."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--pace-ms", type=float, default=PACE_S * 1000)
+    args = parser.parse_args()
+    serve(app if args.pace_ms == PACE_S * 1000 else make_app(pace_s=args.pace_ms / 1000), args.port)
 
 
 if __name__ == "__main__":
