@@ -37,9 +37,11 @@ RESUME = ("--resume-ttl", "60")
 
 
 async def pairs(
-    servers: dict[str, ServerProcess], args: argparse.Namespace
+    servers: dict[str, ServerProcess], args: argparse.Namespace, rss: dict[str, int]
 ) -> list[tuple[Measurement, Measurement]]:
-    """Warm both up, then `args.pairs` pairs of runs: (on, off) measurements each."""
+    """Warm both up, then `args.pairs` pairs of runs: (on, off) measurements each; `rss`
+    gets each server's largest RSS after a run (KiB): resume on keeps every event for
+    --resume-ttl, and that is what it costs beside CPU."""
     prompts = [f"Long essay number {i}" for i in range(args.streams)]
     expected = {p: expected_text(p) for p in prompts}
     for server in servers.values():  # imports, allocator arenas, first connections
@@ -55,6 +57,7 @@ async def pairs(
                 got[name] = await measure(
                     servers[name], prompts, expected, args.concurrency, args.deadline
                 )
+                rss[name] = max(rss.get(name, 0), servers[name].rss_kib())
             on, off = got[ON], got[OFF]
             done.append((on, off))
             print(
@@ -70,7 +73,7 @@ async def pairs(
 
 
 def summarise(
-    done: list[tuple[Measurement, Measurement]], args: argparse.Namespace
+    done: list[tuple[Measurement, Measurement]], args: argparse.Namespace, rss: dict[str, int]
 ) -> dict[str, Any]:
     ratios = [on.server_cpu_per_100k / off.server_cpu_per_100k for on, off in done]
     side = {name: [m for pair in done for m in pair if m.server == name] for name in (ON, OFF)}
@@ -97,6 +100,7 @@ def summarise(
                 "server_cpu_share_of_wall": median([m.server_cpu_s / m.wall_s for m in ms]),
                 "other_processes_cpu_share_of_wall": median([m.other_cpu_s / m.wall_s for m in ms]),
                 "failures": sum(len(m.failures) for m in ms),
+                "rss_kib_max": rss.get(name, 0),
             }
             for name, ms in side.items()
         },
@@ -130,17 +134,19 @@ def main() -> int:
                 f"off pid {servers[OFF].pid}",
                 flush=True,
             )
-            done = run(lambda: pairs(servers, args))
+            rss: dict[str, int] = {}
+            done = run(lambda: pairs(servers, args, rss))
 
-    results = summarise(done, args)
+    results = summarise(done, args, rss)
     rows = [
         [name, s["server_cpu_s_per_100k_tokens"], s["tokens_per_s"],
-         s["server_cpu_share_of_wall"], s["other_processes_cpu_share_of_wall"], s["failures"]]
+         s["server_cpu_share_of_wall"], s["other_processes_cpu_share_of_wall"],
+         s["rss_kib_max"] // 1024, s["failures"]]
         for name, s in results["servers"].items()
     ]  # fmt: skip
     print()
     print(table(["server", "CPU-s/100k tok (median)", "tokens/s", "server CPU/wall",
-                 "others' CPU/wall", "failures"], rows))  # fmt: skip
+                 "others' CPU/wall", "max RSS MiB", "failures"], rows))  # fmt: skip
     print(
         f"\nresume on / off, per pair: median {results['ratio_median']:.3f}, "
         f"quartiles {results['ratio_p25']:.3f}-{results['ratio_p75']:.3f}, "
