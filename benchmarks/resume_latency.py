@@ -1,6 +1,7 @@
-"""Resume and stop (issue 20): reconnect latency, Redis operations, CPU per token, in one run.
+"""Resume and stop (issue 20): reconnect latency and Redis operations, in one run.
 
-Three measurements, side by side on one machine:
+Two measurements, side by side on one machine (server CPU per token with resume on
+against off is `resume_cpu.py`'s: pairs of runs, their ratios):
 
 1. **Reconnect to first resumed event.** A streaming answer is cut after a few events
    (the connection closed, as a reload does); a new connection asks
@@ -11,8 +12,6 @@ Three measurements, side by side on one machine:
 2. **Redis operations per stream with resume on**, against the same streams with
    resume off, on a fleet's worker (`INFO commandstats`, reset before each phase):
    per stream and per token, at T=50 and T=500 tokens.
-3. **Server CPU per 100k tokens with resume on against off** (`--flush-ms 0`, token
-   by token: a chunk and a journal append per token), the two servers taking turns.
 
 Run: `.venv/bin/python benchmarks/resume_latency.py [--quick] [--json PATH]`.
 """
@@ -32,7 +31,6 @@ from _redis_proc import running_redis
 from _report import median, percentile, table, write_json
 from _server_proc import HOST, ServerProcess, jarvis_argv, running
 from _sse_client import new_session, run
-from _throughput import stream_all
 
 from jarvis.synthetic import expected_text
 
@@ -159,36 +157,6 @@ async def _stream(
     return verified, failures
 
 
-async def cpu_turns(
-    on: ServerProcess, off: ServerProcess, rounds: int, streams: int
-) -> dict[str, float]:
-    """CPU seconds per 100k tokens of each server, taking turns (on off off on ...)."""
-    spent = {"on": 0.0, "off": 0.0}
-    tokens = {"on": 0, "off": 0}
-    prompts = [(None, f"{PROMPT} {n}") for n in range(streams)]
-    order = [("on", on), ("off", off), ("off", off), ("on", on)] * rounds
-    session = new_session(8)
-    try:
-        for name, server in order:
-            before = server.cpu_seconds()
-            got, failures = await stream_all_session(session, server, prompts)
-            spent[name] += server.cpu_seconds() - before
-            tokens[name] += got
-            if failures:
-                raise RuntimeError(f"{name}: {failures[:3]}")
-    finally:
-        await session.close()
-    return {name: spent[name] / tokens[name] * 100_000 for name in spent}
-
-
-async def stream_all_session(
-    session: Any, server: ServerProcess, prompts: list[tuple[None, str]]
-) -> tuple[int, list[str]]:
-    return await stream_all(
-        f"http://{HOST}:{server.port}", prompts, expected_text, concurrency=8, deadline_s=60
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer trials (a smoke run)")
@@ -200,7 +168,6 @@ def main(argv: list[str] | None = None) -> int:
         with running_redis(work) as redis:
             url = redis.url()
             live = ("--token-rate", "200", "--first-token-ms", "5", "--resume-ttl", "60")
-            fast = ("--flush-ms", "0", "--token-rate", "0", "--first-token-ms", "0")
             servers = [
                 ("single", jarvis_argv(work / "single.log", *live)),
                 ("w1", jarvis_argv(work / "w1.log", *live, "--registry", url)),
@@ -218,11 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                         "60",
                     ),
                 ),
-                ("cpu_on", jarvis_argv(work / "on.log", *fast, "--resume-ttl", "60")),
-                ("cpu_off", jarvis_argv(work / "off.log", *fast)),
             ]
             with running(*servers, workdir=work) as procs:
-                single, w1, w2, w1off, w1on, cpu_on, cpu_off = procs
+                single, w1, w2, w1off, w1on = procs
                 one = run(lambda: latency(single, single, trials))
                 across = run(lambda: latency(w1, w2, trials))
                 time.sleep(3)  # the cut answers run on to their ends: not counted below
@@ -234,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
                                 s, redis, 40 if args.quick else 100, t
                             )
                         )
-                cpu = run(lambda: cpu_turns(cpu_on, cpu_off, 1 if args.quick else 3, 8))
     rows = [
         [where, len(t), f"{median(t) * 1000:.2f}", f"{percentile(t, 99) * 1000:.2f}",
          f"{max(t) * 1000:.2f}", "yes" if percentile(t, 99) * 1000 <= TARGET_P99_MS else "NO"]
@@ -271,18 +235,6 @@ def main(argv: list[str] | None = None) -> int:
             op_rows,
         )
     )
-    print()
-    ratio = cpu["on"] / cpu["off"]
-    print(
-        table(
-            ["--flush-ms 0", "CPU s / 100k tokens"],
-            [
-                ["resume off", f"{cpu['off']:.2f}"],
-                ["resume on", f"{cpu['on']:.2f}"],
-                ["on / off", f"{ratio:.2f}"],
-            ],
-        )
-    )
     if args.json:
         write_json(str(args.json), "resume_latency", {
             "latency_ms": {
@@ -290,7 +242,6 @@ def main(argv: list[str] | None = None) -> int:
                 "across_workers": [t * 1000 for t in across],
             },
             "redis_ops": {f"{k[0]}-{k[1]}": v for k, v in ops.items()},
-            "cpu_per_100k_tokens": cpu,
         })  # fmt: skip
     worst = max(percentile(one, 99), percentile(across, 99)) * 1000
     return 0 if worst <= TARGET_P99_MS else 1

@@ -27,7 +27,8 @@ model's can be), `tokens-reported` / `tokens-estimated` (one per stream
 with text, its tokens as the content size; `jarvis_cli/swarm/itl.py` says how
 tokens are counted and ITL is counted per token), and `resume` (one per
 reload: from the reconnect to the first resumed event; its failures: ResumeGap, a gap
-or a duplicate in the event ids across the cut; NoResume, a server that cannot resume).
+or a duplicate in the event ids across the cut; NoResume, a server that cannot resume:
+events without ids, or 404, 405 or 501 at the resume endpoint).
 """
 
 from __future__ import annotations
@@ -107,6 +108,9 @@ RESUME = "resume"
 RESUME_PATH = "/v1/streams/{id}"
 #: A reloading user leaves after this many content chunks (at random in the range).
 RELOAD_AFTER = (2, 5)
+#: The resume endpoint's answers that say the server does not resume (no such route, or
+#: resume off: jarvis serve without --resume-ttl answers 404), as verify-hang reads them.
+NOT_RESUMABLE = (404, 405, 501)
 TOKENS_REPORTED = "tokens-reported"
 TOKENS_ESTIMATED = "tokens-estimated"
 #: The locustfile's usage errors (a bad --target, --dialect or --session-in) exit so.
@@ -690,8 +694,15 @@ class ChatUser(FastHttpUser):
             getattr(response, "error", None) is not None
             or not 200 <= (response.status_code or 0) < 300
         ):
-            why = "the resume was refused" if response.status_code else "no answer to the resume"
-            self._fire(RESUME, time.monotonic() - started, exc=HTTPError(why))
+            status = response.status_code or 0
+            refused: StreamFailure
+            if status in NOT_RESUMABLE:
+                refused = NoResume(f"the server does not resume (HTTP {status} at {RESUME_PATH})")
+            elif status:
+                refused = HTTPError("the resume was refused")
+            else:
+                refused = HTTPError("no answer to the resume")
+            self._fire(RESUME, time.monotonic() - started, exc=refused)
             return
         rest = Stream(cut.prompt, cut.seq, sent_at=started)
         first_at, failure = None, None
@@ -713,7 +724,7 @@ class ChatUser(FastHttpUser):
         failure = failure or _seam(cut.event_ids, rest.event_ids)
         if failure is None and _process.synthetic and rest.completed:
             whole = "".join(cut.parts + rest.parts)
-            if whole != expected_text(cut.prompt, MAX_TOKENS):
+            if whole != expected_text(cut.prompt, s.max_tokens):
                 failure = WrongText("the text read across a reload is not the model's")
         self._fire(RESUME, (first_at or time.monotonic()) - started, exc=failure)
 

@@ -75,6 +75,9 @@ def test_a_faulted_server_fails_the_gate_naming_the_crossed_threshold(
     [
         (("--users", "0"), "--users must be at least 1"),
         (("--interrupt-rate", "1.5"), "--interrupt-rate is a share"),
+        (("--reload-rate", "1.5"), "--reload-rate is a share between 0 and 1, not 1.5"),
+        (("--reload-rate", "-0.1"), "--reload-rate is a share between 0 and 1, not -0.1"),
+        (("--max-p99-resume-ms", "0"), "--max-p99-resume-ms) must be above 0"),
         (("--run-time", "soon"), "--run-time takes a duration"),
         (("--shape", "square"), "--shape takes one of"),
         (("--fault", "bogus"), "unknown --fault 'bogus'"),

@@ -6,6 +6,7 @@ meet an impossible threshold and exits 1 saying so."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import math
@@ -24,7 +25,7 @@ from .cli import run
 from .conftest import ServerProcess
 from .swarms import swarm
 
-LIMITS = Thresholds(1000.0, 1500.0, 0.01)
+LIMITS = Thresholds(1000.0, 1500.0, 0.01, 1000.0)
 
 
 def _search(start: int, ceiling: int, capacity: int) -> tuple[Search, list[int]]:
@@ -123,6 +124,24 @@ def test_the_curve_names_the_max_writes_json_and_markdown_and_renders(tmp_path: 
     shown = console.file.getvalue()  # type: ignore[attr-defined]
     assert "find-max: the curve" in shown
     assert "max users meeting the thresholds: 6" in shown
+
+
+def test_a_curve_with_reloads_has_a_p99_resume_column_and_threshold(tmp_path: Path) -> None:
+    """Levels whose users reloaded: the p99 resume shows in the markdown's columns, its
+    threshold in the markdown's line and JSON, and the level's resumes in JSON; a curve
+    without reloads has no such column."""
+    reloading = [dataclasses.replace(_level(users), resumes=3 * users, p99_resume_ms=80.0 + users)
+                 for users in (2, 4)]  # fmt: skip
+    data_path, md_path = Curve(reloading, LIMITS, 2, 4, 5.0, "x").write(tmp_path)
+    markdown = md_path.read_text()
+    assert "| users | held | p99 TTFT | p99 interrupt | p99 resume | failed |" in markdown
+    assert "| 4 | ✔ | 40 ms | – | 84 ms | 0.00% |" in markdown
+    assert "p99 resume <= 1000 ms" in markdown
+    data = json.loads(data_path.read_text())
+    assert data["thresholds"]["max_p99_resume_ms"] == 1000.0
+    assert [(lv["resumes"], lv["p99_resume_ms"]) for lv in data["levels"]] == [(6, 82), (12, 84)]
+    plain = Curve([_level(2)], LIMITS, 2, 4, 5.0, "x").markdown()
+    assert "p99 resume" not in plain
 
 
 def test_a_curve_where_every_level_held_says_the_ceiling_bounds_it() -> None:

@@ -104,6 +104,16 @@ def test_the_way_to_speak_reaches_every_locust_process() -> None:
     assert "--dialect" not in PLAN.master_argv()  # unset: the locustfile's default holds
 
 
+def test_the_reload_rate_reaches_every_locust_process() -> None:
+    """--reload-rate goes to the master and each worker as the locustfile's own option;
+    unset it is 0, said as such (no reloads)."""
+    plan = dataclasses.replace(PLAN, reload_rate=0.25)
+    for argv in (plan.master_argv(5599), plan.worker_argv(5599)):
+        assert argv[argv.index("--reload-rate") + 1] == "0.25"
+    argv = PLAN.master_argv()
+    assert argv[argv.index("--reload-rate") + 1] == "0"
+
+
 def test_flags_override_the_target_file_which_overrides_the_defaults(tmp_path: Path) -> None:
     """The file's dialect, session and health are used unless a flag names its own."""
     path = tmp_path / "chat.toml"

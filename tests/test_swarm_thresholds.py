@@ -29,7 +29,9 @@ SSE,stream,"StaleChunk(""a superseded stream's chunk after its successor's first
 SSE,stream,"Hang('no byte within 5 s')",1
 POST,/v1/chat/completions,"ConnectionRefusedError(111, 'Connection refused')",4
 """
-LIMITS = Thresholds(max_p99_ttft_ms=500, max_p99_interrupt_ms=1000, max_fail_ratio=0.02)
+LIMITS = Thresholds(
+    max_p99_ttft_ms=500, max_p99_interrupt_ms=1000, max_fail_ratio=0.02, max_p99_resume_ms=100
+)
 
 
 def write(tmp_path: Path, stats: str = STATS, failures: str | None = FAILURES) -> Path:
@@ -95,7 +97,9 @@ def test_every_threshold_holds_for_a_healthy_run(tmp_path: Path) -> None:
 
 def test_each_crossed_threshold_is_named(tmp_path: Path) -> None:
     """Tighter limits: exactly the crossed checks fail, with the measured value shown."""
-    tight = Thresholds(max_p99_ttft_ms=100, max_p99_interrupt_ms=1000, max_fail_ratio=0.01)
+    tight = Thresholds(
+        max_p99_ttft_ms=100, max_p99_interrupt_ms=1000, max_fail_ratio=0.01, max_p99_resume_ms=100
+    )
     checks = {c.name: c for c in judge(Figures.load(write(tmp_path)), tight)}
     assert not checks["--max-p99-ttft-ms"].held
     assert checks["--max-p99-ttft-ms"].value == "110 ms"
@@ -112,6 +116,53 @@ def test_a_run_that_read_no_stream_never_passes(tmp_path: Path) -> None:
         "streams": False, "--max-fail-ratio": False, "--max-p99-ttft-ms": False,
     }  # fmt: skip
     assert math.isnan(Figures.load(tmp_path / "locust").fail_ratio)
+
+
+#: Reloads: 10 resumes, 2 of them failed (a gap, a server that would not resume).
+RESUME_ROW = "SSE,resume,10,2,80,82,3,95,0.0,1.0,0.2,80,80,81,81,82,90,95,95,95,95,95\n"
+RESUME_FAILURES = FAILURES + (
+    "SSE,resume,\"ResumeGap('a gap or a duplicate in the event ids across a reload')\",1\n"
+    "SSE,resume,\"NoResume('the server does not resume (HTTP 404 at /v1/streams/{id})')\",1\n"
+    'GET,/v1/streams/{id},"LocustBadStatusCode(code=404)",1\n'
+)
+
+
+def test_resume_failures_are_counted_by_kind_apart_from_streams(tmp_path: Path) -> None:
+    """A resume's failures are kinds of their own entry: the stream kinds are unchanged,
+    the resume kinds add up to the resume row's failures, and the refused GET is a failed
+    request, not a third failure."""
+    figures = Figures.load(write(tmp_path, STATS + RESUME_ROW, RESUME_FAILURES))
+    assert figures.failures == {"StaleChunk": 2, "Hang": 1}
+    assert figures.resume_kinds == {"ResumeGap": 1, "NoResume": 1}
+    assert (figures.resumes, figures.resume_failures) == (10, 2)
+    assert figures.request_failures == 5
+
+
+def test_failed_resumes_count_in_the_fail_ratio(tmp_path: Path) -> None:
+    """Failed reads over reads: (3 stream + 2 resume failures) / (200 streams + 10
+    resumes), and the check says so; without reloads the ratio is the streams' alone."""
+    figures = Figures.load(write(tmp_path, STATS + RESUME_ROW, RESUME_FAILURES))
+    assert figures.fail_ratio == pytest.approx(5 / 210)
+    checks = {c.name: c for c in judge(figures, LIMITS)}
+    assert not checks["--max-fail-ratio"].held  # 2.38% > 2%: the resumes tipped it
+    assert checks["--max-fail-ratio"].value == "2.38% (5 of 200 streams and 10 resumes)"
+    assert Figures.load(write(tmp_path)).fail_ratio == pytest.approx(3 / 200)
+
+
+def test_the_resume_p99_is_judged_only_when_users_reloaded(tmp_path: Path) -> None:
+    """With a `resume` entry its p99 (95 ms) is checked against --max-p99-resume-ms,
+    held at 100 and crossed at 0.5 (shown as such, not rounded to 0); without one there
+    is no such check, rather than one passed."""
+    figures = Figures.load(write(tmp_path, STATS + RESUME_ROW))
+    held = {c.name: c for c in judge(figures, LIMITS)}["--max-p99-resume-ms"]
+    assert (held.held, held.limit, held.value) == (True, "100 ms", "95 ms")
+    tight = Thresholds(
+        max_p99_ttft_ms=500, max_p99_interrupt_ms=1000, max_fail_ratio=1, max_p99_resume_ms=0.5
+    )
+    crossed = {c.name: c for c in judge(figures, tight)}["--max-p99-resume-ms"]
+    assert (crossed.held, crossed.limit) == (False, "0.5 ms")
+    names = [c.name for c in judge(Figures.load(write(tmp_path)), LIMITS)]
+    assert "--max-p99-resume-ms" not in names
 
 
 def test_a_missing_stats_file_is_reported_not_judged(tmp_path: Path) -> None:
@@ -135,6 +186,7 @@ def test_request_names_and_kinds_agree_with_the_locustfile() -> None:
         "FULL_STREAM",
         "INTERRUPT_TTFT",
         "TEXT_CHECKED",
+        "RESUME",
     )
     for constant in names:
         match = re.search(rf'^{constant} = "([^"]+)"', source, re.M)

@@ -76,6 +76,15 @@ def swarm(
         float,
         typer.Option(help="Share of conversations interrupted by a new prompt mid-stream (0-1)."),
     ] = 0.3,
+    reload_rate: Annotated[
+        float,
+        typer.Option(
+            help="Share of the conversations not interrupted whose client reloads "
+            "mid-answer: drops the connection after 2-5 chunks and resumes with "
+            "Last-Event-ID at GET /v1/streams/{id} (0-1). The server must resume (jarvis "
+            "serve --resume-ttl; the embedded server does); else each is a NoResume."
+        ),
+    ] = 0.0,
     overlap: Annotated[
         str,
         typer.Option(
@@ -105,11 +114,18 @@ def swarm(
         float,
         typer.Option(help="Fail when interrupt-to-first-token p99 is above this (ms)."),
     ] = 1500.0,
+    max_p99_resume_ms: Annotated[
+        float,
+        typer.Option(
+            help="Fail when the p99 from a reload's reconnect to its first resumed event "
+            "is above this (ms; checked when reloads happened, --reload-rate)."
+        ),
+    ] = 1000.0,
     max_fail_ratio: Annotated[
         float,
         typer.Option(
-            help="Fail when more than this share of streams failed (hang, stale chunk, "
-            "wrong text, HTTP error, broken stream)."
+            help="Fail when more than this share of streams and resumes failed (hang, "
+            "stale chunk, wrong text, HTTP error, broken stream; a resume's gap or none)."
         ),
     ] = 0.01,
     hang_deadline: Annotated[
@@ -181,14 +197,17 @@ def swarm(
 
     Each user keeps its own session, streams answers and, at --interrupt-rate,
     sends a new prompt while the answer is still streaming (or leaves
-    mid-stream). Locust runs headless in its own processes; its CSV and HTML
-    reports go to --report-dir. The summary shows time to first token, the
-    interrupt-to-first-token latency and failures by kind (Hang, StaleChunk,
-    WrongText, HTTPError, BrokenStream). When locust itself runs out of CPU,
-    it says so instead of blaming the server.
+    mid-stream, or, at --reload-rate, reloads: leaves and resumes the answer
+    with Last-Event-ID). Locust runs headless in its own processes; its CSV and
+    HTML reports go to --report-dir. The summary shows time to first token, the
+    interrupt-to-first-token latency, the resume latency when users reloaded,
+    and failures by kind (Hang, StaleChunk, WrongText, HTTPError, BrokenStream;
+    a resume's ResumeGap, NoResume). When locust itself runs out of CPU, it
+    says so instead of blaming the server.
 
-    Without --url it starts the embedded reference server, swarms it, stops
-    it, and runs `jarvis diagnose` on its log: an unhealthy verdict fails too.
+    Without --url it starts the embedded reference server (resume on), swarms
+    it, stops it, and runs `jarvis diagnose` on its log: an unhealthy verdict
+    fails too.
     With --server-workers N --registry redis://... that server is a fleet. With
     several --url, each user's prompts take turns over the servers.
 
@@ -211,6 +230,7 @@ def swarm(
         jarvis swarm --url http://127.0.0.1:9999 --dialect anthropic --overlap independent
         jarvis swarm --target chat.toml --session-in body:metadata.session
         jarvis swarm --shape spike --run-time 2m --max-p99-ttft-ms 500
+        jarvis swarm --reload-rate 0.5 --max-p99-resume-ms 200
         jarvis swarm --report-dir reports/nightly --max-fail-ratio 0
         jarvis swarm --find-max --start-users 5 --max-users 80 --level-time 15s
         jarvis swarm --find-max --url http://127.0.0.1:8080 --overlap independent \
@@ -236,9 +256,14 @@ def swarm(
     _check(users >= 1, "--users must be at least 1")
     _check(spawn_rate > 0, "--spawn-rate must be above 0")
     _check(0 <= interrupt_rate <= 1, "--interrupt-rate is a share between 0 and 1")
+    _check(0 <= reload_rate <= 1, f"--reload-rate is a share between 0 and 1, not {reload_rate:g}")
     _check(workers >= 0, "--workers must be 0 or more")
     _check(0 <= max_fail_ratio <= 1, "--max-fail-ratio is a share between 0 and 1")
-    _check(max_p99_ttft_ms > 0 and max_p99_interrupt_ms > 0, "latency thresholds must be > 0")
+    _check(
+        max_p99_ttft_ms > 0 and max_p99_interrupt_ms > 0 and max_p99_resume_ms > 0,
+        "latency thresholds (--max-p99-ttft-ms, --max-p99-interrupt-ms, "
+        "--max-p99-resume-ms) must be above 0",
+    )
     _check(hang_deadline > 0, "--hang-deadline must be above 0")
     _check(max_tokens >= 1, "--max-tokens must be at least 1")
     _check(usage in _USAGE, f"--usage takes {' or '.join(_USAGE)}, not {usage!r}")
@@ -268,8 +293,9 @@ def swarm(
         target=target.resolve() if target else None,
         max_tokens=max_tokens,
         ask_usage=usage == "ask",
+        reload_rate=reload_rate,
     )
-    limits = Thresholds(max_p99_ttft_ms, max_p99_interrupt_ms, max_fail_ratio)
+    limits = Thresholds(max_p99_ttft_ms, max_p99_interrupt_ms, max_fail_ratio, max_p99_resume_ms)
     server = _Embedded(faults, server_workers, registry)
     if find_max:
         search = Search(start_users, max_users)

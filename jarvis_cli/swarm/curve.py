@@ -1,5 +1,6 @@
 """The curve `--find-max` measured: one row per level (users to p99 TTFT, p99 interrupt,
-failures, throughput, per-token ITL), shown as a table and kept as JSON and markdown."""
+p99 resume when users reloaded, failures, throughput, per-token ITL), shown as a table
+and kept as JSON and markdown."""
 
 from __future__ import annotations
 
@@ -15,7 +16,16 @@ from rich.text import Text
 
 from .itl import CHARS_PER_TOKEN
 from .report import SwarmReport
-from .thresholds import CHUNK_GAP, INTERRUPT_TTFT, ITL, ITL_ESTIMATED, TTFT, Figures, Thresholds
+from .thresholds import (
+    CHUNK_GAP,
+    INTERRUPT_TTFT,
+    ITL,
+    ITL_ESTIMATED,
+    RESUME,
+    TTFT,
+    Figures,
+    Thresholds,
+)
 
 JSON_NAME = "find-max.json"
 MARKDOWN_NAME = "find-max.md"
@@ -48,6 +58,11 @@ class Level:
     #: Locust's CPU may have limited this level.
     generator_bound: bool
     report_dir: str
+    #: Reloads (--reload-rate): how many resumed, their p99 to the first resumed event,
+    #: and how many of them failed (0 and NaN without reloads).
+    resumes: int = 0
+    p99_resume_ms: float = math.nan
+    resume_failures: int = 0
 
     @classmethod
     def of(cls, report: SwarmReport) -> Level:
@@ -71,14 +86,18 @@ class Level:
             itl_source=source,
             generator_bound=report.run.generator_bound,
             report_dir=str(report.plan.report_dir),
+            resumes=figures.resumes,
+            p99_resume_ms=_p(figures, RESUME, "99%"),
+            resume_failures=figures.resume_failures,
         )
 
     def summary(self) -> str:
         """One line of progress."""
         verdict = "PASS" if self.passed else "FAIL " + ", ".join(self.crossed)
         saturated = " (load generator saturated)" if self.generator_bound else ""
+        resume = f", p99 resume {_ms(self.p99_resume_ms)}" if self.resumes else ""
         return (f"{self.users} users: p99 TTFT {_ms(self.p99_ttft_ms)}, p99 interrupt "
-                f"{_ms(self.p99_interrupt_ms)}, failed {_share(self.fail_ratio)}, "
+                f"{_ms(self.p99_interrupt_ms)}{resume}, failed {_share(self.fail_ratio)}, "
                 f"{self.streams_per_s:,.1f} streams/s, {self.tokens_per_s:,.0f} tokens/s"
                 f"{saturated}: {verdict}")  # fmt: skip
 
@@ -167,31 +186,48 @@ class Curve:
         table.write_text(self.markdown(), encoding="utf-8")
         return data, table
 
+    @property
+    def reloads(self) -> bool:
+        """Users reloaded at some level: the curve then has a p99 resume column."""
+        return any(level.resumes for level in self.levels)
+
     def _rows(self) -> list[list[str]]:
-        return [
+        rows = [
             [f"{level.users:,}", "✔" if level.passed else "✘", _ms(level.p99_ttft_ms),
              _ms(level.p99_interrupt_ms), _share(level.fail_ratio), f"{level.streams_per_s:,.1f}",
              f"{level.tokens_per_s:,.0f}", _itl(level), _ms(level.p50_chunk_gap_ms),
              ", ".join(level.crossed) + (" (generator saturated)" if level.generator_bound else "")]
             for level in self.ordered()
         ]  # fmt: skip
+        if self.reloads:
+            for row, level in zip(rows, self.ordered(), strict=True):
+                row.insert(4, _ms(level.p99_resume_ms))
+        return rows
 
     _HEADER = ("users", "held", "p99 TTFT", "p99 interrupt", "failed", "streams/s",
                "tokens/s", "ITL/token p50", "chunk gap p50", "crossed")  # fmt: skip
 
+    @property
+    def header(self) -> tuple[str, ...]:
+        if not self.reloads:
+            return self._HEADER
+        return (*self._HEADER[:4], "p99 resume", *self._HEADER[4:])
+
     def markdown(self) -> str:
-        limits = self.limits
+        limits, header = self.limits, self.header
+        resume = f"p99 resume <= {limits.max_p99_resume_ms:g} ms, " if self.reloads else ""
         lines = [
             f"# jarvis swarm --find-max: {self.target}",
             "",
             f"Thresholds: p99 TTFT <= {limits.max_p99_ttft_ms:g} ms, p99 interrupt <= "
-            f"{limits.max_p99_interrupt_ms:g} ms, failed streams <= {limits.max_fail_ratio:.2%}. "
-            f"Levels of {self.level_time_s:g} s from {self.start} users, at most {self.ceiling}.",
+            f"{limits.max_p99_interrupt_ms:g} ms, {resume}failed streams <= "
+            f"{limits.max_fail_ratio:.2%}. Levels of {self.level_time_s:g} s from "
+            f"{self.start} users, at most {self.ceiling}.",
             "",
             f"**{self.verdict()}**",
             "",
-            "| " + " | ".join(self._HEADER) + " |",
-            "| " + " | ".join("---:" if i < 9 else "---" for i in range(len(self._HEADER))) + " |",
+            "| " + " | ".join(header) + " |",
+            "| " + " | ".join(["---:"] * (len(header) - 1) + ["---"]) + " |",
             *("| " + " | ".join(row) + " |" for row in self._rows()),
             "",
             "ITL/token: per stream, the time from its first chunk to its last over the "
@@ -206,8 +242,9 @@ class Curve:
 
     def table(self) -> Table:
         table = Table(title="find-max: the curve", title_justify="left", pad_edge=False)
-        for i, label in enumerate(self._HEADER):
-            table.add_column(label, justify="right" if i < 9 else "left")
+        header = self.header
+        for i, label in enumerate(header):
+            table.add_column(label, justify="left" if i == len(header) - 1 else "right")
         for level, row in zip(self.ordered(), self._rows(), strict=True):
             table.add_row(*row, style=None if level.passed else "red")
         return table

@@ -20,6 +20,7 @@ from .thresholds import (
     ITL,
     ITL_ESTIMATED,
     KINDS,
+    RESUME,
     STREAM,
     TTFT,
     Check,
@@ -35,6 +36,8 @@ _LATENCIES = (
     (FULL_STREAM, "full stream (completed)"),
     (STREAM, "any stream, to its end"),
 )
+#: Shown when users reloaded (or were to: --reload-rate), after interrupt → first token.
+_RESUME = (RESUME, "reload → first resumed event")
 
 
 @dataclass(slots=True)
@@ -78,12 +81,15 @@ def _ms(value: float) -> str:
     return "–" if math.isnan(value) else f"{value:,.0f}"
 
 
-def _latency_table(figures: Figures) -> Table:
+def _latency_table(figures: Figures, *, reloads: bool) -> Table:
     table = Table(title="latencies (ms)", title_justify="left", pad_edge=False)
     table.add_column("metric")
     for label in ("count", "p50", "p90", "p99", "max"):
         table.add_column(label, justify="right")
-    for name, label in _LATENCIES:
+    rows = list(_LATENCIES)
+    if reloads or figures.sse(RESUME) is not None:
+        rows.insert(2, _RESUME)
+    for name, label in rows:
         row = figures.sse(name)
         if row is None:
             table.add_row(label, "0", "–", "–", "–", "–", style="dim")
@@ -123,6 +129,38 @@ def _text_check_line(figures: Figures) -> Text:
     )
 
 
+def _kinds_line(title: str, failures: dict[str, int]) -> Text:
+    if not failures:
+        return Text(f"{title}: none", style="green")
+    kinds = [k for k in (*KINDS, "other") if failures.get(k)]
+    kinds += sorted(k for k in failures if k not in kinds)
+    return Text(f"{title}: ", style="bold red") + Text(
+        ", ".join(f"{k} {failures[k]:,}" for k in kinds)
+    )
+
+
+def _resume_lines(figures: Figures, reload_rate: float) -> list[Text]:
+    """What the reloads measured and how their resumes failed, or that none happened;
+    and, when the server did not resume at all, what to change."""
+    row = figures.sse(RESUME)
+    if row is None:
+        return [Text(f"resumes: none (--reload-rate {reload_rate:g}: no reload in this run)",
+                     style="yellow")]  # fmt: skip
+    lines = [
+        Text(f"resumes: {row.requests:,} (reload → first resumed event p50 "
+             f"{_ms(row.pct('50%'))} ms, p99 {_ms(row.pct('99%'))} ms), "
+             f"{figures.resume_failures:,} failed"),
+        _kinds_line("resume failures by kind", figures.resume_kinds),
+    ]  # fmt: skip
+    if figures.resume_kinds.get("NoResume"):
+        lines.append(
+            Text("NoResume: the server did not resume (events without ids, or 404, 405 or 501 "
+                 "at GET /v1/streams/{id}); start it with resume on (jarvis serve "
+                 "--resume-ttl S), or leave --reload-rate out", style="yellow")
+        )  # fmt: skip
+    return lines
+
+
 def _gate_table(checks: list[Check]) -> Table:
     table = Table(title="thresholds", title_justify="left", pad_edge=False)
     for label in ("", "threshold", "limit", "measured"):
@@ -155,29 +193,30 @@ def render(report: SwarmReport, console: Console) -> None:
             ("swarm ", "bold"),
             f"{report.target or servers}: {plan.users} users "
             f"({plan.shape}), {plan.run_time_s:g} s, interrupt rate "
-            f"{plan.interrupt_rate:g}, {mode}",
+            f"{plan.interrupt_rate:g}"
+            + (f", reload rate {plan.reload_rate:g}" if plan.reload_rate else "")
+            + f", {mode}",
         )
     )
+    reloads = plan.reload_rate > 0 or figures.resumes > 0
+    resumes = (f", resumes {figures.resumes:,}, resume failures {figures.resume_failures:,}"
+               if reloads else "")  # fmt: skip
     console.print(
         f"requests {figures.requests:,} HTTP, streams {figures.streams:,}, "
-        f"stream failures {figures.stream_failures:,}"
+        f"stream failures {figures.stream_failures:,}{resumes}"
     )
-    console.print(_latency_table(figures))
+    console.print(_latency_table(figures, reloads=reloads))
     console.print(_tokens_line(figures, plan.run_time_s))
-    failures = figures.failures
-    if failures:
-        kinds = [k for k in (*KINDS, "other") if failures.get(k)]
-        kinds += sorted(k for k in failures if k not in kinds)
-        console.print(
-            Text("failures by kind: ", style="bold red")
-            + Text(", ".join(f"{k} {failures[k]:,}" for k in kinds))
-        )
-    else:
-        console.print(Text("failures by kind: none", style="green"))
+    console.print(_kinds_line("failures by kind", figures.failures))
+    if reloads:
+        for line in _resume_lines(figures, plan.reload_rate):
+            console.print(line)
     if figures.request_failures:
+        also = ", each resume GET its resume's failure" if reloads else ""
         console.print(
             Text(f"failed HTTP requests: {figures.request_failures:,} "
-                 "(each chat POST among them is also its stream's HTTPError)", style="dim")
+                 f"(each chat POST among them is also its stream's HTTPError{also})",
+                 style="dim")
         )  # fmt: skip
     console.print(_text_check_line(figures))
     console.print(_gate_table(report.checks))

@@ -71,6 +71,9 @@ class Plan:
     #: Tokens each prompt asks for, and whether OpenAI requests ask for the token count.
     max_tokens: int = 400
     ask_usage: bool = True
+    #: Share of the conversations not interrupted whose client reloads mid-answer and
+    #: resumes with Last-Event-ID (the locustfile's --reload-rate).
+    reload_rate: float = 0.0
 
     @property
     def servers(self) -> tuple[str, ...]:
@@ -94,6 +97,7 @@ class Plan:
             "--overlap", self.overlap,
             "--max-tokens", str(self.max_tokens),
             "--usage", "ask" if self.ask_usage else "off",
+            "--reload-rate", f"{self.reload_rate:g}",
         ]  # fmt: skip
         if self.dialect is not None:
             args += ["--dialect", self.dialect]

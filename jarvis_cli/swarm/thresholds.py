@@ -28,12 +28,18 @@ FULL_STREAM = "full-stream"
 INTERRUPT_TTFT = "interrupt-ttft"
 #: One per stream whose text was checked (a deterministic model's only).
 TEXT_CHECKED = "text-checked"
+#: One per reload (`--reload-rate`): from the reconnect to the first resumed event; its
+#: failures are the resume's (a gap across the cut, a server that cannot resume, ...).
+RESUME = "resume"
 #: One per stream with text, its tokens as the content size: counted by the server, or
 #: estimated from the text.
 TOKENS_REPORTED = "tokens-reported"
 TOKENS_ESTIMATED = "tokens-estimated"
-#: The locustfile's failure kinds (its exception classes), in report order.
-KINDS = ("Hang", "StaleChunk", "WrongText", "HTTPError", "BrokenStream")
+#: The locustfile's failure kinds (its exception classes), in report order; the last two
+#: are a resume's only.
+KINDS = ("Hang", "StaleChunk", "WrongText", "HTTPError", "BrokenStream", "ResumeGap", "NoResume")
+#: The SSE entries whose failures are verdicts: a stream's, and a reload's resume.
+JUDGED = (STREAM, RESUME)
 _KIND = re.compile(r"^(\w+)\(")
 
 
@@ -97,12 +103,12 @@ def read_stats(path: Path) -> dict[tuple[str, str], Row]:
     return rows
 
 
-def read_failures(path: Path) -> tuple[dict[str, int], int]:
-    """From `*_failures.csv`: failures of streams by kind (the locustfile's exception
-    class; `other` for an error it did not name), and the failed HTTP requests, which are
-    not streams: a chat POST that failed is also its stream's HTTPError, so counting it
-    among the kinds would count it twice."""
-    kinds: dict[str, int] = {}
+def read_failures(path: Path) -> tuple[dict[str, dict[str, int]], int]:
+    """From `*_failures.csv`: the failures of streams and of resumes, each by kind (the
+    locustfile's exception class; `other` for an error it did not name), and the failed
+    HTTP requests, which are neither: a chat POST (or resume GET) that failed is also its
+    stream's (resume's) failure, so counting it among the kinds would count it twice."""
+    kinds: dict[str, dict[str, int]] = {name: {} for name in JUDGED}
     requests = 0
     try:
         handle = path.open(encoding="utf-8", newline="")
@@ -111,12 +117,13 @@ def read_failures(path: Path) -> tuple[dict[str, int], int]:
     with handle:
         for record in csv.DictReader(handle):
             occurrences = int(_float(record.get("Occurrences")) or 0)
-            if (record.get("Method"), record.get("Name")) != (SSE, STREAM):
+            name = record.get("Name") or ""
+            if record.get("Method") != SSE or name not in kinds:
                 requests += occurrences
                 continue
             match = _KIND.match(record.get("Error") or "")
             kind = match.group(1) if match else "other"
-            kinds[kind] = kinds.get(kind, 0) + occurrences
+            kinds[name][kind] = kinds[name].get(kind, 0) + occurrences
     return kinds, requests
 
 
@@ -129,6 +136,8 @@ class Figures:
     failures: dict[str, int] = field(default_factory=dict)
     #: Failed HTTP requests (not streams: each failed chat POST is also a stream's HTTPError).
     request_failures: int = 0
+    #: Resume failures by kind (reloads only); they add up to `resume_failures`.
+    resume_kinds: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def load(cls, prefix: Path) -> Figures:
@@ -136,12 +145,16 @@ class Figures:
         if not stats.is_file():
             raise ReportMissing(f"locust wrote no {stats.name} in {stats.parent}")
         kinds, requests = read_failures(prefix.with_name(prefix.name + "_failures.csv"))
-        figures = cls(read_stats(stats), kinds, requests)
+        figures = cls(read_stats(stats), kinds[STREAM], requests, kinds[RESUME])
         # Locust's failures CSV keeps one row per distinct message; should a message be
         # missing from it, the shortfall shows as `other`, so the kinds always add up.
-        missing = figures.stream_failures - sum(kinds.values())
-        if missing > 0:
-            kinds["other"] = kinds.get("other", 0) + missing
+        for counted, total in (
+            (figures.failures, figures.stream_failures),
+            (figures.resume_kinds, figures.resume_failures),
+        ):
+            missing = total - sum(counted.values())
+            if missing > 0:
+                counted["other"] = counted.get("other", 0) + missing
         return figures
 
     def sse(self, name: str) -> Row | None:
@@ -158,8 +171,22 @@ class Figures:
         return row.failures if row else 0
 
     @property
+    def resumes(self) -> int:
+        """Reloads that asked for the rest of their answer (0 without --reload-rate)."""
+        row = self.sse(RESUME)
+        return row.requests if row else 0
+
+    @property
+    def resume_failures(self) -> int:
+        row = self.sse(RESUME)
+        return row.failures if row else 0
+
+    @property
     def fail_ratio(self) -> float:
-        return self.stream_failures / self.streams if self.streams else math.nan
+        """Failed reads over reads: a resume is a read of its own (the rest of an answer),
+        so a resume that failed counts as a stream that failed does."""
+        reads = self.streams + self.resumes
+        return (self.stream_failures + self.resume_failures) / reads if reads else math.nan
 
     @property
     def text_checked(self) -> int:
@@ -207,6 +234,7 @@ class Thresholds:
     max_p99_ttft_ms: float
     max_p99_interrupt_ms: float
     max_fail_ratio: float
+    max_p99_resume_ms: float
     min_streams: int = 1
 
 
@@ -221,13 +249,21 @@ class Check:
 
 
 def _ms(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:,.0f} ms"
+    if math.isnan(value):
+        return "n/a"
+    # Below a millisecond the digits are the point (a limit of 0.5 is not "0 ms").
+    return f"{value:,.0f} ms" if value == 0 or abs(value) >= 1 else f"{value:.2g} ms"
 
 
 def _ratio(figures: Figures) -> str:
     if math.isnan(figures.fail_ratio):
         return "n/a"
-    return f"{figures.fail_ratio:.2%} ({figures.stream_failures:,} of {figures.streams:,} streams)"
+    if not figures.resumes:
+        return (f"{figures.fail_ratio:.2%} ({figures.stream_failures:,} of "
+                f"{figures.streams:,} streams)")  # fmt: skip
+    failed = figures.stream_failures + figures.resume_failures
+    return (f"{figures.fail_ratio:.2%} ({failed:,} of {figures.streams:,} streams and "
+            f"{figures.resumes:,} resumes)")  # fmt: skip
 
 
 def judge(figures: Figures, limits: Thresholds) -> list[Check]:
@@ -266,6 +302,17 @@ def judge(figures: Figures, limits: Thresholds) -> list[Check]:
                 _ms(limits.max_p99_interrupt_ms),
                 _ms(p99),
                 not math.isnan(p99) and p99 <= limits.max_p99_interrupt_ms,
+            )
+        )
+    resume = figures.sse(RESUME)
+    if resume is not None:  # nor without reloads
+        p99 = resume.pct("99%")
+        checks.append(
+            Check(
+                "--max-p99-resume-ms",
+                _ms(limits.max_p99_resume_ms),
+                _ms(p99),
+                not math.isnan(p99) and p99 <= limits.max_p99_resume_ms,
             )
         )
     return checks
