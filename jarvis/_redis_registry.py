@@ -298,16 +298,7 @@ class RedisRegistry(StreamRegistry):
             self.cancel(handle, CancelReason.REGISTRY_NEW_STREAM)  # a newer prompt owns it
             return False
         self._owned.add(handle)
-        slot.active = handle
-        handle.transition(StreamState.ACTIVE)
-        self._log.emit(
-            Event.STREAM_REGISTERED,
-            trace=handle.trace,
-            session=name,
-            stream_id=handle.stream_id,
-            generation=handle.generation,
-        )
-        return True
+        return self.activate(slot, handle)
 
     def _register_admitted(self, handle: StreamHandle, slot: SessionStreams) -> bool:
         """Under reject or queue: `admit` claimed the session already (or the prompt was
@@ -318,16 +309,7 @@ class RedisRegistry(StreamRegistry):
         self._owned.add(handle)  # from here its release gives the session back
         if handle.cancel_requested:
             return False
-        slot.active = handle
-        handle.transition(StreamState.ACTIVE)
-        self._log.emit(
-            Event.STREAM_REGISTERED,
-            trace=handle.trace,
-            session=handle.session,
-            stream_id=handle.stream_id,
-            generation=handle.generation,
-        )
-        return True
+        return self.activate(slot, handle)
 
     # -- a busy session, under reject or queue ------------------------------------------
 

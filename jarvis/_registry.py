@@ -153,6 +153,11 @@ class StreamRegistry:
 
         if handle.cancel_requested:
             return False
+        return self.activate(session, handle)
+
+    def activate(self, session: SessionStreams, handle: StreamHandle) -> bool:
+        """`handle` is its session's stream from now on: ACTIVE, and `stream_registered`
+        says so (in one process, or once the shared registry gave it the session)."""
         session.active = handle
         handle.transition(StreamState.ACTIVE)
         self._log.emit(
