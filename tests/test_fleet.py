@@ -180,7 +180,13 @@ def test_redis_restarting_under_a_fleet_never_hangs_and_the_fleet_recovers(
                         break
                 time.sleep(0.2)
             else:
-                raise AssertionError(f"the fleet did not recover: {last!r}")
+                logs = "".join(
+                    p.read_text()[-1500:] for p in (tmp_path / "fleet").glob("system.w*.log")
+                )
+                raise AssertionError(
+                    f"the fleet did not recover: {last!r}\nfleet output: {fleet.tail()}\n"
+                    f"worker logs (tails): {logs}"
+                )
     finally:
         fleet.stop(signal.SIGTERM, timeout=20)
     logs = "".join(p.read_text() for p in (tmp_path / "fleet").glob("system.w*.log"))
