@@ -19,43 +19,29 @@ from jarvis.eventlog import RecordingLog
 from jarvis.server.app import create_app
 from jarvis.vocabulary import Event
 
+from . import test_guard
+
 pytestmark = pytest.mark.timeout(15)
 
 HTTP: dict[str, Any] = {"type": "http", "method": "GET", "path": "/", "headers": []}
 
 
-class Client:
-    """One ASGI connection: records what is sent; `leave()` disconnects it."""
+class Client(test_guard.Client):
+    """One ASGI connection (test_guard's), whose `leave()` disconnects it: a body sent
+    after that fails as a server's send does, and `events_seen` counts what arrived."""
 
     def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.gone = asyncio.Event()
+        super().__init__()
         self.events_seen = 0
-
-    async def receive(self) -> dict[str, Any]:
-        await self.gone.wait()
-        return {"type": "http.disconnect"}
 
     async def send(self, message: dict[str, Any]) -> None:
         if self.gone.is_set() and message["type"] == "http.response.body":
             raise OSError("the client is gone")  # what a server's send does then
-        self.messages.append(message)
+        await super().send(message)
         self.events_seen = len(events(self.body))
 
     def leave(self) -> None:
         self.gone.set()
-
-    @property
-    def status(self) -> int:
-        return int(self.messages[0]["status"])
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {k.decode(): v.decode() for k, v in self.messages[0]["headers"]}
-
-    @property
-    def body(self) -> bytes:
-        return b"".join(m.get("body", b"") for m in self.messages[1:])
 
 
 class Feed:
