@@ -182,21 +182,27 @@ def test_verify_hang_supersede_fails_llamacpp_for_two_streams_at_once_not_a_hang
     llamacpp: processes.Process, tmp_path: Path
 ) -> None:
     """llama.cpp has no sessions: under the default `--expect supersede` overlap fails,
-    and its first evidence is two streams of one session emitting at once, never a hang;
+    and its first evidence is that A was never superseded (two streams of one session
+    emitting at once, or A running on past the cancel bound), never a hang;
     work_stops still passes on the drops, and does not judge the supersede it never saw
     (A streamed on: overlap's verdict)."""
     run = verify_hang(llamacpp.url, VERIFY_ARGS, tmp_path)
     assert run.code == 1, run.explain()
     assert run.report["verdict"] == "fail", run.explain()
     assert run.failing == {"overlap"}, run.explain()
-    assert run.evidence("overlap")[0].startswith("two streams of one session emitting at once")
+    # A is never superseded. Most runs catch both answers emitting at once; when the
+    # engine's slots are taken (a loaded machine, one thread), B may wait for a slot until
+    # A has finished, and then what is seen is A running on past the cancel bound.
+    first = run.evidence("overlap")[0]
+    assert first.startswith("two streams of one session emitting at once") or re.search(
+        r"^A1 \S+ \(session \S+\): ended \d+ ms after B was sent; the bound is 2500 ms", first
+    ), first
     work = _scenario(run, "work_stops")
     assert work["status"] == "pass" and DROPS_IDLE.match(work["summary"]), run.explain()
     assert any(
-        e.startswith("skipped: the work after a supersede: its answer was not superseded (two "
-                     "streams of one session emitting at once")
+        e.startswith("skipped: the work after a supersede: its answer was not superseded (")
         for e in work["evidence"]
-    ), work["evidence"]  # fmt: skip
+    ), work["evidence"]
 
 
 @pytest.mark.parametrize("kind", ["example", "jarvis serve"])
