@@ -62,6 +62,27 @@ class Feed:
             yield token
 
 
+def streaming(guard: StreamGuard, feed: Feed, client: Client) -> asyncio.Task[None]:
+    """Session "s"'s answer of `feed`'s tokens to `client`, running as its own task."""
+    return asyncio.create_task(
+        guard.response("s", feed.tokens())(HTTP, client.receive, client.send)
+    )
+
+
+async def cut_after(
+    guard: StreamGuard, log: RecordingLog, *tokens: str
+) -> tuple[Feed, Client, asyncio.Task[None]]:
+    """An answer whose client read `tokens` (an event each) and left: it is detached now
+    (resume on), and runs on for the feed the test goes on giving."""
+    feed, first = Feed(), Client()
+    task = streaming(guard, feed, first)
+    feed.give(*tokens)
+    await until(lambda: first.events_seen == len(tokens))
+    first.leave()
+    await until(lambda: log.of(Event.STREAM_DETACHED) != [])
+    return feed, first, task
+
+
 async def words(*items: str) -> AsyncIterator[str]:
     for item in items:
         await asyncio.sleep(0)
@@ -159,12 +180,7 @@ async def test_a_client_cut_mid_answer_resumes_with_no_gap_and_no_duplicate() ->
     from the last id it saw, joined to what it had, is the whole answer, once."""
     log = RecordingLog()
     guard = guard_with(log, resume_ttl=5.0, detach_grace=5.0)
-    feed, first = Feed(), Client()
-    task = asyncio.create_task(guard.response("s", feed.tokens())(HTTP, first.receive, first.send))
-    feed.give("one ", "two ")
-    await until(lambda: first.events_seen == 2)
-    first.leave()
-    await until(lambda: log.of(Event.STREAM_DETACHED) != [])
+    feed, first, task = await cut_after(guard, log, "one ", "two ")
     feed.give("three ", "four")
     feed.finish()
     await asyncio.wait_for(task, 3)
@@ -187,7 +203,7 @@ async def test_readers_follow_a_live_stream_to_its_end_a_second_tab_too() -> Non
     log = RecordingLog()
     guard = guard_with(log, resume_ttl=5.0)
     feed, first = Feed(), Client()
-    task = asyncio.create_task(guard.response("s", feed.tokens())(HTTP, first.receive, first.send))
+    task = streaming(guard, feed, first)
     feed.give("a")
     await until(lambda: first.events_seen == 1)
     stream_id = first.headers["x-stream-id"]
@@ -257,7 +273,7 @@ async def test_stop_ends_the_answer_at_once_as_stopped_for_every_reader() -> Non
     log = RecordingLog()
     guard = guard_with(log, resume_ttl=5.0)
     feed, first = Feed(), Client()
-    task = asyncio.create_task(guard.response("s", feed.tokens())(HTTP, first.receive, first.send))
+    task = streaming(guard, feed, first)
     feed.give("a")
     await until(lambda: first.events_seen == 1)
     stream_id = first.headers["x-stream-id"]
@@ -286,7 +302,7 @@ async def test_stop_works_with_resume_off_and_knows_no_ended_stream() -> None:
     its id is unknown (404)."""
     guard = guard_with(RecordingLog())
     feed, first = Feed(), Client()
-    task = asyncio.create_task(guard.response("s", feed.tokens())(HTTP, first.receive, first.send))
+    task = streaming(guard, feed, first)
     await until(lambda: guard.parts.registry.active("s") is not None)
     stream_id = guard.snapshot()["s"][0]["stream_id"]
     assert isinstance(stream_id, str)
@@ -343,7 +359,7 @@ async def test_a_disconnect_with_resume_on_runs_on_for_the_grace_then_cancels() 
     log = RecordingLog()
     guard = guard_with(log, resume_ttl=5.0, detach_grace=0.4)
     feed, first = Feed(), Client()
-    task = asyncio.create_task(guard.response("s", feed.tokens())(HTTP, first.receive, first.send))
+    task = streaming(guard, feed, first)
     feed.give("a")
     await until(lambda: first.events_seen == 1)
     loop = asyncio.get_running_loop()
@@ -372,12 +388,7 @@ async def test_a_resume_within_the_grace_reattaches_and_the_answer_completes() -
     grace starts again."""
     log = RecordingLog()
     guard = guard_with(log, resume_ttl=5.0, detach_grace=0.3)
-    feed, first = Feed(), Client()
-    task = asyncio.create_task(guard.response("s", feed.tokens())(HTTP, first.receive, first.send))
-    feed.give("a")
-    await until(lambda: first.events_seen == 1)
-    first.leave()
-    await until(lambda: log.of(Event.STREAM_DETACHED) != [])
+    feed, first, task = await cut_after(guard, log, "a")
     stream_id = first.headers["x-stream-id"]
     tab = Client()
     reader = asyncio.create_task(guard.resume("s", stream_id, "1")(HTTP, tab.receive, tab.send))
@@ -406,7 +417,7 @@ async def test_with_no_grace_a_disconnect_cancels_at_once_and_stays_resumable() 
     log = RecordingLog()
     guard = guard_with(log, resume_ttl=5.0, detach_grace=0)
     feed, first = Feed(), Client()
-    task = asyncio.create_task(guard.response("s", feed.tokens())(HTTP, first.receive, first.send))
+    task = streaming(guard, feed, first)
     feed.give("a")
     await until(lambda: first.events_seen == 1)
     first.leave()
@@ -424,12 +435,7 @@ async def test_a_new_prompt_supersedes_a_detached_answer_at_once() -> None:
     next prompt supersedes it at once, as always."""
     log = RecordingLog()
     guard = guard_with(log, resume_ttl=5.0, detach_grace=30)
-    feed, first = Feed(), Client()
-    task = asyncio.create_task(guard.response("s", feed.tokens())(HTTP, first.receive, first.send))
-    feed.give("a")
-    await until(lambda: first.events_seen == 1)
-    first.leave()
-    await until(lambda: log.of(Event.STREAM_DETACHED) != [])
+    _, _, task = await cut_after(guard, log, "a")
     second = Client()
     await asyncio.wait_for(guard.response("s", words("b"))(HTTP, second.receive, second.send), 2)
     await asyncio.wait_for(task, 1)
