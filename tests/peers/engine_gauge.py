@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -23,20 +21,9 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from ._fence import Sessions
 from ._synth import MODEL, PACE_S, max_tokens_of, prompt_of, serve, tokens
+from .stop_done import chunk
 
 GAUGE = "llamacpp:requests_processing"
-
-
-def _chunk(stream_id: str, content: str | None, finish: str | None = None) -> str:
-    delta = {} if content is None else {"content": content}
-    event = {
-        "id": stream_id,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": MODEL,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-    return f"data: {json.dumps(event)}\n\n"
 
 
 def make_app(ghost_s: float = 0.0, pace_s: float = PACE_S) -> FastAPI:
@@ -73,9 +60,9 @@ def make_app(ghost_s: float = 0.0, pace_s: float = PACE_S) -> FastAPI:
         async def answer() -> AsyncIterator[str]:
             nonlocal processing
             async with sessions.turn(session) as cancel:
-                yield _chunk(stream_id, "")
+                yield chunk(stream_id, "")
                 if cancel is None:
-                    yield _chunk(stream_id, None, "stop")
+                    yield chunk(stream_id, None, "stop")
                     yield "data: [DONE]\n\n"
                     return
                 processing += 1
@@ -84,11 +71,11 @@ def make_app(ghost_s: float = 0.0, pace_s: float = PACE_S) -> FastAPI:
                     for word in words:
                         if cancel.is_set():
                             break
-                        yield _chunk(stream_id, word)
+                        yield chunk(stream_id, word)
                         await asyncio.sleep(pace_s)
                     else:
                         finished = True
-                    yield _chunk(stream_id, None, "stop")
+                    yield chunk(stream_id, None, "stop")
                     yield "data: [DONE]\n\n"
                 finally:
                     if finished or ghost_s <= 0:

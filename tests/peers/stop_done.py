@@ -22,7 +22,8 @@ app = FastAPI()
 sessions = Sessions()
 
 
-def _chunk(stream_id: str, content: str | None, finish: str | None = None) -> str:
+def chunk(stream_id: str, content: str | None, finish: str | None = None) -> str:
+    """One OpenAI chunk as an SSE event (engine_gauge, this server with a gauge, too)."""
     delta = {} if content is None else {"content": content}
     event = {
         "id": stream_id,
@@ -48,14 +49,14 @@ async def chat(request: Request) -> StreamingResponse:
 
     async def answer() -> AsyncIterator[str]:
         async with sessions.turn(session) as cancel:
-            yield _chunk(stream_id, "")
+            yield chunk(stream_id, "")
             for word in words if cancel is not None else ():
                 if cancel.is_set():
                     break
-                yield _chunk(stream_id, word)
+                yield chunk(stream_id, word)
                 await asyncio.sleep(PACE_S)
             # Superseded or finished, the stream ends the same way: nothing jarvis-only.
-            yield _chunk(stream_id, None, "stop")
+            yield chunk(stream_id, None, "stop")
             yield "data: [DONE]\n\n"
 
     return StreamingResponse(answer(), media_type="text/event-stream")
