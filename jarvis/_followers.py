@@ -37,7 +37,7 @@ class Followers:
         grace: float,
         cancel: Callable[[], object],
         log: EventSink,
-        remote: RemoteReaders | None = None,
+        remote: RemoteReaders,
     ) -> None:
         self.handle = handle
         self.count = 1
@@ -100,15 +100,11 @@ class Followers:
         self._timer = None
         if self.count or self.handle.state >= StreamState.STOPPING:
             return
-        if self._remote is None:
-            self._cancel()
-            return
         self._check = asyncio.get_running_loop().create_task(self._ask_remote())
 
     async def _ask_remote(self) -> None:
         """Another process's reader keeps the stream going for one more grace; none, or
-        no answer, cancels it."""
-        assert self._remote is not None
+        no answer, cancels it (in one process nobody else can follow)."""
         try:
             following = await self._remote(self.handle)
         except Exception:  # the store does not answer: nobody is known to follow

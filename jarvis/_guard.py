@@ -441,11 +441,7 @@ class StreamGuard:
         journal = self._replay.find(stream_id)
         if journal is not None:
             return JournalTail(journal, after) if journal.session == session else None
-        remote_tail = getattr(self._replay, "remote_tail", None)
-        if remote_tail is None:
-            return None
-        tail: Tail | None = await remote_tail(session, stream_id, after)
-        return tail
+        return await self._replay.remote_tail(session, stream_id, after)
 
     async def stop(self, session_id: str | None, stream_id: str) -> bool:
         """Stop the session's stream `stream_id` now (`POST /v1/streams/{id}/cancel`): it
@@ -469,7 +465,7 @@ class StreamGuard:
             where = "ended" if journal.session == session and journal.ended else ""
         elif await self._stop_remote(session, stream_id):
             where = "remote"
-        elif self._replay is not None and hasattr(self._replay, "remote_status"):
+        elif self._replay is not None:
             # Known to the fleet's store but no longer its session's stream: it has ended.
             known = await self._replay.remote_status(session, stream_id)
             where = "ended" if known is not None else ""
@@ -483,12 +479,9 @@ class StreamGuard:
     async def _stop_remote(self, session: str, stream_id: str) -> bool:
         """In a fleet: tell the process running `stream_id` to stop it, if it is the
         session's registered stream."""
-        stop_remote = getattr(self._parts.registry, "stop_remote", None)
-        if stop_remote is None:
-            return False
         try:
-            return bool(await stop_remote(session, stream_id))
-        except (OSError, Exception) as exc:  # the registry does not answer
+            return await self._parts.registry.stop_remote(session, stream_id)
+        except Exception as exc:  # the registry does not answer (redis's errors, OSError)
             raise REGISTRY_DOWN from exc
 
     # -- what an app wires in -------------------------------------------------------
@@ -621,7 +614,7 @@ class _GuardedResponse(Response):
                     parts.registry.cancel, handle, CancelReason.CLIENT_DISCONNECTED
                 ),
                 log=parts.log,
-                remote=getattr(replay, "following", None),
+                remote=replay.following,
             )
             journal.followers = followers
         emitter = SSEEmitter(

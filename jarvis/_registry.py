@@ -87,6 +87,11 @@ class Registry(Protocol):
         remain."""
         ...
 
+    async def stop_remote(self, session: str, stream_id: str) -> bool:
+        """Stop `stream_id`, `session`'s registered stream, in the process that runs it;
+        False if no other process does (one process: never)."""
+        ...
+
 
 @dataclass(slots=True)
 class SessionStreams:
@@ -383,3 +388,7 @@ class StreamRegistry:
         if pending:
             await asyncio.wait(pending, timeout=wait_s)
         return sum(1 for h in handles if not h.done.done())
+
+    async def stop_remote(self, session: str, stream_id: str) -> bool:
+        """One process: a stream is stopped where it runs, here, or is nowhere."""
+        return False

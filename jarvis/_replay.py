@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ._followers import Followers
 from ._stream import StreamHandle
+
+if TYPE_CHECKING:
+    from ._resume import Tail
 
 #: Written to a journal's mirror: the journal, the events just appended, whether it ended.
 Mirror = Callable[["Journal", list[bytes], bool], None]
@@ -134,6 +138,20 @@ class MemoryReplay:
 
     async def stop(self) -> None:
         """Nothing to disconnect."""
+
+    # What only a fleet's store can know (`RedisReplay`); one process knows nothing more.
+
+    async def remote_tail(self, session: str, stream_id: str, after: int) -> Tail | None:
+        """A reader of a stream another process runs or ran: there is none."""
+        return None
+
+    async def remote_status(self, session: str, stream_id: str) -> str | None:
+        """`ended` or `live` for a stream of another process: there is none."""
+        return None
+
+    async def following(self, handle: StreamHandle) -> bool:
+        """Whether a reader in another process follows the stream: none can."""
+        return False
 
     def open(self, handle: StreamHandle) -> Journal:
         """The journal of a stream that is starting."""
