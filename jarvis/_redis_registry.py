@@ -131,6 +131,12 @@ class RedisRegistry(StreamRegistry):
     `active()`, `live_count()` and `snapshot()` are this process's view (its own
     streams). `start()` connects and subscribes (`RegistryUnavailable` if Redis does
     not answer); the guard's lifespan calls it, or the first prompt does.
+
+    `start_down_ok`: a start that finds Redis away starts in the down state instead
+    (prompts refused with a 503 until Redis answers; the listener and the heartbeat
+    notice it back). A worker of `jarvis serve --workers` sets it: its supervisor
+    checked Redis before it started any worker, so an absence at a worker's (re)start
+    is an outage to ride out, and raising would end the worker, then the whole fleet.
     """
 
     def __init__(
@@ -147,6 +153,7 @@ class RedisRegistry(StreamRegistry):
         max_connections: int = 256,
         on_busy: OnBusy = SUPERSEDE,
         queue_wait: float = 30.0,
+        start_down_ok: bool = False,
     ) -> None:
         super().__init__(
             log,
@@ -189,6 +196,7 @@ class RedisRegistry(StreamRegistry):
         self._renewer: asyncio.Task[None] | None = None
         self._down_since: float | None = None
         self._started = False
+        self.start_down_ok = start_down_ok
 
     def __repr__(self) -> str:
         state = "down" if self._down_since is not None else "up"
@@ -197,14 +205,19 @@ class RedisRegistry(StreamRegistry):
     # -- life of the connection --------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect, subscribe and start the lease heartbeat; raise if Redis does not answer."""
+        """Connect, subscribe and start the lease heartbeat; raise if Redis does not answer
+        (unless `start_down_ok`: then start down, and recover when it answers)."""
         if self._started:
             return
+        ready = asyncio.get_running_loop().create_future()
         try:
             await self._redis.ping()
         except (RedisError, OSError) as exc:
-            raise RegistryUnavailable(f"cannot reach the registry at {self.url}: {exc}") from exc
-        ready = asyncio.get_running_loop().create_future()
+            if not self.start_down_ok:
+                message = f"cannot reach the registry at {self.url}: {exc}"
+                raise RegistryUnavailable(message) from exc
+            self._went_down("start", "", exc)
+            ready.set_result(None)  # nothing to wait for: the listener retries until back
         self._listener = asyncio.create_task(self._listen(ready), name="registry-listener")
         self._renewer = asyncio.create_task(self._heartbeat(), name="registry-renewer")
         await asyncio.wait({ready, self._listener}, timeout=5, return_when=asyncio.FIRST_COMPLETED)

@@ -414,9 +414,11 @@ EVENTS: dict[Event, EventSpec] = {
             Event.REGISTRY_UNAVAILABLE,
             _E,
             "op session message",
-            "The shared registry (Redis) did not answer during `op` (`register`, `admit`, "
-            "`release`, `renew`, `listen`): a new prompt is refused with a 503 until it is "
-            "back; streams already running finish. `session` is empty when the failure is "
+            "The shared registry (Redis) did not answer during `op` (`start`, `register`, "
+            "`admit`, `release`, `renew`, `listen`): a new prompt is refused with a 503 "
+            "until it is back; streams already running finish. `start` is a fleet worker "
+            "that (re)started during an outage: it serves (503s) rather than exiting. "
+            "`session` is empty when the failure is "
             "not one prompt's. With resume on, `replay` (storing a stream's events: the "
             "stream goes on, a resume on another process may miss them) and `resume` "
             "(reading them: the resume is a 404) are the event store's.",

@@ -196,6 +196,46 @@ def test_redis_restarting_under_a_fleet_never_hangs_and_the_fleet_recovers(
 
 @pytest.mark.e2e
 @pytest.mark.timeout(60)
+def test_a_worker_restarted_while_redis_is_away_serves_503s_and_the_fleet_stays(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A worker dies during a Redis outage: its restart finds Redis away, starts anyway
+    (`registry_unavailable op=start`) instead of exiting, which would stop the whole
+    fleet; Redis back, the restarted worker logs registry_recovered by itself."""
+    folder = tmp_path / "fleet"
+    fleet = start_fleet(tmp_path, redis_server.url, 2)
+    try:
+        end = time.monotonic() + 15
+        while len(fleet_worker_pids(folder)) < 2:
+            assert time.monotonic() < end, f"the second worker did not start: {fleet.tail()}"
+            time.sleep(0.05)
+        victim = fleet_worker_pids(folder)[0]
+        (log,) = [p for p in folder.glob("system.w*.log") if f" pid={victim} " in p.read_text()]
+        redis_server.stop()
+        os.kill(victim, signal.SIGKILL)
+        end = time.monotonic() + 20
+        while log.read_text().count("event=server_start") < 2:
+            assert fleet.proc.poll() is None, f"the fleet stopped: {fleet.tail()}"
+            assert time.monotonic() < end, f"the worker did not start again: {fleet.tail()}"
+            time.sleep(0.05)
+        restarted = log.read_text().split("event=server_start")[-1]
+        assert "event=registry_unavailable op=start" in log.read_text(), log.read_text()[-1500:]
+        with httpx.Client(base_url=fleet.url, timeout=5) as client:
+            refused = client.post("/v1/chat/completions", json={"messages": [
+                {"role": "user", "content": "hi"}], "stream": True})  # fmt: skip
+        assert refused.status_code == 503, refused.text
+        redis_server.start()
+        end = time.monotonic() + 10
+        while "event=registry_recovered" not in log.read_text().split("event=server_start")[-1]:
+            assert time.monotonic() < end, f"the restarted worker did not recover: {restarted}"
+            time.sleep(0.05)
+        assert fleet.proc.poll() is None, fleet.tail()
+    finally:
+        fleet.stop(signal.SIGTERM, timeout=20)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(60)
 def test_sighup_to_the_fleet_reopens_every_workers_log(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:

@@ -206,6 +206,44 @@ async def test_an_unreachable_registry_at_start_is_a_clear_error() -> None:
     assert isinstance(guard.parts.registry, RedisRegistry)
 
 
+async def test_a_registry_told_to_ride_out_an_outage_starts_down_and_recovers(
+    redis_server: RedisServer,
+) -> None:
+    """`start_down_ok` (a fleet worker's registry): Redis away at the start, the lifespan
+    starts anyway, refuses prompts with a 503 and logs `registry_unavailable op=start`;
+    Redis back on its port, the registry notices by itself and prompts stream."""
+    redis_server.stop()
+    guard, log = make(redis_server.url)
+    registry = guard.parts.registry
+    assert isinstance(registry, RedisRegistry)
+    registry.start_down_ok = True
+    async with guard.lifespan(None):
+        assert registry.unavailable()
+        (down,) = log.of(Event.REGISTRY_UNAVAILABLE)
+        assert down["op"] == "start" and "ConnectionError" in down["message"]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.Event().wait()
+            return {}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        async def tokens() -> AsyncIterator[str]:
+            yield "x"
+
+        await guard.response("s", tokens())({"type": "http"}, receive, send)
+        assert sent[0]["status"] == 503
+        redis_server.start()
+        await until(lambda: not registry.unavailable(), within=5)
+        wire = Wire()
+        async with guard.stream("s", wire.write, end=wire.on_end) as s:
+            assert await s.send("back")
+    assert wire.parts == ["back"]
+    assert len(log.of(Event.REGISTRY_RECOVERED)) == 1
+
+
 async def test_a_burst_beyond_the_connection_pool_waits_instead_of_failing(
     redis_server: RedisServer,
 ) -> None:

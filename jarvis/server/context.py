@@ -32,6 +32,16 @@ class TokenSource(Protocol):
     async def aclose(self) -> None: ...
 
 
+def _ride_out_registry_outage(guard: StreamGuard) -> None:
+    """A fleet worker starts even while Redis is away, refusing prompts (503) until it is
+    back: its supervisor checked Redis before starting any worker, so an absence now is
+    an outage, and a worker that gave up on it would take the whole fleet down."""
+    from .._redis_registry import RedisRegistry  # a worker always has a Redis registry
+
+    if isinstance(guard.parts.registry, RedisRegistry):
+        guard.parts.registry.start_down_ok = True
+
+
 @dataclass(slots=True)
 class ServerContext:
     """The guard, token source and log of one server."""
@@ -53,6 +63,8 @@ class ServerContext:
             )
         # The server's own sink, not a public LogTarget: the guard takes any event sink.
         guard = StreamGuard.from_settings(config.guard, log=log)  # type: ignore[arg-type]
+        if config.worker:
+            _ride_out_registry_outage(guard)
         faults.inject(guard, config.faults)
         source: TokenSource
         if config.upstream:
