@@ -44,11 +44,14 @@ from ._registry import SessionStreams, StreamRegistry
 from ._stream import StreamHandle, StreamState
 from .eventlog import EventSink
 from .exceptions import RegistryUnavailable, SessionBusy
-from .settings import OnBusy
+from .settings import GuardSettings, OnBusy
 from .vocabulary import CancelReason, Event
 
 if TYPE_CHECKING:  # prometheus_client is imported when a guard is built, not by `import jarvis`
     from ._metrics import Metrics
+
+#: Defaults are GuardSettings', so a registry built alone behaves as a guard's does.
+_DEFAULTS = GuardSettings()
 
 #: Take the session: "1" done; "0" a newer generation owns it; else the value of an older
 #: owner that must be superseded first (ARGV[4] names the one we may overwrite: it overran).
@@ -144,7 +147,7 @@ class RedisRegistry(StreamRegistry):
         log: EventSink,
         url: str,
         *,
-        cancel_wait: float = 2.0,
+        cancel_wait: float = _DEFAULTS.cancel_wait,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         lease_ms: int = 5000,
@@ -152,7 +155,7 @@ class RedisRegistry(StreamRegistry):
         op_timeout: float = 1.0,
         max_connections: int = 256,
         on_busy: OnBusy = SUPERSEDE,
-        queue_wait: float = 30.0,
+        queue_wait: float = _DEFAULTS.queue_wait,
         start_down_ok: bool = False,
     ) -> None:
         super().__init__(

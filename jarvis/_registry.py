@@ -24,11 +24,14 @@ from ._busy import QUEUE, REJECT, SUPERSEDE, SessionQueue, busy, queue_timeout
 from ._stream import StreamHandle, StreamState
 from .eventlog import EventSink
 from .exceptions import SessionBusy
-from .settings import OnBusy
+from .settings import GuardSettings, OnBusy
 from .vocabulary import CancelReason, Event
 
 if TYPE_CHECKING:  # prometheus_client is imported when a guard is built, not by `import jarvis`
     from ._metrics import Metrics
+
+#: Defaults are GuardSettings', so a registry built alone behaves as a guard's does.
+_DEFAULTS = GuardSettings()
 
 
 class Registry(Protocol):
@@ -113,11 +116,11 @@ class StreamRegistry:
         self,
         log: EventSink,
         *,
-        cancel_wait: float = 2.0,
+        cancel_wait: float = _DEFAULTS.cancel_wait,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_busy: OnBusy = SUPERSEDE,
-        queue_wait: float = 30.0,
+        queue_wait: float = _DEFAULTS.queue_wait,
     ) -> None:
         self._log = log
         self._metrics = metrics
