@@ -190,10 +190,12 @@ EVENTS: dict[Event, EventSpec] = {
             Event.SERVER_START,
             _I,
             "version host port pid source log_format cancel_wait_ms flush_ms flush_bytes faults "
-            "registry worker",
+            "registry worker on_busy resume_ttl_ms ping_ms",
             "The server is listening. `faults` lists the deliberate bugs switched on; "
             "`registry` is `memory` or the shared registry's `redis://host:port/db`; `worker` "
-            "numbers the process among `--workers` (0 when alone).",
+            "numbers the process among `--workers` (0 when alone); `on_busy` is what a prompt "
+            "in a busy session does (`supersede`, `reject`, `queue`); `resume_ttl_ms` is 0 when "
+            "resume is off; `ping_ms` is the keepalive's silence (0: never).",
         ),
         _spec(
             Event.SERVER_STOP,

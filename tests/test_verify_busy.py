@@ -71,6 +71,9 @@ def test_a_server_passes_the_promise_of_its_own_policy(
         assert "A completed, then B" in overlap["summary"]
     events = {line.get("event") for line in server.events()}
     assert ("request_rejected" if policy == "reject" else "stream_queued") in events
+    # The log says which policy it ran under, so its refusals or waits read as chosen.
+    start = server.wait_for_event("server_start")
+    assert (start["on_busy"], start["resume_ttl_ms"], start["ping_ms"]) == (policy, "0", "15000")
 
 
 #: (the server's policy, what verify-hang expects, what overlap's first evidence says)
