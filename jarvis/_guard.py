@@ -200,6 +200,7 @@ class StreamGuard:
         lag_report_s: float = _DEFAULTS.lag_report_s,
         registry: str | None = _DEFAULTS.registry,
         resume_ttl: float = _DEFAULTS.resume_ttl,
+        resume_max_mb: float = _DEFAULTS.resume_max_mb,
         detach_grace: float = _DEFAULTS.detach_grace,
         on_busy: OnBusy = _DEFAULTS.on_busy,
         queue_wait: float = _DEFAULTS.queue_wait,
@@ -217,6 +218,7 @@ class StreamGuard:
             lag_report_s=lag_report_s,
             registry=registry,
             resume_ttl=resume_ttl,
+            resume_max_mb=resume_max_mb,
             detach_grace=detach_grace,
             on_busy=on_busy,
             queue_wait=queue_wait,
@@ -259,10 +261,11 @@ class StreamGuard:
         self._send_watch = SendWatch(send_timeout)
         #: Where streams' events are kept for a resume; None: resume is off.
         self._replay: MemoryReplay | None = None
+        kept = int(resume_max_mb * 2**20)
         if resume_ttl > 0 and registry is None:
-            self._replay = MemoryReplay(resume_ttl)
+            self._replay = MemoryReplay(resume_ttl, kept)
         elif resume_ttl > 0 and registry is not None:
-            self._replay = _redis_replay()(resume_ttl, registry, log=sink)
+            self._replay = _redis_replay()(resume_ttl, registry, log=sink, max_bytes=kept)
         #: The lifecycle each stream runs. A seam: `jarvis.faults` sets a variant of
         #: `StreamRun` here (before the guard serves) to reproduce the original server's bugs.
         self.run_class: type[StreamRun] = StreamRun

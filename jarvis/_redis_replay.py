@@ -87,8 +87,9 @@ class RedisReplay(MemoryReplay):
         prefix: str = "jarvis:",
         op_timeout: float = 1.0,
         max_connections: int = 256,
+        max_bytes: int | None = None,
     ) -> None:
-        super().__init__(ttl)
+        super().__init__(ttl, max_bytes)
         self.url = url
         self._log = log
         self._prefix = prefix

@@ -15,6 +15,7 @@ process of a fleet can serve a resume.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 #: Written to a journal's mirror: the journal, the events just appended, whether it ended.
 Mirror = Callable[["Journal", list[bytes], bool], None]
+#: What an event costs beside its bytes: the bytes object's header and its list slot.
+_EVENT_OVERHEAD = sys.getsizeof(b"") + 8
 
 
 def number_events(body: bytes, first: int) -> tuple[bytes, list[bytes]]:
@@ -64,6 +67,7 @@ class Journal:
         "followers",
         "mirror",
         "session",
+        "size",
         "stream_id",
         "trace",
     )
@@ -73,6 +77,8 @@ class Journal:
         self.stream_id = stream_id
         self.trace = trace
         self.events: list[bytes] = []
+        #: About what `events` holds in memory, in bytes (each event and its overhead).
+        self.size = 0
         self.ended = False
         #: Who reads the stream while it runs (`Followers`); None once it has ended.
         self.followers: Followers | None = None
@@ -94,6 +100,7 @@ class Journal:
         if self.ended or not events:
             return
         self.events.extend(events)
+        self.size += sum(map(len, events)) + _EVENT_OVERHEAD * len(events)
         if self.mirror is not None:
             self.mirror(self, events, False)
         self._wake()
@@ -121,14 +128,29 @@ class Journal:
 
 
 class MemoryReplay:
-    """This process's journals: kept while their streams run, and `ttl` seconds after."""
+    """This process's journals: kept while their streams run, and `ttl` seconds after.
 
-    def __init__(self, ttl: float) -> None:
+    `max_bytes` bounds what the ended ones hold: past it, the oldest ended are forgotten
+    before their `ttl` (a resume of one is then a 404, as after the ttl). A running
+    stream's journal is never dropped, since a reader may need any of it; what the
+    running streams hold is bounded by the answers themselves.
+    """
+
+    def __init__(self, ttl: float, max_bytes: int | None = None) -> None:
         self.ttl = ttl
+        self.max_bytes = max_bytes
         self._journals: dict[str, Journal] = {}
+        #: The ended journals still kept, oldest end first, and what they hold.
+        self._ended: dict[str, Journal] = {}
+        self.ended_bytes = 0
+        #: Ended journals forgotten before their ttl, to keep within `max_bytes`.
+        self.evicted = 0
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} journals={len(self._journals)} ttl={self.ttl:g}s>"
+        return (
+            f"<{type(self).__name__} journals={len(self._journals)} ttl={self.ttl:g}s "
+            f"ended_bytes={self.ended_bytes}>"
+        )
 
     def __len__(self) -> int:
         return len(self._journals)
@@ -164,10 +186,23 @@ class MemoryReplay:
         return self._journals.get(stream_id)
 
     def close(self, journal: Journal) -> None:
-        """The stream is over: end its journal, and forget it `ttl` seconds from now."""
+        """The stream is over: end its journal, and forget it `ttl` seconds from now (or
+        sooner, oldest first, once the ended journals hold more than `max_bytes`)."""
         journal.end()
+        if self._journals.get(journal.stream_id) is journal:
+            self._ended[journal.stream_id] = journal
+            self.ended_bytes += journal.size
+            self._trim()
         asyncio.get_running_loop().call_later(self.ttl, self._drop, journal)
+
+    def _trim(self) -> None:
+        while self.max_bytes is not None and self.ended_bytes > self.max_bytes and self._ended:
+            self._drop(next(iter(self._ended.values())))
+            self.evicted += 1
 
     def _drop(self, journal: Journal) -> None:
         if self._journals.get(journal.stream_id) is journal:
             del self._journals[journal.stream_id]
+        if self._ended.get(journal.stream_id) is journal:
+            del self._ended[journal.stream_id]
+            self.ended_bytes -= journal.size

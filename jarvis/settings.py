@@ -155,6 +155,16 @@ class GuardSettings:
         rule=">= 0 and <= 86400 seconds (0: resume off)",
         accepts=lambda v: v >= 0 and v <= 86400,
     )
+    resume_max_mb: float = _setting(
+        256.0,
+        flag="--resume-max-mb",
+        help="With resume on, the most memory (MiB) this process spends on ended answers "
+        "kept for a resume; past it the oldest are forgotten before --resume-ttl (a resume "
+        "of one is a 404, or is served from Redis with --registry). Running answers are "
+        "never dropped.",
+        rule="> 0 MiB, finite",
+        accepts=lambda v: 0 < v < math.inf,
+    )
     detach_grace: float = _setting(
         15.0,
         flag="--detach-grace",

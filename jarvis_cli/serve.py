@@ -106,6 +106,9 @@ def serve(
             metavar="SECONDS",
         ),
     ] = GUARD.resume_ttl,
+    resume_max_mb: Annotated[
+        float, guard_option("resume_max_mb", metavar="MIB")
+    ] = GUARD.resume_max_mb,
     detach_grace: Annotated[
         float, guard_option("detach_grace", metavar="SECONDS")
     ] = GUARD.detach_grace,
@@ -138,6 +141,7 @@ def serve(
             lag_report_s=lag_report,
             registry=registry,
             resume_ttl=resume_ttl,
+            resume_max_mb=resume_max_mb,
             detach_grace=detach_grace,
             on_busy=cast("OnBusy", on_busy),  # checked by GuardSettings
             queue_wait=queue_wait,

@@ -487,3 +487,49 @@ async def test_a_write_cut_short_gives_its_ids_back_so_the_journal_has_no_duplic
     assert sent == [b"id: 1\ndata: a\n\n", b"id: 2\ndata: b\n\n"]
     assert journal.events == sent
     emitter.stop()
+
+
+async def test_ended_answers_past_the_memory_cap_are_forgotten_oldest_first() -> None:
+    """`max_bytes` bounds what ended journals hold: the oldest ended go first, before
+    their ttl; a running stream's journal is never dropped, however large."""
+    from jarvis._replay import MemoryReplay
+    from jarvis._stream import StreamHandle
+
+    event = b"data: " + b"x" * 994 + b"\n\n"  # 1,002 bytes, plus its overhead
+    replay = MemoryReplay(ttl=60, max_bytes=2500)
+    journals = []
+    for n in range(4):
+        journal = replay.open(StreamHandle(session="s", stream_id=f"st-{n}"))
+        journal.append([event, event])  # about 2,100 bytes: one ended journal fits
+        journals.append(journal)
+    assert all(replay.find(j.stream_id) is j for j in journals)  # all live: all kept
+    replay.close(journals[0])
+    assert replay.find("st-0") is journals[0] and replay.evicted == 0
+    replay.close(journals[1])  # two ended no longer fit: the older one goes
+    assert replay.find("st-0") is None and replay.find("st-1") is journals[1]
+    replay.close(journals[2])
+    assert replay.find("st-1") is None and replay.find("st-2") is journals[2]
+    assert replay.find("st-3") is journals[3]  # still running: kept
+    assert replay.evicted == 2 and replay.ended_bytes == journals[2].size <= 2500
+
+
+async def test_resume_max_mb_drops_ended_answers_but_never_a_running_one() -> None:
+    """A cap smaller than any answer: an answer resumes while it runs, and is a 404 once
+    it has ended, well before its `resume_ttl`."""
+    guard = guard_with(RecordingLog(), resume_ttl=60, resume_max_mb=1e-6)
+    feed, first = Feed(), Client()
+    task = streaming(guard, feed, first)
+    feed.give("a", "b")
+    await until(lambda: first.events_seen == 2)
+    stream_id = first.headers["x-stream-id"]
+    live = Client()
+    reading = asyncio.create_task(guard.resume("s", stream_id, "1")(HTTP, live.receive, live.send))
+    await until(lambda: len(events(live.body)) >= 1)
+    assert live.status == 200
+    feed.finish()
+    await asyncio.wait_for(task, 3)
+    await asyncio.wait_for(reading, 3)
+    assert text_of(events(live.body)) == "b"  # followed to the end, after event 1
+    after = Client()
+    await guard.resume("s", stream_id, "0")(HTTP, after.receive, after.send)
+    assert after.status == 404

@@ -34,6 +34,7 @@ BAD: dict[str, Any] = {
     "lag_report_s": -1.0,
     "registry": "http://127.0.0.1:6379/0",
     "resume_ttl": -1.0,
+    "resume_max_mb": 0.0,
     "detach_grace": -1.0,
     "on_busy": "drop",
     "queue_wait": 0.0,
