@@ -552,6 +552,7 @@ class StreamGuard:
             code=exc.code,
             message=exc.message if detail is None else detail,
         )
+        self._metrics.refused.labels(exc.code).inc()
         return response
 
     # -- what an app may show -------------------------------------------------------
@@ -831,6 +832,7 @@ class GuardedStream:
                 code=refused.code,
                 message=refused.message,
             )
+            parts.metrics.refused.labels(refused.code).inc()
             self._handle = None
             raise refused
         emitter = _WriterEmitter(

@@ -39,6 +39,19 @@ class Metrics:
             "Previous streams that overran --cancel-wait (prev_stream_timeout_on_cancel).",
             registry=r,
         )
+        self.refused = Counter(
+            "jarvis_requests_refused",
+            "Requests refused before any stream (request_rejected), by code: session_busy "
+            "is --on-busy reject or a queue that timed out, registry_unavailable a 503.",
+            ["code"],
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "jarvis_queue_wait_seconds",
+            "How long a prompt waited for its session's answer to end (--on-busy queue).",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+            registry=r,
+        )
         #: Flushes by trigger, counted as plain ints on the hot path (a prometheus
         #: Counter.inc takes a lock per token) and read at scrape time.
         self.flushes: Tally[str] = Tally()

@@ -311,6 +311,8 @@ class StreamRegistry:
             prev_trace=",".join(waited_for),
             waited_ms=waited_ms,
         )
+        if self._metrics is not None:
+            self._metrics.queue_wait.observe(waited_ms / 1000)
 
     async def start(self) -> None:
         """Nothing to connect to: a shared registry (`RedisRegistry`) connects here."""

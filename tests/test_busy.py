@@ -36,6 +36,11 @@ async def gated(*items: str, gate: asyncio.Event) -> AsyncIterator[str]:
         yield item
 
 
+def refused_count(guard: StreamGuard, code: str) -> float | None:
+    """`jarvis_requests_refused_total{code=...}` as a scrape of /metrics would read it."""
+    return guard.prometheus.get_sample_value("jarvis_requests_refused_total", {"code": code})
+
+
 def text_of(body: bytes) -> str:
     chunks = [json.loads(c) for c in data_lines(body) if c != "[DONE]"]
     return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
@@ -70,6 +75,7 @@ async def test_reject_answers_409_with_retry_after_and_leaves_the_running_answer
     (rejected,) = log.of(Event.REQUEST_REJECTED)
     assert (rejected["status"], rejected["code"], rejected["session"]) == (409, "session_busy", "s")
     assert rejected["trace"] == b.headers["x-trace-id"]
+    assert refused_count(guard, "session_busy") == 1.0
     gate.set()
     await asyncio.wait_for(first, 2)
     assert text_of(a.body) == "a1a2a3"
@@ -113,6 +119,7 @@ async def test_reject_raises_session_busy_from_a_raw_stream_and_logs_it() -> Non
     assert parts == ["a1", "a2"]
     (rejected,) = log.of(Event.REQUEST_REJECTED)
     assert rejected["code"] == "session_busy"
+    assert refused_count(guard, "session_busy") == 1.0
 
 
 async def test_queue_starts_b_only_after_a_has_ended_and_logs_the_wait() -> None:
@@ -136,6 +143,9 @@ async def test_queue_starts_b_only_after_a_has_ended_and_logs_the_wait() -> None
     a_trace = log.of(Event.STREAM_START)[0]["trace"]
     assert queued["prev_trace"] == a_trace
     assert queued["waited_ms"] >= 100
+    waits = guard.prometheus.get_sample_value("jarvis_queue_wait_seconds_count")
+    assert waits == 1.0
+    assert guard.prometheus.get_sample_value("jarvis_queue_wait_seconds_sum") >= 0.1
     names = [(e.value, f.get("trace")) for e, f in log.records]
     b_trace = b.headers["x-trace-id"]
     assert names.index(("stream_end", a_trace)) < names.index(("stream_queued", b_trace))
@@ -160,6 +170,7 @@ async def test_queue_past_its_wait_answers_409_queue_timeout_and_a_runs_on() -> 
     assert json.loads(b.body)["error"]["code"] == "queue_timeout"
     (rejected,) = log.of(Event.REQUEST_REJECTED)
     assert (rejected["status"], rejected["code"]) == (409, "queue_timeout")
+    assert refused_count(guard, "queue_timeout") == 1.0
     assert log.of(Event.STREAM_QUEUED) == []
     gate.set()
     await asyncio.wait_for(first, 2)
