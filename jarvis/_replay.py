@@ -61,6 +61,7 @@ class Journal:
     """
 
     __slots__ = (
+        "__weakref__",  # a test sees a journal the cap forgot is freed, not held
         "_changed",
         "ended",
         "events",
@@ -140,8 +141,9 @@ class MemoryReplay:
         self.ttl = ttl
         self.max_bytes = max_bytes
         self._journals: dict[str, Journal] = {}
-        #: The ended journals still kept, oldest end first, and what they hold.
-        self._ended: dict[str, Journal] = {}
+        #: The ended journals still kept, oldest end first, each with the timer that
+        #: forgets it (cancelled when the cap forgets it first: the timer holds it).
+        self._ended: dict[str, tuple[Journal, asyncio.TimerHandle]] = {}
         self.ended_bytes = 0
         #: Ended journals forgotten before their ttl, to keep within `max_bytes`.
         self.evicted = 0
@@ -189,20 +191,21 @@ class MemoryReplay:
         """The stream is over: end its journal, and forget it `ttl` seconds from now (or
         sooner, oldest first, once the ended journals hold more than `max_bytes`)."""
         journal.end()
-        if self._journals.get(journal.stream_id) is journal:
-            self._ended[journal.stream_id] = journal
-            self.ended_bytes += journal.size
-            self._trim()
-        asyncio.get_running_loop().call_later(self.ttl, self._drop, journal)
-
-    def _trim(self) -> None:
-        while self.max_bytes is not None and self.ended_bytes > self.max_bytes and self._ended:
-            self._drop(next(iter(self._ended.values())))
+        if self._journals.get(journal.stream_id) is not journal:
+            return
+        timer = asyncio.get_running_loop().call_later(self.ttl, self._drop, journal)
+        self._ended[journal.stream_id] = (journal, timer)
+        self.ended_bytes += journal.size
+        while self.max_bytes is not None and self.ended_bytes > self.max_bytes:
+            oldest, timer = next(iter(self._ended.values()))
+            timer.cancel()  # a cancelled timer lets go of its journal
+            self._drop(oldest)
             self.evicted += 1
 
     def _drop(self, journal: Journal) -> None:
         if self._journals.get(journal.stream_id) is journal:
             del self._journals[journal.stream_id]
-        if self._ended.get(journal.stream_id) is journal:
+        kept = self._ended.get(journal.stream_id)
+        if kept is not None and kept[0] is journal:
             del self._ended[journal.stream_id]
             self.ended_bytes -= journal.size

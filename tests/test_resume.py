@@ -6,7 +6,9 @@ receive/send (a stream's chunks are timed), and through the reference app over h
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -511,6 +513,11 @@ async def test_ended_answers_past_the_memory_cap_are_forgotten_oldest_first() ->
     assert replay.find("st-1") is None and replay.find("st-2") is journals[2]
     assert replay.find("st-3") is journals[3]  # still running: kept
     assert replay.evicted == 2 and replay.ended_bytes == journals[2].size <= 2500
+    # Forgotten means freed: nothing (its ttl timer included) holds an evicted journal.
+    gone = [weakref.ref(j) for j in journals[:2]]
+    del journals[:2], journal
+    gc.collect()
+    assert [ref() for ref in gone] == [None, None]
 
 
 async def test_resume_max_mb_drops_ended_answers_but_never_a_running_one() -> None:
