@@ -9,7 +9,7 @@ thread); the figure is the median of those ratios with their range and quartiles
 never one run against another. Token by token (`--flush-ms 0`) is where resume's
 per-event work weighs most: an id and a journal append per token.
 
-Run: `.venv/bin/python benchmarks/resume_cpu.py [--pairs N] [--streams N] [--quick]
+Run: `.venv/bin/python benchmarks/resume_cpu.py [--pairs N] [--streams N] [--flush-ms MS] [--quick]
 [--json PATH]`.
 """
 
@@ -115,22 +115,27 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=90.0, help="bound on one run (s)")
     parser.add_argument("--budget", type=float, default=420.0, help="bound on all pairs (s)")
     parser.add_argument("--quick", action="store_true", help="4 pairs of 64 streams (< 1 min)")
+    parser.add_argument(
+        "--flush-ms", default="0", help="the servers' --flush-ms (0: token by token; 75: default)"
+    )
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     args = parser.parse_args()
     if args.quick:
         args.pairs, args.streams = 4, 64
 
+    flags = ("--flush-ms", args.flush_ms, *FLAGS[2:])
     with tempfile.TemporaryDirectory(prefix="jarvis-resume-cpu-") as tmp:
         workdir = Path(tmp)
         specs = [
-            (ON, jarvis_argv(workdir / "on.log", *FLAGS, *RESUME)),
-            (OFF, jarvis_argv(workdir / "off.log", *FLAGS)),
+            (ON, jarvis_argv(workdir / "on.log", *flags, *RESUME)),
+            (OFF, jarvis_argv(workdir / "off.log", *flags)),
         ]
         with running(*specs, workdir=workdir) as started:
             servers = {s.name: s for s in started}
             print(
                 f"resume_cpu: {args.pairs} pairs x {args.streams} streams x 400 tokens a run, "
-                f"{args.concurrency} concurrent streams; on pid {servers[ON].pid}, "
+                f"{args.concurrency} concurrent streams, --flush-ms {args.flush_ms}; "
+                f"on pid {servers[ON].pid}, "
                 f"off pid {servers[OFF].pid}",
                 flush=True,
             )
