@@ -257,7 +257,8 @@ def test_diagnose_reads_a_set_this_rotation_wrote_as_one_log(
     try:
         log.emit(Event.SERVER_START, version="0", host="127.0.0.1", port=1, pid=1,
                  source="synthetic", log_format="logfmt", cancel_wait_ms=2000, flush_ms=75,
-                 flush_bytes=1024, faults="none", registry="memory", worker=0)  # fmt: skip
+                 flush_bytes=1024, faults="none", registry="memory", worker=0,
+                 on_busy="supersede", resume_ttl_ms=0, ping_ms=15000)  # fmt: skip
         for n in range(streams):
             _stream(log, n)
             if n % 4 == 3:  # several batches, so several rotations
