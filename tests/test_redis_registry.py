@@ -44,6 +44,24 @@ class Wire:
         self.end = end
 
 
+async def status_of_a_prompt(guard: StreamGuard, session: str) -> int:
+    """The status `guard.response` answers a one-token prompt with (over raw ASGI)."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        return {}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def tokens() -> AsyncIterator[str]:
+        yield "x"
+
+    await guard.response(session, tokens())({"type": "http"}, receive, send)
+    return int(sent[0]["status"])
+
+
 async def stream_until_cancelled(guard: StreamGuard, session: str, wire: Wire) -> None:
     async with guard.stream(session, wire.write, end=wire.on_end) as s:
         while await s.send("a"):
@@ -168,20 +186,7 @@ async def test_redis_down_refuses_new_prompts_with_503_and_recovers(
             async with guard.stream("down", Wire().write):
                 pass
         await until(guard.parts.registry.unavailable)
-        sent: list[dict[str, Any]] = []
-
-        async def receive() -> dict[str, Any]:
-            await asyncio.Event().wait()
-            return {}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        async def tokens() -> AsyncIterator[str]:
-            yield "x"
-
-        await guard.response("down", tokens())({"type": "http"}, receive, send)
-        assert sent[0]["status"] == 503
+        assert await status_of_a_prompt(guard, "down") == 503
         redis_server.start()
         await until(lambda: not guard.parts.registry.unavailable(), within=5)
         wire = Wire()
@@ -221,20 +226,7 @@ async def test_a_registry_told_to_ride_out_an_outage_starts_down_and_recovers(
         assert registry.unavailable()
         (down,) = log.of(Event.REGISTRY_UNAVAILABLE)
         assert down["op"] == "start" and "ConnectionError" in down["message"]
-        sent: list[dict[str, Any]] = []
-
-        async def receive() -> dict[str, Any]:
-            await asyncio.Event().wait()
-            return {}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        async def tokens() -> AsyncIterator[str]:
-            yield "x"
-
-        await guard.response("s", tokens())({"type": "http"}, receive, send)
-        assert sent[0]["status"] == 503
+        assert await status_of_a_prompt(guard, "s") == 503
         redis_server.start()
         await until(lambda: not registry.unavailable(), within=5)
         wire = Wire()
