@@ -266,6 +266,8 @@ class StreamGuard:
             self._replay = MemoryReplay(resume_ttl, kept)
         elif resume_ttl > 0 and registry is not None:
             self._replay = _redis_replay()(resume_ttl, registry, log=sink, max_bytes=kept)
+        if self._replay is not None:
+            metrics.watch_replay(self._replay)
         #: The lifecycle each stream runs. A seam: `jarvis.faults` sets a variant of
         #: `StreamRun` here (before the guard serves) to reproduce the original server's bugs.
         self.run_class: type[StreamRun] = StreamRun

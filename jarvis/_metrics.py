@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .vocabulary import CancelReason, EndReason
+
+
+class _KeptJournals(Protocol):
+    """What `MemoryReplay` tells a scrape (no import of it here: metrics stay a leaf)."""
+
+    ended_bytes: int
+    evicted: int
 
 
 class Metrics:
@@ -68,6 +76,11 @@ class Metrics:
         for cancel in CancelReason:
             self.cancelled.labels(cancel.value)
 
+    def watch_replay(self, replay: _KeptJournals) -> None:
+        """With resume on: what the kept journals hold and what the cap forgot, read at
+        scrape time from the store itself."""
+        self.registry.register(_ReplayCollector(replay))
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
@@ -86,3 +99,24 @@ class _FlushCollector(Collector):
         for trigger in ("token", "immediate", "debounce", "end", "cleanup"):
             family.add_metric([trigger], self._tally[trigger])
         yield family
+
+
+class _ReplayCollector(Collector):
+    """Exposes the resume store's memory: `jarvis_resume_kept_bytes` (what ended answers
+    hold for a resume) and `jarvis_resume_evicted_total` (ended answers `resume_max_mb`
+    forgot before their TTL: each a resume that now gets a 404 in one process)."""
+
+    def __init__(self, replay: _KeptJournals) -> None:
+        self._replay = replay
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "jarvis_resume_kept_bytes",
+            "About what the ended answers kept for a resume hold (bounded by resume_max_mb).",
+            value=self._replay.ended_bytes,
+        )
+        yield CounterMetricFamily(
+            "jarvis_resume_evicted",
+            "Ended answers forgotten before their resume_ttl to stay within resume_max_mb.",
+            value=self._replay.evicted,
+        )

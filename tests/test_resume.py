@@ -540,3 +540,7 @@ async def test_resume_max_mb_drops_ended_answers_but_never_a_running_one() -> No
     after = Client()
     await guard.resume("s", stream_id, "0")(HTTP, after.receive, after.send)
     assert after.status == 404
+    # /metrics says why: one answer forgotten by the cap, nothing kept.
+    scrape = guard.prometheus.get_sample_value
+    assert scrape("jarvis_resume_evicted_total") == 1.0
+    assert scrape("jarvis_resume_kept_bytes") == 0.0
