@@ -224,9 +224,14 @@ class RedisRegistry(StreamRegistry):
         self._listener = asyncio.create_task(self._listen(ready), name="registry-listener")
         self._renewer = asyncio.create_task(self._heartbeat(), name="registry-renewer")
         await asyncio.wait({ready, self._listener}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
-        if not ready.done():
-            await self.stop()
-            raise RegistryUnavailable(f"cannot subscribe to the registry at {self.url}")
+        failed = ready.exception() if ready.done() else TimeoutError("no answer within 5 s")
+        if failed is not None:
+            if not self.start_down_ok:
+                await self.stop()
+                message = f"cannot subscribe to the registry at {self.url}: {failed}"
+                raise RegistryUnavailable(message) from failed
+            # Down from the start: the listener goes on trying (see `_listen`).
+            self._went_down("start", "", failed)
         self._started = True
 
     async def stop(self) -> None:
@@ -536,11 +541,14 @@ class RedisRegistry(StreamRegistry):
                     if message is not None:
                         self._on_signal(str(message["data"]))
             except (RedisError, OSError) as exc:
-                if not ready.done():
+                starting = not ready.done()
+                if starting and not self.start_down_ok:
                     ready.set_exception(RegistryUnavailable(str(exc)))
-                    return
+                    return  # `start` raises: no listener for a registry that never started
+                if starting:
+                    ready.set_result(None)  # `start` goes on, down; this loop retries
                 if self._down_since is None:
-                    self._went_down("listen", "", exc)
+                    self._went_down("start" if starting else "listen", "", exc)
                 await asyncio.sleep(0.5)  # the connection is down: retry twice a second
             finally:
                 with contextlib.suppress(RedisError, OSError, TimeoutError):

@@ -236,6 +236,60 @@ async def test_a_registry_told_to_ride_out_an_outage_starts_down_and_recovers(
     assert len(log.of(Event.REGISTRY_RECOVERED)) == 1
 
 
+@pytest.mark.parametrize("start_down_ok", [False, True])
+async def test_a_subscription_refused_at_start_raises_or_is_retried(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, start_down_ok: bool
+) -> None:
+    """Redis answers the ping but the subscription fails (Redis going away mid-start).
+    By default the start raises, leaving no listener behind; with `start_down_ok` it
+    starts down (`op=start`), and the listener, retrying, subscribes once it can: a
+    cancel from another process reaches this one again."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    guard, log = make(redis_server.url)
+    registry = guard.parts.registry
+    assert isinstance(registry, RedisRegistry)
+    registry.start_down_ok = start_down_ok
+    refusing = [True]
+    real = registry._redis.pubsub
+
+    def pubsub(**kwargs: Any) -> Any:
+        channel = real(**kwargs)
+        if refusing[0]:
+
+            async def refuse(*_: Any) -> None:
+                raise RedisConnectionError("subscription refused")
+
+            channel.subscribe = refuse
+        return channel
+
+    monkeypatch.setattr(registry._redis, "pubsub", pubsub)
+    if not start_down_ok:
+        with pytest.raises(RegistryUnavailable, match="cannot subscribe"):
+            await registry.start()
+        return
+    other, _ = make(redis_server.url)
+    async with guard.lifespan(None), other.lifespan(None):
+        (down,) = log.of(Event.REGISTRY_UNAVAILABLE)
+        assert down["op"] == "start"
+        refusing[0] = False
+        await until(lambda: log.of(Event.REGISTRY_RECOVERED) != [], within=5)
+        a = Wire()
+        first = asyncio.create_task(stream_until_cancelled(guard, "s", a))
+        await until(lambda: len(a.parts) >= 2)
+        # The other process's prompt supersedes A only if this one hears its signal.
+        end = asyncio.get_running_loop().time() + 5
+        b = Wire()
+        while True:
+            async with other.stream("s", b.write, end=b.on_end) as s:
+                await s.send("b")
+            if first.done() or asyncio.get_running_loop().time() > end:
+                break
+            await asyncio.sleep(0.2)  # the listener's retry may not have subscribed yet
+        await asyncio.wait_for(first, 3)
+    assert a.end is not None and a.end.reason is EndReason.SUPERSEDED
+
+
 async def test_a_burst_beyond_the_connection_pool_waits_instead_of_failing(
     redis_server: RedisServer,
 ) -> None:
