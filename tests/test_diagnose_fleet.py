@@ -341,6 +341,50 @@ def test_registry_outage_cut_short_by_a_restart_says_so(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_a_worker_that_starts_down_has_one_outage_with_its_503s(tmp_path: Path) -> None:
+    """Worker 1 is started again while Redis is away: `registry_unavailable op=start`
+    before its server_start, 503s, then registry_recovered. One outage of the new process,
+    its refusals counted in it; the old process had none, so nothing "had not recovered"."""
+    fleet = Fleet()
+    fleet.server_start(0.0, 1, 4101)
+    fleet.server_start(0.001, 2, 4102)
+    fleet.log(0.5, 1, "registry_unavailable", "error", op="start", session="", message="down")
+    fleet.server_start(0.6, 1, 4150)
+    fleet.log(0.7, 1, "request_rejected", "warning", trace="t1", session="s9", status=503,
+              code="registry_unavailable", message="registry unavailable")  # fmt: skip
+    fleet.log(1.1, 1, "registry_recovered", "info", down_ms=600)
+    fleet.end(fleet.stream(1.2, 2, 1, "s1", 2), 2, 1, "s1")
+    report = diagnose(write_fleet(tmp_path, fleet))
+    (finding,) = report.findings
+    assert finding.id.value == "registry_unavailable"
+    assert "unreachable for 600 ms, then recovered" in finding.message
+    assert "1 failed registry operation(s) (start 1); 1 prompt(s) refused with 503" in (
+        finding.message
+    )
+    assert report.analyzer.stats.registry_refused == 1
+
+
+@pytest.mark.timeout(60)
+def test_an_outage_that_a_restart_started_down_again_is_two(tmp_path: Path) -> None:
+    """Worker 1 sees Redis down, dies, and its next process starts down too: the old
+    process's outage ends unrecovered at the new one's `op=start` line, and the new one's
+    is its own (recovered)."""
+    fleet = Fleet()
+    fleet.server_start(0.0, 1, 4101)
+    fleet.log(0.5, 1, "registry_unavailable", "error", op="renew", session="", message="down")
+    fleet.log(0.8, 1, "registry_unavailable", "error", op="start", session="", message="down")
+    fleet.server_start(0.9, 1, 4150)
+    fleet.log(1.5, 1, "registry_recovered", "info", down_ms=700)
+    report = diagnose(write_fleet(tmp_path, fleet))
+    messages = sorted(f.message for f in report.findings if f.id.value == "registry_unavailable")
+    assert len(messages) == 2, messages
+    assert "had not recovered when the process restarted" in messages[0]
+    assert "(renew 1)" in messages[0]
+    assert "unreachable for 700 ms, then recovered" in messages[1]
+    assert "(start 1)" in messages[1]
+
+
+@pytest.mark.timeout(60)
 def test_registry_question_joins_the_tree_only_for_a_fleet(tmp_path: Path) -> None:
     """A fleet on a shared registry gets the question "Does the shared registry answer?"
     (passed when healthy, failed on an outage, with JUnit testcase registry_unavailable);

@@ -25,6 +25,9 @@ class Outage:
     ops: Counter[str] = field(default_factory=Counter)
     refused: int = 0
     first_refused: int | None = None
+    #: Opened by `op=start`: the outage of a process still starting (a fleet worker that
+    #: starts down), which its own server_start continues rather than ends.
+    starting: bool = False
 
     def summary(self) -> str:
         ops = ", ".join(f"{op} {n}" for op, n in self.ops.most_common())
@@ -53,16 +56,28 @@ class Fleet:
 
     def restarted(self, here: int) -> Outage | None:
         """The outage the process of input `here` had not seen end when it restarted:
-        the new process has its own registry state."""
+        the new process has its own registry state. An outage the new process itself
+        logged while starting (`op=start`) is its own, and goes on."""
+        outage = self.outages.get(here)
+        if outage is not None and outage.starting:
+            outage.starting = False
+            return None
         return self.outages.pop(here, None)
 
-    def unavailable(self, here: int, ref: int, op: str | None) -> None:
-        """A registry operation failed in input `here` (a `registry_unavailable` line)."""
+    def unavailable(self, here: int, ref: int, op: str | None) -> Outage | None:
+        """A registry operation failed in input `here` (a `registry_unavailable` line).
+
+        `op=start` is a new process of that input starting during an outage: the outage
+        of the process before it, if one was going on, ends here unrecovered (returned)."""
         self.shared_registry = True
-        outage = self.outages.setdefault(here, Outage(ref, ref))
+        ended = self.outages.pop(here, None) if op == "start" else None
+        outage = self.outages.get(here)
+        if outage is None:
+            outage = self.outages[here] = Outage(ref, ref, starting=op == "start")
         outage.last = ref
         outage.failures += 1
         outage.ops[op or "?"] += 1
+        return ended
 
     def recovered(self, here: int) -> Outage | None:
         """The registry answers input `here` again: the outage it ends (None when the

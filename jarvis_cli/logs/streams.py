@@ -440,7 +440,12 @@ class StreamEvents:
     def _on_registry_unavailable(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         self.jarvis_lines += 1
         self.stats.registry_failures += 1
-        self.fleet.unavailable(self.input_of(ref), ref, fields.get("op"))
+        here = self.input_of(ref)
+        ended = self.fleet.unavailable(here, ref, fields.get("op"))
+        if ended is not None:  # a new process starts down: the old one's outage ends here
+            self.findings.report(
+                rules.registry_unavailable(self.fleet.registry_name(here), ended, restarted=ref)
+            )
 
     def _on_registry_recovered(self, fields: dict[str, str], ref: int, ts: float | None) -> None:
         self.jarvis_lines += 1
