@@ -656,8 +656,10 @@ class _GuardedResponse(Response):
             if journal is not None and replay is not None:
                 if journal.followers is not None:
                     journal.followers.close()
-                # A refused prompt's journal holds no event: closed, it expires with the TTL.
-                replay.close(journal)
+                if refusal is None:
+                    replay.close(journal)
+                else:  # refused before any event: its client never saw its stream id
+                    replay.forget(journal)
         if refusal is not None:
             await _close_tokens(self.tokens)
             await refusal(scope, receive, send)

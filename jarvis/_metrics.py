@@ -50,7 +50,8 @@ class Metrics:
         self.refused = Counter(
             "jarvis_requests_refused",
             "Requests refused before any stream (request_rejected), by code: session_busy "
-            "is --on-busy reject or a queue that timed out, registry_unavailable a 503.",
+            "(--on-busy reject), queue_timeout (--on-busy queue waited too long), "
+            "registry_unavailable (a 503), or a bad request's own code.",
             ["code"],
             registry=r,
         )
@@ -75,6 +76,8 @@ class Metrics:
             self.ended.labels(reason.value)
         for cancel in CancelReason:
             self.cancelled.labels(cancel.value)
+        for code in ("session_busy", "queue_timeout", "registry_unavailable"):
+            self.refused.labels(code)
 
     def watch_replay(self, replay: _KeptJournals) -> None:
         """With resume on: what the kept journals hold and what the cap forgot, read at

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 Mirror = Callable[["Journal", list[bytes], bool], None]
 #: What an event costs beside its bytes: the bytes object's header and its list slot.
 _EVENT_OVERHEAD = sys.getsizeof(b"") + 8
+#: What a journal costs with no event, about: itself, its list and ids, the store's two
+#: dict entries, its TTL timer. A flood of one-event answers is bounded by the cap too.
+_JOURNAL_OVERHEAD = 700
 
 
 def number_events(body: bytes, first: int) -> tuple[bytes, list[bytes]]:
@@ -78,8 +81,9 @@ class Journal:
         self.stream_id = stream_id
         self.trace = trace
         self.events: list[bytes] = []
-        #: About what `events` holds in memory, in bytes (each event and its overhead).
-        self.size = 0
+        #: About what the journal holds in memory, in bytes: its events (each with its
+        #: overhead) and itself.
+        self.size = _JOURNAL_OVERHEAD
         self.ended = False
         #: Who reads the stream while it runs (`Followers`); None once it has ended.
         self.followers: Followers | None = None
@@ -196,11 +200,18 @@ class MemoryReplay:
         timer = asyncio.get_running_loop().call_later(self.ttl, self._drop, journal)
         self._ended[journal.stream_id] = (journal, timer)
         self.ended_bytes += journal.size
-        while self.max_bytes is not None and self.ended_bytes > self.max_bytes:
+        while self._ended and self.max_bytes is not None and self.ended_bytes > self.max_bytes:
             oldest, timer = next(iter(self._ended.values()))
             timer.cancel()  # a cancelled timer lets go of its journal
             self._drop(oldest)
             self.evicted += 1
+
+    def forget(self, journal: Journal) -> None:
+        """A prompt refused before it streamed (409, 503): end its journal (a fleet's
+        copy then expires with the ttl) and forget it now, since no client was given its
+        stream id to resume."""
+        journal.end()
+        self._drop(journal)
 
     def _drop(self, journal: Journal) -> None:
         if self._journals.get(journal.stream_id) is journal:

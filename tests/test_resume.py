@@ -498,11 +498,11 @@ async def test_ended_answers_past_the_memory_cap_are_forgotten_oldest_first() ->
     from jarvis._stream import StreamHandle
 
     event = b"data: " + b"x" * 994 + b"\n\n"  # 1,002 bytes, plus its overhead
-    replay = MemoryReplay(ttl=60, max_bytes=2500)
+    replay = MemoryReplay(ttl=60, max_bytes=3500)
     journals = []
     for n in range(4):
         journal = replay.open(StreamHandle(session="s", stream_id=f"st-{n}"))
-        journal.append([event, event])  # about 2,100 bytes: one ended journal fits
+        journal.append([event, event])  # about 2,800 bytes: one ended journal fits
         journals.append(journal)
     assert all(replay.find(j.stream_id) is j for j in journals)  # all live: all kept
     replay.close(journals[0])
@@ -512,7 +512,7 @@ async def test_ended_answers_past_the_memory_cap_are_forgotten_oldest_first() ->
     replay.close(journals[2])
     assert replay.find("st-1") is None and replay.find("st-2") is journals[2]
     assert replay.find("st-3") is journals[3]  # still running: kept
-    assert replay.evicted == 2 and replay.ended_bytes == journals[2].size <= 2500
+    assert replay.evicted == 2 and replay.ended_bytes == journals[2].size <= 3500
     # Forgotten means freed: nothing (its ttl timer included) holds an evicted journal.
     gone = [weakref.ref(j) for j in journals[:2]]
     del journals[:2], journal
@@ -544,3 +544,20 @@ async def test_resume_max_mb_drops_ended_answers_but_never_a_running_one() -> No
     scrape = guard.prometheus.get_sample_value
     assert scrape("jarvis_resume_evicted_total") == 1.0
     assert scrape("jarvis_resume_kept_bytes") == 0.0
+
+
+async def test_a_refused_prompt_leaves_no_journal_behind() -> None:
+    """With resume on, a prompt refused before it streamed (409 under reject) is not kept
+    for the TTL: its client never got a stream id to resume with."""
+    guard = guard_with(RecordingLog(), resume_ttl=60, on_busy="reject")
+    feed, first = Feed(), Client()
+    task = streaming(guard, feed, first)
+    feed.give("a")
+    await until(lambda: first.events_seen == 1)
+    refused = Client()
+    await guard.response("s", words("b"))(HTTP, refused.receive, refused.send)
+    assert refused.status == 409 and "x-stream-id" not in refused.headers
+    feed.finish()
+    await asyncio.wait_for(task, 3)
+    replay = guard._replay
+    assert replay is not None and len(replay) == 1  # A's, kept for the TTL; not B's

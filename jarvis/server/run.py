@@ -79,8 +79,8 @@ class JarvisServer(uvicorn.Server):
             registry=guard.registry or "memory",
             worker=cfg.worker,
             on_busy=guard.on_busy,
-            resume_ttl_ms=int(guard.resume_ttl * 1000),
-            ping_ms=int(guard.ping * 1000),
+            resume_ttl_ms=math.ceil(guard.resume_ttl * 1000),  # 0 only when off
+            ping_ms=math.ceil(guard.ping * 1000),
         )
         if self.on_ready is not None and self.bound_port is not None:
             self.on_ready(self.bound_port)
