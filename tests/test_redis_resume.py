@@ -19,7 +19,7 @@ from jarvis.synthetic import expected_text
 from jarvis.vocabulary import Event
 
 from .redis_server import RedisServer
-from .test_resume import HTTP, Client, Feed, end_reason, events, text_of, until
+from .test_resume import HTTP, Client, Feed, answering, end_reason, events, text_of, until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -108,13 +108,7 @@ async def test_stop_on_another_worker_stops_the_stream_where_it_runs(
     one, log1 = worker(redis_server.url)
     two, log2 = worker(redis_server.url)
     async with one.lifespan(None), two.lifespan(None):
-        feed, first = Feed(), Client()
-        task = asyncio.create_task(
-            one.response("s", feed.tokens())(HTTP, first.receive, first.send)
-        )
-        feed.give("a")
-        await until(lambda: first.events_seen == 1)
-        stream_id = first.headers["x-stream-id"]
+        _feed, first, task, stream_id = await answering(one, "a")
         from jarvis import BadRequest
 
         with pytest.raises(BadRequest):
@@ -140,13 +134,7 @@ async def test_a_reader_on_another_worker_holds_a_detached_stream_past_its_grace
     one, log1 = worker(redis_server.url, detach_grace=0.3)
     two, _ = worker(redis_server.url)
     async with one.lifespan(None), two.lifespan(None):
-        feed, first = Feed(), Client()
-        task = asyncio.create_task(
-            one.response("s", feed.tokens())(HTTP, first.receive, first.send)
-        )
-        feed.give("a")
-        await until(lambda: first.events_seen == 1)
-        stream_id = first.headers["x-stream-id"]
+        feed, first, task, stream_id = await answering(one, "a")
         tab = Client()
         reader = asyncio.create_task(two.resume("s", stream_id, "1")(HTTP, tab.receive, tab.send))
         await asyncio.sleep(0.1)

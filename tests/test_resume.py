@@ -71,15 +71,24 @@ def streaming(guard: StreamGuard, feed: Feed, client: Client) -> asyncio.Task[No
     )
 
 
+async def answering(
+    guard: StreamGuard, *tokens: str
+) -> tuple[Feed, Client, asyncio.Task[None], str]:
+    """Session "s"'s answer under way, its client having read `tokens` (an event each):
+    the feed the test goes on giving, the client, the answer's task, its stream id."""
+    feed, first = Feed(), Client()
+    task = streaming(guard, feed, first)
+    feed.give(*tokens)
+    await until(lambda: first.events_seen == len(tokens))
+    return feed, first, task, first.headers["x-stream-id"]
+
+
 async def cut_after(
     guard: StreamGuard, log: RecordingLog, *tokens: str
 ) -> tuple[Feed, Client, asyncio.Task[None]]:
     """An answer whose client read `tokens` (an event each) and left: it is detached now
     (resume on), and runs on for the feed the test goes on giving."""
-    feed, first = Feed(), Client()
-    task = streaming(guard, feed, first)
-    feed.give(*tokens)
-    await until(lambda: first.events_seen == len(tokens))
+    feed, first, task, _ = await answering(guard, *tokens)
     first.leave()
     await until(lambda: log.of(Event.STREAM_DETACHED) != [])
     return feed, first, task
@@ -204,11 +213,7 @@ async def test_readers_follow_a_live_stream_to_its_end_a_second_tab_too() -> Non
     event as it comes, then the end; `stream_resumed` says where each started."""
     log = RecordingLog()
     guard = guard_with(log, resume_ttl=5.0)
-    feed, first = Feed(), Client()
-    task = streaming(guard, feed, first)
-    feed.give("a")
-    await until(lambda: first.events_seen == 1)
-    stream_id = first.headers["x-stream-id"]
+    feed, first, task, stream_id = await answering(guard, "a")
     tabs = [Client(), Client()]
     readers = [
         asyncio.create_task(guard.resume("s", stream_id, n)(HTTP, tab.receive, tab.send))
@@ -274,11 +279,7 @@ async def test_stop_ends_the_answer_at_once_as_stopped_for_every_reader() -> Non
     saying so; stopping it again says it has ended; another session gets a 404."""
     log = RecordingLog()
     guard = guard_with(log, resume_ttl=5.0)
-    feed, first = Feed(), Client()
-    task = streaming(guard, feed, first)
-    feed.give("a")
-    await until(lambda: first.events_seen == 1)
-    stream_id = first.headers["x-stream-id"]
+    _feed, first, task, stream_id = await answering(guard, "a")
     tab = Client()
     reader = asyncio.create_task(guard.resume("s", stream_id, "1")(HTTP, tab.receive, tab.send))
     await until(lambda: log.of(Event.STREAM_RESUMED) != [])
@@ -360,10 +361,7 @@ async def test_a_disconnect_with_resume_on_runs_on_for_the_grace_then_cancels() 
     `client_disconnected`, ending `disconnected` with its cleanup done."""
     log = RecordingLog()
     guard = guard_with(log, resume_ttl=5.0, detach_grace=0.4)
-    feed, first = Feed(), Client()
-    task = streaming(guard, feed, first)
-    feed.give("a")
-    await until(lambda: first.events_seen == 1)
+    feed, first, task, _ = await answering(guard, "a")
     loop = asyncio.get_running_loop()
     left = loop.time()
     first.leave()
@@ -418,10 +416,7 @@ async def test_with_no_grace_a_disconnect_cancels_at_once_and_stays_resumable() 
     off, and what it sent, its end included, is still there for a resume."""
     log = RecordingLog()
     guard = guard_with(log, resume_ttl=5.0, detach_grace=0)
-    feed, first = Feed(), Client()
-    task = streaming(guard, feed, first)
-    feed.give("a")
-    await until(lambda: first.events_seen == 1)
+    _feed, first, task, _ = await answering(guard, "a")
     first.leave()
     await asyncio.wait_for(task, 2)
     (end,) = log.of(Event.STREAM_END)
@@ -524,11 +519,7 @@ async def test_resume_max_mb_drops_ended_answers_but_never_a_running_one() -> No
     """A cap smaller than any answer: an answer resumes while it runs, and is a 404 once
     it has ended, well before its `resume_ttl`."""
     guard = guard_with(RecordingLog(), resume_ttl=60, resume_max_mb=1e-6)
-    feed, first = Feed(), Client()
-    task = streaming(guard, feed, first)
-    feed.give("a", "b")
-    await until(lambda: first.events_seen == 2)
-    stream_id = first.headers["x-stream-id"]
+    feed, _first, task, stream_id = await answering(guard, "a", "b")
     live = Client()
     reading = asyncio.create_task(guard.resume("s", stream_id, "1")(HTTP, live.receive, live.send))
     await until(lambda: len(events(live.body)) >= 1)
@@ -550,10 +541,7 @@ async def test_a_refused_prompt_leaves_no_journal_behind() -> None:
     """With resume on, a prompt refused before it streamed (409 under reject) is not kept
     for the TTL: its client never got a stream id to resume with."""
     guard = guard_with(RecordingLog(), resume_ttl=60, on_busy="reject")
-    feed, first = Feed(), Client()
-    task = streaming(guard, feed, first)
-    feed.give("a")
-    await until(lambda: first.events_seen == 1)
+    feed, _first, task, _ = await answering(guard, "a")
     refused = Client()
     await guard.response("s", words("b"))(HTTP, refused.receive, refused.send)
     assert refused.status == 409 and "x-stream-id" not in refused.headers
